@@ -1,0 +1,150 @@
+"""The provider interface: what the suites need from a cluster, and nothing more.
+
+A provider owns a cluster (kind, an existing context, or the sandbox). ``deploy`` installs one cell of the
+values matrix into its own namespace and returns a :class:`Deployment`, the handle every suite works through.
+Implementations live side by side (``kind.py``, ``existing.py``, ``sandbox_provider.py``) with their methods in
+this order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pytest_natsnet.kube import Obj
+
+POD_GATE_CONDITION = "natsnet.io/ready"
+"""The readinessGate condition type the plugin uses to force a pod not-ready deterministically."""
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """Capabilities a suite may depend on; a suite skips with a reason when one is missing."""
+
+    name: str
+    enforces_network_policy: bool | None
+    """True/False when known; None when only a canary probe can tell (e.g. an unknown CNI)."""
+    supports_readiness_gates: bool
+    supports_external_client: bool
+    details: tuple[str, ...] = ()
+    """Lines for the run header: which binaries and versions, why this provider was chosen."""
+
+
+@dataclass(frozen=True)
+class CellManifests:
+    """One cell of the matrix, rendered: what ``deploy`` installs."""
+
+    scenario_id: str
+    namespace: str
+    release: str
+    objects: tuple[Obj, ...]
+    source: str
+    """``helm``, ``manifests`` or ``reference``."""
+    helm_install_argv: tuple[str, ...] | None = None
+    """When the source is a chart and the provider installs with helm: the exact ``helm install`` argv."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """Labels for the cell's namespace (managed-by, run id, scenario)."""
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """Where a probe runs: a fresh probe pod in ``namespace`` carrying ``labels``.
+
+    ``external=True`` runs it outside the cluster network and its DNS (a host-side client).
+    """
+
+    namespace: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    name: str = "natsnet-probe"
+    external: bool = False
+
+
+class WatchHandle(Protocol):
+    """A running ``watch`` probe: JSON-line events while the test disturbs the cluster."""
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event written so far (parsed JSON lines)."""
+        ...
+
+    def stop(self) -> list[dict[str, Any]]:
+        """Stops the watcher (bounded) and returns every event."""
+        ...
+
+
+class Deployment(Protocol):
+    """One installed cell: a namespace with the release, observed through the API."""
+
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def release(self) -> str: ...
+
+    @property
+    def info(self) -> ProviderInfo: ...
+
+    def objects(self, kind: str, namespace: str | None = None) -> list[Obj]:
+        """Live objects of ``kind`` (Pod, Service, EndpointSlice, NetworkPolicy, ConfigMap, Event,
+        StatefulSet, Namespace) in ``namespace`` (default: the cell's; ``"*"``: all namespaces)."""
+        ...
+
+    def apply(self, objects: Sequence[Obj], namespace: str | None = None) -> None:
+        """Creates or replaces objects (e.g. a NetworkPolicy for a probe namespace)."""
+        ...
+
+    def create_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> None:
+        """Creates a namespace labelled as the run's (deleted with the cell)."""
+        ...
+
+    def delete(self, kind: str, name: str, namespace: str | None = None) -> None:
+        """Deletes one object (NetworkPolicy, Namespace, ...); a Pod is deleted gracefully (preStop, SIGTERM)."""
+        ...
+
+    def wait_ready(self, timeout: float) -> None:
+        """Waits until the StatefulSet has all replicas ready at its observed generation."""
+        ...
+
+    def set_pod_condition(self, pod: str, condition_type: str, status: bool) -> None:
+        """Sets a pod status condition (readinessGates); the kubelet folds it into Ready."""
+        ...
+
+    def probe(self, target: ProbeTarget, batch: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+        """Runs the probe program once with ``batch`` (see ``probe/model.py``) and returns its JSON answer."""
+        ...
+
+    def watch(self, target: ProbeTarget, request: Mapping[str, Any]) -> WatchHandle:
+        """Starts the probe's long-running ``watch`` command."""
+        ...
+
+    def logs(self, pod: str, container: str = "nats", namespace: str | None = None) -> str:
+        """The container's log (all restarts, oldest first)."""
+        ...
+
+    def collect(self, directory: Path) -> None:
+        """Writes evidence: every object of the cell's namespaces as YAML and every container log."""
+        ...
+
+    def teardown(self) -> None:
+        """Removes everything the deployment created (its namespaces and probe pods)."""
+        ...
+
+
+class Provider(Protocol):
+    """A cluster: created or attached by ``start``, released by ``stop``."""
+
+    @property
+    def info(self) -> ProviderInfo: ...
+
+    def start(self) -> None:
+        """Creates or attaches the cluster (bounded); idempotent."""
+        ...
+
+    def deploy(self, cell: CellManifests, timeout: float) -> Deployment:
+        """Installs one cell into its namespace and waits for it to be ready (bounded)."""
+        ...
+
+    def stop(self, keep: bool) -> None:
+        """Releases the cluster; ``keep=True`` leaves it (and prints how to reach it)."""
+        ...
