@@ -194,8 +194,10 @@ class _Parser:
         if self.peek() and self.peek() in separators:
             self.pos += 1
         elif not newline and self.peek() != closer:
-            raise self.error(f"expected {separators[0]!r}, a new line or {closer or 'end of input'!r} "
-                             f"after a {what}, got {self.describe()}")
+            raise self.error(
+                f"expected {separators[0]!r}, a new line or {closer or 'end of input'!r} "
+                f"after a {what}, got {self.describe()}"
+            )
 
     def skip_inline_blank(self) -> None:
         while self.peek() in (" ", "\t") and self.peek():
@@ -274,7 +276,7 @@ class _Parser:
         if char == "x" and re.fullmatch(r"[0-9A-Fa-f]{2}", self.text[self.pos + 1 : self.pos + 3]):
             self.pos += 3
             return chr(int(self.text[self.pos - 2 : self.pos], 16))
-        raise self.error(f"invalid escape \\{char}: only \\xXX, \\t, \\n, \\r, \\\" and \\\\ are allowed")
+        raise self.error(f'invalid escape \\{char}: only \\xXX, \\t, \\n, \\r, \\" and \\\\ are allowed')
 
     def variable(self) -> Any:
         start = self.pos
