@@ -1,0 +1,650 @@
+"""The in-cluster probe: answers a batch of network questions as an application pod would see them.
+
+Self-contained (stdlib + dnspython + nats-py, no pytest_natsnet import): it is copied into probe pods.
+
+    python3 program.py < batch.json > answer.json      # {"requests": [...], "concurrency": 8}
+    python3 program.py watch < request.json             # JSON lines until duration, SIGTERM or stdin EOF
+
+It never raises across the boundary: a check that could not run is ``probe-error`` with the error text.
+Test hooks: ``NATSNET_PROBE_RESOLV_CONF`` (resolv.conf path) and ``NATSNET_PROBE_DNS_PORT`` (nameserver port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import json
+import os
+import signal
+import socket
+import ssl
+import stat
+import sys
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+Json = dict[str, Any]
+
+RESOLV_CONF_ENV = "NATSNET_PROBE_RESOLV_CONF"
+DNS_PORT_ENV = "NATSNET_PROBE_DNS_PORT"
+RDTYPES = ("A", "AAAA", "SRV", "PTR", "TXT")
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "dns": ("name", "rdtype"),
+    "getaddrinfo": ("name", "port"),
+    "tcp": ("host", "port"),
+    "http": ("url",),
+    "nats": ("servers",),
+}
+
+
+class CheckError(Exception):
+    """A check could not run (bad request, missing module): reported as ``probe-error``."""
+
+
+def resolv_conf_path() -> str:
+    return os.environ.get(RESOLV_CONF_ENV) or "/etc/resolv.conf"
+
+
+def read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as err:
+        return f"# unreadable: {err}"
+
+
+def error_text(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
+def ms_since(start: float) -> float:
+    return round((time.monotonic() - start) * 1000.0, 3)
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+
+def validate_batch(batch: Any) -> str | None:
+    """The first problem with ``batch`` as one line, or None when it is well-formed."""
+    if not isinstance(batch, dict):
+        return "batch must be a JSON object with a 'requests' list"
+    requests = batch.get("requests")
+    if not isinstance(requests, list):
+        return "batch key 'requests' must be a list"
+    concurrency = batch.get("concurrency", 8)
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        return "batch key 'concurrency' must be a positive integer"
+    seen: set[str] = set()
+    for index, request in enumerate(requests):
+        if not isinstance(request, dict):
+            return f"requests[{index}] must be an object"
+        key = request.get("key")
+        if not isinstance(key, str) or not key:
+            return f"requests[{index}] needs a non-empty string 'key'"
+        if key in seen:
+            return f"requests[{index}]: duplicate key {key!r}"
+        seen.add(key)
+        kind = request.get("kind")
+        if kind not in _REQUIRED:
+            return f"requests[{index}] ({key}): unknown kind {kind!r}; use one of {', '.join(_REQUIRED)}"
+        missing = [f for f in _REQUIRED[kind] if f not in request]
+        if missing:
+            return f"requests[{index}] ({key}): {kind} request needs {', '.join(missing)}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- dns
+
+
+def qnames_to_try(name: str, search: list[str], ndots: int, use_search: bool) -> list[str]:
+    """resolv.conf(5) order: absolute names only themselves; fewer than ndots dots → suffixes first."""
+    if name.endswith("."):
+        return [name]
+    absolute = name + "."
+    if not use_search:
+        return [absolute]
+    suffixed = [f"{name}.{suffix.rstrip('.')}." for suffix in search]
+    if name.count(".") >= ndots:
+        return [absolute, *suffixed]
+    return [*suffixed, absolute]
+
+
+def normalised_answer(rdata: Any, rdtype: str) -> str:
+    """Comparable text: addresses as-is, names lowercased, SRV as ``<port> <target>``, TXT unquoted."""
+    if rdtype == "SRV":
+        return f"{rdata.port} {rdata.target.to_text().lower()}"
+    if rdtype == "PTR":
+        return str(rdata.target.to_text().lower())
+    if rdtype == "TXT":
+        return "".join(s.decode("utf-8", "replace") for s in rdata.strings)
+    return str(rdata.to_text())
+
+
+def check_dns(request: Json) -> tuple[str, Json]:
+    try:
+        import dns.flags
+        import dns.message
+        import dns.rcode
+        import dns.resolver
+        import dns.reversename
+    except ImportError as err:
+        raise CheckError(f"dnspython is not available: {err}") from err
+    rdtype = str(request["rdtype"]).upper()
+    if rdtype not in RDTYPES:
+        raise CheckError(f"unsupported rdtype {rdtype!r}; use one of {', '.join(RDTYPES)}")
+    transport = request.get("transport", "udp")
+    if transport not in ("udp", "tcp"):
+        raise CheckError(f"unsupported transport {transport!r}; use udp or tcp")
+    timeout = float(request.get("timeout", 3.0))
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.read_resolv_conf(resolv_conf_path())
+    port = int(os.environ.get(DNS_PORT_ENV) or 53)
+    search = [s.to_text() for s in resolver.search]
+    ndots = 1 if resolver.ndots is None else int(resolver.ndots)
+    name = str(request["name"])
+    if rdtype == "PTR" and _is_ip(name):
+        names = [dns.reversename.from_address(name).to_text()]
+    else:
+        names = qnames_to_try(name, search, ndots, bool(request.get("search", False)))
+    nameservers = [str(ns) for ns in resolver.nameservers]
+    deadline = time.monotonic() + timeout
+    tried: list[Json] = []
+    detail: Json = {"names_tried": tried, "nameservers": nameservers, "port": port, "transport": transport,
+                    "search": search, "ndots": ndots, "answers": [], "records": [], "qname": None}
+    outcome = "timeout"
+    for qname in names:
+        query = dns.message.make_query(qname, rdtype)
+        response, server, latency, failure = ask_nameservers(query, nameservers, port, transport, deadline)
+        detail.update(qname=qname, nameserver=server, latency_ms=latency)
+        if response is None:
+            outcome = failure
+            tried.append({"qname": qname, "rcode": failure, "nameserver": server})
+            break
+        outcome = dns.rcode.to_text(response.rcode())
+        truncated = bool(response.flags & dns.flags.TC)
+        tried.append({"qname": qname, "rcode": outcome, "nameserver": server, "latency_ms": latency,
+                      "truncated": truncated})
+        detail["truncated"] = truncated
+        if outcome != "NXDOMAIN":
+            detail.update(answers_of(response, rdtype))
+            break
+    return outcome, detail
+
+
+SERVER_FAILURES = ("SERVFAIL", "REFUSED", "NOTIMP", "FORMERR")
+
+
+def ask_nameservers(
+    query: Any, nameservers: list[str], port: int, transport: str, deadline: float
+) -> tuple[Any, str | None, float | None, str]:
+    """The first usable response (None when every nameserver failed) and the last failure as an outcome."""
+    import dns.exception
+    import dns.query
+    import dns.rcode
+
+    failure, server = "timeout", None
+    for server in nameservers:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        started = time.monotonic()
+        try:
+            if transport == "tcp":
+                response = dns.query.tcp(query, server, timeout=remaining, port=port)
+            else:
+                response = dns.query.udp(query, server, timeout=remaining, port=port)
+        except dns.exception.Timeout:
+            failure = "timeout"
+            continue
+        except OSError as err:
+            failure = classify_connect_error(err)
+            continue
+        rcode = dns.rcode.to_text(response.rcode())
+        if rcode in SERVER_FAILURES:
+            failure = rcode
+            continue
+        return response, server, ms_since(started), ""
+    return None, server, None, failure
+
+
+def answers_of(response: Any, rdtype: str) -> Json:
+    import dns.rdatatype
+
+    wanted = dns.rdatatype.from_text(rdtype)
+    answers, records = [], []
+    for rrset in response.answer:
+        for rdata in rrset:
+            records.append(f"{rrset.name.to_text()} {dns.rdatatype.to_text(rrset.rdtype)} {rdata.to_text()}")
+            if rrset.rdtype == wanted:
+                answers.append(normalised_answer(rdata, rdtype))
+    return {"answers": sorted(answers), "records": sorted(records)}
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------- sockets
+
+
+def gai_error_name(code: int) -> str:
+    for attr in dir(socket):
+        if attr.startswith("EAI_") and getattr(socket, attr) == code:
+            return attr
+    return f"EAI_{code}"
+
+
+def check_getaddrinfo(request: Json) -> tuple[str, Json]:
+    name, port = str(request["name"]), int(request["port"])
+    try:
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        return "gaierror", {"errno": gai_error_name(err.errno or 0), "error": str(err)}
+    addresses = sorted({str(info[4][0]) for info in infos})
+    return "ok", {"addresses": addresses}
+
+
+def resolve_host(host: str, port: int) -> tuple[str | None, Json]:
+    """First address of ``host`` (an IP passes through); None plus the gaierror when it does not resolve."""
+    if _is_ip(host):
+        return host, {}
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        return None, {"errno": gai_error_name(err.errno or 0), "error": str(err)}
+    return str(infos[0][4][0]), {"resolved": sorted({str(i[4][0]) for i in infos})}
+
+
+def classify_connect_error(err: OSError) -> str:
+    if isinstance(err, ConnectionRefusedError):
+        return "refused"
+    if isinstance(err, (TimeoutError, socket.timeout)):
+        return "blocked"
+    if err.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT):
+        return "blocked"
+    return "probe-error"
+
+
+def check_tcp(request: Json) -> tuple[str, Json]:
+    host, port = str(request["host"]), int(request["port"])
+    timeout = float(request.get("timeout", 2.0))
+    address, detail = resolve_host(host, port)
+    if address is None:
+        return "unresolved", detail
+    detail["address"] = address
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect((address, port))
+        except OSError as err:
+            detail["error"] = error_text(err)
+            return classify_connect_error(err), detail
+    return "allowed", detail
+
+
+def check_http(request: Json) -> tuple[str, Json]:
+    url = str(request["url"])
+    timeout = float(request.get("timeout", 3.0))
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise CheckError(f"http url must be http(s)://host[:port]/path, got {url!r}")
+    address, detail = resolve_host(parsed.hostname, parsed.port or 80)
+    if address is None:
+        return "unresolved", detail
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as err:
+        status, body = err.code, err.read()
+    except urllib.error.URLError as err:
+        reason = err.reason
+        detail["error"] = error_text(reason) if isinstance(reason, BaseException) else str(reason)
+        return (classify_connect_error(reason) if isinstance(reason, OSError) else "probe-error"), detail
+    except OSError as err:
+        detail["error"] = error_text(err)
+        return classify_connect_error(err), detail
+    detail["status"] = status
+    text = body.decode("utf-8", "replace")
+    try:
+        detail["json"] = json.loads(text)
+    except ValueError:
+        detail["text"] = text[:4000]
+    return "ok", detail
+
+
+# ---------------------------------------------------------------------------------------------- nats
+
+
+def tls_context(tls: Json | None) -> tuple[ssl.SSLContext | None, str | None]:
+    if not tls:
+        return None, None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=str(tls["ca_pem"]))
+    return context, tls.get("hostname") or None
+
+
+def server_info(nc: Any) -> Json:
+    info = dict(getattr(nc, "_server_info", None) or {})
+    keep = ("server_id", "server_name", "connect_urls", "ldm", "tls_required", "host", "port", "version")
+    return {k: info.get(k) for k in keep}
+
+
+def pool_of(nc: Any) -> list[Json]:
+    return [{"url": srv.uri.geturl(), "discovered": bool(srv.discovered), "tls_name": srv.tls_name}
+            for srv in list(getattr(nc, "_server_pool", []))]
+
+
+def connected_url(nc: Any) -> str | None:
+    url = getattr(nc, "connected_url", None)
+    return None if url is None else str(url.geturl())
+
+
+async def check_nats(request: Json) -> tuple[str, Json]:
+    try:
+        from nats.aio.client import Client
+    except ImportError as err:
+        raise CheckError(f"nats-py is not available: {err}") from err
+    servers = [str(s) for s in request["servers"]]
+    connect_timeout = float(request.get("connect_timeout", 2.0))
+    context, tls_hostname = tls_context(request.get("tls"))
+    attempts: list[str] = []
+    discovered_events: list[list[str]] = []
+    nc = Client()
+
+    async def on_error(err: Exception) -> None:
+        attempts.append(error_text(err))
+
+    async def on_discovered() -> None:
+        discovered_events.append([str(u.geturl()) for u in nc.discovered_servers])
+
+    options: Json = {
+        "servers": servers, "connect_timeout": connect_timeout, "max_reconnect_attempts": 1,
+        "reconnect_time_wait": 0, "dont_randomize": bool(request.get("dont_randomize", True)),
+        "error_cb": on_error, "discovered_server_cb": on_discovered, "allow_reconnect": True,
+    }
+    if context is not None:
+        options["tls"] = context
+        if tls_hostname:
+            options["tls_hostname"] = tls_hostname
+    detail: Json = {"servers_requested": servers, "attempts": attempts}
+    bound = connect_timeout * (2 * len(servers) + 1) + 2.0
+    try:
+        await asyncio.wait_for(nc.connect(**options), bound)
+    except BaseException as err:
+        if isinstance(err, (KeyboardInterrupt, SystemExit)):
+            raise
+        last = attempts[-1] if attempts else error_text(err)
+        detail.update(error_class=type(err).__name__, error=str(err), last_attempt_error=last,
+                      servers=pool_of(nc))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), 2.0)
+        return "failed", detail
+    try:
+        wait = float(request.get("wait_discovered", 0.0))
+        deadline = time.monotonic() + wait
+        while wait > 0 and not nc.discovered_servers and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        detail.update(server_info=server_info(nc), connected_url=connected_url(nc), servers=pool_of(nc),
+                      discovered_servers=[str(u.geturl()) for u in nc.discovered_servers],
+                      discovered_events=discovered_events)
+        if request.get("roundtrip", True):
+            detail["roundtrip"] = await nats_roundtrip(nc, connect_timeout)
+            if not detail["roundtrip"]["ok"]:
+                return "failed", detail
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), 2.0)
+    return "ok", detail
+
+
+async def nats_roundtrip(nc: Any, timeout: float) -> Json:
+    subject = f"natsnet.probe.{os.getpid()}.{time.monotonic_ns()}"
+    received: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def on_message(msg: Any) -> None:
+        if not received.done():
+            received.set_result(bytes(msg.data))
+
+    started = time.monotonic()
+    try:
+        sub = await nc.subscribe(subject, cb=on_message)
+        await nc.flush(timeout=timeout)
+        await nc.publish(subject, b"natsnet")
+        data = await asyncio.wait_for(received, timeout)
+        await sub.unsubscribe()
+    except Exception as err:
+        return {"ok": False, "error": error_text(err), "elapsed_ms": ms_since(started)}
+    return {"ok": data == b"natsnet", "elapsed_ms": ms_since(started)}
+
+
+# ---------------------------------------------------------------------------------------------- batch
+
+
+SyncCheck = Callable[[Json], tuple[str, Json]]
+SYNC_CHECKS: dict[str, SyncCheck] = {
+    "dns": check_dns, "getaddrinfo": check_getaddrinfo, "tcp": check_tcp, "http": check_http,
+}
+
+
+async def run_one(request: Json, limit: asyncio.Semaphore) -> Json:
+    kind = str(request["kind"])
+    timeout = float(request.get("timeout") or request.get("connect_timeout") or 5.0)
+    started = time.monotonic()
+    async with limit:
+        started = time.monotonic()
+        try:
+            if kind == "nats":
+                outcome, detail = await check_nats(request)
+            else:
+                check = SYNC_CHECKS[kind]
+                outcome, detail = await asyncio.wait_for(asyncio.to_thread(check, request), timeout + 5.0)
+        except TimeoutError:
+            outcome, detail = "timeout" if kind in ("dns", "getaddrinfo") else "blocked", {"error": "overran"}
+        except Exception as err:
+            outcome, detail = "probe-error", {"error": error_text(err),
+                                              "traceback": traceback.format_exc(limit=5)}
+    return {"key": request["key"], "kind": kind, "outcome": outcome, "detail": detail,
+            "elapsed_ms": ms_since(started)}
+
+
+async def run_batch(batch: Json) -> Json:
+    started = time.monotonic()
+    limit = asyncio.Semaphore(int(batch.get("concurrency", 8)))
+    results = await asyncio.gather(*(run_one(r, limit) for r in batch["requests"]))
+    return {"results": list(results), "resolv_conf": read_text(resolv_conf_path()),
+            "hostname": socket.gethostname(), "elapsed_ms": ms_since(started)}
+
+
+def answer_batch(text: str) -> Json:
+    """The answer to a batch given as JSON text; a malformed batch gets a top-level ``error``."""
+    try:
+        batch = json.loads(text)
+    except ValueError as err:
+        return {"error": f"batch is not valid JSON: {err}", "results": []}
+    problem = validate_batch(batch)
+    if problem is not None:
+        return {"error": problem, "results": []}
+    try:
+        return asyncio.run(run_batch(batch))
+    except Exception as err:
+        return {"error": f"probe failed: {error_text(err)}", "results": []}
+
+
+# ---------------------------------------------------------------------------------------------- watch
+
+
+class EventWriter:
+    """JSON lines with monotonic and wall timestamps, flushed one by one."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.lock = threading.Lock()
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        record = {"event": event, "mono": time.monotonic(), "ts": time.time(), **fields}
+        line = json.dumps(record, default=str)
+        with self.lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+def read_request(stream: Any) -> Json:
+    """One JSON object from the start of ``stream`` (a single line, or the whole stream)."""
+    decoder = json.JSONDecoder()
+    buffer = ""
+    for line in stream:
+        buffer += line
+        with contextlib.suppress(ValueError):
+            request, _ = decoder.raw_decode(buffer.strip())
+            if isinstance(request, dict):
+                return request
+            raise ValueError("watch request must be a JSON object")
+    request, _ = decoder.raw_decode(buffer.strip())
+    if not isinstance(request, dict):
+        raise ValueError("watch request must be a JSON object")
+    return request
+
+
+def stdin_is_stream(stream: Any) -> bool:
+    """A pipe, socket or terminal (a controller can close it to stop us); a plain file is not."""
+    try:
+        return not stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+async def watch(request: Json, emit: EventWriter, stop: asyncio.Event) -> None:
+    from nats.aio.client import Client
+
+    servers = [str(s) for s in request["servers"]]
+    subject = str(request.get("subject", "natsnet.watch"))
+    duration = float(request.get("duration", 30.0))
+    interval = float(request.get("publish_interval", 0.2))
+    context, tls_hostname = tls_context(request.get("tls"))
+    nc = Client()
+    counters = {"received": 0, "sent": 0, "last_seq": -1}
+
+    def where() -> Json:
+        return {"url": connected_url(nc), "server_name": server_info(nc).get("server_name")}
+
+    async def on_disconnected() -> None:
+        emit("disconnected", url=connected_url(nc))
+
+    async def on_reconnected() -> None:
+        emit("reconnected", **where(), connect_urls=server_info(nc).get("connect_urls"))
+
+    async def on_discovered() -> None:
+        emit("discovered", servers=[str(u.geturl()) for u in nc.discovered_servers])
+
+    async def on_error(err: Exception) -> None:
+        emit("error", text=error_text(err))
+
+    async def on_lame_duck() -> None:
+        emit("lame_duck", url=connected_url(nc))
+
+    async def on_closed() -> None:
+        emit("closed")
+
+    async def on_message(msg: Any) -> None:
+        counters["received"] += 1
+        with contextlib.suppress(ValueError):
+            counters["last_seq"] = int(msg.data)
+        emit("message", seq=counters["last_seq"])
+
+    options: Json = {
+        "servers": servers, "dont_randomize": bool(request.get("dont_randomize", False)),
+        "reconnect_time_wait": float(request.get("reconnect_time_wait", 0.5)),
+        "max_reconnect_attempts": -1, "connect_timeout": float(request.get("connect_timeout", 2.0)),
+        "disconnected_cb": on_disconnected, "reconnected_cb": on_reconnected, "error_cb": on_error,
+        "discovered_server_cb": on_discovered, "closed_cb": on_closed, "lame_duck_mode_cb": on_lame_duck,
+    }
+    if context is not None:
+        options["tls"] = context
+        if tls_hostname:
+            options["tls_hostname"] = tls_hostname
+    try:
+        await asyncio.wait_for(nc.connect(**{**options, "max_reconnect_attempts": 1}), duration)
+    except Exception as err:
+        emit("error", text=error_text(err))
+        emit("summary", connected=False, reconnects=0, last_url=None, received=0, sent=0)
+        return
+    nc.options["max_reconnect_attempts"] = -1
+    info = server_info(nc)
+    emit("connected", **where(), connect_urls=info.get("connect_urls"))
+    await nc.subscribe(subject, cb=on_message)
+    deadline = time.monotonic() + duration
+    while not stop.is_set() and time.monotonic() < deadline:
+        if nc.is_connected:
+            try:
+                await nc.publish(subject, str(counters["sent"]).encode())
+                counters["sent"] += 1
+            except Exception as err:
+                emit("error", text=error_text(err))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+    emit("summary", connected=True, reconnects=int(nc.stats.get("reconnects", 0)), last_url=connected_url(nc),
+         received=counters["received"], sent=counters["sent"], last_seq=counters["last_seq"],
+         discovered_servers=[str(u.geturl()) for u in nc.discovered_servers])
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.close(), 2.0)
+
+
+async def watch_main(request: Json, emit: EventWriter, watch_stdin: bool) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    if watch_stdin:
+        def wait_eof() -> None:
+            with contextlib.suppress(Exception):
+                while sys.stdin.readline():
+                    pass
+            loop.call_soon_threadsafe(stop.set)
+
+        threading.Thread(target=wait_eof, daemon=True).start()
+    await watch(request, emit, stop)
+
+
+def run_watch() -> int:
+    emit = EventWriter(sys.stdout)
+    try:
+        request = read_request(sys.stdin)
+        if not isinstance(request.get("servers"), list) or not request["servers"]:
+            raise ValueError("watch request needs a non-empty 'servers' list")
+    except ValueError as err:
+        emit("error", text=f"bad watch request: {err}")
+        emit("summary", connected=False, reconnects=0, last_url=None, received=0, sent=0)
+        return 2
+    try:
+        asyncio.run(watch_main(request, emit, stdin_is_stream(sys.stdin)))
+    except Exception as err:
+        emit("error", text=f"probe failed: {error_text(err)}")
+        emit("summary", connected=False, reconnects=0, last_url=None, received=0, sent=0)
+        return 1
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if argv[1:2] == ["watch"]:
+        return run_watch()
+    answer = answer_batch(sys.stdin.read())
+    json.dump(answer, sys.stdout, default=str)
+    sys.stdout.write("\n")
+    return 0 if not answer.get("error") else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
