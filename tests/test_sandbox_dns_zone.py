@@ -1,0 +1,286 @@
+"""Zone answers per the Kubernetes DNS spec 1.1.0, table-driven, without sockets."""
+
+from __future__ import annotations
+
+import dns.rcode
+import dns.rdatatype
+import pytest
+from test_sandbox_dns_objects import (
+    KUBE_DNS_IP,
+    NATS_CLUSTER_IP,
+    POD_IPS,
+    cluster,
+    endpoint,
+    endpoint_slice,
+    golden_services,
+)
+
+from pytest_natsnet.sandbox.dnszone import Answer, build_zone, dashed_hostname, resolv_conf
+
+NOERROR, NXDOMAIN = dns.rcode.NOERROR, dns.rcode.NXDOMAIN
+SVC = "natsnet.svc.cluster.local."
+ALL_PODS = set(POD_IPS.values())
+
+
+def ask(objects: list[dict[str, object]], qname: str, qtype: str, **zone_args: int) -> Answer:
+    return build_zone(objects, **zone_args).answer(qname, qtype)
+
+
+def soa_owners(answer: Answer) -> set[str]:
+    return {rrset.name.to_text() for rrset in answer.authority if rrset.rdtype == dns.rdatatype.SOA}
+
+
+@pytest.mark.parametrize(
+    ("qname", "qtype", "rcode", "answers"),
+    [
+        pytest.param("dns-version.cluster.local.", "TXT", NOERROR, {'"1.1.0"'}, id="dns-version"),
+        pytest.param(f"nats.{SVC}", "A", NOERROR, {NATS_CLUSTER_IP}, id="clusterip-a"),
+        pytest.param(f"NaTs.{SVC.upper()}", "A", NOERROR, {NATS_CLUSTER_IP}, id="case-insensitive"),
+        pytest.param("kube-dns.kube-system.svc.cluster.local.", "A", NOERROR, {KUBE_DNS_IP}, id="kube-dns-a"),
+        pytest.param(f"nats-headless.{SVC}", "A", NOERROR, ALL_PODS, id="headless-a-all-ready"),
+        pytest.param(f"nats-1.nats-headless.{SVC}", "A", NOERROR, {POD_IPS["nats-1"]}, id="hostname-a"),
+        pytest.param(
+            f"_nats._tcp.nats.{SVC}",
+            "SRV",
+            NOERROR,
+            {f"0 100 4222 nats.{SVC}"},
+            id="clusterip-srv-targets-service",
+        ),
+        pytest.param(
+            f"_cluster._tcp.nats-headless.{SVC}",
+            "SRV",
+            NOERROR,
+            {f"0 33 6222 nats-{i}.nats-headless.{SVC}" for i in range(3)},
+            id="headless-srv-targets-hostnames",
+        ),
+        pytest.param(
+            "_dns._udp.kube-dns.kube-system.svc.cluster.local.",
+            "SRV",
+            NOERROR,
+            {"0 100 53 kube-dns.kube-system.svc.cluster.local."},
+            id="srv-udp-port",
+        ),
+        pytest.param(
+            "_dns._tcp.kube-dns.kube-system.svc.cluster.local.", "SRV", NXDOMAIN, set(), id="srv-wrong-proto"
+        ),
+        pytest.param(f"_cluster._tcp.nats.{SVC}", "SRV", NXDOMAIN, set(), id="srv-port-not-on-service"),
+        pytest.param("20.128.18.198.in-addr.arpa.", "PTR", NOERROR, {f"nats.{SVC}"}, id="ptr-clusterip"),
+        pytest.param(
+            "11.0.18.198.in-addr.arpa.", "PTR", NOERROR, {f"nats-1.nats-headless.{SVC}"}, id="ptr-pod"
+        ),
+        pytest.param("99.0.18.198.in-addr.arpa.", "PTR", NXDOMAIN, set(), id="ptr-unknown-ip"),
+        pytest.param(f"nats.{SVC}", "AAAA", NOERROR, set(), id="aaaa-existing-name-nodata"),
+        pytest.param(f"nats-0.nats-headless.{SVC}", "AAAA", NOERROR, set(), id="aaaa-hostname-nodata"),
+        pytest.param(f"nats.{SVC}", "MX", NOERROR, set(), id="other-type-nodata"),
+        pytest.param("svc.cluster.local.", "A", NOERROR, set(), id="empty-non-terminal-svc"),
+        pytest.param(SVC, "A", NOERROR, set(), id="empty-non-terminal-namespace"),
+        pytest.param(f"_tcp.nats-headless.{SVC}", "A", NOERROR, set(), id="empty-non-terminal-srv-proto"),
+        pytest.param("cluster.local.", "A", NOERROR, set(), id="apex-nodata"),
+        pytest.param("nosuchns.svc.cluster.local.", "A", NXDOMAIN, set(), id="unknown-namespace"),
+        pytest.param(f"nope.{SVC}", "A", NXDOMAIN, set(), id="unknown-service"),
+        pytest.param(f"nats-9.nats-headless.{SVC}", "A", NXDOMAIN, set(), id="unknown-hostname"),
+        pytest.param(f"nats-0.nats-headless.{SVC}x.", "A", NXDOMAIN, set(), id="outside-zone"),
+        pytest.param("nats-0.nats-headless.", "A", NXDOMAIN, set(), id="short-name-absolute"),
+    ],
+)
+def test_answers_per_spec(qname: str, qtype: str, rcode: dns.rcode.Rcode, answers: set[str]) -> None:
+    answer = ask(cluster(), qname, qtype)
+    assert (answer.rcode, set(answer.answer_texts())) == (rcode, answers)
+
+
+@pytest.mark.parametrize(
+    ("qname", "qtype", "soa"),
+    [
+        pytest.param(f"nats.{SVC}", "AAAA", "cluster.local.", id="nodata"),
+        pytest.param(f"nope.{SVC}", "A", "cluster.local.", id="nxdomain"),
+        pytest.param("99.0.18.198.in-addr.arpa.", "PTR", "in-addr.arpa.", id="reverse-nxdomain"),
+        pytest.param("example.com.", "A", None, id="outside-no-soa"),
+        pytest.param(f"nats.{SVC}", "A", None, id="positive-no-soa"),
+    ],
+)
+def test_negative_answers_carry_the_soa_of_their_zone(qname: str, qtype: str, soa: str | None) -> None:
+    answer = ask(cluster(), qname, qtype)
+    assert soa_owners(answer) == ({soa} if soa else set())
+    assert answer.authoritative is (not qname.startswith("example"))
+
+
+def test_answer_owner_keeps_the_asked_case() -> None:
+    answer = ask(cluster(), f"NATS.{SVC}", "A")
+    assert [rrset.name.to_text() for rrset in answer.answers] == [f"NATS.{SVC}"]
+
+
+@pytest.mark.parametrize(
+    ("zone_args", "answer_ttl", "soa_ttl", "soa_minimum"),
+    [
+        pytest.param({}, 5, 5, 5, id="default-coredns-minttl-follows-ttl"),
+        pytest.param({"ttl": 30}, 30, 30, 30, id="ttl-30"),
+        pytest.param({"ttl": 30, "negative_ttl": 0}, 30, 0, 0, id="negative-caching-off"),
+        pytest.param({"negative_ttl": 60}, 5, 60, 60, id="negative-ttl-60"),
+    ],
+)
+def test_ttls(zone_args: dict[str, int], answer_ttl: int, soa_ttl: int, soa_minimum: int) -> None:
+    positive = ask(cluster(), f"nats.{SVC}", "A", **zone_args)
+    negative = ask(cluster(), f"nope.{SVC}", "A", **zone_args)
+    (soa,) = negative.authority
+    assert (positive.answers[0].ttl, soa.ttl, soa[0].minimum) == (answer_ttl, soa_ttl, soa_minimum)
+
+
+def test_dns_version_ttl_is_coredns_fixed() -> None:
+    assert ask(cluster(), "dns-version.cluster.local.", "TXT", ttl=1).answers[0].ttl == 28800
+
+
+def test_headless_srv_additional_holds_target_addresses() -> None:
+    answer = ask(cluster(), f"_cluster._tcp.nats-headless.{SVC}", "SRV")
+    additional = {(rrset.name.to_text(), rd.to_text()) for rrset in answer.additional for rd in rrset}
+    assert additional == {(f"{pod}.nats-headless.{SVC}", ip) for pod, ip in POD_IPS.items()}
+
+
+def test_clusterip_srv_additional_holds_the_service_address() -> None:
+    answer = ask(cluster(), f"_nats._tcp.nats.{SVC}", "SRV")
+    assert [(r.name.to_text(), r[0].to_text()) for r in answer.additional] == [
+        (f"nats.{SVC}", NATS_CLUSTER_IP)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "published"),
+    [
+        pytest.param([endpoint("nats-0", ready=None)], {"nats-0"}, id="ready-nil-is-ready"),
+        pytest.param(
+            [endpoint("nats-0", ready=True, serving=False)], {"nats-0"}, id="pnra-true-ready-not-serving"
+        ),
+        pytest.param(
+            [endpoint("nats-0", ready=False), endpoint("nats-1")], {"nats-1"}, id="ready-false-hidden"
+        ),
+        pytest.param([endpoint("nats-0", ready=False, serving=True)], set(), id="only-unready-nxdomain"),
+        pytest.param([], set(), id="no-endpoints-nxdomain"),
+    ],
+)
+def test_headless_publishes_ready_endpoints_only(
+    endpoints: list[dict[str, object]], published: set[str]
+) -> None:
+    zone = build_zone(cluster(endpoints))
+    headless = zone.answer(f"nats-headless.{SVC}", "A")
+    srv = zone.answer(f"_cluster._tcp.nats-headless.{SVC}", "SRV")
+    expected_rcode = NOERROR if published else NXDOMAIN
+    assert (headless.rcode, set(headless.answer_texts())) == (expected_rcode, {POD_IPS[p] for p in published})
+    assert srv.rcode == expected_rcode
+    for pod in POD_IPS:
+        per_pod = zone.answer(f"{pod}.nats-headless.{SVC}", "A")
+        assert per_pod.rcode == (NOERROR if pod in published else NXDOMAIN), pod
+
+
+def test_headless_endpoints_are_gathered_across_slices() -> None:
+    objects = [
+        *golden_services(),
+        endpoint_slice("nats-headless", "nats-headless-1", [endpoint("nats-0")]),
+        endpoint_slice(
+            "nats-headless", "nats-headless-2", [endpoint("nats-1"), endpoint("nats-2", ready=False)]
+        ),
+        endpoint_slice("other", "other-1", [endpoint("nats-2")]),
+    ]
+    answer = build_zone(objects).answer(f"nats-headless.{SVC}", "A")
+    assert set(answer.answer_texts()) == {POD_IPS["nats-0"], POD_IPS["nats-1"]}
+
+
+def test_slice_in_another_namespace_is_ignored() -> None:
+    foreign = endpoint_slice("nats-headless", "nats-headless-x", [endpoint("nats-0")])
+    foreign["metadata"]["namespace"] = "elsewhere"
+    answer = build_zone([*golden_services(), foreign]).answer(f"nats-headless.{SVC}", "A")
+    assert answer.rcode == NXDOMAIN
+
+
+def test_endpoint_without_hostname_is_named_by_dashed_ip() -> None:
+    zone = build_zone(cluster([endpoint("nats-0", hostname=False)]))
+    dashed = f"{dashed_hostname(POD_IPS['nats-0'])}.nats-headless.{SVC}"
+    srv = zone.answer(f"_nats._tcp.nats-headless.{SVC}", "SRV")
+    assert dashed == f"198-18-0-10.nats-headless.{SVC}"
+    assert srv.answer_texts() == [f"0 100 4222 {dashed}"]
+    assert zone.answer(dashed, "A").answer_texts() == [POD_IPS["nats-0"]]
+
+
+def test_pod_behind_two_headless_services_has_two_ptrs() -> None:
+    second = {
+        "kind": "Service",
+        "metadata": {"name": "nats-other", "namespace": "natsnet"},
+        "spec": {"clusterIP": "None", "ports": [{"name": "nats", "port": 4222}]},
+    }
+    objects = [*cluster(), second, endpoint_slice("nats-other", "nats-other-1", [endpoint("nats-0")])]
+    answer = build_zone(objects).answer("10.0.18.198.in-addr.arpa.", "PTR")
+    assert set(answer.answer_texts()) == {f"nats-0.nats-headless.{SVC}", f"nats-0.nats-other.{SVC}"}
+
+
+def test_clusterip_service_endpoints_get_no_ptr_of_their_own() -> None:
+    objects = [*golden_services(), endpoint_slice("nats", "nats-1", [endpoint("nats-0", hostname=False)])]
+    assert build_zone(objects).answer("10.0.18.198.in-addr.arpa.", "PTR").rcode == NXDOMAIN
+
+
+def test_external_name_is_a_cname() -> None:
+    service = {
+        "kind": "Service",
+        "metadata": {"name": "ext", "namespace": "natsnet"},
+        "spec": {"type": "ExternalName", "externalName": "nats.example.com"},
+    }
+    zone = build_zone([service])
+    for qtype in ("A", "CNAME", "AAAA"):
+        answer = zone.answer(f"ext.{SVC}", qtype)
+        assert (answer.rcode, answer.answer_texts()) == (NOERROR, ["nats.example.com."]), qtype
+
+
+def test_clusterip_service_without_an_ip_exists_with_no_address() -> None:
+    service = {
+        "kind": "Service",
+        "metadata": {"name": "pending", "namespace": "natsnet"},
+        "spec": {"ports": []},
+    }
+    answer = build_zone([service]).answer(f"pending.{SVC}", "A")
+    assert (answer.rcode, answer.answers) == (NOERROR, ())
+
+
+def test_namespace_object_makes_its_svc_name_exist() -> None:
+    zone = build_zone([{"kind": "Namespace", "metadata": {"name": "empty"}}])
+    assert zone.answer("empty.svc.cluster.local.", "A").rcode == NOERROR
+    assert zone.answer("other.svc.cluster.local.", "A").rcode == NXDOMAIN
+
+
+def test_custom_zone() -> None:
+    zone = build_zone(cluster(), zone="k8s.example")
+    assert zone.answer("nats.natsnet.svc.k8s.example.", "A").answer_texts() == [NATS_CLUSTER_IP]
+    assert zone.answer(f"nats.{SVC}", "A").rcode == NXDOMAIN
+
+
+def test_endpoint_slice_update_changes_the_answers() -> None:
+    before = build_zone(cluster()).answer(f"nats-2.nats-headless.{SVC}", "A")
+    moved = [endpoint("nats-0"), endpoint("nats-1")]
+    moved.append({**endpoint("nats-2"), "addresses": ["198.18.0.42"]})
+    after = build_zone(cluster(moved)).answer(f"nats-2.nats-headless.{SVC}", "A")
+    assert (before.answer_texts(), after.answer_texts()) == ([POD_IPS["nats-2"]], ["198.18.0.42"])
+
+
+def test_bad_address_skips_the_service_and_says_why() -> None:
+    bad = endpoint_slice("nats-headless", "bad", [{"addresses": ["not-an-ip"], "hostname": "x"}])
+    zone = build_zone([*golden_services(), bad])
+    assert len(zone.problems) == 1 and "natsnet/nats-headless" in zone.problems[0]
+    assert zone.answer(f"nats.{SVC}", "A").answer_texts() == [NATS_CLUSTER_IP]
+
+
+@pytest.mark.parametrize(
+    ("namespace", "nameserver", "zone", "expected"),
+    [
+        (
+            "natsnet",
+            KUBE_DNS_IP,
+            "cluster.local",
+            "search natsnet.svc.cluster.local svc.cluster.local cluster.local\n"
+            "nameserver 198.18.128.10\noptions ndots:5\n",
+        ),
+        (
+            "a",
+            "10.0.0.10",
+            "k8s.example.",
+            "search a.svc.k8s.example svc.k8s.example k8s.example\nnameserver 10.0.0.10\noptions ndots:5\n",
+        ),
+    ],
+)
+def test_resolv_conf_is_cluster_first(namespace: str, nameserver: str, zone: str, expected: str) -> None:
+    assert resolv_conf(namespace, nameserver, zone) == expected
