@@ -241,7 +241,7 @@ class NatsnetSettings:
         version, _ = get("chart-version")
         if chart is not None:
             values["chart"] = parse_chart("--natsnet-chart", chart, base)
-            values["chart_repo"] = None
+            values["chart_repo"] = DEFAULT_CHART_REPO if values["chart"] == DEFAULT_CHART else None
         if version is not None:
             values["chart_version"] = parse_chart_version("--natsnet-chart-version", version)
         values["chart_named"] = chart is not None or version is not None
