@@ -594,11 +594,13 @@ async def watch(request: Json, emit: EventWriter, stop: asyncio.Event) -> None:
                 emit("error", text=error_text(err))
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
-    emit("summary", connected=True, reconnects=int(nc.stats.get("reconnects", 0)), last_url=connected_url(nc),
-         received=counters["received"], sent=counters["sent"], last_seq=counters["last_seq"],
-         discovered_servers=[str(u.geturl()) for u in nc.discovered_servers])
+    summary: Json = {"connected": True, "reconnects": int(nc.stats.get("reconnects", 0)),
+                     "last_url": connected_url(nc), "discovered_servers": [str(u.geturl()) for u in
+                                                                            nc.discovered_servers]}
     with contextlib.suppress(Exception):
         await asyncio.wait_for(nc.close(), 2.0)
+    emit("summary", **summary, received=counters["received"], sent=counters["sent"],
+         last_seq=counters["last_seq"])
 
 
 async def watch_main(request: Json, emit: EventWriter, watch_stdin: bool) -> None:

@@ -1,0 +1,513 @@
+"""The probe program run for real on 127.0.0.1: a tiny DNS server, loopback nats-servers, sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import pytest
+
+from pytest_natsnet.probe import program
+
+PROGRAM = Path(__file__).resolve().parents[1] / "pytest_natsnet" / "probe" / "program.py"
+NATS_SERVER = Path(sys.executable).parent / "nats-server"
+
+
+def run_program(payload: str, *args: str, env: Mapping[str, str] | None = None,
+                timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(PROGRAM), *args], input=payload, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})}, check=False)
+
+
+def run_batch(batch: Mapping[str, Any], env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    done = run_program(json.dumps(batch), env=env)
+    assert "Traceback" not in done.stderr, done.stderr
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+Zone = Mapping[str, Mapping[str, list[str]]]
+"""qname (absolute, lowercase) -> rdtype -> rdata texts."""
+
+
+def dns_answer(wire: bytes, zone: Zone) -> bytes:
+    query = dns.message.from_wire(wire)
+    response = dns.message.make_response(query)
+    question = query.question[0]
+    qname = question.name.to_text().lower()
+    rdtype = dns.rdatatype.to_text(question.rdtype)
+    if qname not in zone:
+        response.set_rcode(dns.rcode.NXDOMAIN)
+    elif zone[qname].get(rdtype):
+        response.answer.append(dns.rrset.from_text_list(qname, 5, "IN", rdtype, zone[qname][rdtype]))
+    return bytes(response.to_wire())
+
+
+@dataclass
+class DnsServer:
+    port: int
+    queries: list[tuple[str, str]]
+
+
+@contextmanager
+def dns_server(zone: Zone) -> Iterator[DnsServer]:
+    """A UDP+TCP authoritative server for ``zone`` on 127.0.0.1 (one port for both)."""
+    queries: list[tuple[str, str]] = []
+
+    class Udp(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            data, sock = self.request
+            queries.append(("udp", dns.message.from_wire(data).question[0].name.to_text()))
+            sock.sendto(dns_answer(data, zone), self.client_address)
+
+    class Tcp(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            length = int.from_bytes(self.request.recv(2), "big")
+            data = b""
+            while len(data) < length:
+                data += self.request.recv(length - len(data))
+            queries.append(("tcp", dns.message.from_wire(data).question[0].name.to_text()))
+            reply = dns_answer(data, zone)
+            self.request.sendall(len(reply).to_bytes(2, "big") + reply)
+
+    tcp = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Tcp)
+    port = tcp.server_address[1]
+    udp = socketserver.ThreadingUDPServer(("127.0.0.1", port), Udp)
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (tcp, udp)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield DnsServer(port, queries)
+    finally:
+        for server in (tcp, udp):
+            server.shutdown()
+            server.server_close()
+
+
+@dataclass
+class NatsNode:
+    name: str
+    client_port: int
+    cluster_port: int
+    http_port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.client_port}"
+
+
+def varz(node: NatsNode) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}/varz", timeout=2) as response:
+        data: dict[str, Any] = json.loads(response.read())
+        return data
+
+
+@contextmanager
+def nats_cluster(directory: Path, size: int = 2, no_advertise: bool = False) -> Iterator[list[NatsNode]]:
+    """``size`` nats-servers on loopback forming a full mesh; killed on exit."""
+    ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
+    routes = ", ".join(f'"nats://127.0.0.1:{cluster}"' for _, cluster, _ in ports)
+    nodes: list[NatsNode] = []
+    try:
+        for index, (client, cluster, http) in enumerate(ports):
+            name = f"probe-n{index}"
+            conf = directory / f"{name}.conf"
+            conf.write_text(
+                f'server_name: "{name}"\nlisten: "127.0.0.1:{client}"\nhttp: "127.0.0.1:{http}"\n'
+                f'cluster {{ name: "probe", listen: "127.0.0.1:{cluster}", '
+                f"no_advertise: {str(no_advertise).lower()}, routes: [{routes}] }}\n"
+            )
+            process = subprocess.Popen([str(NATS_SERVER), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
+            nodes.append(NatsNode(name, client, cluster, http, process))
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if all(varz(n).get("routes", 0) > 0 for n in nodes):
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("loopback nats cluster did not form within 15 s")
+            time.sleep(0.1)
+        yield nodes
+    finally:
+        for node in nodes:
+            node.process.kill()
+            node.process.wait(timeout=10)
+
+
+# ------------------------------------------------------------------------------------ batch validation
+
+MALFORMED = [
+    ("not json", "{nope", "not valid JSON"),
+    ("not an object", "[1, 2]", "must be a JSON object"),
+    ("requests missing", "{}", "'requests' must be a list"),
+    ("bad concurrency", '{"requests": [], "concurrency": 0}', "'concurrency' must be a positive integer"),
+    ("unknown kind", '{"requests": [{"key": "a", "kind": "ping"}]}', "unknown kind 'ping'"),
+    ("missing field", '{"requests": [{"key": "a", "kind": "tcp", "host": "x"}]}', "tcp request needs port"),
+    ("no key", '{"requests": [{"kind": "tcp", "host": "x", "port": 1}]}', "non-empty string 'key'"),
+    ("duplicate key", '{"requests": [{"key": "a", "kind": "http", "url": "http://x"},'
+                      ' {"key": "a", "kind": "http", "url": "http://y"}]}', "duplicate key 'a'"),
+]
+
+
+@pytest.mark.parametrize(("payload", "message"), [(p, m) for _, p, m in MALFORMED],
+                         ids=[i for i, _, _ in MALFORMED])
+def test_malformed_batch_gets_top_level_error_without_traceback(payload: str, message: str) -> None:
+    done = run_program(payload)
+    answer = json.loads(done.stdout)
+    assert done.returncode == 2
+    assert message in answer["error"]
+    assert answer["results"] == []
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_empty_batch_answers_with_context() -> None:
+    answer = run_batch({"requests": []})
+    assert answer["results"] == []
+    assert answer["hostname"] == socket.gethostname()
+    assert "resolv_conf" in answer and answer["elapsed_ms"] >= 0
+
+
+# ---------------------------------------------------------------------------------------------- tcp / http
+
+
+def test_tcp_outcomes_allowed_refused_blocked_unresolved() -> None:
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(8)
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    fillers = []
+    try:
+        for _ in range(4):  # fill the accept queue: further SYNs are dropped, so the connect times out
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(full.getsockname())
+            fillers.append(filler)
+        time.sleep(0.1)
+        closed = free_port()
+        answer = run_batch({"requests": [
+            {"key": "open", "kind": "tcp", "host": "127.0.0.1", "port": listening.getsockname()[1]},
+            {"key": "closed", "kind": "tcp", "host": "127.0.0.1", "port": closed, "timeout": 1},
+            {"key": "full", "kind": "tcp", "host": "127.0.0.1", "port": full.getsockname()[1],
+             "timeout": 0.5},
+            {"key": "noname", "kind": "tcp", "host": "no-such-host.invalid", "port": 80, "timeout": 1},
+            {"key": "badport", "kind": "tcp", "host": "127.0.0.1", "port": "eighty"},
+        ]})
+    finally:
+        for sock in (listening, full, *fillers):
+            sock.close()
+    outcomes = {r["key"]: r["outcome"] for r in answer["results"]}
+    assert outcomes == {"open": "allowed", "closed": "refused", "full": "blocked", "noname": "unresolved",
+                        "badport": "probe-error"}
+    bad = answer["results"][4]
+    assert "ValueError" in bad["detail"]["error"]
+    assert all({"key", "kind", "outcome", "detail", "elapsed_ms"} <= set(r) for r in answer["results"])
+
+
+def test_getaddrinfo_ok_and_gaierror() -> None:
+    answer = run_batch({"requests": [
+        {"key": "ip", "kind": "getaddrinfo", "name": "127.0.0.1", "port": 4222},
+        {"key": "bad", "kind": "getaddrinfo", "name": "no-such-host.invalid", "port": 4222, "timeout": 3},
+    ]})
+    ok, bad = answer["results"]
+    assert (ok["outcome"], ok["detail"]["addresses"]) == ("ok", ["127.0.0.1"])
+    assert bad["outcome"] == "gaierror"
+    assert bad["detail"]["errno"].startswith("EAI_")
+
+
+# ---------------------------------------------------------------------------------------------- dns
+
+
+@pytest.fixture
+def zone_server() -> Iterator[DnsServer]:
+    zone: dict[str, dict[str, list[str]]] = {
+        "nats.ns1.svc.cluster.local.": {"A": ["198.18.128.20"]},
+        "nats-0.nats-headless.ns1.svc.cluster.local.": {"A": ["198.18.0.10"]},
+        "nats-headless.ns1.svc.cluster.local.": {"A": ["198.18.0.11", "198.18.0.10"]},
+        "_cluster._tcp.nats-headless.ns1.svc.cluster.local.": {"SRV": [
+            "0 50 6222 nats-1.nats-headless.ns1.svc.cluster.local.",
+            "0 50 6222 NATS-0.nats-headless.ns1.svc.cluster.local."]},
+        "dns-version.cluster.local.": {"TXT": ['"1.1.0"']},
+        "10.0.18.198.in-addr.arpa.": {"PTR": ["nats-0.nats-headless.ns1.svc.cluster.local."]},
+    }
+    with dns_server(zone) as server:
+        yield server
+
+
+def resolv_env(tmp_path: Path, server: DnsServer, search: str = "ns1.svc.cluster.local svc.cluster.local",
+               nameserver: str = "127.0.0.1") -> dict[str, str]:
+    conf = tmp_path / "resolv.conf"
+    conf.write_text(f"nameserver {nameserver}\nsearch {search} cluster.local\noptions ndots:5\n")
+    return {program.RESOLV_CONF_ENV: str(conf), program.DNS_PORT_ENV: str(server.port)}
+
+
+def dns_request(key: str, name: str, rdtype: str = "A", transport: str = "udp", search: bool = False,
+                timeout: float = 2.0) -> dict[str, Any]:
+    return {"key": key, "kind": "dns", "name": name, "rdtype": rdtype, "transport": transport,
+            "search": search, "timeout": timeout}
+
+
+def test_dns_rcodes_answers_and_search_path(tmp_path: Path, zone_server: DnsServer) -> None:
+    answer = run_batch({"requests": [
+        dns_request("fqdn", "nats.ns1.svc.cluster.local."),
+        dns_request("fqdn-tcp", "nats-headless.ns1.svc.cluster.local.", transport="tcp"),
+        dns_request("missing", "nats-9.nats-headless.ns1.svc.cluster.local."),
+        dns_request("short", "nats-0.nats-headless", search=True),
+        dns_request("short-no-search", "nats-0.nats-headless"),
+        dns_request("srv", "_cluster._tcp.nats-headless.ns1.svc.cluster.local.", rdtype="SRV"),
+        dns_request("txt", "dns-version.cluster.local.", rdtype="TXT", transport="tcp"),
+        dns_request("ptr", "198.18.0.10", rdtype="PTR"),
+        dns_request("nodata", "nats.ns1.svc.cluster.local.", rdtype="AAAA"),
+        dns_request("badtype", "nats", rdtype="MX"),
+    ]}, env=resolv_env(tmp_path, zone_server))
+    results = {r["key"]: r for r in answer["results"]}
+    summary = {k: (r["outcome"], r["detail"].get("answers")) for k, r in results.items() if k != "badtype"}
+    assert summary == {
+        "fqdn": ("NOERROR", ["198.18.128.20"]),
+        "fqdn-tcp": ("NOERROR", ["198.18.0.10", "198.18.0.11"]),
+        "missing": ("NXDOMAIN", []),
+        "short": ("NOERROR", ["198.18.0.10"]),
+        "short-no-search": ("NXDOMAIN", []),
+        "srv": ("NOERROR", ["6222 nats-0.nats-headless.ns1.svc.cluster.local.",
+                            "6222 nats-1.nats-headless.ns1.svc.cluster.local."]),
+        "txt": ("NOERROR", ["1.1.0"]),
+        "ptr": ("NOERROR", ["nats-0.nats-headless.ns1.svc.cluster.local."]),
+        "nodata": ("NOERROR", []),
+    }
+    assert results["short"]["detail"]["qname"] == "nats-0.nats-headless.ns1.svc.cluster.local."
+    assert results["short-no-search"]["detail"]["qname"] == "nats-0.nats-headless."
+    assert results["badtype"]["outcome"] == "probe-error"
+    assert "MX" in results["badtype"]["detail"]["error"]
+    assert ("tcp", "dns-version.cluster.local.") in zone_server.queries
+    assert "ndots:5" in answer["resolv_conf"]
+
+
+def test_dns_short_name_from_other_namespace_is_nxdomain_after_every_suffix(
+        tmp_path: Path, zone_server: DnsServer) -> None:
+    env = resolv_env(tmp_path, zone_server, search="ns2.svc.cluster.local svc.cluster.local")
+    answer = run_batch({"requests": [dns_request("short", "nats-0.nats-headless", search=True)]}, env=env)
+    result = answer["results"][0]
+    assert result["outcome"] == "NXDOMAIN"
+    assert [t["qname"] for t in result["detail"]["names_tried"]] == [
+        "nats-0.nats-headless.ns2.svc.cluster.local.", "nats-0.nats-headless.svc.cluster.local.",
+        "nats-0.nats-headless.cluster.local.", "nats-0.nats-headless."]
+
+
+def test_dns_silent_nameserver_is_timeout_not_nxdomain(tmp_path: Path) -> None:
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        env = resolv_env(tmp_path, DnsServer(silent.getsockname()[1], []))
+        request = dns_request("q", "nats.ns1.svc.cluster.local.", timeout=0.5)
+        answer = run_batch({"requests": [request]}, env=env)
+    finally:
+        silent.close()
+    assert answer["results"][0]["outcome"] == "timeout"
+
+
+@pytest.mark.parametrize(("name", "search", "ndots", "expected"), [
+    ("a.b.", ["s.x"], 5, ["a.b."]),
+    ("a.b", ["s.x"], 5, ["a.b.s.x.", "a.b."]),
+    ("a.b", ["s.x"], 1, ["a.b.", "a.b.s.x."]),
+    ("a.b", ["s.x"], 1, ["a.b.", "a.b.s.x."]),
+    ("a", [], 5, ["a."]),
+])
+def test_qnames_to_try_follows_ndots(name: str, search: list[str], ndots: int, expected: list[str]) -> None:
+    assert program.qnames_to_try(name, search, ndots, use_search=True) == expected
+
+
+def test_qnames_to_try_without_search_is_absolute_only() -> None:
+    assert program.qnames_to_try("nats", ["ns.svc.cluster.local"], 5, use_search=False) == ["nats."]
+
+
+# ---------------------------------------------------------------------------------------------- nats + http
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NatsNode]]:
+    with nats_cluster(tmp_path_factory.mktemp("probe-nats")) as nodes:
+        yield nodes
+
+
+def test_nats_connect_reports_info_discovery_and_roundtrip(cluster: list[NatsNode]) -> None:
+    first, second = cluster
+    answer = run_batch({"requests": [
+        {"key": "ok", "kind": "nats", "servers": [first.url], "connect_timeout": 2, "roundtrip": True,
+         "wait_discovered": 0, "dont_randomize": True, "tls": None},
+        {"key": "down", "kind": "nats", "servers": [f"nats://127.0.0.1:{free_port()}"], "connect_timeout": 1},
+        {"key": "tls-to-plain", "kind": "nats", "servers": [first.url], "connect_timeout": 1,
+         "tls": {"ca_pem": "not a pem"}},
+    ]})
+    ok, down, tls = answer["results"]
+    assert ok["outcome"] == "ok", ok
+    info = ok["detail"]["server_info"]
+    assert info["server_name"] == first.name
+    assert sorted(info["connect_urls"]) == sorted(f"127.0.0.1:{n.client_port}" for n in cluster)
+    assert ok["detail"]["connected_url"] == first.url
+    assert ok["detail"]["discovered_servers"] == [f"nats://127.0.0.1:{second.client_port}"]
+    assert ok["detail"]["roundtrip"]["ok"] is True
+    assert {s["url"] for s in ok["detail"]["servers"]} >= {first.url}
+    assert down["outcome"] == "failed"
+    assert "ConnectionRefusedError" in down["detail"]["last_attempt_error"]
+    assert tls["outcome"] == "probe-error"
+
+
+def test_http_monitoring_endpoint_ok_with_json(cluster: list[NatsNode]) -> None:
+    node = cluster[0]
+    answer = run_batch({"requests": [
+        {"key": "varz", "kind": "http", "url": f"http://127.0.0.1:{node.http_port}/varz"},
+        {"key": "missing", "kind": "http", "url": f"http://127.0.0.1:{node.http_port}/nope"},
+        {"key": "closed", "kind": "http", "url": f"http://127.0.0.1:{free_port()}/varz"},
+        {"key": "scheme", "kind": "http", "url": "ftp://127.0.0.1/varz"},
+    ]})
+    varz_result, missing, closed, scheme = answer["results"]
+    assert varz_result["outcome"] == "ok"
+    assert varz_result["detail"]["status"] == 200
+    assert varz_result["detail"]["json"]["server_name"] == node.name
+    assert (missing["outcome"], missing["detail"]["status"]) == ("ok", 404)
+    assert closed["outcome"] == "refused"
+    assert scheme["outcome"] == "probe-error"
+
+
+# ---------------------------------------------------------------------------------------------- watch
+
+
+def read_events(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+class Lines:
+    """A process's output lines gathered by a thread: ``seen`` so far and a queue of new ones."""
+
+    def __init__(self, stream: Any) -> None:
+        self.seen: list[str] = []
+        self.new: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: Any) -> None:
+        for line in stream:
+            self.new.put(line)
+        self.new.put(None)
+
+
+def queue_lines(stream: Any) -> Lines:
+    return Lines(stream)
+
+
+def wait_for_event(lines: Lines, wanted: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.new.get(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        lines.seen.append(line)
+        if wanted(json.loads(line)):
+            return
+    pytest.fail(f"no matching watch event within {timeout} s; got:\n{''.join(lines.seen)}", pytrace=False)
+
+
+def drain(lines: Lines) -> list[str]:
+    while (line := lines.new.get(timeout=10)) is not None:
+        lines.seen.append(line)
+    return lines.seen
+
+
+def test_watch_reconnects_to_learned_url_after_server_dies(tmp_path: Path) -> None:
+    with nats_cluster(tmp_path) as (first, second):
+        request = {"servers": [first.url], "subject": "natsnet.watch", "duration": 15.0,
+                   "publish_interval": 0.05, "dont_randomize": True, "tls": None, "reconnect_time_wait": 0.2}
+        watcher = subprocess.Popen([sys.executable, str(PROGRAM), "watch"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert watcher.stdin is not None and watcher.stdout is not None
+            watcher.stdin.write(json.dumps(request) + "\n")
+            watcher.stdin.flush()
+            lines = queue_lines(watcher.stdout)
+            wait_for_event(lines, lambda e: e["event"] == "message" and e["seq"] >= 5)
+            first.process.kill()
+            wait_for_event(lines, lambda e: e["event"] == "reconnected")
+            wait_for_event(lines, lambda e: e["event"] == "message")
+            watcher.stdin.close()  # EOF stops the watcher
+            watcher.wait(timeout=10)
+            err = watcher.stderr.read() if watcher.stderr else ""
+        finally:
+            if watcher.poll() is None:
+                watcher.kill()
+                watcher.wait()
+    out = "".join(drain(lines))
+    events = read_events(out)
+    names = [e["event"] for e in events]
+    assert "Traceback" not in err
+    assert names[0] == "connected" and events[0]["server_name"] == first.name
+    assert names[-1] == "summary"
+    assert names.index("disconnected") < names.index("reconnected")
+    reconnected = events[names.index("reconnected")]
+    assert (reconnected["url"], reconnected["server_name"]) == (second.url, second.name)
+    after = [e for e in events[names.index("reconnected"):] if e["event"] == "message"]
+    assert after, "no message received after the reconnect"
+    summary = events[-1]
+    assert summary["reconnects"] == 1 and summary["last_url"] == second.url
+    assert summary["received"] > 0 and summary["sent"] >= summary["received"] - 1
+    assert all({"mono", "ts"} <= set(e) for e in events)
+
+
+def test_watch_stops_on_stdin_eof_and_sigterm(cluster: list[NatsNode]) -> None:
+    request = json.dumps({"servers": [cluster[0].url], "duration": 30, "publish_interval": 0.1})
+    started = time.monotonic()
+    done = run_program(request + "\n", "watch", timeout=15)  # stdin is a pipe closed after the request
+    assert time.monotonic() - started < 10
+    assert read_events(done.stdout)[-1]["event"] == "summary"
+    watcher = subprocess.Popen([sys.executable, str(PROGRAM), "watch"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert watcher.stdin is not None and watcher.stdout is not None
+        watcher.stdin.write(request + "\n")
+        watcher.stdin.flush()
+        first = json.loads(watcher.stdout.readline())
+        watcher.terminate()
+        out, _ = watcher.communicate(timeout=10)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    assert first["event"] == "connected"
+    assert read_events(out)[-1]["event"] == "summary"
+
+
+def test_watch_bad_request_is_an_event_not_a_traceback() -> None:
+    done = run_program('{"servers": []}', "watch")
+    events = read_events(done.stdout)
+    assert done.returncode == 2
+    assert events[0]["event"] == "error" and "servers" in events[0]["text"]
+    assert "Traceback" not in done.stderr
