@@ -56,7 +56,9 @@ def _merge(
             into.pop(key, None)
             continue
         current = into.get(key)
-        if isinstance(value, Mapping) and isinstance(current, dict):
+        if isinstance(value, Mapping):
+            if not isinstance(current, dict):
+                current = into[key] = {}
             _merge(current, value, path, f"{dotted}.", list_owner)
             continue
         if isinstance(value, list):

@@ -1,0 +1,224 @@
+"""Matrix loading, expansion (smoke / pairwise / full), ids, namespaces, values-dir cells, selection."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pytest_natsnet.errors import ConfigError
+from pytest_natsnet.matrix import (
+    Matrix,
+    expand,
+    load_matrix,
+    namespace_for,
+    scenario_by_id,
+    scenarios_from_values_dir,
+    select,
+)
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Matrix:
+    return load_matrix()
+
+
+def test_smoke_cells_ids_files_and_intent(shipped: Matrix) -> None:
+    cells = {s.id: s for s in expand(shipped, "smoke")}
+    assert list(cells) == [
+        "default", "pnra-false", "advertise-pod-ip", "advertise-dns+tls+routes-fqdn", "advertise-unreachable",
+        "advertise-cluster-wrong+routes-seed", "tls-bad-sans", "netpol-egress-no-dns", "netpol-egress-dns",
+    ]
+    assert [f.name for f in cells["advertise-cluster-wrong+routes-seed"].values_files] == [
+        "base.yaml", "readiness-gate.yaml", "advertise-pod-ip.yaml", "advertise-cluster-wrong.yaml",
+        "routes-seed.yaml",
+    ]
+    assert cells["tls-bad-sans"].expect == {"route-tls-mismatch", "mesh-split"}
+    assert cells["tls-bad-sans"].certs == "fqdn-only"
+    assert cells["advertise-dns+tls+routes-fqdn"].certs == "good"
+    assert cells["default"].expect == frozenset() and cells["default"].certs is None
+    assert cells["pnra-false"].settings["pnra"].name == "false"
+    assert cells["pnra-false"].settings["tls"].name == "off"
+
+
+def _setting_names(shipped: Matrix, name: str) -> list[dict[str, str]]:
+    return [{a: st.name for a, st in s.settings.items()} for s in expand(shipped, name)]
+
+
+def _excluded(shipped: Matrix, cell: dict[str, str]) -> bool:
+    return any(all(cell[a] == v for a, v in rule.items()) for rule in shipped.exclude)
+
+
+def test_full_is_cross_product_minus_exclusions(shipped: Matrix) -> None:
+    cells = _setting_names(shipped, "full")
+    axes = [a.name for a in shipped.axes]
+    every = [dict(zip(axes, p, strict=True)) for p in itertools.product(*(a.settings for a in shipped.axes))]
+    assert cells == [c for c in every if not _excluded(shipped, c)]
+    assert len(cells) < len(every)
+
+
+def test_pairwise_covers_every_feasible_pair_and_no_excluded_cell(shipped: Matrix) -> None:
+    cells = _setting_names(shipped, "pairwise")
+    full = _setting_names(shipped, "full")
+    axes = [a.name for a in shipped.axes]
+
+    def pairs(c: dict[str, str]) -> set[tuple[str, str, str, str]]:
+        return {(a, c[a], b, c[b]) for a, b in itertools.combinations(axes, 2)}
+
+    assert not any(_excluded(shipped, c) for c in cells)
+    assert set().union(*map(pairs, full)) == set().union(*map(pairs, cells))
+    assert len(cells) < len(full) / 4
+
+
+def test_expansion_is_deterministic_and_ids_unique(shipped: Matrix) -> None:
+    for name in ("smoke", "pairwise", "full"):
+        first = [s.id for s in expand(shipped, name)]
+        assert first == [s.id for s in expand(load_matrix(), name)]
+        assert len(first) == len(set(first))
+
+
+def test_unknown_matrix_name(shipped: Matrix) -> None:
+    with pytest.raises(ConfigError, match="no matrix named 'huge'"):
+        expand(shipped, "huge")
+
+
+@pytest.mark.parametrize("scenario_id", ["default", "tls-bad-sans", "advertise-dns+tls+routes-fqdn"])
+def test_scenario_by_id_round_trips(shipped: Matrix, scenario_id: str) -> None:
+    from_matrix = {s.id: s for s in expand(shipped, "full")}[scenario_id]
+    parsed = scenario_by_id(shipped, scenario_id)
+    assert parsed.origin == "manifests"
+    assert (parsed.values_files, parsed.expect, parsed.certs) == (
+        from_matrix.values_files, from_matrix.expect, from_matrix.certs)
+
+
+@pytest.mark.parametrize("scenario_id", ["combined", "tls+tls-bad-sans", "tls+nope", ""])
+def test_scenario_by_id_unknown_carries_no_intent(shipped: Matrix, scenario_id: str) -> None:
+    parsed = scenario_by_id(shipped, scenario_id)
+    assert (parsed.id, parsed.expect, parsed.settings, parsed.origin) == (
+        scenario_id, frozenset(), {}, "manifests")
+
+
+@pytest.mark.parametrize(("run_id", "scenario_id"), [
+    ("r1", "default"),
+    ("abc123", "advertise-dns+tls+routes-fqdn"),
+    ("abc123", "pnra-false+advertise-cluster-wrong+tls-bad-sans+netpol-egress-dns+routes-seed"),
+    ("RUN", "Weird_Name.x"),
+])
+def test_namespace_is_dns_label(run_id: str, scenario_id: str) -> None:
+    ns = namespace_for(run_id, scenario_id)
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", ns)
+    assert ns.startswith(f"natsnet-{run_id.lower()}-")
+    assert ns == namespace_for(run_id, scenario_id)
+
+
+def test_namespace_distinct_for_similar_ids() -> None:
+    assert namespace_for("r", "default") == "natsnet-r-default"
+    assert namespace_for("r", "a+b") != namespace_for("r", "a-b")
+    long_a, long_b = "x" * 80 + "a", "x" * 80 + "b"
+    assert namespace_for("r", long_a) != namespace_for("r", long_b)
+
+
+MINI = """
+base: [base.yaml]
+axes:
+  tls:
+    default: "off"
+    settings:
+      "off": {}
+      "on": {id: tls, files: [tls.yaml], certs: good}
+  routes:
+    default: short
+    settings:
+      short: {}
+      fqdn: {id: routes-fqdn, files: [fqdn.yaml], expect: [x]}
+exclude:
+  - {tls: "on", routes: fqdn}
+matrices:
+  smoke:
+    - {}
+    - {tls: "on"}
+"""
+
+
+def _write_matrix(tmp_path: Path, text: str) -> Path:
+    for name in ("base.yaml", "tls.yaml", "fqdn.yaml"):
+        (tmp_path / name).write_text("{}\n")
+    path = tmp_path / "matrix.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_small_matrix_loads(tmp_path: Path) -> None:
+    matrix = load_matrix(_write_matrix(tmp_path, MINI))
+    assert [s.id for s in expand(matrix, "full")] == ["default", "routes-fqdn", "tls"]
+    assert sorted(s.id for s in expand(matrix, "pairwise")) == ["default", "routes-fqdn", "tls"]
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("- {tls: \"on\"}\n", "- {tls: \"maybe\"}\n", r"smoke\[1\]: unknown setting 'maybe' of axis 'tls'"),
+    ("- {tls: \"on\"}\n", "- {colour: red}\n", r"matrices.smoke\[1\]: unknown axis 'colour'"),
+    ("- {tls: \"on\", routes: fqdn}", "- {speed: fast}", r"exclude\[0\]: unknown axis 'speed'"),
+    ("- {tls: \"on\"}\n", "- {tls: \"on\", routes: fqdn}\n", r"cell tls\+routes-fqdn is excluded"),
+    ("files: [fqdn.yaml]", "files: [missing.yaml]", r"key axes.routes.settings.fqdn.files: values file"),
+    ("default: short", "default: long", r"axes.routes.default: 'long' is not one of"),
+    ("fqdn: {id: routes-fqdn,", "fqdn: {id: tls,", "setting id.s. used twice: tls"),
+    ("certs: good", "certs: great", r"certs: 'great' is not one of good, fqdn-only"),
+    ("{id: routes-fqdn,", "{colour: red, id: routes-fqdn,", "unknown field.s. colour"),
+    ("- {tls: \"on\"}\n", "- {tls: on}\n", "quote it"),
+    ("base: [base.yaml]", "base: [base.yaml", "invalid YAML"),
+])
+def test_bad_matrix_is_one_line_naming_file_and_key(tmp_path: Path, old: str, new: str, message: str) -> None:
+    assert old in MINI
+    path = _write_matrix(tmp_path, MINI.replace(old, new))
+    with pytest.raises(ConfigError, match=message) as info:
+        load_matrix(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_missing_matrix_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"matrix\.yaml: file does not exist"):
+        load_matrix(tmp_path / "matrix.yaml")
+
+
+def test_values_dir_scenarios(tmp_path: Path, shipped: Matrix) -> None:
+    header = "# natsnet-expect: mesh-split, dns-blocked\n# natsnet-certs: good\n"
+    (tmp_path / "b-tls-values.yaml").write_text(header + "config: {}\n")
+    (tmp_path / "a_plain.yaml").write_text("config:\n  cluster: {enabled: true}\n")
+    (tmp_path / "notes.txt").write_text("ignored")
+    got = scenarios_from_values_dir(tmp_path, shipped.base)
+    assert [s.id for s in got] == ["a-plain", "b-tls-values"]
+    assert got[0].expect == frozenset() and got[0].certs is None
+    assert got[1].expect == {"mesh-split", "dns-blocked"} and got[1].certs == "good"
+    assert got[1].values_files == (*shipped.base, tmp_path / "b-tls-values.yaml")
+    assert got[1].origin.startswith("values-dir")
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("# natsnet-expect: Mesh Split\n{}\n", "header natsnet-expect"),
+    ("# natsnet-certs: great\n{}\n", "'great' is not one of"),
+    ("- a list\n", "top level must be a mapping"),
+    ("a: [\n", "invalid YAML"),
+])
+def test_values_dir_bad_files(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "cell.yaml").write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        scenarios_from_values_dir(tmp_path, ())
+
+
+def test_values_dir_empty_or_missing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="holds no"):
+        scenarios_from_values_dir(tmp_path, ())
+    with pytest.raises(ConfigError, match="is not a directory"):
+        scenarios_from_values_dir(tmp_path / "nope", ())
+
+
+def test_select_by_globs(shipped: Matrix) -> None:
+    smoke = expand(shipped, "smoke")
+    assert select(smoke, []) == smoke
+    assert [s.id for s in select(smoke, ["netpol-*", "default"])] == [
+        "default", "netpol-egress-no-dns", "netpol-egress-dns"]
+    with pytest.raises(ConfigError, match="--natsnet-scenario nothing-here: matches no cell"):
+        select(smoke, ["default", "nothing-here"])
