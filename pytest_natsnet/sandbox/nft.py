@@ -1,0 +1,503 @@
+"""The sandbox's kube-proxy (ClusterIP DNAT) and NetworkPolicy enforcement, as nftables scripts.
+
+Both scripts are pure functions of the observed objects and replace their tables atomically when applied with
+one ``nft -f -``: re-applying the same script is a no-op apart from resetting the counters.
+
+``service_ruleset`` goes into every pod netns (table ``ip natsnet_svc``). ClusterIP traffic is DNATed in
+the pod's ``output`` hook to a random ready endpoint, like kube-proxy's nftables mode. Traffic to a ClusterIP
+port without endpoints (or to a port the Service does not have) is DNATed to 127.0.0.1 and rejected in the
+``input`` hook, so the client gets an ICMP port unreachable ("connection refused", over UDP too). A reject in
+``output`` would make a UDP ``send()`` fail with EPERM instead.
+
+``policy_ruleset`` goes into the hub netns (tables ``bridge natsnet_np`` and ``ip natsnet_np_ct``). New
+flows are judged in the bridge ``forward`` hook on each pod's bridge-side veth and dropped silently. Kernels
+without ``nf_conntrack_bridge`` (this one) refuse ``ct`` in a bridge table (EPROTO), so established/related
+packets are recognised by the ip-family conntrack that ``br_netfilter`` runs for bridged IPv4 (needs
+``net.bridge.bridge-nf-call-iptables=1`` in the hub, see :func:`enable_bridge_conntrack`): a ``prerouting``
+chain marks them and the bridge chain accepts the mark.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_natsnet.kube import (
+    NAMESPACE_NAME_LABEL,
+    Obj,
+    labels,
+    name,
+    namespace_of,
+    selector_matches,
+    spec,
+)
+from pytest_natsnet.sandbox.model import PodNet
+
+SERVICE_TABLE = "natsnet_svc"
+POLICY_TABLE = "natsnet_np"
+POLICY_CT_TABLE = "natsnet_np_ct"
+NO_ENDPOINT_MARK = 0x4E4F
+"""Conntrack mark of ClusterIP flows that have no endpoint: rejected in the pod's input hook."""
+ESTABLISHED_MARK = 0x4E4E
+"""Packet mark the hub's ip-family conntrack puts on established/related bridged packets."""
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+COMMENT_MAX = 120
+
+
+class NftApplyError(RuntimeError):
+    """``nft -f -`` refused a script: carries the netns, the script and nft's message."""
+
+    def __init__(self, netns: str, script: str, message: str) -> None:
+        super().__init__(f"nft -f - in netns {netns} failed: {message.strip() or 'no message'}")
+        self.netns = netns
+        self.script = script
+        self.message = message
+
+
+# --- shared text helpers --------------------------------------------------------------------------
+
+
+def _ident(text: str) -> str:
+    """An nft-safe identifier fragment (letters, digits, underscores)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", text)
+
+
+def _comment(text: str) -> str:
+    cleaned = text.replace('"', "'")
+    return f'comment "{cleaned[:COMMENT_MAX]}"'
+
+
+def _ip_key(ip: str) -> tuple[int, int]:
+    network = ipaddress.ip_network(ip, strict=False)
+    return int(network.network_address), network.prefixlen
+
+
+def _ip_set(addresses: Iterable[str]) -> str:
+    ordered = sorted(set(addresses), key=_ip_key)
+    return ordered[0] if len(ordered) == 1 else "{ " + ", ".join(ordered) + " }"
+
+
+def _replace_table(family: str, table: str, chains: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+    """Lines that create-or-keep, delete and recreate ``family table`` in one transaction."""
+    lines = [f"table {family} {table}", f"delete table {family} {table}", f"table {family} {table} {{"]
+    for index, (chain, body) in enumerate(chains):
+        if index:
+            lines.append("")
+        lines.append(f"\tchain {chain} {{")
+        lines.extend(f"\t\t{line}" for line in body)
+        lines.append("\t}")
+    lines.append("}")
+    return lines
+
+
+# --- Services (kube-proxy) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ServicePort:
+    namespace: str
+    service: str
+    port_name: str
+    cluster_ip: str
+    protocol: str
+    port: int
+    endpoints: tuple[tuple[str, int], ...]
+
+
+def _cluster_ip(service: Mapping[str, Any]) -> str | None:
+    value = spec(service).get("clusterIP")
+    if not value or str(value) == "None":
+        return None
+    try:
+        return str(ipaddress.IPv4Address(str(value)))
+    except ValueError:
+        return None
+
+
+def _is_ready(endpoint: Mapping[str, Any]) -> bool:
+    return (endpoint.get("conditions") or {}).get("ready") is not False
+
+
+def _is_serving_terminating(endpoint: Mapping[str, Any]) -> bool:
+    conditions = endpoint.get("conditions") or {}
+    return conditions.get("serving") is not False and conditions.get("terminating") is True
+
+
+def _endpoints_for(
+    namespace: str, service: str, port_name: str, protocol: str, slices: Sequence[Obj]
+) -> tuple[tuple[str, int], ...]:
+    """Ready ``(ip, port)`` endpoints; kube-proxy falls back to serving-and-terminating when none is ready."""
+    candidates: list[tuple[Mapping[str, Any], str, int]] = []
+    for endpoint_slice in slices:
+        if (
+            namespace_of(endpoint_slice) != namespace
+            or labels(endpoint_slice).get(SERVICE_NAME_LABEL) != service
+        ):
+            continue
+        if endpoint_slice.get("addressType", "IPv4") != "IPv4":
+            continue
+        for slice_port in endpoint_slice.get("ports") or []:
+            if str(slice_port.get("name") or "") != port_name or slice_port.get("port") is None:
+                continue
+            if str(slice_port.get("protocol") or "TCP") != protocol:
+                continue
+            for endpoint in endpoint_slice.get("endpoints") or []:
+                addresses = endpoint.get("addresses") or []
+                if addresses:
+                    candidates.append((endpoint, str(addresses[0]), int(slice_port["port"])))
+    chosen = [(ip, port) for endpoint, ip, port in candidates if _is_ready(endpoint)]
+    if not chosen:
+        chosen = [(ip, port) for endpoint, ip, port in candidates if _is_serving_terminating(endpoint)]
+    return tuple(sorted(set(chosen), key=lambda pair: (_ip_key(pair[0]), pair[1])))
+
+
+def _service_ports(services: Sequence[Obj], slices: Sequence[Obj]) -> list[_ServicePort]:
+    result: list[_ServicePort] = []
+    for service in services:
+        cluster_ip = _cluster_ip(service)
+        if cluster_ip is None:
+            continue
+        namespace, service_name = namespace_of(service), name(service)
+        for port in spec(service).get("ports") or []:
+            protocol = str(port.get("protocol") or "TCP")
+            if protocol not in PROTOCOLS:
+                continue
+            port_name = str(port.get("name") or "")
+            endpoints = _endpoints_for(namespace, service_name, port_name, protocol, slices)
+            result.append(
+                _ServicePort(
+                    namespace, service_name, port_name, cluster_ip, protocol, int(port["port"]), endpoints
+                )
+            )
+    return sorted(result, key=lambda p: (p.namespace, p.service, p.protocol, p.port))
+
+
+def _service_chain(port: _ServicePort) -> str:
+    return _ident(f"svc_{port.namespace}_{port.service}_{port.protocol.lower()}_{port.port}")
+
+
+def _service_label(port: _ServicePort) -> str:
+    suffix = f" ({port.port_name})" if port.port_name else ""
+    return f"{port.namespace}/{port.service}:{port.port}/{port.protocol}{suffix}"
+
+
+def service_ruleset(services: Sequence[Obj], endpointslices: Sequence[Obj]) -> str:
+    """The ``ip natsnet_svc`` script for every pod netns: ClusterIP DNAT to ready endpoints only.
+
+    Headless Services (``clusterIP: None``) and Services without an IPv4 ClusterIP get nothing.
+    """
+    ports = _service_ports(services, endpointslices)
+    dispatch = ["type nat hook output priority -100; policy accept;"]
+    chains: list[tuple[str, Sequence[str]]] = []
+    for port in ports:
+        proto = port.protocol.lower()
+        match = f"ip daddr {port.cluster_ip} {proto} dport {port.port}"
+        label = _service_label(port)
+        if not port.endpoints:
+            dispatch.append(
+                f"{match} counter ct mark set {NO_ENDPOINT_MARK:#x} dnat to 127.0.0.1 "
+                f"{_comment(label + ' has no ready endpoints')}"
+            )
+            continue
+        chain = _service_chain(port)
+        dispatch.append(f"{match} goto {chain} {_comment(label)}")
+        endpoint_chains = [f"{chain}_ep{index}" for index in range(len(port.endpoints))]
+        if len(endpoint_chains) == 1:
+            chains.append((chain, [f"goto {endpoint_chains[0]}"]))
+        else:
+            targets = ", ".join(f"{index} : goto {ep}" for index, ep in enumerate(endpoint_chains))
+            chains.append((chain, [f"numgen random mod {len(endpoint_chains)} vmap {{ {targets} }}"]))
+        for ep_chain, (ip, target_port) in zip(endpoint_chains, port.endpoints, strict=True):
+            rule = f"meta l4proto {proto} counter dnat to {ip}:{target_port} {_comment(label + ' -> ' + ip)}"
+            chains.append((ep_chain, [rule]))
+    cluster_ips = sorted({port.cluster_ip for port in ports}, key=_ip_key)
+    if cluster_ips:
+        dispatch.append(
+            f"ip daddr {_ip_set(cluster_ips)} meta l4proto {{ tcp, udp, sctp }} counter "
+            f"ct mark set {NO_ENDPOINT_MARK:#x} dnat to 127.0.0.1 "
+            f"{_comment('port not served by the Service')}"
+        )
+    reject = [
+        "type filter hook input priority 0; policy accept;",
+        f"ct direction original ct mark {NO_ENDPOINT_MARK:#x} counter reject "
+        f"{_comment('ClusterIP without endpoint: connection refused')}",
+    ]
+    all_chains = [("services", dispatch), ("reject_no_endpoints", reject), *chains]
+    return "\n".join(_replace_table("ip", SERVICE_TABLE, all_chains)) + "\n"
+
+
+# --- NetworkPolicy --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Peer:
+    """A resolved ``to``/``from`` entry: explicit pods, an ipBlock, or any address (both None)."""
+
+    pods: tuple[PodNet, ...] | None = None
+    cidr: str | None = None
+    excepts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Port:
+    protocol: str
+    number: int | None = None
+    end: int | None = None
+    port_name: str | None = None
+
+
+class _PolicyView:
+    """One NetworkPolicy with its defaults applied and its peers resolved against the known pods."""
+
+    def __init__(
+        self, policy: Obj, pods: Sequence[PodNet], namespaces: Mapping[str, Mapping[str, str]]
+    ) -> None:
+        self.namespace = namespace_of(policy)
+        self.name = name(policy)
+        if not self.namespace:
+            raise ValueError(
+                f"NetworkPolicy {self.name!r} has no metadata.namespace: set it before compiling"
+            )
+        self.spec = spec(policy)
+        self._pods = pods
+        self._namespaces = namespaces
+
+    @property
+    def label(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def types(self) -> set[str]:
+        declared = self.spec.get("policyTypes")
+        if declared:
+            return {str(t) for t in declared}
+        return {"Ingress", "Egress"} if self.spec.get("egress") else {"Ingress"}
+
+    def selects(self, pod: PodNet) -> bool:
+        return pod.namespace == self.namespace and selector_matches(
+            self.spec.get("podSelector") or {}, pod.labels
+        )
+
+    def rules(self, direction: str) -> list[tuple[int, list[_Peer], list[_Port]]]:
+        """``(index, peers, ports)`` of each ``ingress``/``egress`` rule; empty lists mean "any"."""
+        key, peers_key = ("egress", "to") if direction == "Egress" else ("ingress", "from")
+        result = []
+        for index, rule in enumerate(self.spec.get(key) or []):
+            where = f"{key}[{index}]"
+            peers = [
+                self._peer(p, f"{where}.{peers_key}[{i}]") for i, p in enumerate(rule.get(peers_key) or [])
+            ]
+            ports = [self._port(p, f"{where}.ports[{i}]") for i, p in enumerate(rule.get("ports") or [])]
+            result.append((index, peers or [_Peer()], ports or [_Port(protocol="")]))
+        return result
+
+    def _fail(self, where: str, problem: str) -> ValueError:
+        return ValueError(f"NetworkPolicy {self.label}: spec.{where} {problem}")
+
+    def _namespace_labels(self, namespace: str) -> dict[str, str]:
+        found = dict(self._namespaces.get(namespace) or {})
+        found.setdefault(NAMESPACE_NAME_LABEL, namespace)
+        return found
+
+    def _peer(self, peer: Mapping[str, Any], where: str) -> _Peer:
+        if "ipBlock" in peer:
+            block = peer["ipBlock"] or {}
+            try:
+                cidr = str(ipaddress.ip_network(str(block.get("cidr")), strict=False))
+                excepts = tuple(
+                    str(ipaddress.ip_network(str(e), strict=False)) for e in block.get("except") or []
+                )
+            except ValueError as error:
+                raise self._fail(where, f"ipBlock is not a valid CIDR ({error})") from None
+            return _Peer(cidr=cidr, excepts=excepts)
+        if "podSelector" not in peer and "namespaceSelector" not in peer:
+            raise self._fail(where, "has no podSelector, namespaceSelector or ipBlock")
+        namespace_selector = peer.get("namespaceSelector")
+        pod_selector = peer.get("podSelector") or {}
+        chosen = []
+        for pod in self._pods:
+            if "namespaceSelector" in peer:
+                in_namespace = selector_matches(
+                    namespace_selector or {}, self._namespace_labels(pod.namespace)
+                )
+            else:
+                in_namespace = pod.namespace == self.namespace
+            if in_namespace and selector_matches(pod_selector, pod.labels):
+                chosen.append(pod)
+        return _Peer(pods=tuple(chosen))
+
+    def _port(self, port: Mapping[str, Any], where: str) -> _Port:
+        protocol = str(port.get("protocol") or "TCP")
+        if protocol not in PROTOCOLS:
+            raise self._fail(where, f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        value, end = port.get("port"), port.get("endPort")
+        if value is None:
+            return _Port(protocol)
+        if isinstance(value, int) or str(value).isdigit():
+            return _Port(protocol, number=int(value), end=None if end is None else int(end))
+        if end is not None:
+            raise self._fail(where, "has endPort with a named port: endPort needs a numeric port")
+        return _Port(protocol, port_name=str(value))
+
+
+def _named_port(pod: PodNet, port: _Port) -> int | None:
+    for container_port in pod.ports:
+        if container_port.name == port.port_name and container_port.protocol == port.protocol:
+            return container_port.port
+    return None
+
+
+def _port_match(port: _Port, number: int | None = None) -> str:
+    proto = port.protocol.lower()
+    if not proto:
+        return ""
+    if number is not None:
+        return f"{proto} dport {number}"
+    if port.number is None:
+        return f"meta l4proto {proto}"
+    span = (
+        f"{port.number}-{port.end}" if port.end is not None and port.end != port.number else str(port.number)
+    )
+    return f"{proto} dport {span}"
+
+
+def _peer_match(peer: _Peer, field: str, pods: Sequence[PodNet] | None = None) -> str | None:
+    """The address match for ``peer`` (``None``: matches nothing); ``pods`` narrows it to those pod IPs."""
+    if pods is not None:
+        return f"ip {field} {_ip_set(p.ip for p in pods)}" if pods else None
+    if peer.pods is not None:
+        return f"ip {field} {_ip_set(p.ip for p in peer.pods)}" if peer.pods else None
+    if peer.cidr is None:
+        return ""
+    if ipaddress.ip_network(peer.cidr).version != 4:
+        return None
+    excepts = [e for e in peer.excepts if ipaddress.ip_network(e).version == 4]
+    text = f"ip {field} {peer.cidr}"
+    return f"{text} ip {field} != {_ip_set(excepts)}" if excepts else text
+
+
+def _peer_pods(peer: _Peer, pods: Sequence[PodNet]) -> list[PodNet]:
+    """The known pods a peer covers (used to resolve named ports on the destination side)."""
+    if peer.pods is not None:
+        return list(peer.pods)
+    if peer.cidr is None:
+        return list(pods)
+    network = ipaddress.ip_network(peer.cidr)
+    excluded = [ipaddress.ip_network(e) for e in peer.excepts]
+    result = []
+    for pod in pods:
+        address = ipaddress.ip_address(pod.ip)
+        if address in network and not any(address in e for e in excluded):
+            result.append(pod)
+    return result
+
+
+def _rule_matches(
+    peers: Sequence[_Peer], ports: Sequence[_Port], direction: str, owner: PodNet, pods: Sequence[PodNet]
+) -> list[str]:
+    """Match expressions (one nft rule each) for one policy rule seen from ``owner``."""
+    field = "daddr" if direction == "Egress" else "saddr"
+    matches: list[str] = []
+    for peer in peers:
+        for port in ports:
+            if port.port_name is None:
+                address = _peer_match(peer, field)
+                if address is not None:
+                    matches.append(f"{address} {_port_match(port)}".strip())
+            elif direction == "Ingress":
+                number = _named_port(owner, port)
+                address = _peer_match(peer, field)
+                if number is not None and address is not None:
+                    matches.append(f"{address} {_port_match(port, number)}".strip())
+            else:
+                by_number: dict[int, list[PodNet]] = {}
+                for pod in _peer_pods(peer, pods):
+                    number = _named_port(pod, port)
+                    if number is not None:
+                        by_number.setdefault(number, []).append(pod)
+                for number, targets in sorted(by_number.items()):
+                    matches.append(f"{_peer_match(peer, field, targets)} {_port_match(port, number)}")
+    return list(dict.fromkeys(matches))
+
+
+def _pod_chain(
+    owner: PodNet, direction: str, views: Sequence[_PolicyView], pods: Sequence[PodNet]
+) -> list[str] | None:
+    """The body of ``owner``'s chain for ``direction``, or ``None`` when no policy isolates it."""
+    isolating = [v for v in views if direction in v.types() and v.selects(owner)]
+    if not isolating:
+        return None
+    body: list[str] = []
+    for view in isolating:
+        for index, peers, ports in view.rules(direction):
+            note = _comment(f"{view.label} {direction.lower()}[{index}]")
+            body.extend(
+                f"{match} counter return {note}".lstrip()
+                for match in _rule_matches(peers, ports, direction, owner, pods)
+            )
+    body.append(
+        f"counter drop {_comment(f'{owner.namespace}/{owner.name}: {direction.lower()} not allowed')}"
+    )
+    return body
+
+
+def policy_ruleset(
+    pods: Sequence[PodNet], namespaces: Mapping[str, Mapping[str, str]], policies: Sequence[Obj]
+) -> str:
+    """The hub-netns script enforcing ``policies`` on each pod's bridge-side veth (drops are silent)."""
+    ordered_pods = sorted(pods, key=lambda p: (p.namespace, p.name))
+    views = sorted(
+        (_PolicyView(p, ordered_pods, namespaces) for p in policies), key=lambda v: (v.namespace, v.name)
+    )
+    forward = [
+        "type filter hook forward priority 0; policy accept;",
+        "ether type arp accept",
+        f"meta mark {ESTABLISHED_MARK:#x} counter accept {_comment('established or related flow')}",
+    ]
+    jumps: dict[str, list[str]] = {"Egress": [], "Ingress": []}
+    chains: list[tuple[str, Sequence[str]]] = []
+    for direction, interface in (("Egress", "iifname"), ("Ingress", "oifname")):
+        for index, pod in enumerate(ordered_pods):
+            body = _pod_chain(pod, direction, views, ordered_pods)
+            if body is None:
+                continue
+            chain = f"pod_{direction.lower()}_{index}_{_ident(pod.namespace)}_{_ident(pod.name)}"
+            label = f"{pod.namespace}/{pod.name} {direction.lower()}-isolated"
+            jumps[direction].append(f'{interface} "{pod.veth}" jump {chain} {_comment(label)}')
+            chains.append((chain, body))
+    forward += jumps["Egress"] + jumps["Ingress"]
+    mark = [
+        "type filter hook prerouting priority 0; policy accept;",
+        f"ct state established,related meta mark set {ESTABLISHED_MARK:#x}",
+    ]
+    lines = _replace_table("ip", POLICY_CT_TABLE, [("prerouting", mark)])
+    lines += _replace_table("bridge", POLICY_TABLE, [("forward", forward), *chains])
+    return "\n".join(lines) + "\n"
+
+
+# --- applying -------------------------------------------------------------------------------------
+
+
+def apply(netns: str, script: str, timeout: float = 30.0) -> None:
+    """Runs ``ip netns exec <netns> nft -f -`` with ``script`` on stdin; raises :class:`NftApplyError`."""
+    argv = ["ip", "netns", "exec", netns, "nft", "-f", "-"]
+    try:
+        done = subprocess.run(
+            argv, input=script, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise NftApplyError(netns, script, str(error)) from None
+    if done.returncode != 0:
+        raise NftApplyError(netns, script, done.stderr or done.stdout)
+
+
+def enable_bridge_conntrack(netns: str) -> None:
+    """Turns on ``bridge-nf-call-iptables`` in ``netns`` (the hub), which the policy ruleset relies on."""
+    argv = ["ip", "netns", "exec", netns, "sh", "-c", "echo 1 > /proc/sys/net/bridge/bridge-nf-call-iptables"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        raise NftApplyError(netns, "", f"cannot enable bridge-nf-call-iptables: {done.stderr.strip()}")
