@@ -1,0 +1,468 @@
+"""Pure tests of the nft script compilers: the generated text, its determinism and its errors."""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any
+
+import pytest
+
+from pytest_natsnet.kube import Obj
+from pytest_natsnet.sandbox.model import ContainerPort, PodNet
+from pytest_natsnet.sandbox.nft import policy_ruleset, service_ruleset
+
+# --- helpers ----------------------------------------------------------------------
+
+
+def chains(script: str) -> dict[str, list[str]]:
+    """Chain name -> rule lines (comments and counters kept), from a generated script."""
+    found: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for raw in script.splitlines():
+        line = raw.strip()
+        opened = re.fullmatch(r"chain (\S+) \{", line)
+        if opened:
+            current = found.setdefault(opened.group(1), [])
+        elif line == "}":
+            current = None
+        elif current is not None and line:
+            current.append(line)
+    return found
+
+
+def service(namespace: str, svc_name: str, cluster_ip: str | None, *ports: dict[str, Any]) -> Obj:
+    return {
+        "kind": "Service",
+        "metadata": {"name": svc_name, "namespace": namespace},
+        "spec": {"clusterIP": cluster_ip, "ports": list(ports)},
+    }
+
+
+def endpoint_slice(
+    namespace: str, svc_name: str, ports: list[dict[str, Any]], *endpoints: tuple[str, dict[str, Any]]
+) -> Obj:
+    return {
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{svc_name}-abc",
+            "namespace": namespace,
+            "labels": {"kubernetes.io/service-name": svc_name},
+        },
+        "addressType": "IPv4",
+        "ports": ports,
+        "endpoints": [{"addresses": [ip], "conditions": cond} for ip, cond in endpoints],
+    }
+
+
+def dnat_targets(script: str) -> list[str]:
+    return re.findall(r"dnat to (\d+\.\d+\.\d+\.\d+:\d+)", script)
+
+
+WEB_PORT = {"name": "http", "port": 80, "targetPort": "http"}
+WEB_SLICE_PORTS = [{"name": "http", "port": 8080, "protocol": "TCP"}]
+
+# --- service_ruleset ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("conditions", "expected"),
+    [
+        pytest.param({}, ["198.18.0.10:8080"], id="ready-nil-counts-as-ready"),
+        pytest.param({"ready": True}, ["198.18.0.10:8080"], id="ready-true"),
+        pytest.param({"ready": False}, [], id="ready-false"),
+        pytest.param(
+            {"ready": False, "serving": False, "terminating": True}, [], id="terminating-not-serving"
+        ),
+        pytest.param(
+            {"ready": False, "serving": True, "terminating": True},
+            ["198.18.0.10:8080"],
+            id="serving-terminating-fallback",
+        ),
+    ],
+)
+def test_service_endpoint_conditions(conditions: dict[str, Any], expected: list[str]) -> None:
+    script = service_ruleset(
+        [service("a", "web", "198.18.128.20", WEB_PORT)],
+        [endpoint_slice("a", "web", WEB_SLICE_PORTS, ("198.18.0.10", conditions))],
+    )
+    assert dnat_targets(script) == expected
+    no_endpoint_rule = "ip daddr 198.18.128.20 tcp dport 80 counter ct mark set 0x4e4f dnat to 127.0.0.1"
+    assert (no_endpoint_rule in script) is (not expected)
+
+
+def test_terminating_endpoints_unused_while_a_ready_one_exists() -> None:
+    script = service_ruleset(
+        [service("a", "web", "198.18.128.20", WEB_PORT)],
+        [
+            endpoint_slice(
+                "a",
+                "web",
+                WEB_SLICE_PORTS,
+                ("198.18.0.10", {"ready": False, "serving": True, "terminating": True}),
+                ("198.18.0.11", {"ready": True}),
+            )
+        ],
+    )
+    assert dnat_targets(script) == ["198.18.0.11:8080"]
+
+
+def test_service_picks_ready_endpoints_randomly_with_resolved_ports() -> None:
+    script = service_ruleset(
+        [service("a", "web", "198.18.128.20", WEB_PORT)],
+        [
+            endpoint_slice(
+                "a", "web", WEB_SLICE_PORTS, ("198.18.0.12", {}), ("198.18.0.10", {"ready": False})
+            ),
+            endpoint_slice("a", "web", [{"name": "http", "port": 9090}], ("198.18.0.11", {})),
+        ],
+    )
+    found = chains(script)
+    assert found["services"][1].startswith("ip daddr 198.18.128.20 tcp dport 80 goto svc_a_web_tcp_80 ")
+    assert found["svc_a_web_tcp_80"] == [
+        "numgen random mod 2 vmap { 0 : goto svc_a_web_tcp_80_ep0, 1 : goto svc_a_web_tcp_80_ep1 }"
+    ]
+    assert dnat_targets(script) == ["198.18.0.11:9090", "198.18.0.12:8080"]
+    assert all(line.startswith("meta l4proto tcp counter dnat") for line in found["svc_a_web_tcp_80_ep0"])
+
+
+@pytest.mark.parametrize(
+    ("slice_obj", "why"),
+    [
+        (endpoint_slice("b", "web", WEB_SLICE_PORTS, ("198.18.0.10", {})), "other namespace"),
+        (endpoint_slice("a", "web2", WEB_SLICE_PORTS, ("198.18.0.10", {})), "other service"),
+        (
+            endpoint_slice("a", "web", [{"name": "metrics", "port": 8080}], ("198.18.0.10", {})),
+            "other port name",
+        ),
+        (
+            endpoint_slice(
+                "a", "web", [{"name": "http", "port": 8080, "protocol": "UDP"}], ("198.18.0.10", {})
+            ),
+            "other protocol",
+        ),
+        (
+            {**endpoint_slice("a", "web", WEB_SLICE_PORTS, ("fd00::1", {})), "addressType": "IPv6"},
+            "IPv6 slice",
+        ),
+    ],
+)
+def test_service_ignores_slices_that_do_not_match(slice_obj: Obj, why: str) -> None:
+    script = service_ruleset([service("a", "web", "198.18.128.20", WEB_PORT)], [slice_obj])
+    assert dnat_targets(script) == [], why
+    assert "a/web:80/TCP (http) has no ready endpoints" in script
+
+
+def test_dns_service_gets_udp_and_tcp() -> None:
+    ports = [
+        {"name": "dns", "port": 53, "protocol": "UDP"},
+        {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+    ]
+    script = service_ruleset(
+        [service("kube-system", "kube-dns", "198.18.128.10", *ports)],
+        [endpoint_slice("kube-system", "kube-dns", ports, ("198.18.0.5", {}))],
+    )
+    assert "ip daddr 198.18.128.10 udp dport 53 goto svc_kube_system_kube_dns_udp_53" in script
+    assert "ip daddr 198.18.128.10 tcp dport 53 goto svc_kube_system_kube_dns_tcp_53" in script
+    assert "meta l4proto udp counter dnat to 198.18.0.5:53" in script
+    assert "meta l4proto tcp counter dnat to 198.18.0.5:53" in script
+
+
+@pytest.mark.parametrize("cluster_ip", ["None", None, "", "fd00::10"])
+def test_headless_and_ipless_services_get_nothing(cluster_ip: str | None) -> None:
+    script = service_ruleset(
+        [service("a", "web", cluster_ip, WEB_PORT)],
+        [endpoint_slice("a", "web", WEB_SLICE_PORTS, ("198.18.0.10", {}))],
+    )
+    assert chains(script)["services"] == ["type nat hook output priority -100; policy accept;"]
+    assert "dnat" not in script
+
+
+def test_unknown_ports_on_cluster_ips_are_rejected_last() -> None:
+    script = service_ruleset(
+        [service("a", "web", "198.18.128.20", WEB_PORT), service("a", "db", "198.18.128.3", {"port": 5432})],
+        [],
+    )
+    last = chains(script)["services"][-1]
+    assert last.startswith("ip daddr { 198.18.128.3, 198.18.128.20 } meta l4proto { tcp, udp, sctp } counter")
+    assert "dnat to 127.0.0.1" in last
+    assert chains(script)["reject_no_endpoints"][1].startswith(
+        "ct direction original ct mark 0x4e4f counter reject"
+    )
+
+
+def test_service_script_replaces_its_table_atomically_and_is_deterministic() -> None:
+    services = [service("a", f"s{i}", f"198.18.128.{20 + i}", WEB_PORT) for i in range(5)]
+    slices = [
+        endpoint_slice("a", f"s{i}", WEB_SLICE_PORTS, *((f"198.18.0.{10 + j}", {}) for j in range(4)))
+        for i in range(5)
+    ]
+    script = service_ruleset(services, slices)
+    assert script.splitlines()[:3] == [
+        "table ip natsnet_svc",
+        "delete table ip natsnet_svc",
+        "table ip natsnet_svc {",
+    ]
+    shuffled_rng = random.Random(7)
+    for _ in range(5):
+        shuffled_services, shuffled_slices = services[:], slices[:]
+        shuffled_rng.shuffle(shuffled_services)
+        shuffled_rng.shuffle(shuffled_slices)
+        assert service_ruleset(shuffled_services, shuffled_slices) == script
+
+
+# --- policy_ruleset ----------------------------------------------------------------------
+
+CLIENT = PodNet("a", "client", {"app": "client"}, "198.18.0.11", "veth-client")
+WEB_A = PodNet("a", "web", {"app": "web"}, "198.18.0.12", "veth-web-a", (ContainerPort("http", 5000),))
+WEB_B = PodNet(
+    "b",
+    "web",
+    {"app": "web"},
+    "198.18.0.13",
+    "veth-web-b",
+    (ContainerPort("http", 5001), ContainerPort("dns", 53, "UDP")),
+)
+DNS = PodNet("kube-system", "coredns", {"k8s-app": "kube-dns"}, "198.18.0.14", "veth-dns")
+PODS = [CLIENT, WEB_A, WEB_B, DNS]
+NAMESPACES = {"a": {"team": "x"}, "b": {"team": "y"}, "kube-system": {}}
+
+
+def policy(namespace: str, policy_name: str, **policy_spec: Any) -> Obj:
+    policy_spec.setdefault("podSelector", {})
+    return {
+        "kind": "NetworkPolicy",
+        "metadata": {"name": policy_name, "namespace": namespace},
+        "spec": policy_spec,
+    }
+
+
+def rules_of(script: str, pod: PodNet, direction: str) -> list[str] | None:
+    """The allow matches of ``pod``'s chain (without counter/verdict/comment), None when not isolated."""
+    for chain_name, body in chains(script).items():
+        suffix = f"_{pod.namespace}_{pod.name}".replace("-", "_")
+        if chain_name.startswith(f"pod_{direction}_") and chain_name.endswith(suffix):
+            assert body[-1].startswith("counter drop comment")
+            return [line.split("counter return")[0].strip() for line in body[:-1]]
+    return None
+
+
+CLIENT_ONLY = {"matchLabels": {"app": "client"}}
+
+ISOLATION_CASES = [
+    pytest.param({"ingress": [{}]}, True, False, id="ingress-rules-default-ingress-only"),
+    pytest.param({}, True, False, id="no-rules-no-types-is-ingress-deny"),
+    pytest.param({"egress": [{}]}, True, True, id="egress-rules-default-both"),
+    pytest.param({"egress": [], "ingress": []}, True, False, id="empty-egress-list-not-egress"),
+    pytest.param({"policyTypes": ["Egress"]}, False, True, id="explicit-egress"),
+    pytest.param({"policyTypes": ["Egress"], "ingress": [{}]}, False, True, id="explicit-types-win"),
+]
+
+
+@pytest.mark.parametrize(("policy_spec", "ingress", "egress"), ISOLATION_CASES)
+def test_policy_types_defaulting(policy_spec: dict[str, Any], ingress: bool, egress: bool) -> None:
+    script = policy_ruleset(PODS, NAMESPACES, [policy("a", "p", podSelector=CLIENT_ONLY, **policy_spec)])
+    assert (rules_of(script, CLIENT, "ingress") is not None) is ingress
+    assert (rules_of(script, CLIENT, "egress") is not None) is egress
+    for other in (WEB_A, WEB_B, DNS):
+        assert rules_of(script, other, "ingress") is None
+        assert rules_of(script, other, "egress") is None
+
+
+def test_no_policies_leave_every_pod_open_but_keep_conntrack_and_arp() -> None:
+    script = policy_ruleset(PODS, NAMESPACES, [])
+    assert chains(script)["forward"][:3] == [
+        "type filter hook forward priority 0; policy accept;",
+        "ether type arp accept",
+        'meta mark 0x4e4e counter accept comment "established or related flow"',
+    ]
+    assert "jump" not in script
+    assert "ct state established,related meta mark set 0x4e4e" in chains(script)["prerouting"]
+
+
+PEER_CASES = [
+    pytest.param([{"podSelector": {}}], ["ip daddr { 198.18.0.11, 198.18.0.12 }"], id="podSelector-own-ns"),
+    pytest.param(
+        [{"podSelector": {"matchLabels": {"app": "web"}}}], ["ip daddr 198.18.0.12"], id="podSelector-labels"
+    ),
+    pytest.param(
+        [{"namespaceSelector": {"matchLabels": {"team": "y"}}}],
+        ["ip daddr 198.18.0.13"],
+        id="namespaceSelector",
+    ),
+    pytest.param(
+        [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "web"}}}],
+        ["ip daddr { 198.18.0.12, 198.18.0.13 }"],
+        id="both-selectors-and",
+    ),
+    pytest.param(
+        [{"namespaceSelector": {}}, {"podSelector": {"matchLabels": {"app": "web"}}}],
+        ["ip daddr { 198.18.0.11, 198.18.0.12, 198.18.0.13, 198.18.0.14 }", "ip daddr 198.18.0.12"],
+        id="two-entries-or",
+    ),
+    pytest.param(
+        [
+            {
+                "namespaceSelector": {
+                    "matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["x"]}]
+                },
+                "podSelector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]},
+            }
+        ],
+        ["ip daddr 198.18.0.13"],
+        id="match-expressions",
+    ),
+    pytest.param(
+        [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}],
+        ["ip daddr 198.18.0.14"],
+        id="namespace-name-label-added",
+    ),
+    pytest.param([{"podSelector": {"matchLabels": {"app": "nope"}}}], [], id="selects-nobody"),
+    pytest.param(
+        [{"ipBlock": {"cidr": "198.18.0.0/16", "except": ["198.18.0.12/32", "198.18.0.64/26"]}}],
+        ["ip daddr 198.18.0.0/16 ip daddr != { 198.18.0.12/32, 198.18.0.64/26 }"],
+        id="ipBlock-except",
+    ),
+    pytest.param([{"ipBlock": {"cidr": "fd00::/8"}}], [], id="ipv6-ipBlock-never-matches"),
+    pytest.param([], [""], id="no-peers-any-destination"),
+]
+
+
+@pytest.mark.parametrize(("peers", "expected"), PEER_CASES)
+def test_egress_peers(peers: list[dict[str, Any]], expected: list[str]) -> None:
+    rule = {"to": peers} if peers else {}
+    script = policy_ruleset(PODS, NAMESPACES, [policy("a", "p", podSelector=CLIENT_ONLY, egress=[rule])])
+    assert rules_of(script, CLIENT, "egress") == expected
+
+
+@pytest.mark.parametrize(("peers", "expected"), PEER_CASES[:3])
+def test_ingress_peers_match_the_source(peers: list[dict[str, Any]], expected: list[str]) -> None:
+    script = policy_ruleset(
+        PODS, NAMESPACES, [policy("a", "p", podSelector=CLIENT_ONLY, ingress=[{"from": peers}])]
+    )
+    assert rules_of(script, CLIENT, "ingress") == [e.replace("daddr", "saddr") for e in expected]
+
+
+PORT_CASES = [
+    pytest.param([{"port": 5000}], ["ip daddr {all} tcp dport 5000"], id="number-default-tcp"),
+    pytest.param([{"port": 53, "protocol": "UDP"}], ["ip daddr {all} udp dport 53"], id="udp"),
+    pytest.param([{"port": 5000, "endPort": 5010}], ["ip daddr {all} tcp dport 5000-5010"], id="endPort"),
+    pytest.param([{"protocol": "UDP"}], ["ip daddr {all} meta l4proto udp"], id="protocol-only"),
+    pytest.param(
+        [{"port": "http"}],
+        ["ip daddr 198.18.0.12 tcp dport 5000", "ip daddr 198.18.0.13 tcp dport 5001"],
+        id="named-per-destination",
+    ),
+    pytest.param([{"port": "dns", "protocol": "UDP"}], ["ip daddr 198.18.0.13 udp dport 53"], id="named-udp"),
+    pytest.param([{"port": "dns"}], [], id="named-protocol-mismatch"),
+    pytest.param([{"port": "nope"}], [], id="named-unknown"),
+]
+ALL_PODS = "{ 198.18.0.11, 198.18.0.12, 198.18.0.13, 198.18.0.14 }"
+
+
+@pytest.mark.parametrize(("ports", "expected"), PORT_CASES)
+def test_egress_ports(ports: list[dict[str, Any]], expected: list[str]) -> None:
+    rule = {"to": [{"namespaceSelector": {}}], "ports": ports}
+    script = policy_ruleset(PODS, NAMESPACES, [policy("a", "p", podSelector=CLIENT_ONLY, egress=[rule])])
+    assert rules_of(script, CLIENT, "egress") == [e.replace("{all}", ALL_PODS) for e in expected]
+
+
+def test_named_port_with_ip_block_resolves_against_pods_inside_the_block() -> None:
+    rule = {
+        "to": [{"ipBlock": {"cidr": "198.18.0.0/16", "except": ["198.18.0.12/32"]}}],
+        "ports": [{"port": "http"}],
+    }
+    script = policy_ruleset(PODS, NAMESPACES, [policy("a", "p", podSelector=CLIENT_ONLY, egress=[rule])])
+    assert rules_of(script, CLIENT, "egress") == ["ip daddr 198.18.0.13 tcp dport 5001"]
+
+
+@pytest.mark.parametrize(
+    ("owner", "expected"),
+    [(WEB_A, ["tcp dport 5000"]), (WEB_B, ["tcp dport 5001"]), (DNS, [])],
+)
+def test_ingress_named_port_resolves_on_the_selected_pod(owner: PodNet, expected: list[str]) -> None:
+    selector = {"matchLabels": dict(owner.labels)}
+    script = policy_ruleset(
+        PODS,
+        NAMESPACES,
+        [policy(owner.namespace, "in", podSelector=selector, ingress=[{"ports": [{"port": "http"}]}])],
+    )
+    assert rules_of(script, owner, "ingress") == expected
+
+
+def test_policies_are_additive_and_commented_with_policy_and_rule_index() -> None:
+    policies = [
+        policy("a", "deny", policyTypes=["Egress"]),
+        policy("a", "dns", egress=[{"ports": [{"port": 53, "protocol": "UDP"}]}], policyTypes=["Egress"]),
+        policy("a", "web", egress=[{}, {"ports": [{"port": 80}]}], policyTypes=["Egress"]),
+    ]
+    body = chains(policy_ruleset(PODS, NAMESPACES, policies))
+    client_chain = next(v for k, v in body.items() if k.startswith("pod_egress_") and k.endswith("_a_client"))
+    assert client_chain == [
+        'udp dport 53 counter return comment "a/dns egress[0]"',
+        'counter return comment "a/web egress[0]"',
+        'tcp dport 80 counter return comment "a/web egress[1]"',
+        'counter drop comment "a/client: egress not allowed"',
+    ]
+    forward = body["forward"]
+    assert 'iifname "veth-client" jump' in " ".join(forward)
+    assert "oifname" not in " ".join(forward)
+
+
+def test_policy_in_one_namespace_does_not_isolate_another() -> None:
+    script = policy_ruleset(PODS, NAMESPACES, [policy("b", "deny", policyTypes=["Ingress", "Egress"])])
+    assert rules_of(script, WEB_B, "ingress") == []
+    assert rules_of(script, WEB_B, "egress") == []
+    assert rules_of(script, WEB_A, "ingress") is None
+
+
+def test_policy_script_is_deterministic_and_replaces_both_tables() -> None:
+    policies = [
+        policy("a", f"p{i}", egress=[{"to": [{"namespaceSelector": {}}], "ports": [{"port": "http"}]}])
+        for i in range(4)
+    ]
+    script = policy_ruleset(PODS, NAMESPACES, policies)
+    lines = script.splitlines()
+    for family, table in (("ip", "natsnet_np_ct"), ("bridge", "natsnet_np")):
+        start = lines.index(f"table {family} {table}")
+        assert lines[start + 1 : start + 3] == [
+            f"delete table {family} {table}",
+            f"table {family} {table} {{",
+        ]
+    rng = random.Random(3)
+    for _ in range(5):
+        pods, shuffled = PODS[:], policies[:]
+        rng.shuffle(pods)
+        rng.shuffle(shuffled)
+        assert policy_ruleset(pods, dict(reversed(NAMESPACES.items())), shuffled) == script
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (
+            {"kind": "NetworkPolicy", "metadata": {"name": "p"}, "spec": {"podSelector": {}}},
+            "NetworkPolicy 'p' has no metadata.namespace",
+        ),
+        (
+            policy("a", "p", egress=[{"to": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}]),
+            "NetworkPolicy a/p: spec.egress[0].to[0] ipBlock is not a valid CIDR",
+        ),
+        (
+            policy("a", "p", ingress=[{"from": [{}, {"ipBlock": {"cidr": "x"}}]}]),
+            "NetworkPolicy a/p: spec.ingress[0].from[0] has no podSelector, namespaceSelector or ipBlock",
+        ),
+        (
+            policy("a", "p", ingress=[{"ports": [{"port": 80, "protocol": "ICMP"}]}]),
+            "NetworkPolicy a/p: spec.ingress[0].ports[0] protocol 'ICMP' is not one of TCP, UDP, SCTP",
+        ),
+        (
+            policy("a", "p", ingress=[{"ports": [{"port": "http", "endPort": 90}]}]),
+            "NetworkPolicy a/p: spec.ingress[0].ports[0] has endPort with a named port",
+        ),
+    ],
+)
+def test_bad_policies_raise_one_clear_line(bad: Obj, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)) as raised:
+        policy_ruleset(PODS, NAMESPACES, [bad])
+    assert "\n" not in str(raised.value)
