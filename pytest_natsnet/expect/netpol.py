@@ -176,7 +176,9 @@ class _Rule:
 
 
 @dataclass(frozen=True)
-class _Policy:
+class ParsedPolicy:
+    """A NetworkPolicy checked and converted to the evaluation model."""
+
     namespace: str
     name: str
     pod_selector: Mapping[str, Any]
@@ -254,7 +256,7 @@ def policy_types(spec: Mapping[str, Any]) -> tuple[str, ...]:
     return ("Ingress", "Egress") if spec.get("egress") else ("Ingress",)
 
 
-def _parse_policy(obj: Mapping[str, Any], default_namespace: str) -> _Policy:
+def _parse_policy(obj: Mapping[str, Any], default_namespace: str) -> ParsedPolicy:
     namespace, name = kube.namespace_of(obj, default_namespace), kube.name(obj)
     where = f"NetworkPolicy {namespace}/{name}: spec"
     spec = kube.spec(obj)
@@ -268,12 +270,12 @@ def _parse_policy(obj: Mapping[str, Any], default_namespace: str) -> _Policy:
             items = spec.get(key) or []
             rules[key] = tuple(_parse_rule(r, peers_key, f"{where}.{key}[{i}]") for i, r in enumerate(items))
     pod_selector = _check_selector(spec.get("podSelector") or {}, f"{where}.podSelector")
-    return _Policy(namespace, name, pod_selector, rules)
+    return ParsedPolicy(namespace, name, pod_selector, rules)
 
 
 def parse_policies(
     policies: Iterable[Mapping[str, Any]], default_namespace: str = "default"
-) -> list[_Policy]:
+) -> list[ParsedPolicy]:
     """The NetworkPolicy objects among ``policies``, checked; raises :class:`PolicyError` naming the key."""
     return [_parse_policy(p, default_namespace) for p in policies if kube.kind(p) == "NetworkPolicy"]
 
@@ -343,7 +345,7 @@ def _direction(
     direction: Direction,
     flow: Flow,
     number: int,
-    policies: Sequence[_Policy],
+    policies: Sequence[ParsedPolicy],
     namespace_labels: Mapping[str, Mapping[str, str]],
 ) -> DirectionVerdict:
     pod, other_end = (flow.src, flow.dst) if direction == "egress" else (flow.dst, flow.src)
@@ -366,7 +368,7 @@ def _direction(
 
 
 def _evaluate_parsed(
-    flow: Flow, policies: Sequence[_Policy], namespace_labels: Mapping[str, Mapping[str, str]]
+    flow: Flow, policies: Sequence[ParsedPolicy], namespace_labels: Mapping[str, Mapping[str, str]]
 ) -> Verdict:
     if flow.protocol not in PROTOCOLS:
         raise PolicyError(f"flow {flow.key}: protocol must be one of {', '.join(PROTOCOLS)}")
