@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pytest_natsnet.errors import ConfigError
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.sandbox.model import ContainerPort, PodNet
 from pytest_natsnet.sandbox.nft import policy_ruleset, service_ruleset
@@ -442,27 +443,27 @@ def test_policy_script_is_deterministic_and_replaces_both_tables() -> None:
     [
         (
             {"kind": "NetworkPolicy", "metadata": {"name": "p"}, "spec": {"podSelector": {}}},
-            "NetworkPolicy 'p' has no metadata.namespace",
+            "NetworkPolicy p: has no metadata.namespace; set it before compiling",
         ),
         (
             policy("a", "p", egress=[{"to": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}]),
-            "NetworkPolicy a/p: spec.egress[0].to[0] ipBlock is not a valid CIDR",
+            "NetworkPolicy a/p spec.egress[0].to[0]: ipBlock is not a valid CIDR",
         ),
         (
             policy("a", "p", ingress=[{"from": [{}, {"ipBlock": {"cidr": "x"}}]}]),
-            "NetworkPolicy a/p: spec.ingress[0].from[0] has no podSelector, namespaceSelector or ipBlock",
+            "NetworkPolicy a/p spec.ingress[0].from[0]: has no podSelector, namespaceSelector or ipBlock",
         ),
         (
             policy("a", "p", ingress=[{"ports": [{"port": 80, "protocol": "ICMP"}]}]),
-            "NetworkPolicy a/p: spec.ingress[0].ports[0] protocol 'ICMP' is not one of TCP, UDP, SCTP",
+            "NetworkPolicy a/p spec.ingress[0].ports[0]: protocol 'ICMP' is not one of TCP, UDP, SCTP",
         ),
         (
             policy("a", "p", ingress=[{"ports": [{"port": "http", "endPort": 90}]}]),
-            "NetworkPolicy a/p: spec.ingress[0].ports[0] has endPort with a named port",
+            "NetworkPolicy a/p spec.ingress[0].ports[0]: has endPort with a named port",
         ),
     ],
 )
 def test_bad_policies_raise_one_clear_line(bad: Obj, message: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(message)) as raised:
+    with pytest.raises(ConfigError, match=re.escape(message)) as raised:
         policy_ruleset(PODS, NAMESPACES, [bad])
     assert "\n" not in str(raised.value)

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_natsnet.errors import CommandError, ConfigError
 from pytest_natsnet.kube import (
     NAMESPACE_NAME_LABEL,
     Obj,
@@ -49,11 +50,11 @@ PROTOCOLS = ("TCP", "UDP", "SCTP")
 COMMENT_MAX = 120
 
 
-class NftApplyError(RuntimeError):
-    """``nft -f -`` refused a script: carries the netns, the script and nft's message."""
+class NftApplyError(CommandError):
+    """``nft -f -`` refused a script: the command, nft's message, and the script it was given."""
 
-    def __init__(self, netns: str, script: str, message: str) -> None:
-        super().__init__(f"nft -f - in netns {netns} failed: {message.strip() or 'no message'}")
+    def __init__(self, netns: str, script: str, returncode: int, message: str) -> None:
+        super().__init__(["ip", "netns", "exec", netns, "nft", "-f", "-"], returncode, message)
         self.netns = netns
         self.script = script
         self.message = message
@@ -260,8 +261,8 @@ class _PolicyView:
         self.namespace = namespace_of(policy)
         self.name = name(policy)
         if not self.namespace:
-            raise ValueError(
-                f"NetworkPolicy {self.name!r} has no metadata.namespace: set it before compiling"
+            raise ConfigError(
+                f"NetworkPolicy {self.name}", "has no metadata.namespace", "set it before compiling"
             )
         self.spec = spec(policy)
         self._pods = pods
@@ -295,8 +296,8 @@ class _PolicyView:
             result.append((index, peers or [_Peer()], ports or [_Port(protocol="")]))
         return result
 
-    def _fail(self, where: str, problem: str) -> ValueError:
-        return ValueError(f"NetworkPolicy {self.label}: spec.{where} {problem}")
+    def _fail(self, where: str, problem: str) -> ConfigError:
+        return ConfigError(f"NetworkPolicy {self.label} spec.{where}", problem)
 
     def _namespace_labels(self, namespace: str) -> dict[str, str]:
         found = dict(self._namespaces.get(namespace) or {})
@@ -490,9 +491,9 @@ def apply(netns: str, script: str, timeout: float = 30.0) -> None:
             argv, input=script, capture_output=True, text=True, timeout=timeout, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as error:
-        raise NftApplyError(netns, script, str(error)) from None
+        raise NftApplyError(netns, script, -1, str(error)) from None
     if done.returncode != 0:
-        raise NftApplyError(netns, script, done.stderr or done.stdout)
+        raise NftApplyError(netns, script, done.returncode, done.stderr or done.stdout)
 
 
 def enable_bridge_conntrack(netns: str) -> None:
@@ -500,4 +501,4 @@ def enable_bridge_conntrack(netns: str) -> None:
     argv = ["ip", "netns", "exec", netns, "sh", "-c", "echo 1 > /proc/sys/net/bridge/bridge-nf-call-iptables"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     if done.returncode != 0:
-        raise NftApplyError(netns, "", f"cannot enable bridge-nf-call-iptables: {done.stderr.strip()}")
+        raise CommandError(argv, done.returncode, done.stderr or done.stdout)
