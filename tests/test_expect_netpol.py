@@ -417,7 +417,7 @@ def test_bad_policies_raise_one_line_naming_the_key(spec: Obj, message: str) -> 
 
 
 def test_truth_table_for_golden_dns_policies() -> None:
-    peers = [NATS0, NATS1, KUBE_DNS, OUTSIDE]
+    peers: list[Peer | External] = [NATS0, NATS1, KUBE_DNS, OUTSIDE]
     probes = [PortProbe(53, "UDP"), PortProbe(53, "TCP"), PortProbe(6222), PortProbe("cluster")]
     table = truth_table(peers, probes, WITH_DNS, NAMESPACE_LABELS)
     # The natsnet pods may reach DNS and each other; kube-system pods and the outside are not isolated.

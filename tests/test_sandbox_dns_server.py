@@ -137,6 +137,28 @@ def test_broken_objects_file_keeps_previous_records(server: tuple[DnsServer, Pat
     assert texts(udp(dns_server.port, f"nats.{SVC}")) == {NATS_CLUSTER_IP}
 
 
+def test_objects_file_created_after_start_is_picked_up(tmp_path: Path) -> None:
+    objects = ObjectsFile(tmp_path / "later.json", "cluster.local", 5, None)
+    assert objects.zone().answer(f"nats.{SVC}", "A").rcode == dns.rcode.NXDOMAIN
+    write_objects(tmp_path / "later.json", cluster())
+    time.sleep(0.06)
+    assert objects.zone().answer(f"nats.{SVC}", "A").answer_texts() == [NATS_CLUSTER_IP]
+    assert objects.reloads == 1
+
+
+def test_port_in_use_is_an_error_not_a_shared_socket(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        with (tmp_path / "q.log").open("a") as stream, pytest.raises(OSError):
+            DnsServer(
+                "127.0.0.1",
+                port,
+                ObjectsFile(tmp_path / "o.json", "cluster.local", 5, None),
+                QueryLog(stream),
+            )
+
+
 def test_query_log_lines(server: tuple[DnsServer, Path, Path]) -> None:
     udp(server[0].port, f"NATS.{SVC}")
     tcp(server[0].port, f"nope.{SVC}", "AAAA")

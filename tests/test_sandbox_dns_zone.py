@@ -23,7 +23,8 @@ ALL_PODS = set(POD_IPS.values())
 
 
 def ask(objects: list[dict[str, object]], qname: str, qtype: str, **zone_args: int) -> Answer:
-    return build_zone(objects, **zone_args).answer(qname, qtype)
+    ttl, negative_ttl = zone_args.get("ttl", 5), zone_args.get("negative_ttl")
+    return build_zone(objects, ttl=ttl, negative_ttl=negative_ttl).answer(qname, qtype)
 
 
 def soa_owners(answer: Answer) -> set[str]:

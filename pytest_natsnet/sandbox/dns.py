@@ -234,7 +234,8 @@ def _recv_exact(conn: socket.socket, size: int) -> bytes | None:
 
 class _UDPServer(socketserver.ThreadingUDPServer):
     daemon_threads = True
-    allow_reuse_address = True
+    allow_reuse_address = False
+    """SO_REUSEADDR on UDP would let a second server bind the same port silently and split the queries."""
 
     def __init__(self, address: tuple[str, int], dns_server: DnsServer) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
@@ -258,14 +259,21 @@ class DnsServer:
     def __init__(self, listen: str, port: int, objects: ObjectsFile, log: QueryLog) -> None:
         self.objects = objects
         self.log = log
-        self._udp = _UDPServer((listen, port), self)
+        self._udp, self._tcp = self._bind(listen, port)
         self.port = int(self._udp.server_address[1])
-        try:
-            self._tcp = _TCPServer((listen, self.port), self)
-        except OSError:
-            self._udp.server_close()
-            raise
         self._threads: list[threading.Thread] = []
+
+    def _bind(self, listen: str, port: int) -> tuple[_UDPServer, _TCPServer]:
+        attempts = 5 if port == 0 else 1
+        for attempt in range(attempts):
+            udp = _UDPServer((listen, port), self)
+            try:
+                return udp, _TCPServer((listen, int(udp.server_address[1])), self)
+            except OSError:
+                udp.server_close()
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def start(self) -> None:
         for server in (self._udp, self._tcp):
