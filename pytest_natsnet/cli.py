@@ -1,0 +1,128 @@
+"""``natsnet`` command line: ``render`` (list cells, print a cell's manifests) and ``gc``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from pytest_natsnet.errors import CommandError, ConfigError, ToolNotFound
+from pytest_natsnet.matrix import Matrix, Scenario, expand, load_matrix, scenario_by_id
+from pytest_natsnet.settings import DEFAULT_CHART, DEFAULT_CHART_REPO, DEFAULT_CHART_VERSION, NatsnetSettings
+from pytest_natsnet.sources import render_cell
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="natsnet", description="pytest-natsnet helpers")
+    commands = parser.add_subparsers(dest="command", required=True)
+    render = commands.add_parser("render", help="List the cells of a matrix, or print a cell's manifests")
+    render.add_argument("--list", action="store_true", help="List cells with ids and values files")
+    render.add_argument("--matrix", default="smoke", help="Matrix to list (default smoke)")
+    render.add_argument("--json", action="store_true", help="With --list: JSON instead of text")
+    render.add_argument("--scenario", metavar="ID", help="Cell to render (an id from --list)")
+    render.add_argument("--source", choices=("helm", "manifests", "reference"), default="reference",
+                        help="Where the manifests come from (default: reference)")
+    render.add_argument("--manifests", type=Path, metavar="DIR", help="Rendered manifests directory")
+    render.add_argument("--manifests-namespace", default="natsnet", help="Namespace DIR was rendered for")
+    render.add_argument("--namespace", default="natsnet", help="Namespace to render for (default natsnet)")
+    render.add_argument("--release", default="nats", help="Release name (default nats)")
+    render.add_argument("--chart", default=DEFAULT_CHART, help="Chart for --source helm")
+    render.add_argument("--chart-version", default=DEFAULT_CHART_VERSION, help="Chart version")
+    render.add_argument("--helm", help="helm binary (else $NATSNET_HELM, PATH, pinned download)")
+    commands.add_parser("gc", help="Remove sandbox leftovers of dead runs")
+    return parser
+
+
+def _cell_row(scenario: Scenario) -> dict[str, object]:
+    return {
+        "id": scenario.id,
+        "settings": {axis: s.name for axis, s in scenario.settings.items()},
+        "values_files": [f.name for f in scenario.values_files],
+        "expect": sorted(scenario.expect),
+        "certs": scenario.certs,
+    }
+
+
+def list_cells(matrix: Matrix, name: str, as_json: bool) -> str:
+    """The cells of matrix ``name`` as text (one line each) or JSON."""
+    scenarios = expand(matrix, name)
+    if as_json:
+        return json.dumps([_cell_row(s) for s in scenarios], indent=2)
+    width = max(len(s.id) for s in scenarios)
+    lines = []
+    for scenario in scenarios:
+        expect = ", ".join(sorted(scenario.expect)) or "healthy"
+        files = " ".join(f.name for f in scenario.values_files)
+        lines.append(f"{scenario.id:<{width}}  [{expect}]  {files}")
+    return "\n".join(lines)
+
+
+def _scenario(matrix: Matrix, scenario_id: str, source: str) -> Scenario:
+    known = {s.id: s for s in expand(matrix, "full")}
+    if scenario_id in known:
+        return known[scenario_id]
+    if source == "manifests":
+        return scenario_by_id(matrix, scenario_id)
+    raise ConfigError(f"--scenario {scenario_id}", "is not a cell of the matrix",
+                      "see `natsnet render --list --matrix full`")
+
+
+def render_text(args: argparse.Namespace) -> str:
+    """A cell's manifests as multi-document YAML, like ``helm template``."""
+    matrix = load_matrix()
+    if args.source == "manifests" and args.manifests is None:
+        raise ConfigError("--source manifests", "needs --manifests DIR")
+    chart_named = args.chart != DEFAULT_CHART or args.chart_version != DEFAULT_CHART_VERSION
+    settings = NatsnetSettings(
+        source=args.source,
+        manifests=args.manifests.resolve() if args.manifests else None,
+        manifests_namespace=args.manifests_namespace,
+        chart=args.chart,
+        chart_repo=DEFAULT_CHART_REPO if args.chart == DEFAULT_CHART else None,
+        chart_version=args.chart_version,
+        chart_named=chart_named,
+        helm=args.helm,
+    )
+    scenario = _scenario(matrix, args.scenario, args.source)
+    objects = render_cell(settings, scenario, args.namespace, args.release)
+    return "".join("---\n" + yaml.safe_dump(o, sort_keys=False) for o in objects)
+
+
+def _gc() -> int:
+    try:
+        gc = importlib.import_module("pytest_natsnet.sandbox.gc")
+    except ModuleNotFoundError:
+        print("natsnet gc: the sandbox garbage collector is not available in this version", file=sys.stderr)
+        return 2
+    gc.collect_garbage()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "gc":
+            return _gc()
+        if args.list:
+            print(list_cells(load_matrix(), args.matrix, args.json))
+            return 0
+        if not args.scenario:
+            print("natsnet render: give --list or --scenario ID", file=sys.stderr)
+            return 2
+        sys.stdout.write(render_text(args))
+        return 0
+    except (ConfigError, ToolNotFound) as exc:
+        print(f"natsnet: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except CommandError as exc:
+        print(f"natsnet: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""``natsnet render`` and ``natsnet gc``: output, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pytest_natsnet import cli
+
+GOLDEN = Path("/work/shared/natsnet-golden/rendered")
+
+
+def test_list_text(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["render", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 9
+    assert lines[0].split() == ["default", "[healthy]", "base.yaml", "readiness-gate.yaml"]
+    bad_sans = next(line for line in lines if line.startswith("tls-bad-sans "))
+    assert "[mesh-split, route-tls-mismatch]" in bad_sans
+
+
+@pytest.mark.parametrize("matrix", ["smoke", "pairwise", "full"])
+def test_list_json(capsys: pytest.CaptureFixture[str], matrix: str) -> None:
+    assert cli.main(["render", "--list", "--matrix", matrix, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and all(set(r) == {"id", "settings", "values_files", "expect", "certs"} for r in rows)
+    assert rows[0]["values_files"][:2] == ["base.yaml", "readiness-gate.yaml"]
+    assert len({r["id"] for r in rows}) == len(rows)
+
+
+def test_render_reference_prints_multidoc_yaml(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("pytest_natsnet.sources.reference", reason="reference renderer not written yet")
+    assert cli.main(["render", "--scenario", "netpol-egress-dns", "--source", "reference",
+                     "--namespace", "demo"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("---\n")
+    kinds = [d["kind"] for d in yaml.safe_load_all(out) if d]
+    assert kinds.count("NetworkPolicy") == 3 and "StatefulSet" in kinds
+
+
+@pytest.mark.skipif(not GOLDEN.is_dir(), reason=f"golden renders not at {GOLDEN}")
+def test_render_manifests_accepts_ids_outside_the_matrix(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["render", "--scenario", "combined", "--source", "manifests", "--manifests", str(GOLDEN),
+                     "--namespace", "other"]) == 0
+    out = capsys.readouterr().out
+    assert ".other.svc.cluster.local" in out and ".natsnet.svc" not in out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["render", "--scenario", "nope", "--source", "reference"], "--scenario nope: is not a cell"),
+    (["render", "--scenario", "default", "--source", "manifests"], "--source manifests: needs --manifests"),
+    (["render", "--scenario", "x", "--source", "manifests", "--manifests", "/no"], "not a directory"),
+    (["render", "--list", "--matrix", "huge"], "no matrix named 'huge'"),
+    (["render"], "give --list or --scenario ID"),
+])
+def test_errors_are_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+def test_helm_source_without_helm_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("NATSNET_HELM", raising=False)
+    monkeypatch.setattr("pytest_natsnet.tools.urllib_fetch", _offline)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    argv = ["render", "--scenario", "default", "--source", "helm", "--helm", str(tmp_path / "helm")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("natsnet: helm not found: --natsnet-helm=") and err.count("\n") == 1
+
+
+def _offline(url: str, timeout: float) -> bytes:
+    raise OSError("offline")
+
+
+def test_gc_without_the_sandbox_collector(capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        import pytest_natsnet.sandbox.gc  # noqa: F401
+    except ModuleNotFoundError:
+        assert cli.main(["gc"]) == 2
+        assert "not available" in capsys.readouterr().err
+    else:
+        pytest.skip("the sandbox collector exists; gc would act on this machine")
