@@ -1,0 +1,111 @@
+"""The existing provider: the user's cluster (kubeconfig + context), touched only in our namespaces."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from pytest_natsnet.errors import ConfigError
+from pytest_natsnet.kube import MANAGED_BY_LABEL, MANAGED_BY_VALUE, RUN_ID_LABEL
+from pytest_natsnet.providers.base import CellManifests, ProviderInfo
+from pytest_natsnet.providers.kind import ReaderFactory
+from pytest_natsnet.providers.kubeapi import KubeDeployment, KubernetesReader, ObjectReader, kubectl_argv
+from pytest_natsnet.settings import NatsnetSettings
+from pytest_natsnet.tools import Runner, SubprocessRunner, Tool, resolve_tool, run_checked
+
+
+def default_kubeconfig(env: Mapping[str, str] = os.environ) -> Path:
+    """The first file of ``$KUBECONFIG``, else ``~/.kube/config``."""
+    first = next((p for p in env.get("KUBECONFIG", "").split(os.pathsep) if p), None)
+    return Path(first) if first else Path(env.get("HOME", str(Path.home()))) / ".kube" / "config"
+
+
+def current_context(kubeconfig: Path) -> str:
+    """The kubeconfig's ``current-context``; ConfigError when there is none."""
+    try:
+        data = yaml.safe_load(kubeconfig.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"--natsnet-kubeconfig {kubeconfig}", f"cannot be read ({exc})") from None
+    context = data.get("current-context") if isinstance(data, dict) else None
+    if not context:
+        raise ConfigError(f"--natsnet-kubeconfig {kubeconfig}", "has no current-context",
+                          "pass --natsnet-context NAME")
+    return str(context)
+
+
+def run_selector(run_id: str) -> str:
+    return f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{RUN_ID_LABEL}={run_id}"
+
+
+class ExistingProvider:
+    """Uses the given (or current) context; deletes only namespaces carrying this run's label."""
+
+    def __init__(
+        self,
+        settings: NatsnetSettings,
+        run_id: str,
+        *,
+        runner: Runner | None = None,
+        tools: dict[str, Tool] | None = None,
+        reader_factory: ReaderFactory = KubernetesReader,
+        env: Mapping[str, str] = os.environ,
+    ) -> None:
+        self._settings = settings
+        self._run_id = run_id
+        self._runner = runner or SubprocessRunner()
+        self._tools = dict(tools or {})
+        self._reader_factory = reader_factory
+        self._reader: ObjectReader | None = None
+        self.kubeconfig = settings.kubeconfig or default_kubeconfig(env)
+        self.context = settings.context
+
+    def _tool(self, name: str) -> Tool:
+        if name not in self._tools:
+            explicit = {"helm": self._settings.helm, "kubectl": self._settings.kubectl}[name]
+            self._tools[name] = resolve_tool(name, explicit, runner=self._runner)
+        return self._tools[name]
+
+    def _kubectl(self, *args: str) -> str:
+        argv = kubectl_argv(self._tool("kubectl").path, self.kubeconfig, self.context, *args)
+        return run_checked(self._runner, argv, timeout=60)
+
+    @property
+    def info(self) -> ProviderInfo:
+        return ProviderInfo(
+            name="existing",
+            enforces_network_policy=None,
+            supports_readiness_gates=True,
+            supports_external_client=False,
+            details=(f"context {self.context} of {self.kubeconfig}", self._tool("kubectl").label),
+        )
+
+    def start(self) -> None:
+        if self._reader is not None:
+            return
+        if not self.kubeconfig.is_file():
+            raise ConfigError(f"--natsnet-kubeconfig {self.kubeconfig}", "does not exist",
+                              "pass --natsnet-kubeconfig FILE or set $KUBECONFIG")
+        self.context = self.context or current_context(self.kubeconfig)
+        self._kubectl("version", "-o", "json")
+        self._reader = self._reader_factory(self.kubeconfig, self.context)
+
+    def deploy(self, cell: CellManifests, timeout: float) -> KubeDeployment:
+        self.start()
+        assert self._reader is not None
+        helm = self._tool("helm").path if cell.helm_install_argv else None
+        deployment = KubeDeployment(cell, self.info, self._runner, self._reader, self._tool("kubectl").path,
+                                    helm, self.kubeconfig, self.context)
+        deployment.install(timeout)
+        return deployment
+
+    def stop(self, keep: bool) -> None:
+        if self._reader is None:
+            return
+        if keep:
+            print(f"natsnet: kept namespaces labelled {run_selector(self._run_id)} in context {self.context}")
+        else:
+            self._kubectl("delete", "namespace", "--selector", run_selector(self._run_id), "--wait=false")
+        self._reader = None

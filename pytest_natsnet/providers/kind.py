@@ -1,0 +1,142 @@
+"""The kind provider: a kind cluster (pytest-kind's KindCluster, our kind >= v0.24.0, isolated kubeconfig)."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pytest_natsnet.providers.base import CellManifests, ProviderInfo
+from pytest_natsnet.providers.kubeapi import KubeDeployment, KubernetesReader, ObjectReader
+from pytest_natsnet.resources import kind_configs_dir
+from pytest_natsnet.settings import NatsnetSettings
+from pytest_natsnet.tools import Runner, SubprocessRunner, Tool, resolve_tool, run_checked
+
+KIND_TIMEOUT = 600.0
+NETWORK_POLICY_KIND = (0, 24, 0)
+"""kindnet enforces NetworkPolicy from this kind release on."""
+
+
+def _isolated_kind_cluster(name: str, kubeconfig: Path, kind: Path, kubectl: Path) -> Any:
+    """pytest-kind's KindCluster driven by our binaries; no ``.pytest-kind`` dir, no downloads of its own."""
+    from pytest_kind.cluster import KindCluster
+
+    class IsolatedKindCluster(KindCluster):  # type: ignore[misc]
+        def __init__(self) -> None:  # KindCluster.__init__ would create ./.pytest-kind/<name>
+            self.name = name
+            self.image = None
+            self.path = kubeconfig.parent
+            self.kubeconfig_path = kubeconfig
+            self.kind_path = kind
+            self.kubectl_path = kubectl
+            self.platform = platform.system().lower()
+
+    return IsolatedKindCluster()
+
+
+ClusterFactory = Callable[[str, Path, Path, Path], Any]
+ReaderFactory = Callable[[Path, "str | None"], ObjectReader]
+
+
+def kind_context(cluster_name: str) -> str:
+    return f"kind-{cluster_name}"
+
+
+def kind_get_clusters_argv(kind: str) -> list[str]:
+    return [kind, "get", "clusters"]
+
+
+def kind_create_argv(kind: str, name: str, kubeconfig: Path, config: Path) -> list[str]:
+    """What ``KindCluster.create`` runs (shown in the run header and tested)."""
+    return [kind, "create", "cluster", f"--name={name}", f"--kubeconfig={kubeconfig}",
+            "--config", str(config)]
+
+
+def kind_export_kubeconfig_argv(kind: str, name: str, kubeconfig: Path) -> list[str]:
+    return [kind, "export", "kubeconfig", f"--name={name}", f"--kubeconfig={kubeconfig}"]
+
+
+class KindProvider:
+    """Creates (or reuses) the kind cluster ``--natsnet-cluster-name``; deletes it only if it created it."""
+
+    def __init__(
+        self,
+        settings: NatsnetSettings,
+        run_dir: Path,
+        *,
+        runner: Runner | None = None,
+        tools: dict[str, Tool] | None = None,
+        cluster_factory: ClusterFactory = _isolated_kind_cluster,
+        reader_factory: ReaderFactory = KubernetesReader,
+    ) -> None:
+        self._settings = settings
+        self._run_dir = run_dir
+        self._runner = runner or SubprocessRunner()
+        self._tools = dict(tools or {})
+        self._cluster_factory = cluster_factory
+        self._reader_factory = reader_factory
+        self._cluster: Any = None
+        self._reader: ObjectReader | None = None
+        self.created = False
+        self.kubeconfig = run_dir / "kubeconfig"
+
+    def _tool(self, name: str) -> Tool:
+        if name not in self._tools:
+            explicit = {"helm": self._settings.helm, "kind": self._settings.kind,
+                        "kubectl": self._settings.kubectl}[name]
+            self._tools[name] = resolve_tool(name, explicit, runner=self._runner)
+        return self._tools[name]
+
+    @property
+    def info(self) -> ProviderInfo:
+        kind = self._tool("kind")
+        return ProviderInfo(
+            name="kind",
+            enforces_network_policy=kind.version >= NETWORK_POLICY_KIND,
+            supports_readiness_gates=True,
+            supports_external_client=False,
+            details=(
+                f"kind cluster {self._settings.cluster_name} ({'created' if self.created else 'reused'}), "
+                f"kubeconfig {self.kubeconfig}",
+                kind.label,
+                self._tool("kubectl").label,
+            ),
+        )
+
+    def start(self) -> None:
+        if self._cluster is not None:
+            return
+        kind, kubectl = self._tool("kind"), self._tool("kubectl")
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        name = self._settings.cluster_name
+        existing = run_checked(self._runner, kind_get_clusters_argv(kind.path), timeout=60).split()
+        self._cluster = self._cluster_factory(name, self.kubeconfig, Path(kind.path), Path(kubectl.path))
+        if name in existing:
+            export = kind_export_kubeconfig_argv(kind.path, name, self.kubeconfig)
+            run_checked(self._runner, export, timeout=60)
+        else:
+            config = self._settings.kind_config or kind_configs_dir() / "default.yaml"
+            self._cluster.create(config)
+            self.created = True
+        self._reader = self._reader_factory(self.kubeconfig, kind_context(name))
+
+    def deploy(self, cell: CellManifests, timeout: float) -> KubeDeployment:
+        self.start()
+        assert self._reader is not None
+        helm = self._tool("helm").path if cell.helm_install_argv else None
+        deployment = KubeDeployment(cell, self.info, self._runner, self._reader, self._tool("kubectl").path,
+                                    helm, self.kubeconfig, kind_context(self._settings.cluster_name))
+        deployment.install(timeout)
+        return deployment
+
+    def stop(self, keep: bool) -> None:
+        if self._cluster is None:
+            return
+        if keep:
+            context = kind_context(self._settings.cluster_name)
+            print(f"natsnet: kept kind cluster {self._settings.cluster_name}; "
+                  f"kubectl --kubeconfig {self.kubeconfig} --context {context}")
+        elif self.created:
+            self._cluster.delete()
+        self._cluster = None
