@@ -1,0 +1,288 @@
+"""The exact kind/kubectl/helm argv the kind and existing providers run, with a fake runner and reader."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pytest_natsnet import kube
+from pytest_natsnet.providers.base import POD_GATE_CONDITION, CellManifests, ProbeTarget
+from pytest_natsnet.providers.existing import ExistingProvider, current_context, default_kubeconfig
+from pytest_natsnet.providers.kind import KindProvider
+from pytest_natsnet.providers.kubeapi import (
+    WaitTimeout,
+    pod_condition_patch,
+    pods_needing_gate,
+    probe_pod_manifest,
+    statefulset_ready,
+    wait_until,
+)
+from pytest_natsnet.resources import kind_configs_dir
+from pytest_natsnet.settings import NatsnetSettings
+from pytest_natsnet.sources.helm import helm_install_argv
+from pytest_natsnet.tools import Tool
+
+GOLDEN = Path("/work/shared/natsnet-golden/rendered/default.yaml")
+NS = "natsnet-r1-default"
+LABELS = {kube.MANAGED_BY_LABEL: kube.MANAGED_BY_VALUE, kube.RUN_ID_LABEL: "r1",
+          kube.SCENARIO_LABEL: "default"}
+TOOLS = {
+    "kind": Tool("kind", "/t/kind", (0, 27, 0), "PATH"),
+    "kubectl": Tool("kubectl", "/t/kubectl", (1, 31, 0), "PATH"),
+    "helm": Tool("helm", "/t/helm", (3, 16, 2), "PATH"),
+}
+
+
+class FakeRunner:
+    def __init__(self, clusters: str = "") -> None:
+        self.calls: list[tuple[list[str], str | None]] = []
+        self.clusters = clusters
+
+    def run(
+        self, argv: Sequence[str], *, input: str | None = None, timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        self.calls.append((list(argv), input))
+        out = ""
+        if list(argv[1:]) == ["get", "clusters"]:
+            out = self.clusters
+        elif "get" in argv and "pod" in argv:
+            conditions = [{"type": "Ready", "status": "False"}]
+            out = json.dumps({"status": {"phase": "Running", "conditions": conditions}})
+        return subprocess.CompletedProcess(list(argv), 0, out, "")
+
+    @property
+    def argvs(self) -> list[list[str]]:
+        return [a for a, _ in self.calls]
+
+
+class FakeCluster:
+    def __init__(self, name: str, kubeconfig: Path, kind: Path, kubectl: Path) -> None:
+        self.args = (name, kubeconfig, kind, kubectl)
+        self.created_with: Path | None = None
+        self.deleted = False
+
+    def create(self, config: Path) -> None:
+        self.created_with = config
+
+    def delete(self) -> None:
+        self.deleted = True
+
+
+class FakeReader:
+    """A cell whose StatefulSet becomes ready once the gate was opened."""
+
+    def __init__(self, runner: FakeRunner) -> None:
+        self.runner = runner
+
+    def list(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+        opened = any("patch" in a for a in self.runner.argvs)
+        if kind == "Pod":
+            conditions = [{"type": POD_GATE_CONDITION, "status": "True"}] if opened else []
+            return [{"kind": "Pod", "metadata": {"name": f"nats-{i}"},
+                     "spec": {"readinessGates": [{"conditionType": POD_GATE_CONDITION}]},
+                     "status": {"phase": "Running", "conditions": conditions}} for i in range(3)]
+        if kind == "StatefulSet":
+            ready = 3 if opened else 0
+            return [{"kind": "StatefulSet", "metadata": {"name": "nats", "generation": 1},
+                     "spec": {"replicas": 3}, "status": {"observedGeneration": 1, "readyReplicas": ready}}]
+        return []
+
+
+def _cell(helm_argv: tuple[str, ...] | None = None) -> CellManifests:
+    objects = [o for o in yaml.safe_load_all(GOLDEN.read_text()) if o and "hook" not in str(o["metadata"])]
+    return CellManifests("default", NS, "nats", tuple(objects), "manifests", helm_argv, LABELS)
+
+
+needs_golden = pytest.mark.skipif(not GOLDEN.is_file(), reason=f"golden renders not at {GOLDEN}")
+
+
+def _kind(tmp_path: Path, runner: FakeRunner) -> tuple[KindProvider, list[FakeCluster]]:
+    made: list[FakeCluster] = []
+
+    def factory(*args: Any) -> FakeCluster:
+        made.append(FakeCluster(*args))
+        return made[-1]
+
+    provider = KindProvider(NatsnetSettings(), tmp_path / "run", runner=runner, tools=dict(TOOLS),
+                            cluster_factory=factory, reader_factory=lambda k, c: FakeReader(runner))
+    return provider, made
+
+
+def test_kind_creates_cluster_with_our_binaries_and_isolated_kubeconfig(tmp_path: Path) -> None:
+    runner = FakeRunner(clusters="other\n")
+    provider, made = _kind(tmp_path, runner)
+    provider.start()
+    provider.start()
+    assert runner.argvs == [["/t/kind", "get", "clusters"]]
+    (cluster,) = made
+    assert cluster.args == ("natsnet", tmp_path / "run" / "kubeconfig", Path("/t/kind"), Path("/t/kubectl"))
+    assert cluster.created_with == kind_configs_dir() / "default.yaml"
+    assert provider.info.enforces_network_policy is True
+    provider.stop(keep=False)
+    assert cluster.deleted
+
+
+def test_kind_reuses_a_running_cluster_and_never_deletes_it(tmp_path: Path) -> None:
+    runner = FakeRunner(clusters="natsnet\n")
+    provider, made = _kind(tmp_path, runner)
+    provider.start()
+    kubeconfig = tmp_path / "run" / "kubeconfig"
+    assert runner.argvs[-1] == [
+        "/t/kind", "export", "kubeconfig", "--name=natsnet", f"--kubeconfig={kubeconfig}"]
+    assert made[0].created_with is None
+    provider.stop(keep=False)
+    assert not made[0].deleted
+
+
+def test_old_kind_does_not_enforce_network_policy(tmp_path: Path) -> None:
+    tools = {**TOOLS, "kind": Tool("kind", "/t/kind", (0, 23, 0), "--natsnet-kind")}
+    provider = KindProvider(NatsnetSettings(), tmp_path, runner=FakeRunner(), tools=tools)
+    assert provider.info.enforces_network_policy is False
+
+
+def _kubectl(*args: str) -> list[str]:
+    return ["/t/kubectl", "--kubeconfig", "KUBECONFIG", "--context", "kind-natsnet", *args]
+
+
+@needs_golden
+def test_kind_deploy_of_the_golden_default_cell(tmp_path: Path) -> None:
+    runner = FakeRunner()
+    provider, _ = _kind(tmp_path, runner)
+    deployment = provider.deploy(_cell(), timeout=5)
+    kubeconfig = str(tmp_path / "run" / "kubeconfig")
+    calls = [([kubeconfig and ("KUBECONFIG" if a == kubeconfig else a) for a in argv], stdin)
+             for argv, stdin in runner.calls[1:]]
+    assert calls[0] == (_kubectl("apply", "-f", "-"), json.dumps(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": LABELS}}))
+    assert calls[1][0] == _kubectl("apply", "--namespace", NS, "-f", "-")
+    applied = [o for o in yaml.safe_load_all(calls[1][1] or "") if o]
+    assert [kube.kind(o) for o in applied] == [
+        "PodDisruptionBudget", "Secret", "ConfigMap", "Service", "Service", "Deployment", "StatefulSet"]
+    assert [c[0] for c in calls[2:4]] == [
+        _kubectl("get", "pod", "nats-0", "--namespace", NS, "-o", "json"),
+        _kubectl("patch", "pod", "nats-0", "--namespace", NS, "--subresource=status", "--type=json", "-p",
+                 calls[3][0][-1]),
+    ]
+    patch = json.loads(calls[3][0][-1])
+    assert patch[0]["op"] == "add" and patch[0]["path"] == "/status/conditions/-"
+    assert patch[0]["value"]["type"] == POD_GATE_CONDITION and patch[0]["value"]["status"] == "True"
+    assert len([c for c in calls if "patch" in c[0]]) == 3
+    deployment.teardown()
+    assert runner.argvs[-1][-4:] == ["namespace", NS, "--ignore-not-found", "--wait=false"]
+
+
+@needs_golden
+def test_kind_deploy_with_helm_runs_the_cells_install_argv(tmp_path: Path) -> None:
+    runner = FakeRunner()
+    provider, _ = _kind(tmp_path, runner)
+    kubeconfig = tmp_path / "run" / "kubeconfig"
+    argv = tuple(helm_install_argv("/t/helm", "nats", "2.14.2", "nats", NS, ["/v/base.yaml"], kubeconfig,
+                                   "kind-natsnet", 300, "https://nats-io.github.io/k8s/helm/charts/"))
+    deployment = provider.deploy(_cell(argv), timeout=5)
+    assert runner.argvs[2] == list(argv)
+    applies = [a for a in runner.argvs if a[5:6] == ["apply"]]
+    assert len(applies) == 1 and "--namespace" not in applies[0]  # only the namespace itself
+    deployment.teardown()
+    assert ["/t/helm", "uninstall", "nats", "--namespace", NS, "--kubeconfig", str(kubeconfig),
+            "--kube-context", "kind-natsnet", "--timeout", "120s"] in runner.argvs
+
+
+@needs_golden
+def test_probe_runs_the_program_in_a_stock_python_pod(tmp_path: Path) -> None:
+    runner = FakeRunner()
+    provider, _ = _kind(tmp_path, runner)
+    deployment = provider.deploy(_cell(), timeout=5)
+    target = ProbeTarget(NS, {"app": "client"})
+    runner.calls.clear()
+    with pytest.raises(json.JSONDecodeError):  # the fake exec answers nothing
+        deployment.probe(target, {"requests": []}, timeout=30)
+    argvs = [a[5:] for a in runner.argvs]
+    assert argvs[0] == ["apply", "-f", "-"]
+    assert json.loads(runner.calls[0][1] or "") == probe_pod_manifest(target)
+    assert argvs[1] == [
+        "wait", "--namespace", NS, "--for=condition=Ready", "pod/natsnet-probe", "--timeout=30s"]
+    assert [a[-3] for a in argvs[2:5]] == ["natsnet-probe:/natsnet/program.py", "natsnet-probe:/natsnet/dns",
+                                           "natsnet-probe:/natsnet/nats"]
+    assert argvs[5] == ["exec", "-i", "--namespace", NS, "natsnet-probe", "-c", "probe", "--", "python3",
+                        "/natsnet/program.py"]
+    assert runner.calls[5][1] == '{"requests": []}'
+
+
+def test_probe_pod_manifest() -> None:
+    pod = probe_pod_manifest(ProbeTarget("ns", {"app": "x"}, name="p"))
+    assert pod["metadata"] == {"name": "p", "namespace": "ns", "labels": {"app": "x"}}
+    assert pod["spec"]["containers"][0]["image"] == "python:3.12-alpine"
+    assert pod["spec"]["containers"][0]["command"][0] == "sleep"
+
+
+@pytest.mark.parametrize(("sts", "ready"), [
+    ({"metadata": {"generation": 2}, "spec": {"replicas": 3}, "status": {"observedGeneration": 2,
+                                                                          "readyReplicas": 3}}, True),
+    ({"metadata": {"generation": 2}, "spec": {"replicas": 3}, "status": {"observedGeneration": 1,
+                                                                          "readyReplicas": 3}}, False),
+    ({"metadata": {"generation": 1}, "spec": {"replicas": 3}, "status": {"observedGeneration": 1,
+                                                                          "readyReplicas": 2}}, False),
+    ({"metadata": {"generation": 1}, "spec": {"replicas": 3}, "status": {}}, False),
+])
+def test_statefulset_ready(sts: dict[str, Any], ready: bool) -> None:
+    assert statefulset_ready(sts) is ready
+
+
+def test_pod_condition_patch_replaces_or_appends() -> None:
+    pod = {"status": {"conditions": [{"type": "Ready"}, {"type": POD_GATE_CONDITION, "status": "True"}]}}
+    assert pod_condition_patch(pod, POD_GATE_CONDITION, False, "t")[0] == {
+        "op": "replace", "path": "/status/conditions/1",
+        "value": {"type": POD_GATE_CONDITION, "status": "False", "lastTransitionTime": "t"}}
+    assert pod_condition_patch({"status": {}}, "x", True, "t")[0]["path"] == "/status/conditions"
+
+
+def test_pods_needing_gate() -> None:
+    gate = {"readinessGates": [{"conditionType": POD_GATE_CONDITION}]}
+    pods = [
+        {"metadata": {"name": "a"}, "spec": gate, "status": {"phase": "Running"}},
+        {"metadata": {"name": "b"}, "spec": gate, "status": {"phase": "Pending"}},
+        {"metadata": {"name": "c"}, "spec": gate,
+         "status": {"phase": "Running", "conditions": [{"type": POD_GATE_CONDITION, "status": "False"}]}},
+        {"metadata": {"name": "d"}, "spec": {}, "status": {"phase": "Running"}},
+    ]
+    assert pods_needing_gate(pods) == ["a"]
+
+
+def test_wait_until_reports_what_it_waited_for() -> None:
+    with pytest.raises(WaitTimeout, match="waiting for the moon; last seen: still dark"):
+        wait_until(lambda: (False, "still dark"), timeout=0.2, what="the moon", poll=0.05)
+    wait_until(lambda: (True, "ok"), timeout=1, what="x", poll=0.05)
+
+
+def test_existing_provider_context_and_cleanup_by_run_label(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text("current-context: prod-ish\ncontexts: []\n")
+    runner = FakeRunner()
+    settings = NatsnetSettings(kubeconfig=kubeconfig)
+    provider = ExistingProvider(settings, "r1", runner=runner, tools=dict(TOOLS),
+                                reader_factory=lambda k, c: FakeReader(runner))
+    provider.start()
+    assert provider.info.enforces_network_policy is None
+    provider.stop(keep=False)
+    base = ["/t/kubectl", "--kubeconfig", str(kubeconfig), "--context", "prod-ish"]
+    assert runner.argvs == [
+        [*base, "version", "-o", "json"],
+        [*base, "delete", "namespace", "--selector",
+         "app.kubernetes.io/managed-by=pytest-natsnet,natsnet.io/run-id=r1", "--wait=false"],
+    ]
+
+
+def test_existing_provider_kubeconfig_resolution(tmp_path: Path) -> None:
+    assert default_kubeconfig({"KUBECONFIG": f"{tmp_path}/a:{tmp_path}/b"}) == tmp_path / "a"
+    assert default_kubeconfig({"HOME": "/h"}) == Path("/h/.kube/config")
+    (tmp_path / "a").write_text("apiVersion: v1\n")
+    from pytest_natsnet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="has no current-context; pass --natsnet-context NAME"):
+        current_context(tmp_path / "a")
