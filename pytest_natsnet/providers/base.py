@@ -98,8 +98,11 @@ class Deployment(Protocol):
         """Creates a namespace labelled as the run's (deleted with the cell)."""
         ...
 
-    def delete(self, kind: str, name: str, namespace: str | None = None) -> None:
-        """Deletes one object (NetworkPolicy, Namespace, ...); a Pod is deleted gracefully (preStop, SIGTERM)."""
+    def delete(
+        self, kind: str, name: str, namespace: str | None = None, grace_seconds: float | None = None
+    ) -> None:
+        """Deletes one object (NetworkPolicy, Namespace, ...); a Pod is deleted gracefully (preStop, SIGTERM,
+        then SIGKILL after ``grace_seconds``, default the pod's terminationGracePeriodSeconds)."""
         ...
 
     def wait_ready(self, timeout: float) -> None:

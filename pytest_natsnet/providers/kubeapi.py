@@ -185,7 +185,7 @@ class KubernetesReader:
 # ---------------------------------------------------------------------------------------------- deployment
 
 
-class _WatchProcess:
+class WatchProcess:
     def __init__(self, process: subprocess.Popen[str]) -> None:
         self._process = process
         self._events: list[dict[str, Any]] = []
@@ -269,12 +269,14 @@ class KubeDeployment:
         self.kubectl("apply", "-f", "-", input=json.dumps(namespace_manifest(name, merged)))
         self._namespaces.append(name)
 
-    def delete(self, kind: str, name: str, namespace: str | None = None) -> None:
+    def delete(self, kind: str, name: str, namespace: str | None = None,
+               grace_seconds: float | None = None) -> None:
         if kind == "Namespace":
             self.kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=false")
             return
+        grace = [] if grace_seconds is None else [f"--grace-period={max(1, round(grace_seconds))}"]
         self.kubectl("delete", kind.lower(), name, "--namespace", namespace or self.namespace,
-                     "--ignore-not-found", "--wait=false")
+                     "--ignore-not-found", "--wait=false", *grace)
 
     def _statefulset(self) -> Obj | None:
         return next(iter(self.objects("StatefulSet")), None)
@@ -323,14 +325,14 @@ class KubeDeployment:
         answer: dict[str, Any] = json.loads(output)
         return answer
 
-    def watch(self, target: ProbeTarget, request: Mapping[str, Any]) -> _WatchProcess:
+    def watch(self, target: ProbeTarget, request: Mapping[str, Any]) -> WatchProcess:
         self._ensure_probe_pod(target, KUBECTL_TIMEOUT)
         process = subprocess.Popen(self._exec_argv(target, "watch"), stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert process.stdin is not None
         process.stdin.write(json.dumps(dict(request)) + "\n")
         process.stdin.flush()
-        return _WatchProcess(process)
+        return WatchProcess(process)
 
     def logs(self, pod: str, container: str = "nats", namespace: str | None = None) -> str:
         where = namespace or self.namespace

@@ -156,7 +156,7 @@ class SandboxCluster:
                 self._store[key] = obj
         self._wake.set()
 
-    def list(self, wanted_kind: str, namespace: str | None) -> list[Obj]:
+    def list_objects(self, wanted_kind: str, namespace: str | None) -> list[Obj]:
         with self._lock:
             return [
                 copy.deepcopy(o)

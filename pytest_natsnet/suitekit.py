@@ -1,0 +1,121 @@
+"""What the suites share: applicability, the servers of a cell, their parsed config, bounded polling."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pytest_natsnet import kube
+from pytest_natsnet.expect.nats import (  # noqa: F401 (re-exported for the suites)
+    DNS_BLOCKED,
+    LEARNED_URLS_UNREACHABLE,
+    MESH_SPLIT,
+    ROUTE_TLS_MISMATCH,
+    ServerConf,
+    server_confs,
+)
+from pytest_natsnet.kube import Obj
+from pytest_natsnet.matrix import Scenario
+from pytest_natsnet.providers.base import Deployment
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+def applies(predicate: Callable[[Scenario], str | None]) -> Callable[[F], F]:
+    """Marks a suite test with the cells it applies to: ``predicate`` returns a skip reason, or None."""
+
+    def decorate(function: F) -> F:
+        function.natsnet_applies = predicate  # type: ignore[attr-defined]
+        return function
+
+    return decorate
+
+
+def settings_of(scenario: Scenario) -> dict[str, str]:
+    return {axis: setting.name for axis, setting in scenario.settings.items()}
+
+
+def declared(*failures: str) -> Callable[[Scenario], str | None]:
+    """Applies to cells that declare one of ``failures``."""
+    wanted = set(failures)
+    return lambda s: None if wanted & s.expect else f"cell declares none of: {', '.join(sorted(wanted))}"
+
+
+def not_declared(*failures: str) -> Callable[[Scenario], str | None]:
+    """Applies to cells that declare none of ``failures``."""
+    wanted = set(failures)
+
+    def predicate(scenario: Scenario) -> str | None:
+        hit = sorted(wanted & scenario.expect)
+        return f"cell declares {', '.join(hit)}: another test covers that failure" if hit else None
+
+    return predicate
+
+
+@dataclass(frozen=True)
+class Servers:
+    """The NATS servers of a cell as observed: StatefulSet pods (ordinal order) and their parsed config."""
+
+    pods: list[Obj]
+    confs: list[ServerConf]
+
+    @property
+    def names(self) -> list[str]:
+        return [kube.name(p) for p in self.pods]
+
+    def ip(self, pod_name: str) -> str:
+        for pod in self.pods:
+            if kube.name(pod) == pod_name:
+                return str(pod["status"]["podIP"])
+        raise KeyError(pod_name)
+
+    def conf(self, pod_name: str) -> ServerConf:
+        for conf in self.confs:
+            if conf.pod == pod_name:
+                return conf
+        raise KeyError(pod_name)
+
+
+def _ordinal(pod: Obj) -> int:
+    return int(kube.name(pod).rsplit("-", 1)[-1])
+
+
+def statefulset(deployment: Deployment) -> Obj:
+    sets = deployment.objects("StatefulSet")
+    if len(sets) != 1:
+        raise AssertionError(f"expected one StatefulSet in {deployment.namespace}, found {len(sets)}")
+    return sets[0]
+
+
+def servers(deployment: Deployment) -> Servers:
+    """The StatefulSet's pods and each one's nats.conf, parsed with the env the pod has."""
+    sts = statefulset(deployment)
+    selector = kube.spec(sts).get("selector", {})
+    pods = sorted(
+        (p for p in deployment.objects("Pod")
+         if kube.selector_matches(selector, kube.labels(p)) and p["status"].get("podIP")
+         and not p["metadata"].get("deletionTimestamp")),
+        key=_ordinal,
+    )
+    config_volume = next(
+        (v for v in kube.spec(sts)["template"]["spec"].get("volumes") or [] if "configMap" in v), None)
+    if config_volume is None:
+        raise AssertionError(f"StatefulSet {kube.name(sts)} mounts no ConfigMap: cannot read nats.conf")
+    configmap = kube.find(deployment.objects("ConfigMap"), "ConfigMap", config_volume["configMap"]["name"])
+    if configmap is None:
+        raise AssertionError(f"ConfigMap {config_volume['configMap']['name']} not found")
+    text = next(iter((configmap.get("data") or {}).values()))
+    return Servers(pods, server_confs(pods, text))
+
+
+def eventually(check: Callable[[], tuple[bool, T]], timeout: float, interval: float = 0.25) -> tuple[bool, T, float]:
+    """Polls ``check() -> (done, value)`` until done or ``timeout``; returns (done, last value, seconds)."""
+    started = time.monotonic()
+    while True:
+        done, value = check()
+        elapsed = time.monotonic() - started
+        if done or elapsed >= timeout:
+            return done, value, elapsed
+        time.sleep(interval)
