@@ -1,4 +1,4 @@
-"""A container's environment as the kubelet builds it: declaration order, ``$(VAR)`` expansion, downward API."""
+"""A container's environment as the kubelet builds it: declaration order, ``$(VAR)``, downward API."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ class UnsupportedEnvSource(ValueError):
 
 
 def expand(value: str, defined: Mapping[str, str]) -> str:
-    """Kubernetes ``$(VAR)`` expansion: only earlier-declared variables expand, ``$$`` escapes, the rest stays."""
+    """Kubernetes ``$(VAR)`` expansion: only earlier-declared names expand, ``$$`` escapes, the rest stays."""
 
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
@@ -49,11 +49,15 @@ def field_value(field_path: str, pod: Mapping[str, Any]) -> str:
 
 def container_env(container: Mapping[str, Any], pod: Mapping[str, Any]) -> dict[str, str]:
     """The environment of ``container`` in declaration order (dicts keep insertion order)."""
+    if container.get("envFrom"):
+        raise UnsupportedEnvSource(
+            f"container {container.get('name', '?')}: envFrom is not supported by the sandbox"
+        )
     env: dict[str, str] = {}
     entries: Sequence[Mapping[str, Any]] = container.get("env") or []
     for entry in entries:
         name = str(entry["name"])
-        if "value" in entry:
+        if "valueFrom" not in entry:
             env[name] = expand(str(entry.get("value") or ""), env)
             continue
         source = entry.get("valueFrom") or {}
