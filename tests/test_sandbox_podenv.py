@@ -49,7 +49,7 @@ def test_expand(value: str, defined: dict[str, str], expanded: str) -> None:
 
 
 def test_only_earlier_variables_expand_in_declaration_order() -> None:
-    container = {
+    container: dict[str, list[dict[str, Any]]] = {
         "env": [
             {"name": "LATER_REF", "value": "$(SECOND)"},
             {"name": "FIRST", "value": "one"},
