@@ -1,7 +1,8 @@
-"""A pod's files as the kubelet lays them out: volumes, resolv.conf, hosts; and the bwrap argv that mounts them.
+"""A pod's files as the kubelet lays them out: volumes, resolv.conf, hosts; and the bwrap argv mounting them.
 
-Every pod runs in a synthetic root (bubblewrap): the host's ``/usr`` read-only, a tmpfs ``/tmp``, and the pod's
-volumes at their ``mountPath``. The host's ``/`` is never the pod's root, so nothing is created on the host.
+Every pod runs in a synthetic root (bubblewrap): the host's ``/usr`` read-only, a tmpfs ``/tmp``, and the
+pod's volumes at their ``mountPath``. The host's ``/`` is never the pod's root, so nothing is created on
+the host.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def _secret_items(secret: Obj) -> dict[str, bytes]:
 
 
 def materialize_volumes(pod: Obj, namespace_objects: Sequence[Obj], pod_dir: Path) -> dict[str, Path]:
-    """Writes each volume of ``pod`` under ``pod_dir/volumes``; raises VolumeNotReady naming a missing source."""
+    """Writes each volume of ``pod`` under ``pod_dir/volumes``; VolumeNotReady names a missing source."""
     paths: dict[str, Path] = {}
     for volume in pod.get("spec", {}).get("volumes") or []:
         vol_name = str(volume["name"])
@@ -113,6 +114,16 @@ def python_mounts() -> list[Mount]:
     return [Mount(root, str(root), True) for root in sorted(roots) if not str(root).startswith("/usr")]
 
 
+def _refuse_host_root(
+    files: Mapping[str, Path], mounts: Sequence[Mount], binaries: Mapping[str, Path]
+) -> None:
+    binds = [*((str(src), dst) for dst, src in files.items()), *((str(m.source), m.target) for m in mounts)]
+    binds += [(str(src), f"{BIN_DIR_IN_POD}/{name}") for name, src in binaries.items()]
+    for source, target in binds:
+        if Path(source).resolve() == Path("/") or target.rstrip("/") == "":
+            raise ValueError(f"refusing to bind {source} at {target}: the host's / is never part of a pod")
+
+
 def bwrap_argv(
     *,
     hostname: str,
@@ -126,8 +137,9 @@ def bwrap_argv(
     """The bubblewrap command that gives a container its filesystem view and hostname.
 
     ``files`` are read-only single files (``/etc/resolv.conf`` ...), ``binaries`` are executables placed in
-    :data:`BIN_DIR_IN_POD` by name.
+    :data:`BIN_DIR_IN_POD` by name. Refuses to bind the host's ``/`` or anything over the pod's ``/``.
     """
+    _refuse_host_root(files, mounts, binaries)
     argv = [
         "bwrap",
         "--ro-bind",
