@@ -235,4 +235,5 @@ def natsnet_deployment(natsnet_cell: Cell) -> Deployment:
 @pytest.fixture
 def natsnet_probe(natsnet_cell: Cell) -> Prober:
     """Runs batched probes (dns, getaddrinfo, tcp, http, nats, watch) from inside the cluster network."""
-    return Prober(natsnet_cell.deployment, natsnet_cell.tls.ca_pem if natsnet_cell.tls else None)
+    ca_pem = natsnet_cell.tls.ca_pem if natsnet_cell.tls else None
+    return Prober(natsnet_cell.deployment, ca_pem.decode() if isinstance(ca_pem, bytes) else ca_pem)

@@ -119,3 +119,41 @@ def eventually(check: Callable[[], tuple[bool, T]], timeout: float, interval: fl
         if done or elapsed >= timeout:
             return done, value, elapsed
         time.sleep(interval)
+
+
+def secret_cert_sans(deployment: Deployment, secret_name: str, key: str = "tls.crt") -> list[str] | None:
+    """The SANs (DNS names and IPs) of the certificate in Secret ``secret_name``; None when there is none."""
+    import base64
+
+    from cryptography import x509
+
+    secret = kube.find(deployment.objects("Secret"), "Secret", secret_name)
+    if secret is None or key not in (secret.get("data") or {}):
+        return None
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"][key]))
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [*names.get_values_for_type(x509.DNSName), *(str(ip) for ip in names.get_values_for_type(x509.IPAddress))]
+
+
+def monitor_port(pod: Obj, default: int = 8222) -> int:
+    for container in kube.spec(pod).get("containers") or []:
+        for port in container.get("ports") or []:
+            if port.get("name") == "monitor":
+                return int(port["containerPort"])
+    return default
+
+
+def log_lines(deployment: Deployment, pods: list[str], pattern: str) -> list[str]:
+    """Server log lines matching ``pattern`` (regex), prefixed with the pod name."""
+    import re
+
+    regex = re.compile(pattern)
+    found = []
+    for pod in pods:
+        for line in deployment.logs(pod).splitlines():
+            if regex.search(line):
+                found.append(f"{pod}: {line.strip()}")
+    return found

@@ -66,7 +66,7 @@ _GLYPHS: dict[Outcome, str] = {
     Outcome.UNKNOWN: "?",
 }
 
-KINDS = ("dns", "getaddrinfo", "tcp", "http", "nats")
+KINDS = ("dns", "getaddrinfo", "tcp", "http", "nats", "relay")
 
 
 class ProbeAnswerError(NatsnetError):
@@ -151,7 +151,24 @@ class NatsRequest:
                 "roundtrip": self.roundtrip, "wait_discovered": self.wait_discovered}
 
 
-ProbeRequest = DnsRequest | GetaddrinfoRequest | TcpRequest | HttpRequest | NatsRequest
+@dataclass(frozen=True)
+class RelayRequest:
+    """Subscribe through ``subscribe``, publish through ``publish``: does a message cross the routes?"""
+
+    key: str
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    tls: TlsOptions | None = None
+    connect_timeout: float = 2.0
+    timeout: float = 5.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "kind": "relay", "publish": list(self.publish),
+                "subscribe": list(self.subscribe), "tls": _tls_json(self.tls),
+                "connect_timeout": self.connect_timeout, "timeout": self.timeout}
+
+
+ProbeRequest = DnsRequest | GetaddrinfoRequest | TcpRequest | HttpRequest | NatsRequest | RelayRequest
 
 
 @dataclass(frozen=True)

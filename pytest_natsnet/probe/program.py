@@ -42,6 +42,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "tcp": ("host", "port"),
     "http": ("url",),
     "nats": ("servers",),
+    "relay": ("publish", "subscribe"),
 }
 
 
@@ -429,6 +430,61 @@ async def nats_roundtrip(nc: Any, timeout: float) -> Json:
     return {"ok": data == b"natsnet", "elapsed_ms": ms_since(started)}
 
 
+
+async def _connect_one(servers: list[str], request: Json) -> Any:
+    from nats.aio.client import Client
+
+    context, tls_hostname = tls_context(request.get("tls"))
+    nc = Client()
+    options: Json = {"servers": servers, "connect_timeout": float(request.get("connect_timeout", 2.0)),
+                     "max_reconnect_attempts": 1, "reconnect_time_wait": 0, "dont_randomize": True,
+                     "allow_reconnect": False}
+    if context is not None:
+        options["tls"] = context
+        if tls_hostname:
+            options["tls_hostname"] = tls_hostname
+    await nc.connect(**options)
+    return nc
+
+
+async def check_relay(request: Json) -> tuple[str, Json]:
+    """Subscribe through ``subscribe`` servers, publish through ``publish`` servers: does a message cross?"""
+    timeout = float(request.get("timeout", 5.0))
+    detail: Json = {}
+    subscriber = publisher = None
+    try:
+        subscriber = await _connect_one([str(s) for s in request["subscribe"]], request)
+        publisher = await _connect_one([str(s) for s in request["publish"]], request)
+        detail["subscriber_server"] = server_info(subscriber).get("server_name")
+        detail["publisher_server"] = server_info(publisher).get("server_name")
+        subject = f"natsnet.relay.{os.getpid()}.{time.monotonic_ns()}"
+        received: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        async def on_message(msg: Any) -> None:
+            if not received.done():
+                received.set_result(bytes(msg.data))
+
+        await subscriber.subscribe(subject, cb=on_message)
+        await subscriber.flush(timeout=timeout)
+        started = time.monotonic()
+        sent = 0
+        while not received.done() and time.monotonic() - started < timeout:
+            await publisher.publish(subject, b"natsnet-relay")
+            sent += 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(received), 0.1)
+        detail.update(published=sent, elapsed_ms=ms_since(started))
+        return ("ok" if received.done() else "failed"), detail
+    except Exception as err:
+        detail.update(error_class=type(err).__name__, error=error_text(err))
+        return "failed", detail
+    finally:
+        for nc in (subscriber, publisher):
+            if nc is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(nc.close(), 2.0)
+
+
 # ---------------------------------------------------------------------------------------------- batch
 
 
@@ -447,6 +503,8 @@ async def run_one(request: Json, limit: asyncio.Semaphore) -> Json:
         try:
             if kind == "nats":
                 outcome, detail = await check_nats(request)
+            elif kind == "relay":
+                outcome, detail = await check_relay(request)
             else:
                 check = SYNC_CHECKS[kind]
                 outcome, detail = await asyncio.wait_for(asyncio.to_thread(check, request), timeout + 5.0)

@@ -1,0 +1,183 @@
+"""route_mesh: every server routes to every other; the mesh survives a pod replacement; messages cross it.
+
+Distinct ``remote_name`` per server in ``/routez`` (never ``num_routes``, which counts pooled connections). A cell
+that declares a documented failure must show exactly the islands the failure predicts, and the server log line
+that explains it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_natsnet import kube
+from pytest_natsnet.expect.nats import expected_mesh, observed_mesh, url_host
+from pytest_natsnet.probe.model import HttpRequest, Outcome, RelayRequest
+from pytest_natsnet.prober import Prober
+from pytest_natsnet.session import Cell
+from pytest_natsnet.suitekit import (
+    DNS_BLOCKED,
+    MESH_SPLIT,
+    ROUTE_TLS_MISMATCH,
+    Servers,
+    applies,
+    eventually,
+    log_lines,
+    monitor_port,
+    not_declared,
+    secret_cert_sans,
+    servers,
+)
+from pytest_natsnet.table import Comparison, TruthTable
+
+MESH_TIMEOUT = 30.0
+"""Bound for a healthy mesh to form (explicit routes retry every second)."""
+SETTLE = 4.0
+"""A declared-failure cell is judged after its routes had this long to (not) form: several retry rounds."""
+
+EXPLANATIONS = {
+    DNS_BLOCKED: r"Error trying to connect to route.*lookup",
+    ROUTE_TLS_MISMATCH: r"TLS route handshake error.*x509",
+    MESH_SPLIT: r"Error trying to connect to route|TLS route handshake error",
+}
+DECLARED_MESH_FAILURES = (DNS_BLOCKED, MESH_SPLIT, ROUTE_TLS_MISMATCH)
+
+
+def monitor(probe: Prober, group: Servers, path: str) -> dict[str, dict[str, object]]:
+    """``GET <path>`` of every server's monitoring port, from a client pod of the cell's namespace."""
+    requests = [HttpRequest(f"{path}:{name}", f"http://{group.ip(name)}:{monitor_port(pod)}{path}")
+                for name, pod in zip(group.names, group.pods, strict=True)]
+    results = probe.run(requests)
+    bodies = {}
+    for name in group.names:
+        result = results[f"{path}:{name}"]
+        if result.outcome is not Outcome.OK or not isinstance(result.detail.get("json"), dict):
+            pytest.fail(f"GET {path} of {name} from a client pod gave {result.raw_outcome}: {dict(result.detail)}",
+                        pytrace=False)
+        bodies[name] = dict(result.detail["json"])
+    return bodies
+
+
+def _route_sans(cell: Cell) -> list[str] | None:
+    return secret_cert_sans(cell.deployment, "nats-route-tls")
+
+
+def _explain(cell: Cell, group: Servers) -> str:
+    lines = log_lines(cell.deployment, group.names, r"\[ERR\].*(route|Route)")
+    return "\n".join(["server log lines about routes:", *lines[-12:]] if lines else ["(no route errors logged)"])
+
+
+def _observe(probe: Prober, group: Servers) -> TruthTable[bool]:
+    return observed_mesh([group.conf(n).name for n in group.names], monitor(probe, group, "/routez"))
+
+
+def test_route_mesh_matches_the_expectation(natsnet_cell: Cell, natsnet_probe: Prober,
+                                            record_property: pytest.RecordProperty) -> None:
+    """N×N truth table of who routes to whom; healthy cells: full mesh; declared failures: the predicted islands."""
+    group = servers(natsnet_cell.deployment)
+    expected = expected_mesh(group.confs, natsnet_cell.expect, _route_sans(natsnet_cell))
+    declared = bool(set(DECLARED_MESH_FAILURES) & natsnet_cell.expect)
+
+    def matches() -> tuple[bool, Comparison[bool]]:
+        comparison = Comparison.from_tables(expected.table, _observe(natsnet_probe, group), expected.reasons)
+        return comparison.is_same, comparison
+
+    if declared:
+        eventually(lambda: (False, None), SETTLE)
+        done, comparison = matches()
+        seconds = SETTLE
+    else:
+        done, comparison, seconds = eventually(matches, MESH_TIMEOUT, interval=0.2)
+        record_property("time_to_mesh_seconds", round(seconds + natsnet_cell.deploy_seconds, 2))
+    if not done:
+        pytest.fail(comparison.render(f"route mesh of {natsnet_cell.scenario.id} after {seconds:.1f}s",
+                                      lambda v: "." if v else "X") + "\n" + _explain(natsnet_cell, group),
+                    pytrace=False)
+    for failure in sorted(set(DECLARED_MESH_FAILURES) & natsnet_cell.expect):
+        lines = log_lines(natsnet_cell.deployment, group.names, EXPLANATIONS[failure])
+        assert lines, (f"the cell declares {failure} and the mesh shows it, but no server logged the reason "
+                       f"(pattern {EXPLANATIONS[failure]!r}):\n{_explain(natsnet_cell, group)}")
+        record_property(f"explained_by_{failure}", lines[0][:300])
+
+
+def test_configured_routes_equal_the_rendered_ones(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
+    """``/varz`` ``cluster.urls`` is the route list of the rendered nats.conf (host:port), on every server."""
+    group = servers(natsnet_cell.deployment)
+    varz = monitor(natsnet_probe, group, "/varz")
+    expected, observed = {}, {}
+    for name in group.names:
+        conf = group.conf(name)
+        port_of = {url_host(r): r.rsplit(":", 1)[-1] for r in conf.routes}
+        expected[name] = sorted(f"{host}:{port}" for host, port in port_of.items())
+        cluster = varz[name].get("cluster") or {}
+        observed[name] = sorted(str(u) for u in (cluster.get("urls") or []))  # type: ignore[union-attr]
+    Comparison.from_dicts(expected, observed).assert_same("configured routes (/varz cluster.urls)")
+
+
+def _tls_for(cell: Cell, probe: Prober) -> object | None:
+    if cell.tls is None:
+        return None
+    names = [s for s in secret_cert_sans(cell.deployment, "nats-client-tls") or [] if "*" not in s]
+    return probe.tls(hostname=max(names, key=len) if names else None)
+
+
+def test_messages_cross_exactly_the_routes(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
+    """A message published on server A reaches a subscriber on server B iff A and B share a route."""
+    group = servers(natsnet_cell.deployment)
+    expected = expected_mesh(group.confs, natsnet_cell.expect, _route_sans(natsnet_cell))
+    tls = _tls_for(natsnet_cell, natsnet_probe)
+    scheme = "tls" if tls is not None else "nats"
+    urls = {n: f"{scheme}://{group.ip(n)}:{group.conf(n).client_port}" for n in group.names}
+    names = {n: group.conf(n).name for n in group.names}
+    pairs = [(a, b) for a in group.names for b in group.names if a != b]
+    requests = [RelayRequest(f"{a}>{b}", (urls[a],), (urls[b],), tls) for a, b in pairs]  # type: ignore[arg-type]
+    if not set(DECLARED_MESH_FAILURES) & natsnet_cell.expect:
+        eventually(lambda: (_observe(natsnet_probe, group).as_dict() == expected.table.as_dict(), None),
+                   MESH_TIMEOUT)
+    results = natsnet_probe.run(requests)
+    labels = [names[n] for n in group.names]
+    want, got = TruthTable(labels, labels, False), TruthTable(labels, labels, False)
+    for a, b in pairs:
+        want.set(names[a], names[b], expected.table.get(names[a], names[b]))
+        got.set(names[a], names[b], results[f"{a}>{b}"].outcome is Outcome.OK)
+    Comparison.from_tables(want, got, expected.reasons).assert_same(
+        f"messages published on row, received on column ({natsnet_cell.scenario.id})")
+
+
+@applies(not_declared(*DECLARED_MESH_FAILURES))
+def test_replaced_pod_rejoins_with_a_new_ip(natsnet_cell: Cell, natsnet_probe: Prober,
+                                            record_property: pytest.RecordProperty) -> None:
+    """Delete a server pod: the StatefulSet recreates it with the same name and a new IP, and the full mesh
+    returns with no config change (explicit routes re-resolve the name on every attempt)."""
+    deployment = natsnet_cell.deployment
+    before = servers(deployment)
+    victim = before.names[-1]
+    old_ip = before.ip(victim)
+    old_uid = before.pods[-1]["metadata"].get("uid")
+    deployment.delete("Pod", victim)
+
+    def replaced() -> tuple[bool, str]:
+        pod = kube.find(deployment.objects("Pod"), "Pod", victim)
+        uid = (pod or {}).get("metadata", {}).get("uid")
+        return pod is not None and uid != old_uid and bool(pod["status"].get("podIP")), str(uid)
+
+    done, _, seconds = eventually(replaced, 120.0)
+    assert done, f"{victim} was not recreated within 120s of its deletion"
+    record_property("pod_replacement_seconds", round(seconds, 2))
+    deployment.wait_ready(180.0)
+    after = servers(deployment)
+    assert victim in after.names, f"{victim} was not recreated: pods now {after.names}"
+    new_ip = after.ip(victim)
+    assert new_ip != old_ip, f"{victim} came back with the same IP {old_ip}: the test proves nothing about re-resolution"
+    expected = expected_mesh(after.confs, natsnet_cell.expect, _route_sans(natsnet_cell))
+
+    def full() -> tuple[bool, Comparison[bool]]:
+        comparison = Comparison.from_tables(expected.table, _observe(natsnet_probe, after), expected.reasons)
+        return comparison.is_same, comparison
+
+    done, comparison, seconds = eventually(full, MESH_TIMEOUT, interval=0.2)
+    record_property("time_to_mesh_after_replacement_seconds", round(seconds, 2))
+    if not done:
+        pytest.fail(comparison.render(f"mesh after replacing {victim} ({old_ip} -> {new_ip})",
+                                      lambda v: "." if v else "X") + "\n" + _explain(natsnet_cell, after),
+                    pytrace=False)
+    assert kube.name(after.pods[-1]) == victim
