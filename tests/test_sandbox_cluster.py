@@ -1,0 +1,380 @@
+"""Real sandbox clusters: the golden chart renders reach a full route mesh; readiness → EndpointSlice → DNS →
+ClusterIP; pod deletion (preStop lame duck, same name, new IP); container restarts with backoff.
+
+Needs root with ``ip``, ``nft``, ``bwrap`` and ``nsenter``. The three golden clusters start together in one
+module fixture (the chart's readiness probe waits 10 s); every namespace is named ``natsnet-tc<pid>...``, and
+the fixture asserts at teardown that none is left.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import dns.message
+import dns.query
+import dns.rdatatype
+import pytest
+import yaml
+
+from pytest_natsnet import kube
+from pytest_natsnet.kube import Obj
+from pytest_natsnet.sandbox import kubelet, netns
+from pytest_natsnet.sandbox.cluster import DNS_POD_IP, PROBE_IMAGE, SandboxCluster
+from pytest_natsnet.sandbox.controllers import pod_is_ready
+from pytest_natsnet.tlsgen import new_ca, tls_material
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(c) for c in ("ip", "nft", "bwrap", "nsenter")),
+    reason="needs root with ip, nft, bwrap and nsenter (network namespaces)",
+)
+
+GOLDEN = Path("/work/shared/natsnet-golden/rendered")
+NATS_SERVER = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "nats-server"
+NS = "natsnet"
+SCENARIOS = ("default", "tls", "netpol-egress-dns")
+GATE = "natsnet.io/test-gate"
+READY_TIMEOUT = 40.0
+T = TypeVar("T")
+
+
+def nats_server() -> Path:
+    found = shutil.which("nats-server")
+    return NATS_SERVER if NATS_SERVER.is_file() else Path(found or "nats-server")
+
+
+def golden_objects(scenario: str) -> list[Obj]:
+    """A golden render without helm test hooks, plus the TLS Secrets it mounts."""
+    docs = yaml.safe_load_all((GOLDEN / f"{scenario}.yaml").read_text())
+    objects = [o for o in docs if o and not (o["metadata"].get("annotations") or {}).get("helm.sh/hook")]
+    if scenario == "tls":
+        objects += list(tls_material(new_ca(), "good", NS).secrets)
+    return objects
+
+
+def gated_objects() -> list[Obj]:
+    """Three plain nats-servers behind readinessGates, a ClusterIP Service and two headless Services."""
+    selector = {"app": "gated"}
+    container = {
+        "name": "nats",
+        "image": "nats:2.14.2",
+        "args": ["-p", "4222", "-m", "8222", "-n", "$(POD_NAME)"],
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "ports": [{"name": "monitor", "containerPort": 8222}],
+    }
+    sts = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "gated"},
+        "spec": {
+            "replicas": 3,
+            "podManagementPolicy": "Parallel",
+            "serviceName": "gated-headless",
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": selector},
+                "spec": {
+                    "containers": [container],
+                    "readinessGates": [{"conditionType": GATE}],
+                    "terminationGracePeriodSeconds": 0,
+                },
+            },
+        },
+    }
+
+    def svc(svc_name: str, headless: bool, pnra: bool) -> Obj:
+        svc_spec: dict[str, Any] = {
+            "selector": selector,
+            "publishNotReadyAddresses": pnra,
+            "ports": [{"name": "monitor", "port": 80 if not headless else 8222, "targetPort": "monitor"}],
+        }
+        if headless:
+            svc_spec["clusterIP"] = "None"
+        return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": svc_name}, "spec": svc_spec}
+
+    return [sts, svc("gated", False, False), svc("gated-headless", True, False), svc("gated-all", True, True)]
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=3) as response:
+        return json.load(response)
+
+
+def _a_records(qname: str) -> list[str]:
+    answer = dns.query.udp(dns.message.make_query(qname, "A"), DNS_POD_IP, timeout=2)
+    return sorted(r.address for rrset in answer.answer if rrset.rdtype == dns.rdatatype.A for r in rrset)
+
+
+@dataclass
+class Sandbox:
+    """A running sandbox cluster and threads in its hub (node) namespace."""
+
+    cluster: SandboxCluster
+    hub: ThreadPoolExecutor
+
+    def pods(self, namespace: str = NS) -> dict[str, Obj]:
+        self.cluster.check()
+        return {kube.name(p): p for p in self.cluster.list_objects("Pod", namespace)}
+
+    def pod_ip(self, pod_name: str, namespace: str = NS) -> str:
+        return str(self.pods(namespace)[pod_name]["status"]["podIP"])
+
+    def get_json(self, url: str) -> Any:
+        return self.hub.submit(_get_json, url).result()
+
+    def a_records(self, qname: str) -> list[str]:
+        return self.hub.submit(_a_records, qname).result()
+
+    def route_peers(self, pod_name: str) -> set[str]:
+        """DISTINCT remote server names in the server's /routez (route pooling makes num_routes larger)."""
+        routez = self.get_json(f"http://{self.pod_ip(pod_name)}:8222/routez")
+        return {str(r["remote_name"]) for r in routez.get("routes") or [] if r.get("remote_name")}
+
+    def run_in_pod(self, namespace: str, pod_name: str, container: str, command: list[str]) -> str:
+        argv = self.cluster.exec_argv(namespace, pod_name, container, command)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+        assert done.returncode == 0, f"{command} in {namespace}/{pod_name}: {done.stdout}{done.stderr}"
+        return done.stdout
+
+
+def eventually(observe: Callable[[], T], expected: T, timeout: float, poll: float = 0.1) -> T:
+    """Polls until ``observe()`` equals ``expected``; returns the last observation (the caller asserts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = observe()
+        if value == expected or time.monotonic() > deadline:
+            return value
+        time.sleep(poll)
+
+
+def wait_until(sandboxes: list[Sandbox], done: Callable[[Sandbox], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    pending = list(sandboxes)
+    while pending:
+        pending = [s for s in pending if not done(s)]
+        if pending and time.monotonic() > deadline:
+            states = {s.cluster.id: {n: p["status"].get("phase") for n, p in s.pods("*").items()}
+                      for s in pending}
+            pytest.fail(f"{what} not reached within {timeout:g}s: {states}", pytrace=False)
+        time.sleep(0.1)
+
+
+def _open_gates(sandbox: Sandbox) -> bool:
+    pods = sandbox.pods("gates")
+    for pod_name, pod in pods.items():
+        seen = {c["type"] for c in pod["status"].get("conditions") or []}
+        if pod["status"].get("phase") == "Running" and GATE not in seen:
+            sandbox.cluster.set_pod_condition("gates", pod_name, GATE, True)
+    return len(pods) == 3 and all(pod_is_ready(p) for p in pods.values())
+
+
+def _statefulset_ready(sandbox: Sandbox) -> bool:
+    sts = sandbox.cluster.list_objects("StatefulSet", NS)
+    return bool(sts) and sts[0]["status"].get("readyReplicas") == kube.spec(sts[0]).get("replicas")
+
+
+def stop_and_check(sandbox: Sandbox) -> None:
+    sandbox.hub.shutdown(wait=False, cancel_futures=True)
+    sandbox.cluster.stop()
+    shutil.rmtree(sandbox.cluster.run_dir, ignore_errors=True)
+    left = [n for n in netns.list_netns() if f"-{sandbox.cluster.id}-" in n]
+    assert left == [], f"network namespaces left behind by sandbox {sandbox.cluster.id}: {left}"
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Sandbox]]:
+    """The three golden renders, each in its own sandbox; ``default`` also runs the gated StatefulSet."""
+    started: dict[str, Sandbox] = {}
+    try:
+        for index, scenario in enumerate(SCENARIOS):
+            sandbox_id = f"tc{os.getpid()}{'abc'[index]}"
+            run_dir = tmp_path_factory.mktemp(f"sandbox-{scenario}")
+            cluster = SandboxCluster(sandbox_id, run_dir, nats_server())
+            cluster.start()
+            started[scenario] = Sandbox(cluster, netns.executor_in(cluster.hub, workers=4))
+            cluster.apply(golden_objects(scenario), NS)
+        started["default"].cluster.apply(gated_objects(), "gates")
+        sandboxes = list(started.values())
+        wait_until(sandboxes, _statefulset_ready, READY_TIMEOUT, "every golden StatefulSet ready")
+        wait_until([started["default"]], _open_gates, READY_TIMEOUT, "gated pods ready")
+        yield started
+    finally:
+        errors = []
+        for sandbox in started.values():
+            try:
+                stop_and_check(sandbox)
+            except AssertionError as error:
+                errors.append(str(error))
+        assert not errors, errors
+
+
+# --- golden renders ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_golden_render_reaches_a_full_route_mesh(golden: dict[str, Sandbox], scenario: str) -> None:
+    sandbox = golden[scenario]
+    servers = sorted(n for n in sandbox.pods() if n.startswith("nats-") and not n.startswith("nats-box"))
+    assert servers == ["nats-0", "nats-1", "nats-2"]
+    expected = {s: set(servers) - {s} for s in servers}
+    peers = eventually(lambda: {s: sandbox.route_peers(s) for s in servers}, expected, timeout=10)
+    assert peers == expected
+
+
+def test_images_not_emulated_are_reported(golden: dict[str, Sandbox]) -> None:
+    pods = golden["default"].pods()
+    box = [p for n, p in pods.items() if n.startswith("nats-box-")]
+    assert len(box) == 1
+    assert box[0]["status"]["phase"] == "Pending"
+    assert box[0]["status"]["reason"] == "ImageNotEmulated"
+    assert "podIP" not in box[0]["status"]
+    server = pods["nats-0"]
+    assert server["metadata"]["annotations"]["sandbox.natsnet.io/not-run"] == (
+        "natsio/nats-server-config-reloader:0.23.0"
+    )
+    states = {s["name"]: s["state"] for s in server["status"]["containerStatuses"]}
+    assert states["reloader"]["waiting"]["reason"] == "ImageNotEmulated"
+    assert "running" in states["nats"]
+
+
+def test_pods_see_the_kubelet_resolv_conf_and_hosts(golden: dict[str, Sandbox]) -> None:
+    sandbox = golden["default"]
+    resolv = sandbox.run_in_pod(NS, "nats-1", "nats", ["cat", "/etc/resolv.conf"])
+    assert resolv == (
+        "search natsnet.svc.cluster.local svc.cluster.local cluster.local\n"
+        "nameserver 198.18.128.10\noptions ndots:5\n"
+    )
+    hosts = sandbox.run_in_pod(NS, "nats-1", "nats", ["cat", "/etc/hosts"])
+    own = f"{sandbox.pod_ip('nats-1')}\tnats-1.nats-headless.natsnet.svc.cluster.local\tnats-1"
+    assert hosts.splitlines()[-1] == own
+    assert sandbox.run_in_pod(NS, "nats-1", "nats", ["hostname"]).strip() == "nats-1"
+
+
+# --- readiness → EndpointSlice → DNS → ClusterIP -----------------------------------------------------
+
+CLUSTER_IP_CLIENT = (
+    "import json, sys, urllib.request\n"
+    "names = set()\n"
+    "for _ in range(int(sys.argv[2])):\n"
+    "    with urllib.request.urlopen(sys.argv[1], timeout=2) as r:\n"
+    "        names.add(json.load(r)['server_name'])\n"
+    "print(json.dumps(sorted(names)))\n"
+)
+
+
+def test_a_gated_pod_leaves_the_cluster_ip_and_the_strict_headless_dns(golden: dict[str, Sandbox]) -> None:
+    sandbox = golden["default"]
+    cluster = sandbox.cluster
+    cluster_ip = kube.find(cluster.list_objects("Service", "gates"), "Service", "gated")
+    assert cluster_ip is not None
+    url = f"http://{cluster_ip['spec']['clusterIP']}/varz"
+
+    def served() -> list[str]:
+        out = sandbox.run_in_pod("gates", "gated-0", "nats", ["python3", "-c", CLUSTER_IP_CLIENT, url, "40"])
+        return list(json.loads(out))
+
+    def endpoint_ready(pod_name: str) -> tuple[bool, bool]:
+        slices = [s for s in cluster.list_objects("EndpointSlice", "gates")
+                  if s["metadata"]["labels"]["kubernetes.io/service-name"] == "gated"]
+        for endpoint in (e for s in slices for e in s["endpoints"]):
+            if endpoint["targetRef"]["name"] == pod_name:
+                return endpoint["conditions"]["ready"], endpoint["conditions"]["serving"]
+        raise AssertionError(f"{pod_name} missing from the EndpointSlices of gates/gated")
+
+    all_ips = sorted(sandbox.pod_ip(f"gated-{i}", "gates") for i in range(3))
+    strict = "gated-headless.gates.svc.cluster.local."
+    published = "gated-all.gates.svc.cluster.local."
+    assert served() == ["gated-0", "gated-1", "gated-2"]
+    assert sandbox.a_records(strict) == all_ips
+    try:
+        cluster.set_pod_condition("gates", "gated-1", GATE, False)
+        assert eventually(lambda: endpoint_ready("gated-1"), (False, False), timeout=3) == (False, False)
+        assert not pod_is_ready(sandbox.pods("gates")["gated-1"])
+        without = sorted(set(all_ips) - {sandbox.pod_ip("gated-1", "gates")})
+        assert eventually(lambda: sandbox.a_records(strict), without, timeout=3) == without
+        assert sandbox.a_records(published) == all_ips  # publishNotReadyAddresses keeps it in DNS
+        assert eventually(served, ["gated-0", "gated-2"], timeout=3) == ["gated-0", "gated-2"]
+    finally:
+        cluster.set_pod_condition("gates", "gated-1", GATE, True)
+    assert eventually(lambda: endpoint_ready("gated-1"), (True, True), timeout=3) == (True, True)
+    everyone = ["gated-0", "gated-1", "gated-2"]
+    assert eventually(served, everyone, timeout=3) == everyone
+    assert sandbox.a_records(strict) == all_ips
+
+
+# --- container restarts ------------------------------------------------------------------------------
+
+
+def test_an_exiting_container_restarts_with_doubling_backoff(
+    golden: dict[str, Sandbox], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kubelet, "RESTART_BACKOFF_START", 0.3)
+    sandbox = golden["default"]
+    crasher = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "crasher"},
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {"name": "main", "image": PROBE_IMAGE, "command": ["sh", "-c", "sleep 0.1; exit 3"]}
+            ],
+        },
+    }
+    sandbox.cluster.apply([crasher], "crash")
+    try:
+        def restarts() -> int:
+            statuses = sandbox.pods("crash")["crasher"]["status"].get("containerStatuses") or [{}]
+            return int(statuses[0].get("restartCount", 0))
+
+        assert eventually(lambda: restarts() >= 3, True, timeout=10), f"restartCount {restarts()}"
+        status = sandbox.pods("crash")["crasher"]["status"]["containerStatuses"][0]
+        assert status["lastState"] == {"terminated": {"exitCode": 3}}
+        backoffs = [e["message"] for e in sandbox.cluster.list_objects("Event", "crash")
+                    if e["reason"] == "BackOff" and e["involvedObject"]["name"] == "crasher"]
+        assert [m.rsplit("restarting in ", 1)[1] for m in backoffs[:3]] == ["0.3s", "0.6s", "1.2s"]
+        assert all("code 3" in m for m in backoffs)
+    finally:
+        sandbox.cluster.delete("Pod", "crasher", "crash", grace=0)
+    assert eventually(lambda: "crasher" in sandbox.pods("crash"), False, timeout=5) is False
+
+
+# --- pod deletion (last: it changes the default cluster) ---------------------------------------------
+
+
+def test_a_deleted_pod_comes_back_with_the_same_name_and_a_new_ip(golden: dict[str, Sandbox]) -> None:
+    sandbox = golden["default"]
+    old = copy.deepcopy(sandbox.pods()["nats-2"])
+    log = sandbox.cluster.log_path(NS, "nats-2", "nats")
+    sandbox.cluster.delete("Pod", "nats-2", NS)
+
+    def replacement() -> Obj | None:
+        pod = sandbox.pods().get("nats-2")
+        if pod is None or pod["metadata"]["uid"] == old["metadata"]["uid"]:
+            return None
+        running = any("running" in s["state"] for s in pod["status"].get("containerStatuses") or [])
+        return pod if running else None
+
+    new = None
+    deadline = time.monotonic() + 15
+    while new is None and time.monotonic() < deadline:
+        new = replacement()
+        time.sleep(0.05)
+    assert new is not None, "the StatefulSet did not recreate nats-2 within 15 s"
+    assert new["status"]["podIP"] != old["status"]["podIP"]
+    assert new["spec"]["hostname"] == "nats-2" and new["spec"]["subdomain"] == "nats-headless"
+    log_text = log.read_text(errors="replace").lower()
+    assert "lame duck mode" in log_text, "the chart's preStop lame-duck hook did not run"
+    events = sandbox.cluster.list_objects("Event", NS)
+    reasons = [e["reason"] for e in events if e["involvedObject"]["name"] == "nats-2"]
+    assert "Killing" in reasons and "Deleted" in reasons
