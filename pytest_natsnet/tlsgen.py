@@ -58,7 +58,8 @@ def _key_usage(ca: bool) -> x509.KeyUsage:
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    """A subject with ``common_name`` cut to X.509's 64-character limit (verification uses the SANs only)."""
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
 
 
 def new_ca(common_name: str = "pytest-natsnet test CA") -> CertificateAuthority:

@@ -116,6 +116,19 @@ class SandboxCluster:
         self.apply(self._kube_dns_objects(), "kube-system")
         self._thread = threading.Thread(target=self._loop, name=f"sandbox-{self.id}", daemon=True)
         self._thread.start()
+        self._wait_for_dns(timeout=30.0)
+
+    def _wait_for_dns(self, timeout: float) -> None:
+        """Like a fresh kind cluster, the sandbox is handed out once its cluster DNS answers."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check()
+            with self._lock:
+                pods = [o for k, o in self._store.items() if k[0] == "Pod" and k[1] == "kube-system"]
+                if pods and all(pod_is_ready(p) for p in pods):
+                    return
+            time.sleep(0.02)
+        raise RuntimeError(f"sandbox {self.id}: cluster DNS was not ready within {timeout:g}s")
 
     def stop(self) -> None:
         self._stop.set()
