@@ -1,0 +1,175 @@
+"""The sandbox garbage collector finds a crashed run's leftovers from disk: netns, processes, run directory.
+
+The real test starts a sandbox in a subprocess, SIGKILLs it and collects. State files go to a tmp
+``NATSNET_STATE_DIR``; sandbox ids are ``tg<pid>...``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_natsnet.sandbox import gc, netns
+
+NATS_SERVER = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "nats-server"
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(c) for c in ("ip", "nft", "bwrap", "nsenter")),
+    reason="needs root with ip, nft, bwrap and nsenter (network namespaces)",
+)
+
+CRASHING_RUN = r"""
+import subprocess, sys, time
+from pathlib import Path
+from pytest_natsnet.sandbox.cluster import PROBE_IMAGE, SandboxCluster
+
+cluster = SandboxCluster(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))
+cluster.start()
+cluster.apply([{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "victim"},
+                "spec": {"containers": [{"name": "main", "image": PROBE_IMAGE}]}}], "gc")
+deadline = time.monotonic() + 20
+while True:
+    cluster.check()
+    try:
+        argv = cluster.exec_argv("gc", "victim", "main", ["sh", "-c", "sleep 300", sys.argv[2]])
+        break
+    except KeyError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.05)
+# an exec'd process (like a probe program) does not die with the run: gc must kill it
+subprocess.Popen(argv, start_new_session=True)
+print("up", flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    directory = tmp_path / "state"
+    monkeypatch.setattr(gc, "STATE_DIR", directory)
+    return directory
+
+
+def ours(sandbox_id: str) -> list[str]:
+    return [n for n in netns.list_netns() if n.startswith(f"natsnet-{sandbox_id}-")]
+
+
+def pids_in(namespaces: list[str]) -> list[str]:
+    return [p for n in namespaces for p in netns.run(["ip", "netns", "pids", n], check=False).split()]
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", text], capture_output=True, text=True, check=False)
+    return found.stdout.split()
+
+
+# --- pure-ish: state files ---------------------------------------------------------------------------
+
+
+def test_record_and_forget(state_dir: Path) -> None:
+    gc.record("abc", {"pid": 1, "run_dir": "/nowhere", "netns_prefix": "natsnet-abc-"})
+    assert json.loads((state_dir / "abc.json").read_text())["netns_prefix"] == "natsnet-abc-"
+    assert not list(state_dir.glob("*.tmp"))
+    gc.forget("abc")
+    gc.forget("abc")
+    assert list(state_dir.iterdir()) == []
+
+
+def test_nothing_to_collect_without_a_state_dir(state_dir: Path) -> None:
+    assert gc.collect_garbage() == []
+
+
+def test_a_live_owner_is_left_alone_and_a_dead_one_is_collected(state_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    gc.record("live", {"pid": os.getpid(), "run_dir": str(run_dir), "netns_prefix": "natsnet-none-live-"})
+    assert gc.collect_garbage() == [f"sandbox live: owner pid {os.getpid()} still runs, left alone"]
+    assert run_dir.is_dir() and (state_dir / "live.json").exists()
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    gc.forget("live")
+    gc.record("dead", {"pid": int(dead.stdout), "run_dir": str(run_dir),
+                       "netns_prefix": "natsnet-nonexistent-dead-"})
+    assert gc.collect_garbage() == [f"removed {run_dir}"]
+    assert not run_dir.exists() and not (state_dir / "dead.json").exists()
+
+
+def test_an_unreadable_state_file_is_reported_and_kept(state_dir: Path) -> None:
+    state_dir.mkdir()
+    (state_dir / "broken.json").write_text("{not json")
+    assert gc.collect_garbage() == [f"skipped unreadable {state_dir / 'broken.json'}"]
+    assert (state_dir / "broken.json").exists()
+
+
+# --- real: a crashed run -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def crashed_run(state_dir: Path, tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
+    sandbox_id = f"tg{os.getpid()}"
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "NATSNET_STATE_DIR": str(state_dir)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", CRASHING_RUN, sandbox_id, str(run_dir), str(NATS_SERVER)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        yield sandbox_id, run_dir, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        # belt and braces: never leave anything of ours behind, even when the test failed
+        for ns_name in ours(sandbox_id):
+            for pid in pids_in([ns_name]):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            netns.delete_netns(ns_name)
+        for pid in processes_mentioning(str(run_dir)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+
+
+@needs_root
+def test_gc_removes_a_sigkilled_run(crashed_run: tuple[str, Path, subprocess.Popen[str]]) -> None:
+    sandbox_id, run_dir, process = crashed_run
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if line != "up\n":
+        stderr = process.stderr.read() if process.stderr else ""
+        pytest.fail(f"the sandbox subprocess did not come up: {line!r} {stderr}", pytrace=False)
+    assert len(ours(sandbox_id)) >= 3  # hub, kube-dns, victim
+
+    # while the owner runs, gc must not touch it
+    assert gc.collect_garbage() == [f"sandbox {sandbox_id}: owner pid {process.pid} still runs, left alone"]
+    assert len(ours(sandbox_id)) >= 3
+
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    namespaces = ours(sandbox_id)
+    deadline = time.monotonic() + 5
+    while not (survivors := pids_in(namespaces)) and time.monotonic() < deadline:
+        time.sleep(0.05)  # nsenter may still be entering the pod's namespaces
+    assert survivors, "the exec'd process should outlive its run (otherwise this test proves nothing)"
+
+    actions = gc.collect_garbage()
+    assert sorted(a.split(" (")[0] for a in actions if a.startswith("deleted netns")) == sorted(
+        f"deleted netns {n}" for n in namespaces
+    )
+    assert f"removed {run_dir}" in actions
+    assert ours(sandbox_id) == []
+    assert processes_mentioning(str(run_dir)) == []
+    assert not run_dir.exists()
+    assert gc.collect_garbage() == []
