@@ -1,0 +1,273 @@
+"""The pytest plugin as a user meets it: options, skip without --natsnet, markers, one-line errors, test ids.
+
+Every run here is collection only (pytester, in process): nothing is deployed.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pytest_natsnet.matrix import expand, load_matrix
+from pytest_natsnet.plugin import DISABLED_REASON
+from pytest_natsnet.settings import OPTIONS
+
+USES_CELL = """
+def test_uses_cell(natsnet_cell):
+    pass
+"""
+
+USES_SCENARIO = """
+def test_cells(natsnet_scenario):
+    pass
+"""
+
+# Test files are always named: without a path argument --natsnet also collects (and runs) the shipped suites.
+COLLECT_ON_SANDBOX = ("--collect-only", "-q", "--natsnet", "--natsnet-provider=sandbox",
+                      "--natsnet-source=reference", "-p", "no:cacheprovider")
+RUN_ON_SANDBOX = COLLECT_ON_SANDBOX[2:]
+"""Runs tests that use only natsnet_scenario: nothing deploys either."""
+
+
+@pytest.fixture
+def sandbox_collectable() -> None:
+    """Collection with --natsnet-provider=sandbox checks the machine first; skip where it cannot run."""
+    from pytest_natsnet.providers.sandbox_provider import missing_requirements
+
+    problems = missing_requirements()
+    if problems:
+        pytest.skip(f"sandbox requirements missing: {'; '.join(problems)}")
+
+
+def error_lines(result: pytest.RunResult) -> list[str]:
+    return [line for line in result.errlines + result.outlines if line.startswith("ERROR")]
+
+
+def assert_one_clear_line(result: pytest.RunResult, *fragments: str) -> None:
+    """A usage error: exit status 4, exactly one ERROR line holding every fragment, no traceback."""
+    output = "\n".join(result.outlines + result.errlines)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output
+    assert "Traceback" not in output, output
+    lines = error_lines(result)
+    assert len(lines) == 1, output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def collected_ids(result: pytest.RunResult) -> list[str]:
+    return [match.group(1) for line in result.outlines if (match := re.search(r"::\w+\[(.+)\]$", line))]
+
+
+# -------------------------------------------------------------------------------------------------- --help
+
+
+def test_help_lists_every_natsnet_option(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    assert result.ret == 0
+    help_text = result.stdout.str()
+    listed = set(re.findall(r"(--natsnet(?:-[a-z]+)*)", help_text))
+    assert listed == {"--natsnet", *(option.flag for option in OPTIONS)}
+    for option in OPTIONS:
+        assert f"{option.dest} (" in help_text, f"ini twin of {option.flag} missing from --help"
+
+
+def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--fixtures")
+    text = result.stdout.str()
+    fixtures = ("natsnet_scenario", "natsnet_cell", "natsnet_deployment", "natsnet_probe", "natsnet_settings")
+    for fixture in fixtures:
+        match = re.search(rf"^{fixture}( \[.*\])? -- .*\n\s+\S", text, re.MULTILINE)
+        assert match, f"{fixture} missing from --fixtures or has no docstring"
+
+
+# ------------------------------------------------------------------------------------------ without --natsnet
+
+
+def test_natsnet_tests_are_skipped_with_the_reason_when_off(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_mine=USES_CELL + "\n\ndef test_plain():\n    pass\n")
+    result = pytester.runpytest("-rs", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines([f"SKIPPED * {DISABLED_REASON}"])
+
+
+def test_ini_natsnet_false_keeps_them_off(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nnatsnet = false\n")
+    pytester.makepyfile(test_mine=USES_SCENARIO)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(skipped=1)
+
+
+def test_markers_are_registered_for_strict_markers(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", my_values="config:\n  cluster:\n    enabled: true\n")
+    pytester.makepyfile(test_marked="""
+        import pytest
+
+        @pytest.mark.natsnet
+        @pytest.mark.natsnet_values("my_values.yaml", expect=["mesh-split"])
+        def test_bug(natsnet_cell):
+            pass
+    """)
+    result = pytester.runpytest("--strict-markers", "-p", "no:cacheprovider")
+    result.assert_outcomes(skipped=1)
+    markers = pytester.runpytest("--markers").stdout.str()
+    assert "@pytest.mark.natsnet:" in markers
+    assert "@pytest.mark.natsnet_values(" in markers
+
+
+def test_strict_markers_still_rejects_unknown_markers(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_marked="""
+        import pytest
+
+        @pytest.mark.natsnet_valuez("my_values.yaml")
+        def test_bug():
+            pass
+    """)
+    result = pytester.runpytest("--strict-markers", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*'natsnet_valuez' not found in `markers` configuration option*"])
+
+
+# --------------------------------------------------------------------------------------------- bad input
+
+
+BAD_OPTIONS = [
+    (["--natsnet-parallel=0"], ["--natsnet-parallel", "at least 1"]),
+    (["--natsnet-parallel=many"], ["--natsnet-parallel", "'many'", "whole number"]),
+    (["--natsnet-timeout=-3"], ["--natsnet-timeout", "positive"]),
+    (["--natsnet-values-dir=no-such-dir"], ["--natsnet-values-dir", "'no-such-dir'", "does not exist"]),
+    (["--natsnet-manifests=no-such-dir"], ["--natsnet-manifests", "does not exist"]),
+    (["--natsnet-kind-config=nope.yaml"], ["--natsnet-kind-config", "'nope.yaml'", "does not exist"]),
+    (["--natsnet-cluster-name=Not_A_Label"], ["--natsnet-cluster-name", "DNS label"]),
+    (["--natsnet-chart-version=latest"], ["--natsnet-chart-version", "'latest'"]),
+    (["--natsnet-chart=./no-chart"], ["--natsnet-chart", "does not exist"]),
+    (["--natsnet-source=manifests"], ["--natsnet-source=manifests", "--natsnet-manifests"]),
+]
+
+
+@pytest.mark.parametrize(("args", "fragments"), BAD_OPTIONS, ids=[args[0] for args, _ in BAD_OPTIONS])
+def test_bad_option_values_give_one_clear_line(pytester: pytest.Pytester, args: list[str],
+                                               fragments: list[str]) -> None:
+    result = pytester.runpytest(*args, "-p", "no:cacheprovider")
+    assert_one_clear_line(result, *fragments)
+
+
+def test_bad_ini_value_names_the_option(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nnatsnet_parallel = 0\n")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert_one_clear_line(result, "--natsnet-parallel", "at least 1")
+
+
+@pytest.mark.parametrize("option",
+                         ["--natsnet-matrix=nope", "--natsnet-provider=docker", "--natsnet-keep=maybe"])
+def test_unknown_choice_is_rejected_with_the_choices(pytester: pytest.Pytester, option: str) -> None:
+    flag, value = option.split("=")
+    result = pytester.runpytest(option, "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "Traceback" not in result.stderr.str()
+    result.stderr.fnmatch_lines([f"*error: argument {flag}: invalid choice: '{value}' (choose from *"])
+
+
+def test_values_dir_with_invalid_yaml_names_the_file(pytester: pytest.Pytester,
+                                                     sandbox_collectable: None) -> None:
+    values = pytester.mkdir("values")
+    (values / "broken.yaml").write_text("config: [unclosed\n")
+    pytester.makepyfile(test_mine=USES_SCENARIO)
+    result = pytester.runpytest(*COLLECT_ON_SANDBOX, f"--natsnet-values-dir={values}", "test_mine.py")
+    assert_one_clear_line(result, str(values / "broken.yaml"), "invalid YAML")
+
+
+def test_unknown_scenario_glob_lists_the_cells(pytester: pytest.Pytester, sandbox_collectable: None) -> None:
+    pytester.makepyfile(test_mine=USES_SCENARIO)
+    result = pytester.runpytest(*COLLECT_ON_SANDBOX, "--natsnet-scenario=no-such-cell*", "test_mine.py")
+    assert_one_clear_line(result, "--natsnet-scenario no-such-cell*", "matches no cell", "default")
+
+
+@pytest.mark.xfail(
+    reason="plugin.py raises UsageError inside pytest_generate_tests, which pytest reports as a collection "
+           "error with a traceback; pytest.fail(..., pytrace=False) there would give one line",
+)
+def test_natsnet_values_with_a_missing_file_gives_one_line(pytester: pytest.Pytester,
+                                                          sandbox_collectable: None) -> None:
+    pytester.makepyfile(test_bug="""
+        import pytest
+
+        @pytest.mark.natsnet_values("missing-values.yaml")
+        def test_my_bug(natsnet_cell):
+            pass
+    """)
+    result = pytester.runpytest(*COLLECT_ON_SANDBOX, "test_bug.py")
+    output = "\n".join(result.outlines + result.errlines)
+    assert result.ret != pytest.ExitCode.OK
+    assert "missing-values.yaml" in output
+    assert "Traceback" not in output and "pluggy" not in output, output
+
+
+# -------------------------------------------------------------------------------------------------- test ids
+
+
+def test_test_ids_are_the_smoke_scenario_ids(pytester: pytest.Pytester, sandbox_collectable: None) -> None:
+    pytester.makepyfile(test_mine=USES_SCENARIO)
+    result = pytester.runpytest(*COLLECT_ON_SANDBOX, "test_mine.py")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    ids = collected_ids(result)
+    assert "default" in ids and "pnra-false" in ids and "tls-bad-sans" in ids
+    assert ids == [scenario.id for scenario in expand(load_matrix(), "smoke")]
+
+
+def test_scenario_glob_selects_cells(pytester: pytest.Pytester, sandbox_collectable: None) -> None:
+    pytester.makepyfile(test_mine=USES_SCENARIO)
+    result = pytester.runpytest(*COLLECT_ON_SANDBOX, "--natsnet-scenario=pnra*", "--natsnet-scenario=default",
+                                "test_mine.py")
+    assert collected_ids(result) == ["default", "pnra-false"]
+
+
+def test_pairwise_matrix_has_more_cells_than_smoke(pytester: pytest.Pytester,
+                                                   sandbox_collectable: None) -> None:
+    pytester.makepyfile(test_mine=USES_SCENARIO)
+    result = pytester.runpytest(*COLLECT_ON_SANDBOX, "--natsnet-matrix=pairwise", "test_mine.py")
+    ids = collected_ids(result)
+    assert len(ids) == len(set(ids)) > len(expand(load_matrix(), "smoke"))
+    assert ids == [scenario.id for scenario in expand(load_matrix(), "pairwise")]
+
+
+def test_values_dir_adds_one_cell_per_file(pytester: pytest.Pytester, sandbox_collectable: None) -> None:
+    values = pytester.mkdir("ci")
+    (values / "my-tls-values.yaml").write_text("config:\n  cluster:\n    replicas: 3\n")
+    pytester.makepyfile(test_mine=USES_SCENARIO)
+    result = pytester.runpytest(*COLLECT_ON_SANDBOX, f"--natsnet-values-dir={values}",
+                                "--natsnet-scenario=my-*", "test_mine.py")
+    assert collected_ids(result) == ["my-tls-values"]
+
+
+def test_natsnet_values_marker_gives_the_test_its_own_cell(pytester: pytest.Pytester,
+                                                           sandbox_collectable: None) -> None:
+    pytester.makefile(".yaml", my_values="config:\n  cluster:\n    replicas: 3\n")
+    pytester.makepyfile(test_bug="""
+        import pytest
+
+        @pytest.mark.natsnet_values("my_values.yaml", expect=["mesh-split"])
+        def test_routes_break(natsnet_scenario):
+            assert natsnet_scenario.expect == {"mesh-split"}
+            assert natsnet_scenario.values_files[-1].name == "my_values.yaml"
+    """)
+    result = pytester.runpytest(*RUN_ON_SANDBOX, "-v", "test_bug.py")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["test_bug.py::test_routes_break[[]routes-break[]] PASSED*"])
+
+
+def test_natsnet_scenario_fixture_runs_without_deploying(pytester: pytest.Pytester,
+                                                         sandbox_collectable: None) -> None:
+    """natsnet_scenario alone deploys nothing: the test body sees the cell's declared failures."""
+    pytester.makepyfile(test_mine="""
+        def test_declares(natsnet_scenario):
+            assert natsnet_scenario.id == "tls-bad-sans"
+            assert "route-tls-mismatch" in natsnet_scenario.expect
+    """)
+    result = pytester.runpytest(*RUN_ON_SANDBOX, "--natsnet-scenario=tls-bad-sans", "test_mine.py")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        "natsnet: provider sandbox (--natsnet-provider=sandbox), run id *",
+        "natsnet: source reference (--natsnet-source=reference)",
+        "natsnet: 1 cells (smoke): tls-bad-sans",
+    ])
