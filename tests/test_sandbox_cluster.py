@@ -349,6 +349,35 @@ def test_an_exiting_container_restarts_with_doubling_backoff(
     assert eventually(lambda: "crasher" in sandbox.pods("crash"), False, timeout=5) is False
 
 
+def test_an_unsupported_env_source_is_a_config_error_not_a_crash(golden: dict[str, Sandbox]) -> None:
+    sandbox = golden["default"]
+    bad = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "bad-env"},
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {"name": "main", "image": PROBE_IMAGE, "envFrom": [{"configMapRef": {"name": "x"}}]}
+            ],
+        },
+    }
+    sandbox.cluster.apply([bad], "bad")
+    try:
+        def waiting() -> dict[str, Any]:
+            statuses = sandbox.pods("bad")["bad-env"]["status"].get("containerStatuses") or [{}]
+            return dict(statuses[0].get("state", {}).get("waiting") or {})
+
+        assert eventually(lambda: str(waiting().get("reason")), "CreateContainerConfigError", timeout=5) == (
+            "CreateContainerConfigError"
+        )
+        assert "envFrom is not supported" in waiting()["message"]
+        assert not pod_is_ready(sandbox.pods("bad")["bad-env"])
+        sandbox.cluster.check()  # the reconcile loop survived
+    finally:
+        sandbox.cluster.delete("Pod", "bad-env", "bad", grace=0)
+
+
 # --- pod deletion (last: it changes the default cluster) ---------------------------------------------
 
 

@@ -66,6 +66,9 @@ class ContainerRuntime:
     restart_count: int = 0
     next_start: float = 0.0
     last_exit: int | None = None
+    config_error: str | None = None
+    """Why the container cannot be created (unsupported env source ...): it stays waiting, like the kubelet's
+    CreateContainerConfigError, instead of taking the reconcile loop down."""
     probes: dict[str, ProbeState] = field(default_factory=dict)
 
     @property
@@ -152,15 +155,20 @@ class PodRuntime:
         argv = expand_args([*command, *args], env)
         mounts = [*container_mounts(c.spec, self.volume_paths), *c.image.extra_mounts]
         read_fd, write_fd = os.pipe()
-        bwrap = bwrap_argv(
-            hostname=str(self.pod["spec"].get("hostname") or self.pod["metadata"]["name"]),
-            files=self.files,
-            mounts=mounts,
-            binaries=c.image.binaries,
-            env=env,
-            command=argv,
-            info_fd=write_fd,
-        )
+        try:
+            bwrap = bwrap_argv(
+                hostname=str(self.pod["spec"].get("hostname") or self.pod["metadata"]["name"]),
+                files=self.files,
+                mounts=mounts,
+                binaries=c.image.binaries,
+                env=env,
+                command=argv,
+                info_fd=write_fd,
+            )
+        except ValueError:
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
         with c.log_path.open("ab") as log:
             c.process = subprocess.Popen(
                 ["ip", "netns", "exec", self.netns, *bwrap],
@@ -326,8 +334,8 @@ class PodRuntime:
             if c.image is None:
                 continue
             if c.process is None:
-                if now >= c.next_start:
-                    self._start(c, now)
+                if now >= c.next_start and c.config_error is None:
+                    self._start_or_report(c, now)
                 continue
             code = c.process.poll()
             if code is not None:
@@ -346,6 +354,13 @@ class PodRuntime:
                     c.process.wait()
                 self._container_exited(c, c.process.returncode, now, restart_reason)
         return False
+
+    def _start_or_report(self, c: ContainerRuntime, now: float) -> None:
+        try:
+            self._start(c, now)
+        except ValueError as error:  # UnsupportedEnvSource, a refused bind: a config error, not a crash
+            c.config_error = str(error)
+            self.record_event("Failed", f"Error: {error}", "Warning")
 
     def _container_exited(self, c: ContainerRuntime, code: int, now: float, reason: str) -> None:
         c.last_exit = code
@@ -403,6 +418,10 @@ class PodRuntime:
                         "reason": "ImageNotEmulated",
                         "message": f"the sandbox does not run image {c.spec.get('image')}",
                     }
+                }
+            elif c.config_error is not None:
+                status["state"] = {
+                    "waiting": {"reason": "CreateContainerConfigError", "message": c.config_error}
                 }
             elif c.running:
                 status["state"] = {"running": {"startedAt": now_iso()}}
