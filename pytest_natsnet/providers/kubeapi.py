@@ -186,8 +186,11 @@ class KubernetesReader:
 
 
 class WatchProcess:
-    def __init__(self, process: subprocess.Popen[str]) -> None:
+    """A running ``watch`` probe: its JSON-line events, collected by a reader thread."""
+
+    def __init__(self, process: subprocess.Popen[str], stderr_path: Path | None = None) -> None:
         self._process = process
+        self.stderr_path = stderr_path
         self._events: list[dict[str, Any]] = []
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -201,7 +204,12 @@ class WatchProcess:
                 continue
 
     def events(self) -> list[dict[str, Any]]:
-        return list(self._events)
+        events = list(self._events)
+        if self._process.poll() is not None and not any(e.get("event") == "summary" for e in events):
+            stderr = self.stderr_path.read_text(errors="replace")[-1500:] if self.stderr_path else ""
+            events.append({"event": "exited", "mono": 0.0, "returncode": self._process.returncode,
+                           "stderr": stderr})
+        return events
 
     def stop(self) -> list[dict[str, Any]]:
         if self._process.poll() is None:

@@ -168,12 +168,15 @@ class SandboxDeployment:
         return answer
 
     def watch(self, target: ProbeTarget, request: Mapping[str, Any]) -> WatchProcess:
-        process = subprocess.Popen(self._probe_argv(target, "watch"), stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        stderr_path = self._cluster.run_dir / "probes" / f"{target.namespace}-{target.name}-{uuid.uuid4().hex[:6]}.err"
+        stderr_path.parent.mkdir(parents=True, exist_ok=True)
+        with stderr_path.open("w") as stderr:
+            process = subprocess.Popen(self._probe_argv(target, "watch"), stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=stderr, text=True)
         assert process.stdin is not None
         process.stdin.write(json.dumps(dict(request)) + "\n")
         process.stdin.flush()
-        return WatchProcess(process)
+        return WatchProcess(process, stderr_path)
 
     def logs(self, pod: str, container: str = "nats", namespace: str | None = None) -> str:
         path = self._cluster.log_path(namespace or self.namespace, pod, container)
