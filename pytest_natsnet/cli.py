@@ -99,7 +99,8 @@ def _gc() -> int:
     except ModuleNotFoundError:
         print("natsnet gc: the sandbox garbage collector is not available in this version", file=sys.stderr)
         return 2
-    gc.collect_garbage()
+    for line in gc.collect_garbage():
+        print(line)
     return 0
 
 

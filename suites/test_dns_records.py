@@ -26,11 +26,19 @@ def _other_namespace(deployment: Deployment) -> str:
 
 
 def _expectations(deployment: Deployment, other: str | None = None) -> list[DnsExpectation]:
-    return expected_records(deployment.namespace, deployment.objects("Service"),
-                            deployment.objects("EndpointSlice"), deployment.objects("Pod"), ZONE, other)
+    return expected_records(
+        deployment.namespace,
+        deployment.objects("Service"),
+        deployment.objects("EndpointSlice"),
+        deployment.objects("Pod"),
+        ZONE,
+        other,
+    )
 
 
-def _check(probe: Prober, rows: list[DnsExpectation], transport: str, namespace: str | None = None) -> Comparison:
+def _check(
+    probe: Prober, rows: list[DnsExpectation], transport: str, namespace: str | None = None
+) -> Comparison:
     requests = [row.request(transport) for row in rows]  # type: ignore[arg-type]
     results = probe.run(requests, namespace=namespace)
     return compare(rows, results, transport)  # type: ignore[arg-type]
@@ -38,12 +46,15 @@ def _check(probe: Prober, rows: list[DnsExpectation], transport: str, namespace:
 
 @applies(not_declared(DNS_BLOCKED))
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
-def test_records_from_the_cells_namespace(natsnet_cell: Cell, natsnet_probe: Prober, transport: str,
-                                          record_property: pytest.RecordProperty) -> None:
+def test_records_from_the_cells_namespace(
+    natsnet_cell: Cell, natsnet_probe: Prober, transport: str, record_property: pytest.RecordProperty
+) -> None:
     """ClusterIP A/SRV/PTR, headless A per ready endpoint, per-pod names, SRV per named port, the schema TXT,
     and the short names the chart's routes use, resolved through the pod's search path."""
     deployment = natsnet_cell.deployment
-    rows = [r for r in _expectations(deployment) if not r.search or r.client_namespace == deployment.namespace]
+    rows = [
+        r for r in _expectations(deployment) if not r.search or r.client_namespace == deployment.namespace
+    ]
     comparison = _check(natsnet_probe, rows, transport)
     latencies = [r.elapsed_ms for r in natsnet_probe.run([rows[0].request(transport)]).values()]
     record_property(f"dns_latency_ms_{transport}", round(max(latencies), 2))
@@ -60,7 +71,8 @@ def test_short_names_do_not_cross_namespaces(natsnet_cell: Cell, natsnet_probe: 
     rows = [r for r in _expectations(deployment, other) if r.search and r.client_namespace == other]
     assert rows, "no cross-namespace expectations: the cell has no Services"
     _check(natsnet_probe, rows, "udp", namespace=other).assert_same(
-        f"names of {deployment.namespace} resolved from {other}")
+        f"names of {deployment.namespace} resolved from {other}"
+    )
 
 
 @applies(not_declared(DNS_BLOCKED))
@@ -75,10 +87,16 @@ def test_resolv_conf_is_cluster_first(natsnet_cell: Cell, natsnet_probe: Prober)
     search = next((line[1:] for line in lines if line[0] == "search"), [])
     options = [opt for line in lines if line[0] == "options" for opt in line[1:]]
     ns = deployment.namespace
-    expected = {"nameserver": [kube.spec(kube_dns)["clusterIP"]],
-                "search (first three)": [f"{ns}.svc.{ZONE}", f"svc.{ZONE}", ZONE], "ndots": ["ndots:5"]}
-    observed = {"nameserver": nameservers, "search (first three)": search[:3],
-                "ndots": [o for o in options if o.startswith("ndots:")]}
+    expected = {
+        "nameserver": [kube.spec(kube_dns)["clusterIP"]],
+        "search (first three)": [f"{ns}.svc.{ZONE}", f"svc.{ZONE}", ZONE],
+        "ndots": ["ndots:5"],
+    }
+    observed = {
+        "nameserver": nameservers,
+        "search (first three)": search[:3],
+        "ndots": [o for o in options if o.startswith("ndots:")],
+    }
     Comparison.from_dicts(expected, observed).assert_same("resolv.conf of a ClusterFirst pod")
 
 
@@ -101,15 +119,18 @@ def _endpoint(deployment: Deployment, pod_name: str) -> dict[str, object] | None
 
 
 @applies(not_declared(DNS_BLOCKED))
-def test_not_ready_pod_follows_publish_not_ready_addresses(natsnet_cell: Cell, natsnet_probe: Prober,
-                                                           record_property: pytest.RecordProperty) -> None:
+def test_not_ready_pod_follows_publish_not_ready_addresses(
+    natsnet_cell: Cell, natsnet_probe: Prober, record_property: pytest.RecordProperty
+) -> None:
     """Force one server not-ready (readinessGate): with publishNotReadyAddresses its EndpointSlice entry is
     ready=true/serving=false and its name resolves; without, ready=false and the name is NXDOMAIN; then back."""
     deployment = natsnet_cell.deployment
     pod_name = servers(deployment).names[-1]
     if _gated(deployment) is None:
-        pytest.skip(f"the cell's pods declare no readinessGate {POD_GATE_CONDITION}: add "
-                    "charts-values/readiness-gate.yaml to its values to test publishNotReadyAddresses")
+        pytest.skip(
+            f"the cell's pods declare no readinessGate {POD_GATE_CONDITION}: add "
+            "charts-values/readiness-gate.yaml to its values to test publishNotReadyAddresses"
+        )
     headless = next(s for s in deployment.objects("Service") if kube.spec(s).get("clusterIP") == "None")
     pnra = bool(kube.spec(headless).get("publishNotReadyAddresses", False))
     qname = fqdn(pod_name, kube.name(headless), deployment.namespace, "svc", ZONE)
@@ -123,18 +144,22 @@ def test_not_ready_pod_follows_publish_not_ready_addresses(natsnet_cell: Cell, n
     try:
         done, conditions, seconds = eventually(
             lambda: ((c := _endpoint(deployment, pod_name)) is not None and c.get("serving") is False, c),
-            DNS_TTL_GRACE)
+            DNS_TTL_GRACE,
+        )
         assert done, f"{pod_name} did not turn not-ready in its EndpointSlice; last conditions: {conditions}"
-        Comparison.from_dicts({"ready": pnra, "serving": False}, {k: conditions.get(k) for k in ("ready", "serving")},
-                              {"ready": f"publishNotReadyAddresses={pnra}", "serving": "pod not Ready"}
-                              ).assert_same(f"EndpointSlice conditions of not-ready {pod_name}")
+        Comparison.from_dicts(
+            {"ready": pnra, "serving": False},
+            {k: conditions.get(k) for k in ("ready", "serving")},
+            {"ready": f"publishNotReadyAddresses={pnra}", "serving": "pod not Ready"},
+        ).assert_same(f"EndpointSlice conditions of not-ready {pod_name}")
         done, comparison, seconds = eventually(dns_matches_objects, DNS_TTL_GRACE, interval=1.0)
         record_property("not_ready_dns_seconds", round(seconds, 2))
         expected_rcode = "NOERROR" if pnra else "NXDOMAIN"
         assert comparison.cells, f"no expectation for {qname}"
         assert next(iter(comparison.cells.values())).expected.rcode == expected_rcode, (
             f"objects say {qname} should be {next(iter(comparison.cells.values())).expected}, but with "
-            f"publishNotReadyAddresses={pnra} the spec says {expected_rcode}")
+            f"publishNotReadyAddresses={pnra} the spec says {expected_rcode}"
+        )
         comparison.assert_same(f"{qname} while {pod_name} is not ready")
     finally:
         deployment.set_pod_condition(pod_name, POD_GATE_CONDITION, True)

@@ -76,14 +76,23 @@ def test_client_learns_the_advertised_urls(natsnet_cell: Cell, natsnet_probe: Pr
     connected_to = str(info.get("server_name"))
     learned = _learned(group, natsnet_cell, connected_to)
     expected = {"discovered_servers": learned, "INFO connect_urls": learned}
-    observed = {"discovered_servers": frozenset(result.detail.get("discovered_servers") or ()),
-                "INFO connect_urls": frozenset(
-                    f"{_scheme(natsnet_cell)}://{u}" for u in info.get("connect_urls") or ())}
-    Comparison.from_dicts(expected, observed, {
-        "discovered_servers": "no_advertise: nothing; else every server's client_advertise or pod IP:port",
-        "INFO connect_urls": "what the server gossiped to the client",
-    }).assert_same(f"what a client of {seed} learns (connected to {connected_to})",
-                   lambda urls: ", ".join(sorted(urls)) or "(none)")
+    observed = {
+        "discovered_servers": frozenset(result.detail.get("discovered_servers") or ()),
+        "INFO connect_urls": frozenset(
+            f"{_scheme(natsnet_cell)}://{u}" for u in info.get("connect_urls") or ()
+        ),
+    }
+    Comparison.from_dicts(
+        expected,
+        observed,
+        {
+            "discovered_servers": "no_advertise: nothing; else every server's client_advertise or pod IP:port",
+            "INFO connect_urls": "what the server gossiped to the client",
+        },
+    ).assert_same(
+        f"what a client of {seed} learns (connected to {connected_to})",
+        lambda urls: ", ".join(sorted(urls)) or "(none)",
+    )
 
 
 def _events_until(handle: Any, done: Any, timeout: float) -> list[dict[str, Any]]:
@@ -110,8 +119,9 @@ def _story(events: list[dict[str, Any]]) -> str:
 
 
 @applies(not_declared(DNS_BLOCKED, MESH_SPLIT, ROUTE_TLS_MISMATCH))
-def test_reconnect_after_the_servers_pod_is_deleted(natsnet_cell: Cell, natsnet_probe: Prober,
-                                                    record_property: pytest.RecordProperty) -> None:
+def test_reconnect_after_the_servers_pod_is_deleted(
+    natsnet_cell: Cell, natsnet_probe: Prober, record_property: pytest.RecordProperty
+) -> None:
     """Delete the pod a client is connected to. A Service-seeded client reconnects to another server and its
     subscription keeps receiving; a client seeded with only that pod's IP reconnects iff it learned usable URLs
     (advertise on, URLs reachable) — under ``no_advertise: true`` or unreachable advertised URLs it cannot."""
@@ -120,31 +130,48 @@ def test_reconnect_after_the_servers_pod_is_deleted(natsnet_cell: Cell, natsnet_
     port = group.confs[0].client_port
     scheme = _scheme(natsnet_cell)
     service_seed = f"{scheme}://{client_service(natsnet_cell)}:{port}"
-    service_client = natsnet_probe.watch(WatchRequest(
-        (service_seed,), subject="natsnet.reconnect.service", duration=RECONNECT_BOUND + 20,
-        tls=tls_options(natsnet_cell, natsnet_probe, hostname=client_service(natsnet_cell))),
-        name="natsnet-watch-service")
+    service_client = natsnet_probe.watch(
+        WatchRequest(
+            (service_seed,),
+            subject="natsnet.reconnect.service",
+            duration=RECONNECT_BOUND + 20,
+            tls=tls_options(natsnet_cell, natsnet_probe, hostname=client_service(natsnet_cell)),
+        ),
+        name="natsnet-watch-service",
+    )
     try:
-        events = _events_until(service_client, lambda ev: _first(ev, "connected") or _first(ev, "summary"), 20)
+        events = _events_until(
+            service_client, lambda ev: _first(ev, "connected") or _first(ev, "summary"), 20
+        )
         connected = _first(events, "connected")
         assert connected, f"the Service-seeded client never connected:\n{_story(events)}"
         victim_name = str(connected["server_name"])
         victim = next(n for n in group.names if group.conf(n).name == victim_name)
         ip_seed = f"{scheme}://{group.ip(victim)}:{port}"
-        ip_client = natsnet_probe.watch(WatchRequest(
-            (ip_seed,), subject="natsnet.reconnect.ip", duration=RECONNECT_BOUND + 20,
-            tls=tls_options(natsnet_cell, natsnet_probe)), name="natsnet-watch-ip")
+        ip_client = natsnet_probe.watch(
+            WatchRequest(
+                (ip_seed,),
+                subject="natsnet.reconnect.ip",
+                duration=RECONNECT_BOUND + 20,
+                tls=tls_options(natsnet_cell, natsnet_probe),
+            ),
+            name="natsnet-watch-ip",
+        )
         try:
-            ip_events = _events_until(ip_client, lambda ev: _first(ev, "connected") or _first(ev, "summary"),
-                                      20)
-            assert _first(ip_events, "connected"), f"the IP-seeded client never connected:\n{_story(ip_events)}"
+            ip_events = _events_until(
+                ip_client, lambda ev: _first(ev, "connected") or _first(ev, "summary"), 20
+            )
+            assert _first(ip_events, "connected"), (
+                f"the IP-seeded client never connected:\n{_story(ip_events)}"
+            )
             learned = _learned(group, natsnet_cell, victim_name) - {ip_seed}
             usable = bool(learned) and LEARNED_URLS_UNREACHABLE not in natsnet_cell.expect
             deleted_at = time.monotonic()
             deployment.delete("Pod", victim)
             _events_until(service_client, lambda ev: _first(ev, "reconnected"), RECONNECT_BOUND)
-            ip_events = _events_until(ip_client, lambda ev: _first(ev, "reconnected"),
-                                      RECONNECT_BOUND if usable else 15.0)
+            ip_events = _events_until(
+                ip_client, lambda ev: _first(ev, "reconnected"), RECONNECT_BOUND if usable else 15.0
+            )
         finally:
             ip_events = ip_client.stop()
         events = service_client.events()
@@ -152,14 +179,19 @@ def test_reconnect_after_the_servers_pod_is_deleted(natsnet_cell: Cell, natsnet_
         events = service_client.stop()
 
     service_back = _first(events, "reconnected")
-    record_property("service_client_reconnect_seconds",
-                    round(service_back["mono"] - _first(events, "disconnected")["mono"], 3)  # type: ignore[index]
-                    if service_back and _first(events, "disconnected") else None)
+    record_property(
+        "service_client_reconnect_seconds",
+        round(service_back["mono"] - _first(events, "disconnected")["mono"], 3)  # type: ignore[index]
+        if service_back and _first(events, "disconnected")
+        else None,
+    )
     ip_back = _first(ip_events, "reconnected")
     if ip_back:
         record_property("ip_client_reconnect_after_delete_seconds", round(time.monotonic() - deleted_at, 1))
     summary = _first(events, "summary") or {}
-    after = [e for e in events if e.get("event") == "message" and service_back and e["mono"] > service_back["mono"]]
+    after = [
+        e for e in events if e.get("event") == "message" and service_back and e["mono"] > service_back["mono"]
+    ]
     expected = {
         "service client reconnected to another server": True,
         "service client receives after reconnect": True,
@@ -167,7 +199,8 @@ def test_reconnect_after_the_servers_pod_is_deleted(natsnet_cell: Cell, natsnet_
     }
     observed = {
         "service client reconnected to another server": bool(
-            service_back and service_back.get("server_name") not in (None, victim_name)),
+            service_back and service_back.get("server_name") not in (None, victim_name)
+        ),
         "service client receives after reconnect": bool(after),
         "IP client reconnected (via learned URLs only)": bool(ip_back),
     }
@@ -175,18 +208,25 @@ def test_reconnect_after_the_servers_pod_is_deleted(natsnet_cell: Cell, natsnet_
         "service client reconnected to another server": f"{service_seed} still routes to live servers",
         "service client receives after reconnect": "subscriptions are replayed on reconnect",
         "IP client reconnected (via learned URLs only)": (
-            f"learned {sorted(learned)}" if usable else
-            "nothing learned (no_advertise)" if not learned else
-            f"learned only unreachable URLs {sorted(learned)} (declared {LEARNED_URLS_UNREACHABLE})"),
+            f"learned {sorted(learned)}"
+            if usable
+            else "nothing learned (no_advertise)"
+            if not learned
+            else f"learned only unreachable URLs {sorted(learned)} (declared {LEARNED_URLS_UNREACHABLE})"
+        ),
     }
     comparison = Comparison.from_dicts(expected, observed, reasons)
     if not comparison.is_same:
-        pytest.fail(comparison.render(f"reconnect after deleting {victim} ({natsnet_cell.scenario.id})") +
-                    f"\nService-seeded client ({summary}):\n{_story(events)}\nIP-seeded client:\n{_story(ip_events)}",
-                    pytrace=False)
+        pytest.fail(
+            comparison.render(f"reconnect after deleting {victim} ({natsnet_cell.scenario.id})")
+            + f"\nService-seeded client ({summary}):\n{_story(events)}\nIP-seeded client:\n{_story(ip_events)}",
+            pytrace=False,
+        )
     if LEARNED_URLS_UNREACHABLE in natsnet_cell.expect:
         tried = [e for e in ip_events if e.get("event") == "error"]
-        assert tried, f"the IP-seeded client reported no failed attempt on the learned URLs:\n{_story(ip_events)}"
+        assert tried, (
+            f"the IP-seeded client reported no failed attempt on the learned URLs:\n{_story(ip_events)}"
+        )
         record_property("learned_url_errors", "; ".join(str(e.get("text"))[:120] for e in tried[:3]))
     deployment.wait_ready(180.0)
     eventually(lambda: (len(servers(deployment).names) == len(group.names), None), 60.0)

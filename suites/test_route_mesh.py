@@ -26,6 +26,7 @@ from pytest_natsnet.suitekit import (
     not_declared,
     secret_cert_sans,
     servers,
+    wait_for_log,
 )
 from pytest_natsnet.table import Comparison, TruthTable
 
@@ -33,6 +34,9 @@ MESH_TIMEOUT = 30.0
 """Bound for a healthy mesh to form (explicit routes retry every second)."""
 SETTLE = 4.0
 """A declared-failure cell is judged after its routes had this long to (not) form: several retry rounds."""
+
+LOG_WAIT = 60.0
+"""A blocked DNS lookup is logged only when Go's resolver gives up (about 40 s with ndots:5)."""
 
 EXPLANATIONS = {
     DNS_BLOCKED: r"Error trying to connect to route.*lookup",
@@ -44,15 +48,19 @@ DECLARED_MESH_FAILURES = (DNS_BLOCKED, MESH_SPLIT, ROUTE_TLS_MISMATCH)
 
 def monitor(probe: Prober, group: Servers, path: str) -> dict[str, dict[str, object]]:
     """``GET <path>`` of every server's monitoring port, from a client pod of the cell's namespace."""
-    requests = [HttpRequest(f"{path}:{name}", f"http://{group.ip(name)}:{monitor_port(pod)}{path}")
-                for name, pod in zip(group.names, group.pods, strict=True)]
+    requests = [
+        HttpRequest(f"{path}:{name}", f"http://{group.ip(name)}:{monitor_port(pod)}{path}")
+        for name, pod in zip(group.names, group.pods, strict=True)
+    ]
     results = probe.run(requests)
     bodies = {}
     for name in group.names:
         result = results[f"{path}:{name}"]
         if result.outcome is not Outcome.OK or not isinstance(result.detail.get("json"), dict):
-            pytest.fail(f"GET {path} of {name} from a client pod gave {result.raw_outcome}: {dict(result.detail)}",
-                        pytrace=False)
+            pytest.fail(
+                f"GET {path} of {name} from a client pod gave {result.raw_outcome}: {dict(result.detail)}",
+                pytrace=False,
+            )
         bodies[name] = dict(result.detail["json"])
     return bodies
 
@@ -63,15 +71,18 @@ def _route_sans(cell: Cell) -> list[str] | None:
 
 def _explain(cell: Cell, group: Servers) -> str:
     lines = log_lines(cell.deployment, group.names, r"\[ERR\].*(route|Route)")
-    return "\n".join(["server log lines about routes:", *lines[-12:]] if lines else ["(no route errors logged)"])
+    return "\n".join(
+        ["server log lines about routes:", *lines[-12:]] if lines else ["(no route errors logged)"]
+    )
 
 
 def _observe(probe: Prober, group: Servers) -> TruthTable[bool]:
     return observed_mesh([group.conf(n).name for n in group.names], monitor(probe, group, "/routez"))
 
 
-def test_route_mesh_matches_the_expectation(natsnet_cell: Cell, natsnet_probe: Prober,
-                                            record_property: pytest.RecordProperty) -> None:
+def test_route_mesh_matches_the_expectation(
+    natsnet_cell: Cell, natsnet_probe: Prober, record_property: pytest.RecordProperty
+) -> None:
     """N×N truth table of who routes to whom; healthy cells: full mesh; declared failures: the predicted islands."""
     group = servers(natsnet_cell.deployment)
     expected = expected_mesh(group.confs, natsnet_cell.expect, _route_sans(natsnet_cell))
@@ -89,13 +100,20 @@ def test_route_mesh_matches_the_expectation(natsnet_cell: Cell, natsnet_probe: P
         done, comparison, seconds = eventually(matches, MESH_TIMEOUT, interval=0.2)
         record_property("time_to_mesh_seconds", round(seconds + natsnet_cell.deploy_seconds, 2))
     if not done:
-        pytest.fail(comparison.render(f"route mesh of {natsnet_cell.scenario.id} after {seconds:.1f}s",
-                                      lambda v: "." if v else "X") + "\n" + _explain(natsnet_cell, group),
-                    pytrace=False)
+        pytest.fail(
+            comparison.render(
+                f"route mesh of {natsnet_cell.scenario.id} after {seconds:.1f}s", lambda v: "." if v else "X"
+            )
+            + "\n"
+            + _explain(natsnet_cell, group),
+            pytrace=False,
+        )
     for failure in sorted(set(DECLARED_MESH_FAILURES) & natsnet_cell.expect):
-        lines = log_lines(natsnet_cell.deployment, group.names, EXPLANATIONS[failure])
-        assert lines, (f"the cell declares {failure} and the mesh shows it, but no server logged the reason "
-                       f"(pattern {EXPLANATIONS[failure]!r}):\n{_explain(natsnet_cell, group)}")
+        lines = wait_for_log(natsnet_cell.deployment, group.names, EXPLANATIONS[failure], LOG_WAIT)
+        assert lines, (
+            f"the cell declares {failure} and the mesh shows it, but no server logged the reason "
+            f"(pattern {EXPLANATIONS[failure]!r}):\n{_explain(natsnet_cell, group)}"
+        )
         record_property(f"explained_by_{failure}", lines[0][:300])
 
 
@@ -131,8 +149,9 @@ def test_messages_cross_exactly_the_routes(natsnet_cell: Cell, natsnet_probe: Pr
     pairs = [(a, b) for a in group.names for b in group.names if a != b]
     requests = [RelayRequest(f"{a}>{b}", (urls[a],), (urls[b],), tls) for a, b in pairs]  # type: ignore[arg-type]
     if not set(DECLARED_MESH_FAILURES) & natsnet_cell.expect:
-        eventually(lambda: (_observe(natsnet_probe, group).as_dict() == expected.table.as_dict(), None),
-                   MESH_TIMEOUT)
+        eventually(
+            lambda: (_observe(natsnet_probe, group).as_dict() == expected.table.as_dict(), None), MESH_TIMEOUT
+        )
     results = natsnet_probe.run(requests)
     labels = [names[n] for n in group.names]
     want, got = TruthTable(labels, labels, False), TruthTable(labels, labels, False)
@@ -140,12 +159,14 @@ def test_messages_cross_exactly_the_routes(natsnet_cell: Cell, natsnet_probe: Pr
         want.set(names[a], names[b], expected.table.get(names[a], names[b]))
         got.set(names[a], names[b], results[f"{a}>{b}"].outcome is Outcome.OK)
     Comparison.from_tables(want, got, expected.reasons).assert_same(
-        f"messages published on row, received on column ({natsnet_cell.scenario.id})")
+        f"messages published on row, received on column ({natsnet_cell.scenario.id})"
+    )
 
 
 @applies(not_declared(*DECLARED_MESH_FAILURES))
-def test_replaced_pod_rejoins_with_a_new_ip(natsnet_cell: Cell, natsnet_probe: Prober,
-                                            record_property: pytest.RecordProperty) -> None:
+def test_replaced_pod_rejoins_with_a_new_ip(
+    natsnet_cell: Cell, natsnet_probe: Prober, record_property: pytest.RecordProperty
+) -> None:
     """Delete a server pod: the StatefulSet recreates it with the same name and a new IP, and the full mesh
     returns with no config change (explicit routes re-resolve the name on every attempt)."""
     deployment = natsnet_cell.deployment
@@ -167,7 +188,9 @@ def test_replaced_pod_rejoins_with_a_new_ip(natsnet_cell: Cell, natsnet_probe: P
     after = servers(deployment)
     assert victim in after.names, f"{victim} was not recreated: pods now {after.names}"
     new_ip = after.ip(victim)
-    assert new_ip != old_ip, f"{victim} came back with the same IP {old_ip}: the test proves nothing about re-resolution"
+    assert new_ip != old_ip, (
+        f"{victim} came back with the same IP {old_ip}: the test proves nothing about re-resolution"
+    )
     expected = expected_mesh(after.confs, natsnet_cell.expect, _route_sans(natsnet_cell))
 
     def full() -> tuple[bool, Comparison[bool]]:
@@ -177,7 +200,12 @@ def test_replaced_pod_rejoins_with_a_new_ip(natsnet_cell: Cell, natsnet_probe: P
     done, comparison, seconds = eventually(full, MESH_TIMEOUT, interval=0.2)
     record_property("time_to_mesh_after_replacement_seconds", round(seconds, 2))
     if not done:
-        pytest.fail(comparison.render(f"mesh after replacing {victim} ({old_ip} -> {new_ip})",
-                                      lambda v: "." if v else "X") + "\n" + _explain(natsnet_cell, after),
-                    pytrace=False)
+        pytest.fail(
+            comparison.render(
+                f"mesh after replacing {victim} ({old_ip} -> {new_ip})", lambda v: "." if v else "X"
+            )
+            + "\n"
+            + _explain(natsnet_cell, after),
+            pytrace=False,
+        )
     assert kube.name(after.pods[-1]) == victim

@@ -8,6 +8,7 @@ when what they depend on changes.
 from __future__ import annotations
 
 import copy
+import functools
 import ipaddress
 import itertools
 import json
@@ -468,10 +469,11 @@ class SandboxCluster:
         )
         pod["spec"].setdefault("nodeName", "sandbox-node")
         (pod_dir / "etc").mkdir(parents=True, exist_ok=True)
-        nameserver = DNS_SERVICE_IP
         if pod["spec"].get("dnsPolicy") == "Default":
-            nameserver = netns.HUB_ADDRESS
-        (pod_dir / "etc" / "resolv.conf").write_text(resolv_conf(ns, nameserver, ZONE))
+            resolv = f"nameserver {netns.HUB_ADDRESS}\n"  # the node's resolver: no cluster names
+        else:
+            resolv = resolv_conf(ns, DNS_SERVICE_IP, ZONE)
+        (pod_dir / "etc" / "resolv.conf").write_text(resolv)
         (pod_dir / "etc" / "hosts").write_text(hosts_file(pod, ZONE))
         files = {"/etc/resolv.conf": pod_dir / "etc" / "resolv.conf", "/etc/hosts": pod_dir / "etc" / "hosts"}
         self._runtimes[(ns, pod_name)] = PodRuntime(
@@ -482,7 +484,7 @@ class SandboxCluster:
             volume_paths,
             self._image,
             self._executor,
-            lambda reason, message, event_type, pod=pod: self._event(pod, reason, message, event_type),
+            functools.partial(self._event, pod),
         )
         self._event(pod, "Scheduled", f"Successfully assigned {ns}/{pod_name} to sandbox-node", "Normal")
         # The service proxy must be programmed before the containers start.

@@ -17,7 +17,7 @@ class ContainerPort:
 class PodNet:
     """A running pod as the network sees it.
 
-    ``veth`` is the host-side (hub/bridge-side) interface name of the pod's link; NetworkPolicy is enforced on it.
+    ``veth`` is the bridge-side interface of the pod's link; NetworkPolicy is enforced on it.
     """
 
     namespace: str
