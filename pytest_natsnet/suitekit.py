@@ -18,10 +18,13 @@ from pytest_natsnet.expect.nats import (  # noqa: F401 (re-exported for the suit
 )
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.matrix import Scenario
+from pytest_natsnet.probe.model import HttpRequest, Outcome
+from pytest_natsnet.prober import Prober
 from pytest_natsnet.providers.base import Deployment
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
+
 
 def applies(predicate: Callable[[Scenario], str | None]) -> Callable[[F], F]:
     """Marks a suite test with the cells it applies to: ``predicate`` returns a skip reason, or None."""
@@ -94,13 +97,18 @@ def servers(deployment: Deployment) -> Servers:
     sts = statefulset(deployment)
     selector = kube.spec(sts).get("selector", {})
     pods = sorted(
-        (p for p in deployment.objects("Pod")
-         if kube.selector_matches(selector, kube.labels(p)) and p["status"].get("podIP")
-         and not p["metadata"].get("deletionTimestamp")),
+        (
+            p
+            for p in deployment.objects("Pod")
+            if kube.selector_matches(selector, kube.labels(p))
+            and p["status"].get("podIP")
+            and not p["metadata"].get("deletionTimestamp")
+        ),
         key=_ordinal,
     )
     config_volume = next(
-        (v for v in kube.spec(sts)["template"]["spec"].get("volumes") or [] if "configMap" in v), None)
+        (v for v in kube.spec(sts)["template"]["spec"].get("volumes") or [] if "configMap" in v), None
+    )
     if config_volume is None:
         raise AssertionError(f"StatefulSet {kube.name(sts)} mounts no ConfigMap: cannot read nats.conf")
     configmap = kube.find(deployment.objects("ConfigMap"), "ConfigMap", config_volume["configMap"]["name"])
@@ -110,7 +118,9 @@ def servers(deployment: Deployment) -> Servers:
     return Servers(pods, server_confs(pods, text))
 
 
-def eventually(check: Callable[[], tuple[bool, T]], timeout: float, interval: float = 0.25) -> tuple[bool, T, float]:
+def eventually(
+    check: Callable[[], tuple[bool, T]], timeout: float, interval: float = 0.25
+) -> tuple[bool, T, float]:
     """Polls ``check() -> (done, value)`` until done or ``timeout``; returns (done, last value, seconds)."""
     started = time.monotonic()
     while True:
@@ -135,7 +145,10 @@ def secret_cert_sans(deployment: Deployment, secret_name: str, key: str = "tls.c
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return []
-    return [*names.get_values_for_type(x509.DNSName), *(str(ip) for ip in names.get_values_for_type(x509.IPAddress))]
+    return [
+        *names.get_values_for_type(x509.DNSName),
+        *(str(ip) for ip in names.get_values_for_type(x509.IPAddress)),
+    ]
 
 
 def monitor_port(pod: Obj, default: int = 8222) -> int:
@@ -162,6 +175,25 @@ def log_lines(deployment: Deployment, pods: list[str], pattern: str) -> list[str
 def wait_for_log(deployment: Deployment, pods: list[str], pattern: str, timeout: float) -> list[str]:
     """Server log lines matching ``pattern``, waiting up to ``timeout`` for the first (a blocked DNS lookup
     is only logged once the Go resolver gave up: timeout × attempts × search-list names, about 40 s)."""
-    done, lines, _ = eventually(lambda: (bool(found := log_lines(deployment, pods, pattern)), found), timeout,
-                                interval=1.0)
+    done, lines, _ = eventually(
+        lambda: (bool(found := log_lines(deployment, pods, pattern)), found), timeout, interval=1.0
+    )
     return lines
+
+
+def monitor(probe: Prober, group: Servers, path: str) -> dict[str, dict[str, Any]]:
+    """``GET <path>`` of every server's monitoring port, from a client pod of the cell's namespace."""
+    requests = [
+        HttpRequest(f"{path}:{name}", f"http://{group.ip(name)}:{monitor_port(pod)}{path}")
+        for name, pod in zip(group.names, group.pods, strict=True)
+    ]
+    results = probe.run(requests)
+    bodies = {}
+    for name in group.names:
+        result = results[f"{path}:{name}"]
+        if result.outcome is not Outcome.OK or not isinstance(result.detail.get("json"), dict):
+            raise AssertionError(
+                f"GET {path} of {name} from a client pod gave {result.raw_outcome}: {dict(result.detail)}"
+            )
+        bodies[name] = dict(result.detail["json"])
+    return bodies

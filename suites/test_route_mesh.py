@@ -11,7 +11,7 @@ import pytest
 
 from pytest_natsnet import kube
 from pytest_natsnet.expect.nats import expected_mesh, observed_mesh, url_host
-from pytest_natsnet.probe.model import HttpRequest, Outcome, RelayRequest
+from pytest_natsnet.probe.model import Outcome, RelayRequest
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.session import Cell
 from pytest_natsnet.suitekit import (
@@ -22,7 +22,7 @@ from pytest_natsnet.suitekit import (
     applies,
     eventually,
     log_lines,
-    monitor_port,
+    monitor,
     not_declared,
     secret_cert_sans,
     servers,
@@ -44,25 +44,6 @@ EXPLANATIONS = {
     MESH_SPLIT: r"Error trying to connect to route|TLS route handshake error",
 }
 DECLARED_MESH_FAILURES = (DNS_BLOCKED, MESH_SPLIT, ROUTE_TLS_MISMATCH)
-
-
-def monitor(probe: Prober, group: Servers, path: str) -> dict[str, dict[str, object]]:
-    """``GET <path>`` of every server's monitoring port, from a client pod of the cell's namespace."""
-    requests = [
-        HttpRequest(f"{path}:{name}", f"http://{group.ip(name)}:{monitor_port(pod)}{path}")
-        for name, pod in zip(group.names, group.pods, strict=True)
-    ]
-    results = probe.run(requests)
-    bodies = {}
-    for name in group.names:
-        result = results[f"{path}:{name}"]
-        if result.outcome is not Outcome.OK or not isinstance(result.detail.get("json"), dict):
-            pytest.fail(
-                f"GET {path} of {name} from a client pod gave {result.raw_outcome}: {dict(result.detail)}",
-                pytrace=False,
-            )
-        bodies[name] = dict(result.detail["json"])
-    return bodies
 
 
 def _route_sans(cell: Cell) -> list[str] | None:

@@ -10,6 +10,7 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -87,6 +88,20 @@ def _port_number(port: Any, container: Mapping[str, Any]) -> int:
         if cport.get("name") == port:
             return int(cport["containerPort"])
     raise ValueError(f"probe port {port!r} names no container port")
+
+
+def _wait_for_exec(pid: int, timeout: float) -> None:
+    """Waits until bwrap's child has exec'd the container command: only then is its filesystem complete
+    (an exec before that, through nsenter, would see a half-built mount namespace)."""
+    bwrap = os.path.realpath(shutil.which("bwrap") or "bwrap")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.path.realpath(os.readlink(f"/proc/{pid}/exe")) != bwrap:
+                return
+        except OSError:
+            return
+        time.sleep(0.002)
 
 
 def _read_child_pid(fd: int, timeout: float) -> int | None:
@@ -183,6 +198,8 @@ class PodRuntime:
             c.child_pid = _read_child_pid(read_fd, timeout=5.0)
         finally:
             os.close(read_fd)
+        if c.child_pid is not None:
+            _wait_for_exec(c.child_pid, timeout=5.0)
         c.started_at = now
         c.started = "startupProbe" not in c.spec
         c.ready = False

@@ -1,0 +1,150 @@
+"""advertise: what each server tells its clients (INFO ``connect_urls``) and what peers dial for gossip.
+
+Without ``client_advertise`` the URLs are pod IPs; with it, the advertised names; ``no_advertise: true`` (the
+chart default) gives none. A wrong ``cluster.advertise`` splits a gossip-built mesh. Names have boundaries: an
+external client (outside the cluster network and its DNS) cannot use cluster-local advertised names.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_natsnet.expect.nats import expected_connect_urls, expected_mesh, is_ip, url_host
+from pytest_natsnet.matrix import Scenario
+from pytest_natsnet.probe.model import NatsRequest, Outcome, TlsOptions
+from pytest_natsnet.prober import Prober
+from pytest_natsnet.session import Cell
+from pytest_natsnet.suitekit import (
+    DNS_BLOCKED,
+    LEARNED_URLS_UNREACHABLE,
+    Servers,
+    applies,
+    eventually,
+    monitor,
+    not_declared,
+    secret_cert_sans,
+    servers,
+)
+from pytest_natsnet.table import Comparison
+
+MESH_TIMEOUT = 30.0
+
+
+def _tls(cell: Cell, probe: Prober) -> TlsOptions | None:
+    if cell.tls is None or probe.ca_pem is None:
+        return None
+    names = [s for s in secret_cert_sans(cell.deployment, "nats-client-tls") or [] if "*" not in s]
+    return TlsOptions(probe.ca_pem, max(names, key=len) if names else None)
+
+
+def _direct_urls(cell: Cell, group: Servers) -> dict[str, str]:
+    scheme = "tls" if cell.tls is not None else "nats"
+    return {n: f"{scheme}://{group.ip(n)}:{group.conf(n).client_port}" for n in group.names}
+
+
+def test_each_server_advertises_the_expected_client_urls(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
+    """A client connected straight to each server (by pod IP) receives that server's ``connect_urls``: every
+    routed server's client URL (pod IP, or ``client_advertise``), or nothing under ``no_advertise``."""
+    group = servers(natsnet_cell.deployment)
+    mesh = expected_mesh(group.confs, natsnet_cell.expect).table
+    expected = {
+        group.conf(n).name: urls
+        for n, urls in (
+            (n, expected_connect_urls(group.confs, mesh)[group.conf(n).name]) for n in group.names
+        )
+    }
+    urls = _direct_urls(natsnet_cell, group)
+    tls = _tls(natsnet_cell, natsnet_probe)
+
+    def observe() -> tuple[bool, Comparison[frozenset[str]]]:
+        results = natsnet_probe.run([NatsRequest(n, (urls[n],), tls, roundtrip=False) for n in group.names])
+        observed = {}
+        for n in group.names:
+            info = results[n].detail.get("server_info") or {}
+            observed[group.conf(n).name] = frozenset(info.get("connect_urls") or ())
+        comparison = Comparison.from_dicts(
+            expected,
+            observed,
+            {
+                name: "no_advertise: true"
+                if not want
+                else "client_advertise or pod IP of every routed server"
+                for name, want in expected.items()
+            },
+        )
+        return comparison.is_same, comparison
+
+    _, comparison, _ = eventually(observe, MESH_TIMEOUT, interval=0.5)
+    comparison.assert_same(
+        f"INFO connect_urls per server ({natsnet_cell.scenario.id})",
+        lambda v: ", ".join(sorted(v)) or "(none)",
+    )
+
+
+def test_distinct_route_peers_per_server(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
+    """Distinct ``remote_name`` count per server (a wrong ``cluster.advertise`` with seed routes shows a star:
+    the seed sees everyone, the others only the seed) — never ``num_routes``, which counts pooled connections."""
+    group = servers(natsnet_cell.deployment)
+    expected_table = expected_mesh(
+        group.confs, natsnet_cell.expect, secret_cert_sans(natsnet_cell.deployment, "nats-route-tls")
+    ).table
+    names = [group.conf(n).name for n in group.names]
+    expected = {name: sum(expected_table.get(name, other) for other in names) for name in names}
+
+    def observe() -> tuple[bool, Comparison[int]]:
+        routez = monitor(natsnet_probe, group, "/routez")
+        observed = {
+            group.conf(n).name: len({str(r.get("remote_name")) for r in routez[n].get("routes") or []})
+            for n in group.names
+        }
+        comparison = Comparison.from_dicts(expected, observed)
+        return comparison.is_same, comparison
+
+    _, comparison, _ = eventually(observe, MESH_TIMEOUT if not natsnet_cell.expect else 4.0, interval=0.5)
+    comparison.assert_same("distinct route peers per server (/routez remote_name)")
+
+
+def _advertising(scenario: Scenario) -> str | None:
+    setting = scenario.settings.get("advertise")
+    if setting is None or setting.name == "none":
+        return "the cell keeps the chart default no_advertise: true (nothing is learned)"
+    return not_declared(DNS_BLOCKED)(scenario)
+
+
+@applies(_advertising)
+def test_external_clients_cannot_use_cluster_local_names(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
+    """A client outside the cluster network and DNS (reaching pods by address, as through a port mapping) learns
+    the same URLs as an in-cluster client; names under the cluster domain work only inside."""
+    deployment = natsnet_cell.deployment
+    if not deployment.info.supports_external_client:
+        pytest.skip(f"provider {deployment.info.name} cannot run a client outside the cluster network")
+    group = servers(deployment)
+    urls = _direct_urls(natsnet_cell, group)
+    tls = _tls(natsnet_cell, natsnet_probe)
+    seed = urls[group.names[0]]
+    first = natsnet_probe.run([NatsRequest("seed", (seed,), tls, wait_discovered=2.0)], external=True)["seed"]
+    assert first.outcome is Outcome.OK, f"external client could not reach {seed}: {dict(first.detail)}"
+    learned = sorted({str(u) for u in first.detail.get("discovered_servers") or []} - {seed})
+    assert learned, "the external client learned no URLs although the cell advertises"
+    requests = [NatsRequest(u, (u,), tls, roundtrip=False, connect_timeout=2.0) for u in learned]
+    inside = natsnet_probe.run(requests)
+    outside = natsnet_probe.run(requests, external=True)
+    unreachable = LEARNED_URLS_UNREACHABLE in natsnet_cell.expect
+    expected, observed, reasons = {}, {}, {}
+    for url in learned:
+        host = url_host(url)
+        cluster_local = host.endswith(".cluster.local")
+        expected[url] = ("fails" if unreachable else "ok", "ok" if is_ip(host) else "fails")
+        observed[url] = tuple("ok" if r[url].outcome is Outcome.OK else "fails" for r in (inside, outside))
+        reasons[url] = (
+            "declared unreachable"
+            if unreachable
+            else "cluster-local name: only cluster DNS knows it"
+            if cluster_local
+            else "an address: routable from both"
+            if is_ip(host)
+            else "a name no DNS here knows"
+        )
+    Comparison.from_dicts(expected, observed, reasons).assert_same(
+        "learned URLs dialled (in-cluster client, external client)", lambda v: " / ".join(v)
+    )

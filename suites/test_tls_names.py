@@ -1,0 +1,175 @@
+"""tls_names: which names a certificate must carry, for clients and for routes.
+
+Clients verify the name they dialled (the string they typed, not the FQDN the search path expanded it to);
+routes verify the literal route hostname (``nats-0.nats-headless`` needs ``*.nats-headless``); a client that fails
+over to a learned IP keeps the seed's TLS name (nats-py). Expected outcomes come from the SANs of the certificates
+in the cell's Secrets.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pytest_natsnet import kube
+from pytest_natsnet.expect.nats import expected_client_tls, is_ip, route_tls_name, san_covers, url_host
+from pytest_natsnet.matrix import Scenario
+from pytest_natsnet.probe.model import NatsRequest, Outcome, TlsOptions
+from pytest_natsnet.prober import Prober
+from pytest_natsnet.session import Cell
+from pytest_natsnet.suitekit import (
+    DNS_BLOCKED,
+    applies,
+    not_declared,
+    secret_cert_sans,
+    servers,
+    wait_for_log,
+)
+from pytest_natsnet.table import Comparison
+
+LOG_WAIT = 20.0
+
+
+def tls_cell(scenario: Scenario) -> str | None:
+    tls = scenario.settings.get("tls")
+    if scenario.certs is None and (tls is None or tls.name == "off"):
+        return "the cell does not enable TLS"
+    return None
+
+
+def _sans(cell: Cell, secret: str) -> list[str]:
+    sans = secret_cert_sans(cell.deployment, secret)
+    if sans is None:
+        pytest.fail(f"TLS cell without Secret {secret} holding tls.crt", pytrace=False)
+    return sans
+
+
+def _verdict(result_outcome: Outcome, detail: dict[str, object]) -> str:
+    if result_outcome is Outcome.OK:
+        return "ok"
+    text = f"{detail.get('error', '')} {detail.get('last_attempt_error', '')}"
+    for kind in ("IP address mismatch", "Hostname mismatch"):
+        if kind in text:
+            return f"fails: {kind}"
+    return f"fails: {detail.get('error_class', 'error')}"
+
+
+@applies(lambda s: tls_cell(s) or not_declared(DNS_BLOCKED)(s))
+def test_client_verifies_the_name_it_dialled(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
+    """Service FQDN and short name, the headless short name, a pod IP without and with ``tls_hostname``."""
+    deployment = natsnet_cell.deployment
+    sans = _sans(natsnet_cell, "nats-client-tls")
+    group = servers(deployment)
+    port = group.confs[0].client_port
+    service = next(
+        kube.name(s)
+        for s in deployment.objects("Service")
+        if kube.spec(s).get("clusterIP") not in (None, "None") and kube.spec(s).get("selector")
+    )
+    headless = next(
+        kube.name(s) for s in deployment.objects("Service") if kube.spec(s).get("clusterIP") == "None"
+    )
+    fqdn = f"{service}.{deployment.namespace}.svc.cluster.local"
+    pod_ip = group.ip(group.names[0])
+    cases = {
+        f"tls://{fqdn}": (fqdn, None),
+        f"tls://{service}": (service, None),
+        f"tls://{headless}": (headless, None),
+        f"tls://{pod_ip}": (pod_ip, None),
+        f"tls://{pod_ip} tls_hostname={fqdn}": (pod_ip, fqdn),
+    }
+    assert natsnet_probe.ca_pem is not None
+    requests = [
+        NatsRequest(
+            key, (f"tls://{host}:{port}",), TlsOptions(natsnet_probe.ca_pem, hostname), roundtrip=True
+        )
+        for key, (host, hostname) in cases.items()
+    ]
+    results = natsnet_probe.run(requests)
+    expected, observed, reasons = {}, {}, {}
+    for key, (host, hostname) in cases.items():
+        want = expected_client_tls(sans, host, hostname)
+        expected[key] = "ok" if want.ok else f"fails: {want.reason.split(',')[0]}"
+        observed[key] = _verdict(results[key].outcome, dict(results[key].detail))
+        reasons[key] = want.reason
+    Comparison.from_dicts(expected, observed, reasons).assert_same(
+        f"client TLS names (SANs: {', '.join(sans)})"
+    )
+
+
+@applies(lambda s: tls_cell(s) or not_declared(DNS_BLOCKED)(s))
+def test_routes_verify_their_literal_hostnames(natsnet_cell: Cell) -> None:
+    """Each configured route hostname is verified as written: covered by the route certificate's SANs → no
+    handshake error for it; not covered → the server logs the x509 error naming it."""
+    deployment = natsnet_cell.deployment
+    sans = _sans(natsnet_cell, "nats-route-tls")
+    group = servers(deployment)
+    hosts = sorted({url_host(r) for conf in group.confs for r in conf.routes if conf.route_tls})
+    if not hosts:
+        pytest.skip("routes are not TLS in this cell")
+    expected, observed, reasons = {}, {}, {}
+    for host in hosts:
+        name = host if not is_ip(host) else (route_tls_name(group.confs[0]) or host)
+        covered = san_covers(sans, name)
+        pattern = rf"TLS route handshake error.*x509: .*not {re.escape(name)}\b"
+        lines = (
+            wait_for_log(deployment, group.names, pattern, LOG_WAIT)
+            if not covered
+            else [line for line in wait_for_log(deployment, group.names, pattern, 0.0)]
+        )
+        expected[host] = "verifies" if covered else "x509 error logged"
+        observed[host] = "x509 error logged" if lines else "verifies"
+        reasons[host] = f"verified as {name}: {'covered' if covered else 'not covered'} by {', '.join(sans)}"
+    Comparison.from_dicts(expected, observed, reasons).assert_same("route TLS hostnames")
+
+
+@applies(lambda s: tls_cell(s) or not_declared(DNS_BLOCKED)(s))
+def test_learned_urls_are_dialable_with_the_name_the_client_verifies(
+    natsnet_cell: Cell, natsnet_probe: Prober
+) -> None:
+    """After failover a client dials learned URLs; nats-py verifies a learned IP against the seed's hostname
+    (``tls_name``) and a learned name against itself: every learned URL must pass that check."""
+    deployment = natsnet_cell.deployment
+    group = servers(deployment)
+    port = group.confs[0].client_port
+    service = next(
+        kube.name(s)
+        for s in deployment.objects("Service")
+        if kube.spec(s).get("clusterIP") not in (None, "None") and kube.spec(s).get("selector")
+    )
+    seed_host = f"{service}.{deployment.namespace}.svc.cluster.local"
+    assert natsnet_probe.ca_pem is not None
+    first = natsnet_probe.run(
+        [
+            NatsRequest(
+                "seed", (f"tls://{seed_host}:{port}",), TlsOptions(natsnet_probe.ca_pem), wait_discovered=2.0
+            )
+        ]
+    )["seed"]
+    assert first.outcome is Outcome.OK, f"seed connect failed: {dict(first.detail)}"
+    pool = [p for p in first.detail.get("servers") or [] if p.get("discovered")]
+    if not pool:
+        pytest.skip("the servers advertise no client URLs (no_advertise): nothing is learned")
+    requests, expected, reasons = [], {}, {}
+    for entry in pool:
+        host = url_host(str(entry["url"]))
+        verify = str(entry.get("tls_name") or host)
+        if is_ip(host):
+            assert entry.get("tls_name") == seed_host, (
+                f"nats-py gave learned IP {host} tls_name {entry.get('tls_name')}"
+            )
+        requests.append(
+            NatsRequest(
+                str(entry["url"]),
+                (str(entry["url"]),),
+                TlsOptions(natsnet_probe.ca_pem, verify),
+                roundtrip=False,
+            )
+        )
+        want = expected_client_tls(_sans(natsnet_cell, "nats-client-tls"), host, verify)
+        expected[str(entry["url"])] = "ok" if want.ok else "fails"
+        reasons[str(entry["url"])] = f"verified as {verify}: {want.reason}"
+    results = natsnet_probe.run(requests)
+    observed = {key: "ok" if results[key].outcome is Outcome.OK else "fails" for key in expected}
+    Comparison.from_dicts(expected, observed, reasons).assert_same("learned URLs, dialled as nats-py would")
