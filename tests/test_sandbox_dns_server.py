@@ -21,7 +21,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
-from test_sandbox_dns_objects import NATS_CLUSTER_IP, POD_IPS, cluster, endpoint
+from test_sandbox_dns_objects import NAMESPACE, NATS_CLUSTER_IP, POD_IPS, cluster, endpoint
 
 from pytest_natsnet.sandbox.dns import DnsServer, ObjectsFile, QueryLog, resolve_query
 from pytest_natsnet.sandbox.dnszone import build_zone
@@ -195,8 +195,23 @@ def test_udp_truncates_and_tcp_carries_big_answers(tmp_path: Path) -> None:
     small, big = resolve_query(query, zone, 512), resolve_query(query, zone, 65535)
     assert small is not None and big is not None
     truncated, full = dns.message.from_wire(small.wire), dns.message.from_wire(big.wire)
-    assert (bool(truncated.flags & dns.flags.TC), truncated.answer) == (True, [])
+    # CoreDNS (miekg/dns Msg.Truncate): additional records go first, then answers from the end, then TC.
+    assert bool(truncated.flags & dns.flags.TC) is True
+    assert 0 < len(truncated.answer[0]) < 60 and truncated.additional == []
+    assert len(small.wire) <= 512
     assert (bool(full.flags & dns.flags.TC), len(full.answer[0])) == (False, 60)
+
+
+def test_udp_drops_additional_records_before_answers() -> None:
+    """Three SRV targets with long names fit in 512 bytes once the additional A records are dropped: no TC."""
+    long_ns = "natsnet-6be413-advertise-cluster-wrong-routes-seed-36c0e5c9"
+    objects = json.loads(json.dumps(cluster()).replace(f'"{NAMESPACE}"', f'"{long_ns}"'))
+    zone = build_zone(objects)
+    query = dns.message.make_query(f"_cluster._tcp.nats-headless.{long_ns}.svc.cluster.local", "SRV").to_wire()
+    reply = resolve_query(query, zone, 512)
+    assert reply is not None
+    message = dns.message.from_wire(reply.wire)
+    assert (bool(message.flags & dns.flags.TC), len(message.answer[0]), message.additional) == (False, 3, [])
 
 
 @pytest.mark.parametrize(

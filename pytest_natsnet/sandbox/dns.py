@@ -34,6 +34,7 @@ import dns.flags
 import dns.message
 import dns.opcode
 import dns.rcode
+import dns.rrset
 import dns.rdatatype
 
 from pytest_natsnet.sandbox.dnszone import DEFAULT_TTL, DEFAULT_ZONE, Answer, Zone, build_zone, resolv_conf
@@ -131,13 +132,31 @@ class Reply:
 
 
 def _response_wire(response: dns.message.Message, max_size: int) -> bytes:
+    """The response within ``max_size`` the way CoreDNS (miekg/dns ``Msg.Truncate``) shrinks it: the additional
+    section goes first, silently; then answer records from the end, and only then is TC set."""
     try:
         return response.to_wire(max_size=max_size)
     except dns.exception.TooBig:
-        for section in (response.answer, response.authority, response.additional):
-            section.clear()
-        response.flags |= dns.flags.TC
-        return response.to_wire(max_size=max_size)
+        response.additional.clear()
+    while True:
+        try:
+            return response.to_wire(max_size=max_size)
+        except dns.exception.TooBig:
+            response.flags |= dns.flags.TC
+            if response.authority:
+                response.authority.clear()
+                continue
+            if not response.answer:
+                raise
+            last = response.answer[-1]
+            if len(last) > 1:
+                shrunk = dns.rrset.RRset(last.name, last.rdclass, last.rdtype)
+                shrunk.update_ttl(last.ttl)
+                for rdata in list(last)[:-1]:
+                    shrunk.add(rdata)
+                response.answer[-1] = shrunk
+            else:
+                response.answer.pop()
 
 
 def resolve_query(wire: bytes, zone: Zone, max_size: int = 65535) -> Reply | None:
