@@ -75,12 +75,17 @@ def pytest_configure(config: pytest.Config) -> None:
     except NatsnetError as error:
         raise pytest.UsageError(str(error)) from None
     config.stash[settings_key] = settings
-    if not settings.enabled or hasattr(config, "workerinput"):
+    if not settings.enabled:
         return
     try:
-        config.stash[run_key] = _start_run(config, settings)
+        run = _start_run(config, settings)
     except NatsnetError as error:
         raise pytest.UsageError(str(error)) from None
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:  # pytest-xdist: every worker deploys the cells it runs, under one run id
+        run.run_id = str(worker.get("testrunuid", run.run_id))[:6]
+        run.prefetch_window = 1
+    config.stash[run_key] = run
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         from pytest_natsnet.resources import suites_dir
 
@@ -150,8 +155,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         callspec = getattr(item, "callspec", None)
         scenario = callspec.params.get("natsnet_scenario") if callspec else None
-        if isinstance(scenario, Scenario) and not item.get_closest_marker("skip") and scenario not in order:
-            order.append(scenario)
+        if isinstance(scenario, Scenario):
+            # pytest-xdist --dist loadgroup keeps a cell's tests on one worker (one deployment per cell)
+            item.add_marker(pytest.mark.xdist_group(scenario.id))
+            if not item.get_closest_marker("skip") and scenario not in order:
+                order.append(scenario)
     config.stash[cell_order_key] = order
 
 
@@ -214,7 +222,7 @@ def natsnet_cell(natsnet_run: NatsnetRun, natsnet_scenario: Scenario,
     """One installed cell (deployed once, shared by every test of the cell; the next cells deploy
     concurrently up to --natsnet-parallel). Torn down after its last test; evidence kept on failure."""
     order = pytestconfig.stash.get(cell_order_key, [])
-    natsnet_run.prefetch(_window(order, natsnet_scenario, natsnet_run.settings.parallel))
+    natsnet_run.prefetch(_window(order, natsnet_scenario, natsnet_run.prefetch_window))
     try:
         cell = natsnet_run.cell(natsnet_scenario)
     except NatsnetError as error:

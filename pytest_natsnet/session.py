@@ -117,6 +117,8 @@ class NatsnetRun:
     source: str
     source_reason: str
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    prefetch_window: int = 0
+    """How many cells (this one included) deploy ahead; 0 means --natsnet-parallel."""
     failed_cells: set[str] = field(default_factory=set)
     _provider: Provider | None = None
     _ca: CertificateAuthority | None = None
@@ -165,6 +167,10 @@ class NatsnetRun:
         started = time.monotonic()
         deployment = self.provider().deploy(cell, self.settings.timeout)
         return Cell(scenario, deployment, tls, time.monotonic() - started)
+
+    def __post_init__(self) -> None:
+        if self.prefetch_window <= 0:
+            self.prefetch_window = self.settings.parallel
 
     def prefetch(self, scenarios: Sequence[Scenario]) -> None:
         """Starts deploying ``scenarios`` concurrently (up to --natsnet-parallel at once)."""

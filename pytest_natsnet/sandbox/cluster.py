@@ -57,6 +57,7 @@ FIRST_POD_IP = "198.18.0.10"
 FIRST_SERVICE_IP = "198.18.128.11"
 EXTERNAL_FIRST_IP = "198.18.127.1"
 TICK = 0.05
+FULL_RECONCILE = 1.0
 CLUSTER_SCOPED = {"Namespace"}
 DNS_IMAGE = "natsnet/sandbox-dns"
 PROBE_IMAGE = "natsnet/probe"
@@ -100,6 +101,8 @@ class SandboxCluster:
         self._executor: Any = None
         self._event_seq = itertools.count()
         self._externals: list[str] = []
+        self._dirty = True
+        self._last_full = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -168,6 +171,7 @@ class SandboxCluster:
                 meta["generation"] = (old or {}).get("metadata", {}).get("generation", 0) + 1
                 self._admit(obj, old)
                 self._store[key] = obj
+            self._dirty = True
         self._wake.set()
 
     def list_objects(self, wanted_kind: str, namespace: str | None) -> list[Obj]:
@@ -199,6 +203,7 @@ class SandboxCluster:
                 if wanted_kind in ("StatefulSet", "Deployment"):
                     for pod in self._owned_pods(wanted_kind, obj_name, namespace):
                         self.delete("Pod", name(pod), namespace, grace)
+            self._dirty = True
         self._wake.set()
 
     def set_pod_condition(self, namespace: str, pod_name: str, condition_type: str, status: bool) -> None:
@@ -216,6 +221,7 @@ class SandboxCluster:
             )
             pod["status"]["conditions"] = conditions
             self._update_pod_status(pod)
+            self._dirty = True
         self._wake.set()
 
     def exec_argv(self, namespace: str, pod_name: str, container: str, command: Sequence[str]) -> list[str]:
@@ -373,23 +379,32 @@ class SandboxCluster:
             self._loop_error = error
 
     def _tick(self, now: float) -> None:
-        self._run_controllers()
+        """The kubelet part runs every tick; controllers and network programming only when something changed
+        (or once a second as a safety net), so an idle sandbox costs almost nothing."""
         for key, pod in [(k, o) for k, o in self._store.items() if k[0] == "Pod"]:
             pod_key = (key[1], key[2])
             runtime = self._runtimes.get(pod_key)
             if runtime is None:
                 if pod["metadata"].get("deletionTimestamp"):
                     self._store.pop(key, None)
+                    self._dirty = True
                 elif now >= self._pending_retry.get(pod_key, 0.0):
                     self._try_create_runtime(pod, now)
                 continue
             if runtime.tick(now):
                 self._remove_pod(key)
                 continue
+            before = json.dumps(pod["status"], sort_keys=True)
             self._update_pod_status(pod)
-        self._update_workload_status()
-        self._reconcile_endpointslices()
-        self._program_network()
+            if json.dumps(pod["status"], sort_keys=True) != before:
+                self._dirty = True
+        if self._dirty or now - self._last_full >= FULL_RECONCILE:
+            self._dirty = False
+            self._last_full = now
+            self._run_controllers()
+            self._update_workload_status()
+            self._reconcile_endpointslices()
+            self._program_network()
 
     def _run_controllers(self) -> None:
         for sts in [o for k, o in list(self._store.items()) if k[0] == "StatefulSet"]:
@@ -490,8 +505,10 @@ class SandboxCluster:
         # The service proxy must be programmed before the containers start.
         self._applied.pop(pod_netns, None)
         self._program_network()
+        self._dirty = True
 
     def _remove_pod(self, key: tuple[str, str, str]) -> None:
+        self._dirty = True
         pod_key = (key[1], key[2])
         self._runtimes.pop(pod_key, None)
         pod_netns = self._netns_of.pop(pod_key, None)

@@ -62,6 +62,7 @@ class ContainerRuntime:
     process: subprocess.Popen[bytes] | None = None
     child_pid: int | None = None
     started_at: float = 0.0
+    started_at_iso: str = ""
     started: bool = False
     ready: bool = False
     restart_count: int = 0
@@ -201,6 +202,7 @@ class PodRuntime:
         if c.child_pid is not None:
             _wait_for_exec(c.child_pid, timeout=5.0)
         c.started_at = now
+        c.started_at_iso = now_iso()
         c.started = "startupProbe" not in c.spec
         c.ready = False
         c.probes = {
@@ -441,7 +443,7 @@ class PodRuntime:
                     "waiting": {"reason": "CreateContainerConfigError", "message": c.config_error}
                 }
             elif c.running:
-                status["state"] = {"running": {"startedAt": now_iso()}}
+                status["state"] = {"running": {"startedAt": c.started_at_iso}}
             else:
                 status["state"] = {
                     "waiting": {"reason": "CrashLoopBackOff" if c.restart_count else "ContainerCreating"}
