@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ scenarios_key = pytest.StashKey[list[Scenario]]()
 cell_order_key = pytest.StashKey[list[Scenario]]()
 
 NATSNET_FIXTURES = {"natsnet_scenario", "natsnet_cell", "natsnet_deployment", "natsnet_probe"}
+SETTLE_TIMEOUT = 180.0
 DISABLED_REASON = "natsnet suites are off: run pytest with --natsnet (or set natsnet = true in the ini file)"
 
 
@@ -49,8 +51,9 @@ def _start_run(config: pytest.Config, settings: NatsnetSettings) -> NatsnetRun:
     from pytest_natsnet.sources import resolve_source
 
     matrix = load_matrix()
-    provider, provider_reason = choose_provider(settings.provider, docker_answers()
-                                                if settings.provider == "auto" else False)
+    provider, provider_reason = choose_provider(
+        settings.provider, docker_answers() if settings.provider == "auto" else False
+    )
     source, source_reason = resolve_source(settings)
     if provider == "sandbox":
         from pytest_natsnet.providers.sandbox_provider import missing_requirements
@@ -65,6 +68,11 @@ def _start_run(config: pytest.Config, settings: NatsnetSettings) -> NatsnetRun:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "natsnet: a NATS networking conformance test (needs --natsnet)")
+    config.addinivalue_line(
+        "markers",
+        "natsnet_disruptive: the test deletes pods; it runs after the other tests of its cell, and the next test "
+        "of the cell waits until the cell is whole again",
+    )
     config.addinivalue_line(
         "markers",
         "natsnet_values(*files, expect=(), certs=None): the test runs on its own cell, the matrix base plus these "
@@ -106,7 +114,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         from pytest_natsnet.sandbox.natsbin import find_nats_server
 
         binary = find_nats_server(f"nats:{run.settings.chart_version}-alpine")
-        lines.append("natsnet: sandbox runs " + (binary.describe() if binary else "no nats-server (not found)"))
+        lines.append(
+            "natsnet: sandbox runs " + (binary.describe() if binary else "no nats-server (not found)")
+        )
     return lines
 
 
@@ -120,9 +130,14 @@ def _values_marker_scenario(metafunc: pytest.Metafunc, matrix: Matrix) -> Scenar
         if not path.is_file():
             raise pytest.UsageError(f"natsnet_values on {metafunc.definition.nodeid}: {path} does not exist")
     scenario_id = metafunc.definition.name.removeprefix("test_").replace("_", "-")
-    return Scenario(id=scenario_id, settings={}, values_files=(*matrix.base, *files),
-                    expect=frozenset(marker.kwargs.get("expect", ())), certs=marker.kwargs.get("certs"),
-                    origin="marker")
+    return Scenario(
+        id=scenario_id,
+        settings={},
+        values_files=(*matrix.base, *files),
+        expect=frozenset(marker.kwargs.get("expect", ())),
+        certs=marker.kwargs.get("certs"),
+        origin="marker",
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -155,16 +170,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         callspec = getattr(item, "callspec", None)
         scenario = callspec.params.get("natsnet_scenario") if callspec else None
-        if isinstance(scenario, Scenario):
-            # pytest-xdist --dist loadgroup keeps a cell's tests on one worker (one deployment per cell)
-            item.add_marker(pytest.mark.xdist_group(scenario.id))
-            if not item.get_closest_marker("skip") and scenario not in order:
-                order.append(scenario)
+        if isinstance(scenario, Scenario) and not item.get_closest_marker("skip") and scenario not in order:
+            order.append(scenario)
     config.stash[cell_order_key] = order
+    _disruptive_last(items)
+
+
+def _disruptive_last(items: list[pytest.Item]) -> None:
+    """Within each cell's run of tests, moves ``natsnet_disruptive`` tests to the end (stable)."""
+
+    def cell(item: pytest.Item) -> object:
+        callspec = getattr(item, "callspec", None)
+        return callspec.params.get("natsnet_scenario") if callspec else None
+
+    start = 0
+    while start < len(items):
+        end = start
+        while end < len(items) and cell(items[end]) == cell(items[start]):
+            end += 1
+        block = items[start:end]
+        if cell(items[start]) is not None:
+            block.sort(key=lambda i: i.get_closest_marker("natsnet_disruptive") is not None)
+            items[start:end] = block
+        start = end
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, object, object]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, object, object]:
     report = yield
     run = item.config.stash.get(run_key, None)
     callspec = getattr(item, "callspec", None)
@@ -173,6 +207,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if isinstance(scenario, Scenario):
             run.failed_cells.add(scenario.id)
     return report
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With pytest-xdist and ``--dist loadgroup``, a cell's tests go to one worker: each cell deploys once and
+    cells run side by side (``-n N``)."""
+    if run_key not in config.stash or config.getoption("dist") != "loadgroup":
+        return None
+    from pytest_natsnet.xdist_cells import CellScheduling
+
+    return CellScheduling(config, log, [s.id for s in config.stash[scenarios_key]])
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -213,12 +258,13 @@ def _window(order: Sequence[Scenario], current: Scenario, size: int) -> list[Sce
     if current not in order:
         return [current]
     start = order.index(current)
-    return list(order[start: start + size])
+    return list(order[start : start + size])
 
 
 @pytest.fixture(scope="session")
-def natsnet_cell(natsnet_run: NatsnetRun, natsnet_scenario: Scenario,
-                 pytestconfig: pytest.Config) -> Iterator[Cell]:
+def natsnet_cell(
+    natsnet_run: NatsnetRun, natsnet_scenario: Scenario, pytestconfig: pytest.Config
+) -> Iterator[Cell]:
     """One installed cell (deployed once, shared by every test of the cell; the next cells deploy
     concurrently up to --natsnet-parallel). Torn down after its last test; evidence kept on failure."""
     order = pytestconfig.stash.get(cell_order_key, [])
@@ -232,6 +278,17 @@ def natsnet_cell(natsnet_run: NatsnetRun, natsnet_scenario: Scenario,
     evidence = natsnet_run.release(natsnet_scenario)
     if evidence is not None:
         print(f"\nnatsnet: evidence for {natsnet_scenario.id} in {evidence}")
+
+
+@pytest.fixture(autouse=True)
+def _natsnet_settled(request: pytest.FixtureRequest) -> None:
+    """Before a test of a cell that a previous test disturbed: wait until every server is back and ready."""
+    if "natsnet_cell" not in request.fixturenames:
+        return
+    cell: Cell = request.getfixturevalue("natsnet_cell")
+    if cell.disturbed:
+        cell.deployment.wait_ready(SETTLE_TIMEOUT)
+        cell.disturbed = False
 
 
 @pytest.fixture(scope="session")

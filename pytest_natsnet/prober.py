@@ -28,10 +28,19 @@ class Prober:
     deployment: Deployment
     ca_pem: str | None = None
 
-    def target(self, namespace: str | None = None, labels: Mapping[str, str] | None = None,
-               name: str = "natsnet-probe", external: bool = False) -> ProbeTarget:
-        return ProbeTarget(namespace or self.deployment.namespace,
-                           dict(CLIENT_LABELS if labels is None else labels), name, external)
+    def target(
+        self,
+        namespace: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        name: str = "natsnet-probe",
+        external: bool = False,
+    ) -> ProbeTarget:
+        return ProbeTarget(
+            namespace or self.deployment.namespace,
+            dict(CLIENT_LABELS if labels is None else labels),
+            name,
+            external,
+        )
 
     def tls(self, hostname: str | None = None) -> TlsOptions:
         """TLS options trusting the run's CA (the cell must be a TLS cell)."""
@@ -39,22 +48,42 @@ class Prober:
             raise ValueError("this cell has no TLS material: it is not a TLS cell")
         return TlsOptions(ca_pem=self.ca_pem, hostname=hostname)
 
-    def run(self, requests: Sequence[ProbeRequest], *, namespace: str | None = None,
-            labels: Mapping[str, str] | None = None, name: str = "natsnet-probe", external: bool = False,
-            timeout: float = 120.0, concurrency: int = 8) -> dict[str, ProbeResult]:
+    def run(
+        self,
+        requests: Sequence[ProbeRequest],
+        *,
+        namespace: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        name: str = "natsnet-probe",
+        external: bool = False,
+        timeout: float = 120.0,
+        concurrency: int = 8,
+    ) -> dict[str, ProbeResult]:
         """One exec answering every request; results by key (the count is checked)."""
         batch = ProbeBatch(tuple(requests), concurrency=concurrency)
-        answer = self.deployment.probe(self.target(namespace, labels, name, external), batch.to_json(), timeout)
+        answer = self.deployment.probe(
+            self.target(namespace, labels, name, external), batch.to_json(), timeout
+        )
         return by_key(parse_answer(answer, batch))
 
     def raw(self, requests: Sequence[ProbeRequest], **kwargs: Any) -> dict[str, Any]:
         """The program's JSON answer itself (resolv.conf, hostname, results)."""
         batch = ProbeBatch(tuple(requests))
-        target = self.target(kwargs.get("namespace"), kwargs.get("labels"), kwargs.get("name", "natsnet-probe"),
-                             kwargs.get("external", False))
+        target = self.target(
+            kwargs.get("namespace"),
+            kwargs.get("labels"),
+            kwargs.get("name", "natsnet-probe"),
+            kwargs.get("external", False),
+        )
         return self.deployment.probe(target, batch.to_json(), kwargs.get("timeout", 120.0))
 
-    def watch(self, request: WatchRequest, *, namespace: str | None = None,
-              labels: Mapping[str, str] | None = None, name: str = "natsnet-watch",
-              external: bool = False) -> WatchHandle:
+    def watch(
+        self,
+        request: WatchRequest,
+        *,
+        namespace: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        name: str = "natsnet-watch",
+        external: bool = False,
+    ) -> WatchHandle:
         return self.deployment.watch(self.target(namespace, labels, name, external), request.to_json())

@@ -34,6 +34,8 @@ class Cell:
     deployment: Deployment
     tls: TlsMaterial | None
     deploy_seconds: float
+    disturbed: bool = False
+    """A test deleted a pod: the next test first waits for the cell to be whole again (see the plugin)."""
 
     @property
     def expect(self) -> frozenset[str]:
@@ -65,7 +67,10 @@ def choose_provider(requested: str, docker: bool) -> tuple[str, str]:
         return requested, f"--natsnet-provider={requested}"
     if docker:
         return "kind", "auto: a Docker engine answers"
-    return "sandbox", "auto: no Docker engine answers (docker info), so the Docker-free sandbox runs the cells"
+    return (
+        "sandbox",
+        "auto: no Docker engine answers (docker info), so the Docker-free sandbox runs the cells",
+    )
 
 
 def make_provider(name: str, settings: NatsnetSettings, run_id: str, run_dir: Path) -> Provider:
@@ -81,7 +86,9 @@ def make_provider(name: str, settings: NatsnetSettings, run_id: str, run_dir: Pa
         from pytest_natsnet.providers.existing import ExistingProvider
 
         return ExistingProvider(settings, run_id)
-    raise ConfigError("--natsnet-provider", f"unknown provider {name!r}", "use auto, kind, existing or sandbox")
+    raise ConfigError(
+        "--natsnet-provider", f"unknown provider {name!r}", "use auto, kind, existing or sandbox"
+    )
 
 
 def secrets_referenced(objects: Sequence[Obj]) -> set[str]:
@@ -95,8 +102,14 @@ def secrets_referenced(objects: Sequence[Obj]) -> set[str]:
 
 
 def repro_command(settings: NatsnetSettings, scenario: Scenario, provider: str, source: str) -> str:
-    argv = ["pytest", "--natsnet", f"--natsnet-provider={provider}", f"--natsnet-source={source}",
-            f"--natsnet-matrix={settings.matrix}", f"--natsnet-scenario={scenario.id}"]
+    argv = [
+        "pytest",
+        "--natsnet",
+        f"--natsnet-provider={provider}",
+        f"--natsnet-source={source}",
+        f"--natsnet-matrix={settings.matrix}",
+        f"--natsnet-scenario={scenario.id}",
+    ]
     if settings.manifests:
         argv.append(f"--natsnet-manifests={settings.manifests}")
     if settings.chart_named:
@@ -157,8 +170,11 @@ class NatsnetRun:
         if scenario.certs or set(TLS_SECRETS) & (secrets_referenced(objects) - present):
             tls = tls_material(self._certificate_authority(), scenario.certs or "good", namespace)
             objects = [*tls.secrets, *objects]
-        labels = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, RUN_ID_LABEL: self.run_id, SCENARIO_LABEL:
-                  scenario.id.replace("+", "_")[:63]}
+        labels = {
+            MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+            RUN_ID_LABEL: self.run_id,
+            SCENARIO_LABEL: scenario.id.replace("+", "_")[:63],
+        }
         cell = CellManifests(scenario.id, namespace, "nats", tuple(objects), self.source, labels=labels)
         return cell, tls
 
@@ -177,7 +193,8 @@ class NatsnetRun:
         with self._lock:
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=self.settings.parallel, thread_name_prefix="natsnet-deploy")
+                    max_workers=self.settings.parallel, thread_name_prefix="natsnet-deploy"
+                )
             for scenario in scenarios:
                 if scenario.id not in self._futures:
                     self._futures[scenario.id] = self._pool.submit(self._deploy, scenario)
@@ -188,7 +205,9 @@ class NatsnetRun:
         try:
             cell = future.result(timeout=self.settings.timeout + 60)
         except concurrent.futures.TimeoutError:
-            raise NatsnetError(f"cell {scenario.id} was not deployed within {self.settings.timeout:g}s") from None
+            raise NatsnetError(
+                f"cell {scenario.id} was not deployed within {self.settings.timeout:g}s"
+            ) from None
         self._cells[scenario.id] = cell
         return cell
 
@@ -211,7 +230,8 @@ class NatsnetRun:
             (evidence / "REPRODUCE.txt").write_text(
                 f"{repro_command(self.settings, scenario, self.provider_name, self.source)}\n"
                 f"values files: {', '.join(str(p) for p in scenario.values_files) or '(pre-rendered)'}\n"
-                f"declared failures: {', '.join(sorted(scenario.expect)) or 'none (expected healthy)'}\n")
+                f"declared failures: {', '.join(sorted(scenario.expect)) or 'none (expected healthy)'}\n"
+            )
         keep = self.settings.keep == "always" or (self.settings.keep == "on-failure" and failed)
         if not keep or self.provider_name == "sandbox":
             cell.deployment.teardown()

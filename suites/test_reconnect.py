@@ -24,7 +24,6 @@ from pytest_natsnet.suitekit import (
     ROUTE_TLS_MISMATCH,
     Servers,
     applies,
-    eventually,
     not_declared,
     secret_cert_sans,
     servers,
@@ -118,6 +117,7 @@ def _story(events: list[dict[str, Any]]) -> str:
     return "\n".join(lines[-25:])
 
 
+@pytest.mark.natsnet_disruptive
 @applies(not_declared(DNS_BLOCKED, MESH_SPLIT, ROUTE_TLS_MISMATCH))
 def test_reconnect_after_the_servers_pod_is_deleted(
     natsnet_cell: Cell, natsnet_probe: Prober, record_property: pytest.RecordProperty
@@ -168,6 +168,7 @@ def test_reconnect_after_the_servers_pod_is_deleted(
             usable = bool(learned) and LEARNED_URLS_UNREACHABLE not in natsnet_cell.expect
             deleted_at = time.monotonic()
             deployment.delete("Pod", victim)
+            natsnet_cell.disturbed = True
             _events_until(service_client, lambda ev: _first(ev, "reconnected"), RECONNECT_BOUND)
             ip_events = _events_until(
                 ip_client, lambda ev: _first(ev, "reconnected"), RECONNECT_BOUND if usable else 15.0
@@ -228,5 +229,3 @@ def test_reconnect_after_the_servers_pod_is_deleted(
             f"the IP-seeded client reported no failed attempt on the learned URLs:\n{_story(ip_events)}"
         )
         record_property("learned_url_errors", "; ".join(str(e.get("text"))[:120] for e in tried[:3]))
-    deployment.wait_ready(180.0)
-    eventually(lambda: (len(servers(deployment).names) == len(group.names), None), 60.0)

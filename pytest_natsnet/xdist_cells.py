@@ -1,0 +1,37 @@
+"""pytest-xdist scheduling by cell: every test of one matrix cell runs on the same worker.
+
+(xdist's own ``xdist_group`` marker does not take effect on pytest 9, so the cell is read from the test id.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from xdist.scheduler import LoadScopeScheduling
+
+
+def cell_of(nodeid: str, scenario_ids: Sequence[str]) -> str | None:
+    """The scenario id a test id is parametrized with (``...::test[advertise-dns+tls-udp]`` → the cell)."""
+    if not nodeid.endswith("]") or "[" not in nodeid:
+        return None
+    params = nodeid[nodeid.rindex("[") + 1 : -1]
+    for scenario_id in sorted(scenario_ids, key=len, reverse=True):
+        if (
+            params == scenario_id
+            or params.startswith(f"{scenario_id}-")
+            or params.endswith(f"-{scenario_id}")
+        ):
+            return scenario_id
+    return None
+
+
+class CellScheduling(LoadScopeScheduling):  # type: ignore[misc]
+    """LoadScope scheduling whose scope is the cell."""
+
+    def __init__(self, config: Any, log: Any, scenario_ids: Sequence[str]) -> None:
+        super().__init__(config, log)
+        self._scenario_ids = list(scenario_ids)
+
+    def _split_scope(self, nodeid: str) -> str:
+        return cell_of(nodeid, self._scenario_ids) or nodeid
