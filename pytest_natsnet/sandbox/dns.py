@@ -34,8 +34,8 @@ import dns.flags
 import dns.message
 import dns.opcode
 import dns.rcode
-import dns.rrset
 import dns.rdatatype
+import dns.rrset
 
 from pytest_natsnet.sandbox.dnszone import DEFAULT_TTL, DEFAULT_ZONE, Answer, Zone, build_zone, resolv_conf
 
