@@ -128,7 +128,7 @@ def _values_marker_scenario(metafunc: pytest.Metafunc, matrix: Matrix) -> Scenar
     files = tuple((base / str(f)).resolve() for f in marker.args)
     for path in files:
         if not path.is_file():
-            raise pytest.UsageError(f"natsnet_values on {metafunc.definition.nodeid}: {path} does not exist")
+            pytest.fail(f"natsnet_values on {metafunc.definition.nodeid}: {path} does not exist", pytrace=False)
     scenario_id = metafunc.definition.name.removeprefix("test_").replace("_", "-")
     return Scenario(
         id=scenario_id,

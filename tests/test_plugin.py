@@ -183,10 +183,6 @@ def test_unknown_scenario_glob_lists_the_cells(pytester: pytest.Pytester, sandbo
     assert_one_clear_line(result, "--natsnet-scenario no-such-cell*", "matches no cell", "default")
 
 
-@pytest.mark.xfail(
-    reason="plugin.py raises UsageError inside pytest_generate_tests, which pytest reports as a collection "
-           "error with a traceback; pytest.fail(..., pytrace=False) there would give one line",
-)
 def test_natsnet_values_with_a_missing_file_gives_one_line(pytester: pytest.Pytester,
                                                           sandbox_collectable: None) -> None:
     pytester.makepyfile(test_bug="""
