@@ -1,0 +1,48 @@
+"""Scheduling by cell under pytest-xdist: the cell is read back from the test id."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_natsnet.xdist_cells import cell_of
+
+IDS = ["default", "tls", "tls-bad-sans", "advertise-dns+tls+routes-fqdn", "pnra-false"]
+
+
+@pytest.mark.parametrize(
+    ("nodeid", "cell"),
+    [
+        ("suites/test_dns_records.py::test_resolv[default]", "default"),
+        ("suites/test_dns_records.py::test_records[default-udp]", "default"),
+        ("suites/test_dns_records.py::test_records[tls-bad-sans-tcp]", "tls-bad-sans"),
+        ("suites/test_tls.py::test_x[tls]", "tls"),
+        ("suites/test_x.py::test_y[advertise-dns+tls+routes-fqdn-udp]", "advertise-dns+tls+routes-fqdn"),
+        ("suites/test_x.py::test_y[udp-pnra-false]", "pnra-false"),
+        ("tests/test_plain.py::test_no_params", None),
+        ("tests/test_plain.py::test_other[1-2]", None),
+    ],
+)
+def test_cell_of_picks_the_longest_matching_scenario(nodeid: str, cell: str | None) -> None:
+    assert cell_of(nodeid, IDS) == cell
+
+
+def test_disruptive_tests_run_last_within_their_cell(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_order="""
+        import pytest
+
+        def test_a(natsnet_scenario): pass
+
+        @pytest.mark.natsnet_disruptive
+        def test_b_disrupts(natsnet_scenario): pass
+
+        def test_c(natsnet_scenario): pass
+    """)
+    result = pytester.runpytest("--natsnet", "--natsnet-provider=sandbox", "--natsnet-scenario=default",
+                                "--natsnet-scenario=pnra-false", "--collect-only", "-q", "-p", "no:cacheprovider",
+                                "test_order.py")
+    ids = [line for line in result.outlines if "::" in line]
+    assert ids == [
+        "test_order.py::test_a[default]", "test_order.py::test_c[default]", "test_order.py::test_b_disrupts[default]",
+        "test_order.py::test_a[pnra-false]", "test_order.py::test_c[pnra-false]",
+        "test_order.py::test_b_disrupts[pnra-false]",
+    ], result.outlines
