@@ -29,7 +29,7 @@ def shipped() -> Matrix:
 def test_smoke_cells_ids_files_and_intent(shipped: Matrix) -> None:
     cells = {s.id: s for s in expand(shipped, "smoke")}
     assert list(cells) == [
-        "default", "pnra-false", "advertise-pod-ip", "advertise-dns+tls+routes-fqdn", "advertise-unreachable",
+        "default", "pnra-false", "advertise-pod-ip+tls", "advertise-dns+tls+routes-fqdn", "advertise-unreachable",
         "advertise-cluster-wrong+routes-seed", "tls-bad-sans", "netpol-egress-no-dns", "netpol-egress-dns",
     ]
     assert [f.name for f in cells["advertise-cluster-wrong+routes-seed"].values_files] == [

@@ -152,7 +152,8 @@ CONF = "ConfigMap/nats-config.data.nats.conf"
 SMOKE_CORRESPONDENCE: list[tuple[dict[str, str], str, dict[str, Any]]] = [
     ({}, "default", {}),
     ({"pnra": "false"}, "pnra-false", {}),
-    ({"advertise": "pod-ip"}, "advertise-pod-ip", {}),
+    # tls + advertise-pod-ip.yaml (no golden render has both)
+    ({"advertise": "pod-ip", "tls": "on"}, "tls", {f"{CONF}.cluster.no_advertise": False}),
     # combined = this cell + pnra-false + netpol-egress-dns
     (
         {"advertise": "dns", "tls": "on", "routes": "fqdn"},
