@@ -18,7 +18,7 @@ from pytest_natsnet.expect.nats import (  # noqa: F401 (re-exported for the suit
 )
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.matrix import Scenario
-from pytest_natsnet.probe.model import HttpRequest, Outcome
+from pytest_natsnet.probe.model import HttpRequest, Outcome, TlsOptions
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.providers.base import Deployment
 
@@ -106,9 +106,7 @@ def servers(deployment: Deployment) -> Servers:
         ),
         key=_ordinal,
     )
-    config_volume = next(
-        (v for v in kube.spec(sts)["template"]["spec"].get("volumes") or [] if "configMap" in v), None
-    )
+    config_volume = next((v for v in kube.spec(sts)["template"]["spec"].get("volumes") or [] if "configMap" in v), None)
     if config_volume is None:
         raise AssertionError(f"StatefulSet {kube.name(sts)} mounts no ConfigMap: cannot read nats.conf")
     configmap = kube.find(deployment.objects("ConfigMap"), "ConfigMap", config_volume["configMap"]["name"])
@@ -118,9 +116,7 @@ def servers(deployment: Deployment) -> Servers:
     return Servers(pods, server_confs(pods, text))
 
 
-def eventually(
-    check: Callable[[], tuple[bool, T]], timeout: float, interval: float = 0.25
-) -> tuple[bool, T, float]:
+def eventually(check: Callable[[], tuple[bool, T]], timeout: float, interval: float = 0.25) -> tuple[bool, T, float]:
     """Polls ``check() -> (done, value)`` until done or ``timeout``; returns (done, last value, seconds)."""
     started = time.monotonic()
     while True:
@@ -197,3 +193,30 @@ def monitor(probe: Prober, group: Servers, path: str) -> dict[str, dict[str, Any
             )
         bodies[name] = dict(result.detail["json"])
     return bodies
+
+
+def client_service(deployment: Deployment) -> str:
+    """The client Service: the ClusterIP Service whose selector picks the servers."""
+    for svc in deployment.objects("Service"):
+        if kube.spec(svc).get("clusterIP") not in (None, "None") and kube.spec(svc).get("selector"):
+            return kube.name(svc)
+    raise AssertionError(f"no client ClusterIP Service in {deployment.namespace}")
+
+
+def headless_service(deployment: Deployment) -> str:
+    for svc in deployment.objects("Service"):
+        if kube.spec(svc).get("clusterIP") == "None":
+            return kube.name(svc)
+    raise AssertionError(f"no headless Service in {deployment.namespace}")
+
+
+def client_tls(deployment: Deployment, probe: Prober, hostname: str | None = None) -> TlsOptions | None:
+    """TLS options for a client of a TLS cell (None otherwise): the run's CA, and as ``tls_hostname`` the given
+    name or else the longest non-wildcard DNS name of the client certificate (for clients that dial IPs)."""
+    sans = secret_cert_sans(deployment, "nats-client-tls")
+    if sans is None or probe.ca_pem is None:
+        return None
+    if hostname is None:
+        names = [s for s in sans if "*" not in s]
+        hostname = max(names, key=len) if names else None
+    return probe.tls(hostname)

@@ -11,7 +11,7 @@ import pytest
 
 from pytest_natsnet.expect.nats import expected_connect_urls, expected_mesh, is_ip, url_host
 from pytest_natsnet.matrix import Scenario
-from pytest_natsnet.probe.model import NatsRequest, Outcome, TlsOptions
+from pytest_natsnet.probe.model import NatsRequest, Outcome
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.session import Cell
 from pytest_natsnet.suitekit import (
@@ -19,6 +19,7 @@ from pytest_natsnet.suitekit import (
     LEARNED_URLS_UNREACHABLE,
     Servers,
     applies,
+    client_tls,
     eventually,
     monitor,
     not_declared,
@@ -28,13 +29,6 @@ from pytest_natsnet.suitekit import (
 from pytest_natsnet.table import Comparison
 
 MESH_TIMEOUT = 30.0
-
-
-def _tls(cell: Cell, probe: Prober) -> TlsOptions | None:
-    if cell.tls is None or probe.ca_pem is None:
-        return None
-    names = [s for s in secret_cert_sans(cell.deployment, "nats-client-tls") or [] if "*" not in s]
-    return TlsOptions(probe.ca_pem, max(names, key=len) if names else None)
 
 
 def _direct_urls(cell: Cell, group: Servers) -> dict[str, str]:
@@ -49,12 +43,10 @@ def test_each_server_advertises_the_expected_client_urls(natsnet_cell: Cell, nat
     mesh = expected_mesh(group.confs, natsnet_cell.expect).table
     expected = {
         group.conf(n).name: urls
-        for n, urls in (
-            (n, expected_connect_urls(group.confs, mesh)[group.conf(n).name]) for n in group.names
-        )
+        for n, urls in ((n, expected_connect_urls(group.confs, mesh)[group.conf(n).name]) for n in group.names)
     }
     urls = _direct_urls(natsnet_cell, group)
-    tls = _tls(natsnet_cell, natsnet_probe)
+    tls = client_tls(natsnet_cell.deployment, natsnet_probe)
 
     def observe() -> tuple[bool, Comparison[frozenset[str]]]:
         results = natsnet_probe.run([NatsRequest(n, (urls[n],), tls, roundtrip=False) for n in group.names])
@@ -66,9 +58,7 @@ def test_each_server_advertises_the_expected_client_urls(natsnet_cell: Cell, nat
             expected,
             observed,
             {
-                name: "no_advertise: true"
-                if not want
-                else "client_advertise or pod IP of every routed server"
+                name: "no_advertise: true" if not want else "client_advertise or pod IP of every routed server"
                 for name, want in expected.items()
             },
         )
@@ -120,7 +110,7 @@ def test_external_clients_cannot_use_cluster_local_names(natsnet_cell: Cell, nat
         pytest.skip(f"provider {deployment.info.name} cannot run a client outside the cluster network")
     group = servers(deployment)
     urls = _direct_urls(natsnet_cell, group)
-    tls = _tls(natsnet_cell, natsnet_probe)
+    tls = client_tls(natsnet_cell.deployment, natsnet_probe)
     seed = urls[group.names[0]]
     first = natsnet_probe.run([NatsRequest("seed", (seed,), tls, wait_discovered=2.0)], external=True)["seed"]
     assert first.outcome is Outcome.OK, f"external client could not reach {seed}: {dict(first.detail)}"

@@ -20,7 +20,7 @@ from pytest_natsnet.probe.model import DnsRequest, Outcome, ProbeRequest, TcpReq
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.providers.base import Deployment
 from pytest_natsnet.session import Cell
-from pytest_natsnet.suitekit import DNS_BLOCKED, applies, servers, settings_of, wait_for_log
+from pytest_natsnet.suitekit import DNS_BLOCKED, applies, client_service, servers, settings_of, wait_for_log
 from pytest_natsnet.table import Comparison
 
 DNS_TIMEOUT = 2.0
@@ -76,20 +76,14 @@ def _peer(pod: Mapping[str, Any]) -> netpol.Peer:
 
 
 def _kube_dns(deployment: Deployment) -> Obj:
-    pods = [
-        p for p in deployment.objects("Pod", "kube-system") if kube.labels(p).get("k8s-app") == "kube-dns"
-    ]
+    pods = [p for p in deployment.objects("Pod", "kube-system") if kube.labels(p).get("k8s-app") == "kube-dns"]
     assert pods, "no kube-system pod labelled k8s-app=kube-dns: the cluster DNS is not the standard one"
     return pods[0]
 
 
-def _verdict(
-    deployment: Deployment, src: netpol.Peer, dst: netpol.Peer, port: int, protocol: str
-) -> netpol.Verdict:
+def _verdict(deployment: Deployment, src: netpol.Peer, dst: netpol.Peer, port: int, protocol: str) -> netpol.Verdict:
     namespaces = {kube.name(n): kube.labels(n) for n in deployment.objects("Namespace", "*")}
-    return netpol.evaluate(
-        netpol.Flow(src, dst, port, protocol), deployment.objects("NetworkPolicy", "*"), namespaces
-    )
+    return netpol.evaluate(netpol.Flow(src, dst, port, protocol), deployment.objects("NetworkPolicy", "*"), namespaces)
 
 
 def _client(deployment: Deployment, probe: Prober, namespace: str) -> netpol.Peer:
@@ -108,7 +102,7 @@ def egress_table(deployment: Deployment, probe: Prober, namespace: str) -> Compa
     target = next(p for p in group.pods)
     target_peer = _peer(target)
     port = group.confs[0].client_port
-    name = f"{kube.name(next(s for s in deployment.objects('Service') if kube.spec(s).get('clusterIP') != 'None'))}"
+    name = client_service(deployment)
     fqdn = f"{name}.{deployment.namespace}.svc.cluster.local."
     requests: list[ProbeRequest] = [
         DnsRequest("dns-udp", fqdn, "A", "udp", timeout=DNS_TIMEOUT),
@@ -126,13 +120,7 @@ def egress_table(deployment: Deployment, probe: Prober, namespace: str) -> Compa
     }
 
     def dns_word(outcome: Outcome) -> str:
-        return (
-            "answers"
-            if outcome is Outcome.NOERROR
-            else "times out"
-            if outcome is Outcome.TIMEOUT
-            else outcome
-        )
+        return "answers" if outcome is Outcome.NOERROR else "times out" if outcome is Outcome.TIMEOUT else outcome
 
     observed = {
         "DNS over UDP to kube-dns": dns_word(results["dns-udp"].outcome),
@@ -200,9 +188,7 @@ def _scratch(cell: Cell, probe: Prober, suffix: str, egress_rules: list[Obj]) ->
     deployment = cell.deployment
     namespace = f"{deployment.namespace}-{suffix}"[:63]
     deployment.create_namespace(namespace)
-    deployment.apply(
-        [_policy("natsnet-deny-egress", None), _policy("natsnet-allow", egress_rules)], namespace
-    )
+    deployment.apply([_policy("natsnet-deny-egress", None), _policy("natsnet-allow", egress_rules)], namespace)
     return egress_table(deployment, probe, namespace)
 
 
@@ -226,9 +212,7 @@ def test_udp_only_dns_rule_breaks_tcp_dns(natsnet_cell: Cell, natsnet_probe: Pro
     ]
     comparison = _scratch(natsnet_cell, natsnet_probe, "udponly", rules)
     assert next(iter(comparison.cells.values())).expected == "answers"
-    assert list(comparison.cells.values())[1].expected == "times out", (
-        "the policy model says TCP 53 is allowed"
-    )
+    assert list(comparison.cells.values())[1].expected == "times out", "the policy model says TCP 53 is allowed"
     comparison.assert_same("UDP-only DNS egress rule")
 
 

@@ -13,7 +13,7 @@ from pytest_natsnet.expect.dns import DnsExpectation, compare, expected_records,
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.providers.base import POD_GATE_CONDITION, Deployment
 from pytest_natsnet.session import Cell
-from pytest_natsnet.suitekit import DNS_BLOCKED, applies, eventually, not_declared, servers
+from pytest_natsnet.suitekit import DNS_BLOCKED, applies, eventually, headless_service, not_declared, servers
 from pytest_natsnet.table import Comparison
 
 ZONE = "cluster.local"
@@ -36,9 +36,7 @@ def _expectations(deployment: Deployment, other: str | None = None) -> list[DnsE
     )
 
 
-def _check(
-    probe: Prober, rows: list[DnsExpectation], transport: str, namespace: str | None = None
-) -> Comparison:
+def _check(probe: Prober, rows: list[DnsExpectation], transport: str, namespace: str | None = None) -> Comparison:
     requests = [row.request(transport) for row in rows]  # type: ignore[arg-type]
     results = probe.run(requests, namespace=namespace)
     return compare(rows, results, transport)  # type: ignore[arg-type]
@@ -52,9 +50,7 @@ def test_records_from_the_cells_namespace(
     """ClusterIP A/SRV/PTR, headless A per ready endpoint, per-pod names, SRV per named port, the schema TXT,
     and the short names the chart's routes use, resolved through the pod's search path."""
     deployment = natsnet_cell.deployment
-    rows = [
-        r for r in _expectations(deployment) if not r.search or r.client_namespace == deployment.namespace
-    ]
+    rows = [r for r in _expectations(deployment) if not r.search or r.client_namespace == deployment.namespace]
     comparison = _check(natsnet_probe, rows, transport)
     latencies = [r.elapsed_ms for r in natsnet_probe.run([rows[0].request(transport)]).values()]
     record_property(f"dns_latency_ms_{transport}", round(max(latencies), 2))
@@ -131,7 +127,7 @@ def test_not_ready_pod_follows_publish_not_ready_addresses(
             f"the cell's pods declare no readinessGate {POD_GATE_CONDITION}: add "
             "charts-values/readiness-gate.yaml to its values to test publishNotReadyAddresses"
         )
-    headless = next(s for s in deployment.objects("Service") if kube.spec(s).get("clusterIP") == "None")
+    headless = kube.find(deployment.objects("Service"), "Service", headless_service(deployment)) or {}
     pnra = bool(kube.spec(headless).get("publishNotReadyAddresses", False))
     qname = fqdn(pod_name, kube.name(headless), deployment.namespace, "svc", ZONE)
 

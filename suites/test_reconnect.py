@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from pytest_natsnet import kube
 from pytest_natsnet.expect.nats import expected_connect_urls, expected_mesh
-from pytest_natsnet.probe.model import NatsRequest, Outcome, TlsOptions, WatchRequest
+from pytest_natsnet.probe.model import NatsRequest, Outcome, WatchRequest
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.session import Cell
 from pytest_natsnet.suitekit import (
@@ -24,31 +23,15 @@ from pytest_natsnet.suitekit import (
     ROUTE_TLS_MISMATCH,
     Servers,
     applies,
+    client_service,
+    client_tls,
     not_declared,
-    secret_cert_sans,
     servers,
 )
 from pytest_natsnet.table import Comparison
 
 RECONNECT_BOUND = 45.0
 """Lame duck grace (the chart: 10 s) + closing + reconnect attempts, bounded."""
-
-
-def client_service(cell: Cell) -> str:
-    """The client Service: the ClusterIP Service whose selector picks the servers and exposes their client port."""
-    for svc in cell.deployment.objects("Service"):
-        if kube.spec(svc).get("clusterIP") not in (None, "None") and kube.spec(svc).get("selector"):
-            return kube.name(svc)
-    raise AssertionError(f"no client ClusterIP Service in {cell.deployment.namespace}")
-
-
-def tls_options(cell: Cell, probe: Prober, hostname: str | None = None) -> TlsOptions | None:
-    if cell.tls is None:
-        return None
-    if hostname is None:
-        names = [s for s in secret_cert_sans(cell.deployment, "nats-client-tls") or [] if "*" not in s]
-        hostname = max(names, key=len) if names else None
-    return probe.tls(hostname)
 
 
 def _scheme(cell: Cell) -> str:
@@ -67,8 +50,8 @@ def test_client_learns_the_advertised_urls(natsnet_cell: Cell, natsnet_probe: Pr
     """A client given only the Service seed learns every server's client URL when advertising is on, and
     nothing under the chart default ``no_advertise: true``."""
     group = servers(natsnet_cell.deployment)
-    seed = f"{_scheme(natsnet_cell)}://{client_service(natsnet_cell)}:{group.confs[0].client_port}"
-    tls = tls_options(natsnet_cell, natsnet_probe, hostname=client_service(natsnet_cell))
+    seed = f"{_scheme(natsnet_cell)}://{client_service(natsnet_cell.deployment)}:{group.confs[0].client_port}"
+    tls = client_tls(natsnet_cell.deployment, natsnet_probe, hostname=client_service(natsnet_cell.deployment))
     result = natsnet_probe.run([NatsRequest("seed", (seed,), tls, wait_discovered=2.0)])["seed"]
     assert result.outcome is Outcome.OK, f"client could not connect to {seed}: {dict(result.detail)}"
     info = result.detail.get("server_info") or {}
@@ -77,9 +60,7 @@ def test_client_learns_the_advertised_urls(natsnet_cell: Cell, natsnet_probe: Pr
     expected = {"discovered_servers": learned, "INFO connect_urls": learned}
     observed = {
         "discovered_servers": frozenset(result.detail.get("discovered_servers") or ()),
-        "INFO connect_urls": frozenset(
-            f"{_scheme(natsnet_cell)}://{u}" for u in info.get("connect_urls") or ()
-        ),
+        "INFO connect_urls": frozenset(f"{_scheme(natsnet_cell)}://{u}" for u in info.get("connect_urls") or ()),
     }
     Comparison.from_dicts(
         expected,
@@ -129,20 +110,18 @@ def test_reconnect_after_the_servers_pod_is_deleted(
     group = servers(deployment)
     port = group.confs[0].client_port
     scheme = _scheme(natsnet_cell)
-    service_seed = f"{scheme}://{client_service(natsnet_cell)}:{port}"
+    service_seed = f"{scheme}://{client_service(natsnet_cell.deployment)}:{port}"
     service_client = natsnet_probe.watch(
         WatchRequest(
             (service_seed,),
             subject="natsnet.reconnect.service",
             duration=RECONNECT_BOUND + 20,
-            tls=tls_options(natsnet_cell, natsnet_probe, hostname=client_service(natsnet_cell)),
+            tls=client_tls(natsnet_cell.deployment, natsnet_probe, hostname=client_service(natsnet_cell.deployment)),
         ),
         name="natsnet-watch-service",
     )
     try:
-        events = _events_until(
-            service_client, lambda ev: _first(ev, "connected") or _first(ev, "summary"), 20
-        )
+        events = _events_until(service_client, lambda ev: _first(ev, "connected") or _first(ev, "summary"), 20)
         connected = _first(events, "connected")
         assert connected, f"the Service-seeded client never connected:\n{_story(events)}"
         victim_name = str(connected["server_name"])
@@ -153,17 +132,13 @@ def test_reconnect_after_the_servers_pod_is_deleted(
                 (ip_seed,),
                 subject="natsnet.reconnect.ip",
                 duration=RECONNECT_BOUND + 20,
-                tls=tls_options(natsnet_cell, natsnet_probe),
+                tls=client_tls(natsnet_cell.deployment, natsnet_probe),
             ),
             name="natsnet-watch-ip",
         )
         try:
-            ip_events = _events_until(
-                ip_client, lambda ev: _first(ev, "connected") or _first(ev, "summary"), 20
-            )
-            assert _first(ip_events, "connected"), (
-                f"the IP-seeded client never connected:\n{_story(ip_events)}"
-            )
+            ip_events = _events_until(ip_client, lambda ev: _first(ev, "connected") or _first(ev, "summary"), 20)
+            assert _first(ip_events, "connected"), f"the IP-seeded client never connected:\n{_story(ip_events)}"
             learned = _learned(group, natsnet_cell, victim_name) - {ip_seed}
             usable = bool(learned) and LEARNED_URLS_UNREACHABLE not in natsnet_cell.expect
             deleted_at = time.monotonic()
@@ -190,9 +165,7 @@ def test_reconnect_after_the_servers_pod_is_deleted(
     if ip_back:
         record_property("ip_client_reconnect_after_delete_seconds", round(time.monotonic() - deleted_at, 1))
     summary = _first(events, "summary") or {}
-    after = [
-        e for e in events if e.get("event") == "message" and service_back and e["mono"] > service_back["mono"]
-    ]
+    after = [e for e in events if e.get("event") == "message" and service_back and e["mono"] > service_back["mono"]]
     expected = {
         "service client reconnected to another server": True,
         "service client receives after reconnect": True,
@@ -225,7 +198,5 @@ def test_reconnect_after_the_servers_pod_is_deleted(
         )
     if LEARNED_URLS_UNREACHABLE in natsnet_cell.expect:
         tried = [e for e in ip_events if e.get("event") == "error"]
-        assert tried, (
-            f"the IP-seeded client reported no failed attempt on the learned URLs:\n{_story(ip_events)}"
-        )
+        assert tried, f"the IP-seeded client reported no failed attempt on the learned URLs:\n{_story(ip_events)}"
         record_property("learned_url_errors", "; ".join(str(e.get("text"))[:120] for e in tried[:3]))

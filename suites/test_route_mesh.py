@@ -20,6 +20,7 @@ from pytest_natsnet.suitekit import (
     ROUTE_TLS_MISMATCH,
     Servers,
     applies,
+    client_tls,
     eventually,
     log_lines,
     monitor,
@@ -52,9 +53,7 @@ def _route_sans(cell: Cell) -> list[str] | None:
 
 def _explain(cell: Cell, group: Servers) -> str:
     lines = log_lines(cell.deployment, group.names, r"\[ERR\].*(route|Route)")
-    return "\n".join(
-        ["server log lines about routes:", *lines[-12:]] if lines else ["(no route errors logged)"]
-    )
+    return "\n".join(["server log lines about routes:", *lines[-12:]] if lines else ["(no route errors logged)"])
 
 
 def _observe(probe: Prober, group: Servers) -> TruthTable[bool]:
@@ -112,27 +111,18 @@ def test_configured_routes_equal_the_rendered_ones(natsnet_cell: Cell, natsnet_p
     Comparison.from_dicts(expected, observed).assert_same("configured routes (/varz cluster.urls)")
 
 
-def _tls_for(cell: Cell, probe: Prober) -> object | None:
-    if cell.tls is None:
-        return None
-    names = [s for s in secret_cert_sans(cell.deployment, "nats-client-tls") or [] if "*" not in s]
-    return probe.tls(hostname=max(names, key=len) if names else None)
-
-
 def test_messages_cross_exactly_the_routes(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
     """A message published on server A reaches a subscriber on server B iff A and B share a route."""
     group = servers(natsnet_cell.deployment)
     expected = expected_mesh(group.confs, natsnet_cell.expect, _route_sans(natsnet_cell))
-    tls = _tls_for(natsnet_cell, natsnet_probe)
+    tls = client_tls(natsnet_cell.deployment, natsnet_probe)
     scheme = "tls" if tls is not None else "nats"
     urls = {n: f"{scheme}://{group.ip(n)}:{group.conf(n).client_port}" for n in group.names}
     names = {n: group.conf(n).name for n in group.names}
     pairs = [(a, b) for a in group.names for b in group.names if a != b]
     requests = [RelayRequest(f"{a}>{b}", (urls[a],), (urls[b],), tls) for a, b in pairs]  # type: ignore[arg-type]
     if not set(DECLARED_MESH_FAILURES) & natsnet_cell.expect:
-        eventually(
-            lambda: (_observe(natsnet_probe, group).as_dict() == expected.table.as_dict(), None), MESH_TIMEOUT
-        )
+        eventually(lambda: (_observe(natsnet_probe, group).as_dict() == expected.table.as_dict(), None), MESH_TIMEOUT)
     results = natsnet_probe.run(requests)
     labels = [names[n] for n in group.names]
     want, got = TruthTable(labels, labels, False), TruthTable(labels, labels, False)
@@ -183,9 +173,7 @@ def test_replaced_pod_rejoins_with_a_new_ip(
     record_property("time_to_mesh_after_replacement_seconds", round(seconds, 2))
     if not done:
         pytest.fail(
-            comparison.render(
-                f"mesh after replacing {victim} ({old_ip} -> {new_ip})", lambda v: "." if v else "X"
-            )
+            comparison.render(f"mesh after replacing {victim} ({old_ip} -> {new_ip})", lambda v: "." if v else "X")
             + "\n"
             + _explain(natsnet_cell, after),
             pytrace=False,

@@ -12,7 +12,6 @@ import re
 
 import pytest
 
-from pytest_natsnet import kube
 from pytest_natsnet.expect.nats import expected_client_tls, is_ip, route_tls_name, san_covers, url_host
 from pytest_natsnet.matrix import Scenario
 from pytest_natsnet.probe.model import NatsRequest, Outcome, TlsOptions
@@ -21,6 +20,8 @@ from pytest_natsnet.session import Cell
 from pytest_natsnet.suitekit import (
     DNS_BLOCKED,
     applies,
+    client_service,
+    headless_service,
     not_declared,
     secret_cert_sans,
     servers,
@@ -62,14 +63,7 @@ def test_client_verifies_the_name_it_dialled(natsnet_cell: Cell, natsnet_probe: 
     sans = _sans(natsnet_cell, "nats-client-tls")
     group = servers(deployment)
     port = group.confs[0].client_port
-    service = next(
-        kube.name(s)
-        for s in deployment.objects("Service")
-        if kube.spec(s).get("clusterIP") not in (None, "None") and kube.spec(s).get("selector")
-    )
-    headless = next(
-        kube.name(s) for s in deployment.objects("Service") if kube.spec(s).get("clusterIP") == "None"
-    )
+    service, headless = client_service(deployment), headless_service(deployment)
     fqdn = f"{service}.{deployment.namespace}.svc.cluster.local"
     pod_ip = group.ip(group.names[0])
     cases = {
@@ -81,9 +75,7 @@ def test_client_verifies_the_name_it_dialled(natsnet_cell: Cell, natsnet_probe: 
     }
     assert natsnet_probe.ca_pem is not None
     requests = [
-        NatsRequest(
-            key, (f"tls://{host}:{port}",), TlsOptions(natsnet_probe.ca_pem, hostname), roundtrip=True
-        )
+        NatsRequest(key, (f"tls://{host}:{port}",), TlsOptions(natsnet_probe.ca_pem, hostname), roundtrip=True)
         for key, (host, hostname) in cases.items()
     ]
     results = natsnet_probe.run(requests)
@@ -93,9 +85,7 @@ def test_client_verifies_the_name_it_dialled(natsnet_cell: Cell, natsnet_probe: 
         expected[key] = "ok" if want.ok else f"fails: {want.reason.split(',')[0]}"
         observed[key] = _verdict(results[key].outcome, dict(results[key].detail))
         reasons[key] = want.reason
-    Comparison.from_dicts(expected, observed, reasons).assert_same(
-        f"client TLS names (SANs: {', '.join(sans)})"
-    )
+    Comparison.from_dicts(expected, observed, reasons).assert_same(f"client TLS names (SANs: {', '.join(sans)})")
 
 
 @applies(lambda s: tls_cell(s) or not_declared(DNS_BLOCKED)(s))
@@ -125,27 +115,17 @@ def test_routes_verify_their_literal_hostnames(natsnet_cell: Cell) -> None:
 
 
 @applies(lambda s: tls_cell(s) or not_declared(DNS_BLOCKED)(s))
-def test_learned_urls_are_dialable_with_the_name_the_client_verifies(
-    natsnet_cell: Cell, natsnet_probe: Prober
-) -> None:
+def test_learned_urls_are_dialable_with_the_name_the_client_verifies(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
     """After failover a client dials learned URLs; nats-py verifies a learned IP against the seed's hostname
     (``tls_name``) and a learned name against itself: every learned URL must pass that check."""
     deployment = natsnet_cell.deployment
     group = servers(deployment)
     port = group.confs[0].client_port
-    service = next(
-        kube.name(s)
-        for s in deployment.objects("Service")
-        if kube.spec(s).get("clusterIP") not in (None, "None") and kube.spec(s).get("selector")
-    )
+    service = client_service(deployment)
     seed_host = f"{service}.{deployment.namespace}.svc.cluster.local"
     assert natsnet_probe.ca_pem is not None
     first = natsnet_probe.run(
-        [
-            NatsRequest(
-                "seed", (f"tls://{seed_host}:{port}",), TlsOptions(natsnet_probe.ca_pem), wait_discovered=2.0
-            )
-        ]
+        [NatsRequest("seed", (f"tls://{seed_host}:{port}",), TlsOptions(natsnet_probe.ca_pem), wait_discovered=2.0)]
     )["seed"]
     assert first.outcome is Outcome.OK, f"seed connect failed: {dict(first.detail)}"
     pool = [p for p in first.detail.get("servers") or [] if p.get("discovered")]
