@@ -45,9 +45,10 @@ def per_cell(junit: Path) -> tuple[dict[str, float], dict[str, list[float]]]:
             cells[match.group(1)] += float(case.get("time", 0))
         for prop in case.iter("property"):
             try:
-                properties[prop.get("name", "")].append(float(prop.get("value", "")))
+                value = float(prop.get("value", ""))
             except ValueError:
-                continue
+                continue  # a text property (e.g. the log line that explains a declared failure)
+            properties[prop.get("name", "")].append(value)
     return dict(cells), dict(properties)
 
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         for cell, seconds in sorted(cells.items(), key=lambda kv: -kv[1]):
             print(f"  {cell:45} {seconds:9.1f}")
         print(f"  {'recorded property':45} {'n':>3} {'min':>8} {'median':>8} {'max':>8}")
-        for name, values in sorted(properties.items()):
+        for name, values in sorted((n, v) for n, v in properties.items() if v):
             print(f"  {name:45} {len(values):3} {min(values):8.3f} {statistics.median(values):8.3f} "
                   f"{max(values):8.3f}")
     if len(walls) > 1:

@@ -65,6 +65,7 @@ def test_route_mesh_matches_the_expectation(
 ) -> None:
     """N×N truth table of who routes to whom; healthy cells: full mesh; declared failures: the predicted islands."""
     group = servers(natsnet_cell.deployment)
+    record_property("time_to_ready_seconds", round(natsnet_cell.deploy_seconds, 2))
     expected = expected_mesh(group.confs, natsnet_cell.expect, _route_sans(natsnet_cell))
     declared = bool(set(DECLARED_MESH_FAILURES) & natsnet_cell.expect)
 
