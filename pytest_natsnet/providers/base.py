@@ -61,6 +61,26 @@ class ProbeTarget:
     external: bool = False
 
 
+class CellHandle:
+    """What every provider's Deployment shares: the cell it installed and the provider's capabilities."""
+
+    def __init__(self, cell: CellManifests, info: ProviderInfo) -> None:
+        self._cell = cell
+        self._info = info
+
+    @property
+    def namespace(self) -> str:
+        return self._cell.namespace
+
+    @property
+    def release(self) -> str:
+        return self._cell.release
+
+    @property
+    def info(self) -> ProviderInfo:
+        return self._info
+
+
 class WatchHandle(Protocol):
     """A running ``watch`` probe: JSON-line events while the test disturbs the cluster."""
 

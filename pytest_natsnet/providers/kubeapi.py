@@ -17,7 +17,7 @@ import yaml
 from pytest_natsnet import kube
 from pytest_natsnet.errors import NatsnetError
 from pytest_natsnet.kube import Obj
-from pytest_natsnet.providers.base import POD_GATE_CONDITION, CellManifests, ProbeTarget, ProviderInfo
+from pytest_natsnet.providers.base import POD_GATE_CONDITION, CellHandle, CellManifests, ProbeTarget, ProviderInfo
 from pytest_natsnet.sources.helm import helm_uninstall_argv
 from pytest_natsnet.tools import Runner, run_checked
 
@@ -223,13 +223,12 @@ class WatchProcess:
         return self.events()
 
 
-class KubeDeployment:
+class KubeDeployment(CellHandle):
     """One cell on a real cluster, driven by kubectl/helm argv and read through ``reader``."""
 
     def __init__(self, cell: CellManifests, info: ProviderInfo, runner: Runner, reader: ObjectReader,
                  kubectl: str, helm: str | None, kubeconfig: Path, context: str | None) -> None:
-        self._cell = cell
-        self._info = info
+        super().__init__(cell, info)
         self._runner = runner
         self._reader = reader
         self._kubectl = kubectl
@@ -237,18 +236,6 @@ class KubeDeployment:
         self._kubeconfig = kubeconfig
         self._context = context
         self._namespaces: list[str] = [cell.namespace]
-
-    @property
-    def namespace(self) -> str:
-        return self._cell.namespace
-
-    @property
-    def release(self) -> str:
-        return self._cell.release
-
-    @property
-    def info(self) -> ProviderInfo:
-        return self._info
 
     def kubectl(self, *args: str, input: str | None = None, timeout: float = KUBECTL_TIMEOUT) -> str:
         argv = kubectl_argv(self._kubectl, self._kubeconfig, self._context, *args)

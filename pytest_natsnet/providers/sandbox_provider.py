@@ -17,7 +17,7 @@ import yaml
 from pytest_natsnet import kube
 from pytest_natsnet.errors import NatsnetError
 from pytest_natsnet.kube import Obj
-from pytest_natsnet.providers.base import POD_GATE_CONDITION, CellManifests, ProbeTarget, ProviderInfo
+from pytest_natsnet.providers.base import POD_GATE_CONDITION, CellHandle, CellManifests, ProbeTarget, ProviderInfo
 from pytest_natsnet.providers.kubeapi import WatchProcess, pods_needing_gate, statefulset_ready, wait_until
 from pytest_natsnet.sandbox.cluster import PROBE_IMAGE, PROBE_PROGRAM, SandboxCluster
 from pytest_natsnet.sandbox.natsbin import NatsBinary, find_nats_server
@@ -57,26 +57,13 @@ def _statefulset_image(objects: Sequence[Obj]) -> str:
     return "nats"
 
 
-class SandboxDeployment:
+class SandboxDeployment(CellHandle):
     """One cell in its own sandbox cluster."""
 
     def __init__(self, cell: CellManifests, cluster: SandboxCluster, info: ProviderInfo) -> None:
-        self._cell = cell
+        super().__init__(cell, info)
         self._cluster = cluster
-        self._info = info
         self._probe_pods: set[tuple[str, str]] = set()
-
-    @property
-    def namespace(self) -> str:
-        return self._cell.namespace
-
-    @property
-    def release(self) -> str:
-        return self._cell.release
-
-    @property
-    def info(self) -> ProviderInfo:
-        return self._info
 
     @property
     def cluster(self) -> SandboxCluster:
