@@ -80,3 +80,15 @@ def service_selector_matches(selector: Mapping[str, str] | None, have: Mapping[s
     if not selector:
         return False
     return all(have.get(k) == str(v) for k, v in selector.items())
+
+
+def sibling_namespace(namespace: str, suffix: str) -> str:
+    """A valid, distinct namespace name ``<namespace>-<suffix>`` (≤ 63 chars: shortened with a hash, never cut)."""
+    import hashlib
+
+    wanted = f"{namespace}-{suffix}"
+    if len(wanted) <= 63:
+        return wanted
+    digest = hashlib.sha256(wanted.encode()).hexdigest()[:8]
+    head = namespace[: 63 - len(suffix) - len(digest) - 2].rstrip("-")
+    return f"{head}-{digest}-{suffix}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -173,7 +174,7 @@ class NatsnetRun:
         labels = {
             MANAGED_BY_LABEL: MANAGED_BY_VALUE,
             RUN_ID_LABEL: self.run_id,
-            SCENARIO_LABEL: scenario.id.replace("+", "_")[:63],
+            SCENARIO_LABEL: re.sub(r"[^A-Za-z0-9]+$", "", re.sub(r"[^A-Za-z0-9._-]", "_", scenario.id)[:63]),
         }
         cell = CellManifests(scenario.id, namespace, "nats", tuple(objects), self.source, labels=labels)
         return cell, tls

@@ -141,13 +141,14 @@ def enforcement(deployment: Deployment, probe: Prober) -> bool:
         return False
     key = deployment.namespace
     if key not in _canary:
-        canary = f"{deployment.namespace}-canary"[:63]
+        canary = kube.sibling_namespace(deployment.namespace, "canary")
+        open_namespace = kube.sibling_namespace(deployment.namespace, "canary-open")
         deployment.create_namespace(canary)
         deployment.apply([_policy("natsnet-canary-deny-egress", None)], canary)
         group = servers(deployment)
         target = TcpRequest("canary", group.ip(group.names[0]), group.confs[0].client_port, timeout=2.0)
-        deployment.create_namespace(f"{canary}-open"[:63])
-        open_result = probe.run([target], namespace=f"{canary}-open"[:63])["canary"]
+        deployment.create_namespace(open_namespace)
+        open_result = probe.run([target], namespace=open_namespace)["canary"]
         denied = probe.run([target], namespace=canary)["canary"]
         assert open_result.outcome is Outcome.ALLOWED, (
             f"canary baseline: a pod without policies cannot reach {target.host}:{target.port} "
@@ -186,7 +187,7 @@ def test_cell_policies_decide_dns_and_client_traffic(natsnet_cell: Cell, natsnet
 
 def _scratch(cell: Cell, probe: Prober, suffix: str, egress_rules: list[Obj]) -> Comparison[str]:
     deployment = cell.deployment
-    namespace = f"{deployment.namespace}-{suffix}"[:63]
+    namespace = kube.sibling_namespace(deployment.namespace, suffix)
     deployment.create_namespace(namespace)
     deployment.apply([_policy("natsnet-deny-egress", None), _policy("natsnet-allow", egress_rules)], namespace)
     return egress_table(deployment, probe, namespace)

@@ -24,7 +24,7 @@ DNS_TTL_GRACE = 30.0
 
 
 def _other_namespace(deployment: Deployment) -> str:
-    return f"{deployment.namespace}-other"[:63]
+    return kube.sibling_namespace(deployment.namespace, "other")
 
 
 def _expectations(deployment: Deployment, other: str | None = None) -> list[DnsExpectation]:

@@ -128,7 +128,7 @@ def test_learned_urls_are_dialable_with_the_name_the_client_verifies(natsnet_cel
         [NatsRequest("seed", (f"tls://{seed_host}:{port}",), TlsOptions(natsnet_probe.ca_pem), wait_discovered=2.0)]
     )["seed"]
     assert first.outcome is Outcome.OK, f"seed connect failed: {dict(first.detail)}"
-    pool = [p for p in first.detail.get("servers") or [] if p.get("discovered")]
+    pool = list({str(p["url"]): p for p in first.detail.get("servers") or [] if p.get("discovered")}.values())
     if not pool:
         pytest.skip("the servers advertise no client URLs (no_advertise): nothing is learned")
     requests, expected, reasons = [], {}, {}

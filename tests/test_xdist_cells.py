@@ -46,3 +46,18 @@ def test_disruptive_tests_run_last_within_their_cell(pytester: pytest.Pytester) 
         "test_order.py::test_a[pnra-false]", "test_order.py::test_c[pnra-false]",
         "test_order.py::test_b_disrupts[pnra-false]",
     ], result.outlines
+
+
+@pytest.mark.parametrize("suffix", ["other", "canary", "canary-open", "udponly"])
+@pytest.mark.parametrize("length", [20, 55, 62, 63])
+def test_sibling_namespaces_are_valid_and_distinct(length: int, suffix: str) -> None:
+    import re
+
+    from pytest_natsnet.kube import sibling_namespace
+
+    namespace = ("natsnet-57c220-pnra-false-advertise-cluster-wrong-tls-" + "x" * 63)[:length].rstrip("-")
+    sibling = sibling_namespace(namespace, suffix)
+    assert len(sibling) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", sibling), sibling
+    assert sibling != namespace and sibling.endswith(suffix)
+    others = {sibling_namespace(namespace, s) for s in ("other", "canary", "canary-open", "udponly")}
+    assert len(others) == 4
