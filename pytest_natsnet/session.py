@@ -44,13 +44,6 @@ class Cell:
         return self.scenario.expect
 
 
-@dataclass
-class CellFailure:
-    scenario: Scenario
-    error: BaseException
-    message: str
-
-
 def docker_answers(timeout: float = 5.0) -> bool:
     """True when a Docker engine answers ``docker info`` (kind needs one)."""
     if shutil.which("docker") is None:
