@@ -82,11 +82,23 @@ def _offline(url: str, timeout: float) -> bytes:
     raise OSError("offline")
 
 
-def test_gc_without_the_sandbox_collector(capsys: pytest.CaptureFixture[str]) -> None:
-    try:
-        import pytest_natsnet.sandbox.gc  # noqa: F401
-    except ModuleNotFoundError:
-        assert cli.main(["gc"]) == 2
-        assert "not available" in capsys.readouterr().err
-    else:
-        pytest.skip("the sandbox collector exists; gc would act on this machine")
+def test_gc_removes_what_a_dead_run_left_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from pytest_natsnet.sandbox import gc
+
+    state = tmp_path / "state"
+    state.mkdir()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    # pid 2**22 + 1 is above the kernel's pid_max: certainly not running. No netns carries the prefix.
+    (state / "deadbeef.json").write_text(json.dumps(
+        {"pid": 2**22 + 1, "run_dir": str(run_dir), "netns_prefix": "natsnet-test-none-"}))
+    monkeypatch.setattr(gc, "STATE_DIR", state)
+    assert cli.main(["gc"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"removed {run_dir}"]
+    assert not run_dir.exists() and not (state / "deadbeef.json").exists()
+    assert cli.main(["gc"]) == 0
+    assert capsys.readouterr().out == ""
