@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import tenacity
+
 from pytest_natsnet import kube
 from pytest_natsnet.expect.nats import (  # noqa: F401 (re-exported for the suites)
     DNS_BLOCKED,
@@ -117,14 +119,18 @@ def servers(deployment: Deployment) -> Servers:
 
 
 def eventually(check: Callable[[], tuple[bool, T]], timeout: float, interval: float = 0.25) -> tuple[bool, T, float]:
-    """Polls ``check() -> (done, value)`` until done or ``timeout``; returns (done, last value, seconds)."""
+    """Polls ``check() -> (done, value)`` until done or ``timeout`` (tenacity); returns (done, last value, seconds).
+
+    The caller asserts on ``done`` and shows the last value, so a timeout reports what was last observed."""
     started = time.monotonic()
-    while True:
-        done, value = check()
-        elapsed = time.monotonic() - started
-        if done or elapsed >= timeout:
-            return done, value, elapsed
-        time.sleep(interval)
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_delay(timeout),
+        wait=tenacity.wait_fixed(interval),
+        retry=tenacity.retry_if_result(lambda result: not result[0]),
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else (False, None),
+    )
+    done, value = retrying(check)
+    return done, value, time.monotonic() - started
 
 
 def secret_cert_sans(deployment: Deployment, secret_name: str, key: str = "tls.crt") -> list[str] | None:
