@@ -13,7 +13,15 @@ import pytest
 
 from pytest_natsnet import settings as settings_module
 from pytest_natsnet.errors import NatsnetError
-from pytest_natsnet.matrix import Matrix, Scenario, expand, load_matrix, scenario_by_id, select
+from pytest_natsnet.matrix import (
+    Matrix,
+    Scenario,
+    expand,
+    load_matrix,
+    scenario_by_id,
+    scenarios_from_values_dir,
+    select,
+)
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.providers.base import Deployment
 from pytest_natsnet.session import Cell, NatsnetRun, choose_provider, docker_answers
@@ -40,8 +48,6 @@ def _scenarios(settings: NatsnetSettings, matrix: Matrix) -> list[Scenario]:
         cells = [scenario_by_id(matrix, scenario_id) for scenario_id in scenario_ids(settings.manifests)]
     else:
         cells = expand(matrix, settings.matrix)
-    from pytest_natsnet.matrix import scenarios_from_values_dir
-
     for directory in settings.values_dirs:
         cells += scenarios_from_values_dir(directory, matrix.base)
     return select(cells, settings.scenarios) if settings.scenarios else cells
