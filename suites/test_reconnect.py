@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from pytest_natsnet.expect.nats import expected_connect_urls, expected_mesh
-from pytest_natsnet.probe.model import NatsRequest, Outcome, WatchRequest
+from pytest_natsnet.probe.model import NatsRequest, Outcome, TlsOptions, WatchRequest
 from pytest_natsnet.prober import Prober
+from pytest_natsnet.providers.base import WatchHandle
 from pytest_natsnet.session import Cell
 from pytest_natsnet.suitekit import (
     DNS_BLOCKED,
@@ -98,6 +99,19 @@ def _story(events: list[dict[str, Any]]) -> str:
     return "\n".join(lines[-25:])
 
 
+def _watch(probe: Prober, seed: str, name: str, tls: TlsOptions | None) -> WatchHandle:
+    """A watching client (publishing and subscribing on its own subject) seeded with ``seed`` only."""
+    request = WatchRequest((seed,), subject=f"natsnet.reconnect.{name}", duration=RECONNECT_BOUND + 20, tls=tls)
+    return probe.watch(request, name=f"natsnet-watch-{name}")
+
+
+def _wait_connected(handle: WatchHandle, who: str) -> dict[str, Any]:
+    events = _events_until(handle, lambda ev: _first(ev, "connected") or _first(ev, "summary"), 20)
+    connected = _first(events, "connected")
+    assert connected, f"the {who} client never connected:\n{_story(events)}"
+    return connected
+
+
 @pytest.mark.natsnet_disruptive
 @applies(not_declared(DNS_BLOCKED, MESH_SPLIT, ROUTE_TLS_MISMATCH))
 def test_reconnect_after_the_servers_pod_is_deleted(
@@ -110,35 +124,17 @@ def test_reconnect_after_the_servers_pod_is_deleted(
     group = servers(deployment)
     port = group.confs[0].client_port
     scheme = _scheme(natsnet_cell)
-    service_seed = f"{scheme}://{client_service(natsnet_cell.deployment)}:{port}"
-    service_client = natsnet_probe.watch(
-        WatchRequest(
-            (service_seed,),
-            subject="natsnet.reconnect.service",
-            duration=RECONNECT_BOUND + 20,
-            tls=client_tls(natsnet_cell.deployment, natsnet_probe, hostname=client_service(natsnet_cell.deployment)),
-        ),
-        name="natsnet-watch-service",
-    )
+    service = client_service(deployment)
+    service_seed = f"{scheme}://{service}:{port}"
+    service_client = _watch(natsnet_probe, service_seed, "service", client_tls(deployment, natsnet_probe, service))
     try:
-        events = _events_until(service_client, lambda ev: _first(ev, "connected") or _first(ev, "summary"), 20)
-        connected = _first(events, "connected")
-        assert connected, f"the Service-seeded client never connected:\n{_story(events)}"
+        connected = _wait_connected(service_client, "Service-seeded")
         victim_name = str(connected["server_name"])
         victim = next(n for n in group.names if group.conf(n).name == victim_name)
         ip_seed = f"{scheme}://{group.ip(victim)}:{port}"
-        ip_client = natsnet_probe.watch(
-            WatchRequest(
-                (ip_seed,),
-                subject="natsnet.reconnect.ip",
-                duration=RECONNECT_BOUND + 20,
-                tls=client_tls(natsnet_cell.deployment, natsnet_probe),
-            ),
-            name="natsnet-watch-ip",
-        )
+        ip_client = _watch(natsnet_probe, ip_seed, "ip", client_tls(deployment, natsnet_probe))
         try:
-            ip_events = _events_until(ip_client, lambda ev: _first(ev, "connected") or _first(ev, "summary"), 20)
-            assert _first(ip_events, "connected"), f"the IP-seeded client never connected:\n{_story(ip_events)}"
+            _wait_connected(ip_client, "IP-seeded")
             learned = _learned(group, natsnet_cell, victim_name) - {ip_seed}
             usable = bool(learned) and LEARNED_URLS_UNREACHABLE not in natsnet_cell.expect
             deleted_at = time.monotonic()
