@@ -123,9 +123,8 @@ class SandboxDeployment(CellHandle):
             return self._cluster.external_argv(command)
         key = (target.namespace, target.name)
         if key not in self._probe_pods:
-            if not self._cluster.list_objects("Namespace", None) or target.namespace not in {
-                kube.name(n) for n in self._cluster.list_objects("Namespace", None)
-            }:
+            existing = {kube.name(n) for n in self._cluster.list_objects("Namespace", None)}
+            if target.namespace not in existing:  # never re-apply (and relabel) an existing namespace
                 self.create_namespace(target.namespace)
             self._cluster.apply(
                 [
