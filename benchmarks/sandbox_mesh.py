@@ -36,7 +36,7 @@ from pytest_natsnet.sandbox import netns
 from pytest_natsnet.sandbox.cluster import SandboxCluster
 from pytest_natsnet.sandbox.natsbin import find_nats_server
 
-DEFAULT_RENDER = Path("/work/shared/natsnet-golden/rendered/default.yaml")
+DEFAULT_RENDER = Path(__file__).resolve().parent.parent / "tests" / "golden" / "rendered" / "default.yaml"
 NAMESPACE = "natsnet"
 MESH_TARGET = 0.5
 UP_DOWN_TARGET = 2.0

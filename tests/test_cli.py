@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from golden_data import RENDERED
 
 from pytest_natsnet import cli
 
-GOLDEN = Path("/work/shared/natsnet-golden/rendered")
+GOLDEN = RENDERED
 
 
 def test_list_text(capsys: pytest.CaptureFixture[str]) -> None:
@@ -41,7 +42,6 @@ def test_render_reference_prints_multidoc_yaml(capsys: pytest.CaptureFixture[str
     assert kinds.count("NetworkPolicy") == 3 and "StatefulSet" in kinds
 
 
-@pytest.mark.skipif(not GOLDEN.is_dir(), reason=f"golden renders not at {GOLDEN}")
 def test_render_manifests_accepts_ids_outside_the_matrix(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["render", "--scenario", "combined", "--source", "manifests", "--manifests", str(GOLDEN),
                      "--namespace", "other"]) == 0

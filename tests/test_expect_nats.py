@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from golden_data import RENDERED
 
 from pytest_natsnet.expect.nats import (
     ServerConf,
@@ -20,7 +20,7 @@ from pytest_natsnet.expect.nats import (
 )
 from pytest_natsnet.table import Comparison
 
-GOLDEN = Path("/work/shared/natsnet-golden/rendered")
+GOLDEN = RENDERED
 NS = "natsnet"
 FQDN_SANS = ["*.nats-headless.natsnet.svc.cluster.local"]
 GOOD_SANS = ["*.nats-headless", *FQDN_SANS]

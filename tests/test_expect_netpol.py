@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from golden_data import VALUES
 
 from pytest_natsnet.expect.netpol import (
     External,
@@ -18,7 +18,7 @@ from pytest_natsnet.expect.netpol import (
     truth_table,
 )
 
-GOLDEN_VALUES = Path("/work/shared/natsnet-golden/values")
+GOLDEN_VALUES = VALUES
 NS = "natsnet"
 NATS_LABELS = {"app.kubernetes.io/name": "nats", "app.kubernetes.io/component": "nats"}
 NATS_PORTS = {"nats": (4222, "TCP"), "cluster": (6222, "TCP"), "monitor": (8222, "TCP")}
@@ -77,14 +77,14 @@ def allowed(flow: Flow, policies: list[Obj]) -> bool:
     return evaluate(flow, policies, NAMESPACE_LABELS).allowed
 
 
-NO_DNS = golden_policies("netpol-egress-no-dns.yaml")
-WITH_DNS = golden_policies("netpol-egress-dns.yaml")
+NO_DNS = "netpol-egress-no-dns.yaml"
+WITH_DNS = "netpol-egress-dns.yaml"
 
 
 @pytest.mark.parametrize(
-    ("policies", "flow", "expected"),
+    ("values_file", "flow", "expected"),
     [
-        pytest.param([], Flow(NATS0, KUBE_DNS, 53, "UDP"), True, id="no-policy-dns-udp"),
+        pytest.param(None, Flow(NATS0, KUBE_DNS, 53, "UDP"), True, id="no-policy-dns-udp"),
         pytest.param(NO_DNS, Flow(NATS0, KUBE_DNS, 53, "UDP"), False, id="no-dns-udp53-blocked"),
         pytest.param(NO_DNS, Flow(NATS0, KUBE_DNS, 53, "TCP"), False, id="no-dns-tcp53-blocked"),
         pytest.param(NO_DNS, Flow(NATS0, NATS1, 4222), True, id="no-dns-4222-in-namespace"),
@@ -100,7 +100,8 @@ WITH_DNS = golden_policies("netpol-egress-dns.yaml")
         pytest.param(WITH_DNS, Flow(NATS0, OUTSIDE, 53, "UDP"), False, id="dns-outside-resolver-blocked"),
     ],
 )
-def test_golden_dns_egress_policies(policies: list[Obj], flow: Flow, expected: bool) -> None:
+def test_golden_dns_egress_policies(values_file: str | None, flow: Flow, expected: bool) -> None:
+    policies = golden_policies(values_file) if values_file else []
     assert allowed(flow, policies) is expected
 
 
@@ -419,7 +420,7 @@ def test_bad_policies_raise_one_line_naming_the_key(spec: Obj, message: str) -> 
 def test_truth_table_for_golden_dns_policies() -> None:
     peers: list[Peer | External] = [NATS0, NATS1, KUBE_DNS, OUTSIDE]
     probes = [PortProbe(53, "UDP"), PortProbe(53, "TCP"), PortProbe(6222), PortProbe("cluster")]
-    table = truth_table(peers, probes, WITH_DNS, NAMESPACE_LABELS)
+    table = truth_table(peers, probes, golden_policies(WITH_DNS), NAMESPACE_LABELS)
     # The natsnet pods may reach DNS and each other; kube-system pods and the outside are not isolated.
     from_natsnet = [
         f"natsnet/{src} -> {dst} {port}"

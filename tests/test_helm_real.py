@@ -212,3 +212,35 @@ def test_unnamed_chart_without_helm_falls_back_to_reference(tmp_path: Path) -> N
     settings = NatsnetSettings.from_raw(lambda dest: (None, tmp_path))
     assert not settings.chart_named
     assert choose_source(settings, helm_available=False, chart_reachable=False)[0] == "reference"
+
+
+def _regenerate_module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("regenerate", Path(__file__).parent / "golden" / "regenerate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_golden_regenerate_renders_every_scenario_and_checks_them(helm: str, tmp_path: Path) -> None:
+    """tests/golden/regenerate.py with real helm, on the mini chart: writes, then --check finds 0 and 1 diffs."""
+    regenerate = _regenerate_module()
+    golden = tmp_path / "golden"
+    (golden / "values").mkdir(parents=True)
+    _write(golden / "values", "a.yaml", LAYER_A)
+    _write(golden / "values", "b.yaml", LAYER_B)
+    _write(golden, "scenarios.yaml", "one: [a.yaml]\ntwo: [a.yaml, b.yaml]\n")
+    (golden / "rendered").mkdir()
+    args = ["--chart", str(MINI), "--helm", helm]
+    assert regenerate.main(args, golden=golden) == 0
+    two = (golden / "rendered" / "two.yaml").read_text()
+    direct = subprocess.run(
+        [helm, "template", "nats", str(MINI), "--namespace", "natsnet", "-f", str(golden / "values" / "a.yaml"),
+         "-f", str(golden / "values" / "b.yaml")], capture_output=True, text=True, check=True, timeout=60)
+    assert two == direct.stdout and "5222" in two
+    assert regenerate.main([*args, "--check"], golden=golden) == 0
+    (golden / "rendered" / "one.yaml").write_text("changed\n")
+    assert regenerate.main([*args, "--check"], golden=golden) == 1
+    assert (golden / "rendered" / "one.yaml").read_text() == "changed\n"

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from golden_data import rendered_path
 
 from pytest_natsnet import kube
 from pytest_natsnet.providers.base import POD_GATE_CONDITION, CellManifests, ProbeTarget
@@ -28,7 +29,7 @@ from pytest_natsnet.settings import NatsnetSettings
 from pytest_natsnet.sources.helm import helm_install_argv
 from pytest_natsnet.tools import Tool
 
-GOLDEN = Path("/work/shared/natsnet-golden/rendered/default.yaml")
+GOLDEN = rendered_path("default")
 NS = "natsnet-r1-default"
 LABELS = {kube.MANAGED_BY_LABEL: kube.MANAGED_BY_VALUE, kube.RUN_ID_LABEL: "r1",
           kube.SCENARIO_LABEL: "default"}
@@ -99,7 +100,6 @@ def _cell(helm_argv: tuple[str, ...] | None = None) -> CellManifests:
     return CellManifests("default", NS, "nats", tuple(objects), "manifests", helm_argv, LABELS)
 
 
-needs_golden = pytest.mark.skipif(not GOLDEN.is_file(), reason=f"golden renders not at {GOLDEN}")
 
 
 def _kind(tmp_path: Path, runner: FakeRunner) -> tuple[KindProvider, list[FakeCluster]]:
@@ -150,7 +150,6 @@ def _kubectl(*args: str) -> list[str]:
     return ["/t/kubectl", "--kubeconfig", "KUBECONFIG", "--context", "kind-natsnet", *args]
 
 
-@needs_golden
 def test_kind_deploy_of_the_golden_default_cell(tmp_path: Path) -> None:
     runner = FakeRunner()
     provider, _ = _kind(tmp_path, runner)
@@ -177,7 +176,6 @@ def test_kind_deploy_of_the_golden_default_cell(tmp_path: Path) -> None:
     assert runner.argvs[-1][-4:] == ["namespace", NS, "--ignore-not-found", "--wait=false"]
 
 
-@needs_golden
 def test_kind_deploy_with_helm_runs_the_cells_install_argv(tmp_path: Path) -> None:
     runner = FakeRunner()
     provider, _ = _kind(tmp_path, runner)
@@ -193,7 +191,6 @@ def test_kind_deploy_with_helm_runs_the_cells_install_argv(tmp_path: Path) -> No
             "--kube-context", "kind-natsnet", "--timeout", "120s"] in runner.argvs
 
 
-@needs_golden
 def test_probe_runs_the_program_in_a_stock_python_pod(tmp_path: Path) -> None:
     runner = FakeRunner()
     provider, _ = _kind(tmp_path, runner)

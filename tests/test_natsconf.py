@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from golden_data import RENDERED, objects, scenario_ids
 
 from pytest_natsnet.natsconf import NatsConfError, VarRef, dumps, parse, raw_value
 
-GOLDEN_RENDERED = Path("/work/shared/natsnet-golden/rendered")
 
-
-def golden_confs() -> list[Any]:
-    params = []
-    for path in sorted(GOLDEN_RENDERED.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "nats-config":
-                params.append(pytest.param(doc["data"]["nats.conf"], id=path.stem))
-    return params
+def golden_conf(scenario: str) -> str:
+    """The ``nats.conf`` of a golden render's ``nats-config`` ConfigMap."""
+    for doc in objects(scenario):
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "nats-config":
+            return str(doc["data"]["nats.conf"])
+    raise AssertionError(f"golden render {scenario} has no nats-config ConfigMap")
 
 
 @pytest.mark.parametrize(
@@ -137,13 +133,14 @@ def test_raw_value(text: str, expected: str | None) -> None:
     assert raw_value(text) == expected
 
 
-@pytest.mark.parametrize("text", golden_confs())
-def test_golden_confs_parse_and_round_trip(text: str) -> None:
+def test_golden_confs_parse_and_round_trip(golden_scenario: str) -> None:
+    text = golden_conf(golden_scenario)
     conf = parse(text)
     assert conf["server_name"] == VarRef("SERVER_NAME")
     assert conf["cluster"]["routes"] and conf["pid_file"] == "/var/run/nats/nats.pid"
     assert dumps(conf) == text
 
 
-def test_every_golden_scenario_has_a_conf() -> None:
-    assert len(golden_confs()) == len(list(GOLDEN_RENDERED.glob("*.yaml"))) >= 10
+def test_every_golden_render_is_a_scenario() -> None:
+    assert sorted(p.stem for p in RENDERED.glob("*.yaml")) == sorted(scenario_ids())
+    assert len(scenario_ids()) >= 10

@@ -9,13 +9,15 @@ from typing import Any
 
 import pytest
 import yaml
+from golden_data import GOLDEN as GOLDEN_DIR
+from golden_data import objects, scenarios
 
 from pytest_natsnet.errors import ConfigError
 from pytest_natsnet.natsconf import parse
 from pytest_natsnet.reference.tplyaml import evaluate, expression_values
 from pytest_natsnet.sources.reference import render
 
-GOLDEN = Path("/work/shared/natsnet-golden")
+GOLDEN = GOLDEN_DIR
 CHARTS_VALUES = Path(__file__).resolve().parent.parent / "charts-values"
 MISSING = "<absent>"
 READINESS_GATE = {
@@ -39,14 +41,12 @@ def compose(files: list[Path]) -> dict[str, Any]:
     return values
 
 
-def golden_scenarios() -> dict[str, list[str]]:
-    return dict(yaml.safe_load((GOLDEN / "scenarios.yaml").read_text()))
+golden_scenarios = scenarios
 
 
 def golden_objects(scenario: str) -> list[dict[str, Any]]:
     """The official render without the helm test hook (a Pod the reference leaves out by design)."""
-    docs = yaml.safe_load_all((GOLDEN / "rendered" / f"{scenario}.yaml").read_text())
-    return [d for d in docs if d and "helm.sh/hook" not in (d["metadata"].get("annotations") or {})]
+    return objects(scenario, hooks=False)
 
 
 def comparable(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -86,8 +86,8 @@ def test_differences_reports_fields() -> None:
 # -- fidelity with every golden cell
 
 
-@pytest.mark.parametrize("scenario", list(golden_scenarios()))
-def test_reference_equals_official_render(scenario: str) -> None:
+def test_reference_equals_official_render(golden_scenario: str) -> None:
+    scenario = golden_scenario
     values = compose([GOLDEN / "values" / name for name in golden_scenarios()[scenario]])
     ours = render(values, "natsnet")
     theirs = golden_objects(scenario)
@@ -98,8 +98,8 @@ def test_reference_equals_official_render(scenario: str) -> None:
     assert all("namespace" not in o["metadata"] for o in ours)
 
 
-@pytest.mark.parametrize("scenario", list(golden_scenarios()))
-def test_nats_conf_text_matches_the_chart_layout(scenario: str) -> None:
+def test_nats_conf_text_matches_the_chart_layout(golden_scenario: str) -> None:
+    scenario = golden_scenario
     values = compose([GOLDEN / "values" / name for name in golden_scenarios()[scenario]])
     ours = {o["kind"]: o for o in render(values, "natsnet")}["ConfigMap"]
     theirs = {o["kind"]: o for o in golden_objects(scenario)}["ConfigMap"]

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from test_reference import SMOKE_CORRESPONDENCE, cell_files, compose, golden_objects, golden_scenarios
+from test_reference import SMOKE_CORRESPONDENCE, cell_files, compose, golden_objects
 
 from pytest_natsnet.sources.reference import render
 
@@ -141,9 +141,8 @@ def check_objects_load(objects: Sequence[Mapping[str, Any]], work: Path) -> str:
     return nats_server_test(conf, env, work, certs)
 
 
-@pytest.mark.parametrize("scenario", list(golden_scenarios()))
-def test_golden_conf_loads_in_nats_server(scenario: str, tmp_path: Path) -> None:
-    assert "is valid" in check_objects_load(golden_objects(scenario), tmp_path)
+def test_golden_conf_loads_in_nats_server(golden_scenario: str, tmp_path: Path) -> None:
+    assert "is valid" in check_objects_load(golden_objects(golden_scenario), tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ import dns.query
 import dns.rdatatype
 import pytest
 import yaml
+from golden_data import RENDERED
 
 from pytest_natsnet import kube
 from pytest_natsnet.kube import Obj
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.skipif(
     reason="needs root with ip, nft, bwrap and nsenter (network namespaces)",
 )
 
-GOLDEN = Path("/work/shared/natsnet-golden/rendered")
+GOLDEN = RENDERED
 NATS_SERVER = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "nats-server"
 NS = "natsnet"
 SCENARIOS = ("default", "tls", "netpol-egress-dns")

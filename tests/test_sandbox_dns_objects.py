@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import yaml
+from golden_data import rendered_path
 
-GOLDEN = Path("/work/shared/natsnet-golden/rendered/default.yaml")
+GOLDEN = rendered_path("default")
 NAMESPACE = "natsnet"
 NATS_CLUSTER_IP = "198.18.128.20"
 KUBE_DNS_IP = "198.18.128.10"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from golden_data import rendered_path
 
 from pytest_natsnet.providers import sandbox_provider
 from pytest_natsnet.providers.base import CellManifests
@@ -21,7 +22,7 @@ from pytest_natsnet.providers.sandbox_provider import (
 from pytest_natsnet.sandbox import netns
 from pytest_natsnet.sandbox.natsbin import NatsBinary
 
-GOLDEN_DEFAULT = Path("/work/shared/natsnet-golden/rendered/default.yaml")
+GOLDEN_DEFAULT = rendered_path("default")
 
 
 @pytest.mark.parametrize(

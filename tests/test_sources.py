@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from golden_data import RENDERED
 
 from pytest_natsnet import kube
 from pytest_natsnet.errors import ConfigError
@@ -15,8 +16,7 @@ from pytest_natsnet.matrix import expand, load_matrix, scenario_by_id
 from pytest_natsnet.settings import NatsnetSettings
 from pytest_natsnet.sources import helm, manifests, render_cell
 
-GOLDEN = Path("/work/shared/natsnet-golden/rendered")
-needs_golden = pytest.mark.skipif(not GOLDEN.is_dir(), reason=f"golden renders not at {GOLDEN}")
+GOLDEN = RENDERED
 
 
 class FakeRunner:
@@ -58,7 +58,6 @@ def test_helm_install_and_uninstall_argv_are_explicit_about_the_cluster() -> Non
         "helm", "uninstall", "nats", "--namespace", "ns1", "--kubeconfig", "/k", "--timeout", "60s"]
 
 
-@needs_golden
 def test_parse_drops_the_test_hook_and_empty_documents() -> None:
     objects = helm.parse_manifests((GOLDEN / "default.yaml").read_text() + "\n---\n", "default.yaml")
     assert [kube.kind(o) for o in objects] == [
@@ -76,7 +75,6 @@ def test_parse_rejects_non_objects(text: str, message: str) -> None:
         helm.parse_manifests(text, "x.yaml")
 
 
-@needs_golden
 def test_helm_render_runs_template_with_layers_and_parses(tmp_path: Path) -> None:
     runner = FakeRunner((GOLDEN / "netpol-egress-dns.yaml").read_text())
     cell = {s.id: s for s in expand(load_matrix(), "smoke")}["netpol-egress-dns"]
@@ -103,13 +101,11 @@ def test_helm_error_becomes_one_config_line_naming_the_values(tmp_path: Path) ->
     assert "helm template nats nats --version 2.14.2" in message
 
 
-@needs_golden
 def test_manifests_dir_lists_and_reads_cells() -> None:
     assert "default" in manifests.scenario_ids(GOLDEN) and "tls" in manifests.scenario_ids(GOLDEN)
     assert len(manifests.read_cell(GOLDEN, "default")) == 7
 
 
-@needs_golden
 def test_manifests_are_moved_into_the_cell_namespace() -> None:
     objects = manifests.render(GOLDEN, "routes-fqdn", "natsnet", "natsnet-r1-routes-fqdn")
     text = yaml.safe_dump_all(objects)
@@ -131,7 +127,6 @@ def _settings(**kwargs: object) -> NatsnetSettings:
     return NatsnetSettings(**kwargs)  # type: ignore[arg-type]
 
 
-@needs_golden
 def test_render_cell_manifests_and_helm(tmp_path: Path) -> None:
     matrix = load_matrix()
     got = render_cell(_settings(source="manifests", manifests=GOLDEN), scenario_by_id(matrix, "tls"), "ns-a")

@@ -1,0 +1,86 @@
+"""The repository works in any clone: no path of the machine it was written on, no data read from outside it,
+and no test module that reads files when it is imported."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SIBLING_DATA = "../" + "shared"
+"""The developers' sibling data directory, which users do not have (spelled so that this file passes its own scan)."""
+
+
+def tracked_files() -> list[Path]:
+    """The files git tracks (every file below the root, minus caches and venvs, outside a git checkout)."""
+    done = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, timeout=60, check=False)
+    if done.returncode == 0 and done.stdout:
+        return [ROOT / name for name in done.stdout.decode().split("\0") if name]
+    skip = {".git", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", "natsnet-evidence"}
+    return [p for p in ROOT.rglob("*") if p.is_file() and not skip & set(p.relative_to(ROOT).parts)]
+
+
+def machine_paths() -> list[str]:
+    """Absolute paths that only exist on a developer's machine: where this checkout lives, the home directory,
+    and the development machines' work roots."""
+    candidates = {str(ROOT.parent) + "/", "/work/", "/root/"}
+    home = os.path.expanduser("~")
+    if home not in ("/", ""):
+        candidates.add(home.rstrip("/") + "/")
+    return sorted(candidates)
+
+
+def test_no_tracked_file_names_a_machine_path_or_sibling_data() -> None:
+    needles = [*machine_paths(), SIBLING_DATA]
+    found = []
+    for path in tracked_files():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            hits = [n for n in needles if n in line]
+            if hits:
+                found.append(f"{path.relative_to(ROOT)}:{number}: {', '.join(hits)}")
+    assert found == [], "tracked files name paths users do not have:\n" + "\n".join(found)
+
+
+def test_the_scan_finds_a_machine_path(tmp_path: Path) -> None:
+    """Guards the scan above against scanning nothing or matching nothing."""
+    files = tracked_files()
+    assert ROOT / "README.md" in files and len(files) > 50
+    assert any(str(ROOT.parent) + "/" in needle or needle == "/work/" for needle in machine_paths())
+
+
+IMPORT_WITHOUT_READS = """
+import builtins, io, importlib.util, pathlib, sys
+sys.path.insert(0, sys.argv[1])
+import pytest, yaml, pytest_natsnet  # noqa: the libraries may read what they like while they import
+for name in ("pytest_natsnet.plugin", "pytest_natsnet.expect.netpol", "pytest_natsnet.expect.nats"):
+    importlib.import_module(name)
+def refuse(*args, **kwargs):
+    raise RuntimeError(f"read at import time: {args[:1]}")
+builtins.open = io.open = refuse
+pathlib.Path.read_text = pathlib.Path.read_bytes = pathlib.Path.open = refuse
+failed = []
+for path in sys.argv[2:]:
+    spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except RuntimeError as error:
+        failed.append(f"{pathlib.Path(path).name}: {error}")
+    except Exception:
+        pass  # another import problem is the other tests' business
+print("\\n".join(failed))
+"""
+
+
+def test_no_test_module_reads_files_when_imported() -> None:
+    modules = sorted(str(p) for p in (ROOT / "tests").glob("*.py"))
+    done = subprocess.run([sys.executable, "-c", IMPORT_WITHOUT_READS, str(ROOT / "tests"), *modules],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "", "test modules read files at import time:\n" + done.stdout
