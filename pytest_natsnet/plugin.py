@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pytest_natsnet import plan as plan_module
 from pytest_natsnet import settings as settings_module
 from pytest_natsnet.errors import NatsnetError
 from pytest_natsnet.matrix import (
@@ -22,9 +23,10 @@ from pytest_natsnet.matrix import (
     scenarios_from_values_dir,
     select,
 )
+from pytest_natsnet.plan import RunPlan
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.providers.base import Deployment
-from pytest_natsnet.session import Cell, NatsnetRun, choose_provider, docker_answers
+from pytest_natsnet.session import Cell, NatsnetRun
 from pytest_natsnet.settings import NatsnetSettings
 
 settings_key = pytest.StashKey[NatsnetSettings]()
@@ -53,23 +55,25 @@ def _scenarios(settings: NatsnetSettings, matrix: Matrix) -> list[Scenario]:
     return select(cells, settings.scenarios) if settings.scenarios else cells
 
 
-def _start_run(config: pytest.Config, settings: NatsnetSettings) -> NatsnetRun:
-    from pytest_natsnet.sources import resolve_source
-
-    matrix = load_matrix()
-    provider, provider_reason = choose_provider(
-        settings.provider, docker_answers() if settings.provider == "auto" else False
-    )
-    source, source_reason = resolve_source(settings)
-    if provider == "sandbox":
+def _plan(config: pytest.Config, settings: NatsnetSettings) -> RunPlan:
+    """The run's plan: received from the controller on an xdist worker, undecided when nothing will run,
+    else decided here (this process owns the run)."""
+    worker = getattr(config, "workerinput", None)
+    if worker is not None and plan_module.WORKERINPUT_KEY in worker:
+        return RunPlan.from_wire(worker[plan_module.WORKERINPUT_KEY])
+    run_id = plan_module.new_run_id()
+    for flag, why in (("help", "--help"), ("collectonly", "--collect-only"), ("showfixtures", "--fixtures"),
+                      ("markers", "--markers")):
+        if getattr(config.option, flag, False):
+            return plan_module.undecided(settings, run_id, why)
+    plan = plan_module.decide(settings, run_id)
+    if plan.provider == "sandbox":
         from pytest_natsnet.providers.sandbox_provider import missing_requirements
 
         problems = missing_requirements()
         if problems:
-            raise pytest.UsageError(f"--natsnet-provider=sandbox ({provider_reason}): {'; '.join(problems)}")
-    run = NatsnetRun(settings, matrix, provider, provider_reason, source, source_reason)
-    config.stash[scenarios_key] = _scenarios(settings, matrix)
-    return run
+            raise pytest.UsageError(f"--natsnet-provider=sandbox ({plan.provider_reason}): {'; '.join(problems)}")
+    return plan
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -92,12 +96,12 @@ def pytest_configure(config: pytest.Config) -> None:
     if not settings.enabled:
         return
     try:
-        run = _start_run(config, settings)
+        matrix = load_matrix()
+        config.stash[scenarios_key] = _scenarios(settings, matrix)
+        run = NatsnetRun(settings, matrix, _plan(config, settings))
     except NatsnetError as error:
         raise pytest.UsageError(str(error)) from None
-    worker = getattr(config, "workerinput", None)
-    if worker is not None:  # pytest-xdist: every worker deploys the cells it runs, under one run id
-        run.run_id = str(worker.get("testrunuid", run.run_id))[:6]
+    if getattr(config, "workerinput", None) is not None:  # pytest-xdist: each worker deploys the cells it runs
         run.prefetch_window = 1
     config.stash[run_key] = run
     if config.args_source != pytest.Config.ArgsSource.ARGS:
@@ -112,11 +116,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return []
     scenarios = config.stash.get(scenarios_key, [])
     lines = [
-        f"natsnet: provider {run.provider_name} ({run.provider_reason}), run id {run.run_id}",
-        f"natsnet: source {run.source} ({run.source_reason})",
+        f"natsnet: provider {run.plan.provider} ({run.plan.provider_reason}), run id {run.run_id}",
+        f"natsnet: source {run.plan.source} ({run.plan.source_reason})",
         f"natsnet: {len(scenarios)} cells ({run.settings.matrix}): {', '.join(s.id for s in scenarios)}",
     ]
-    if run.provider_name == "sandbox":
+    if run.plan.decided and run.plan.provider == "sandbox":
         from pytest_natsnet.sandbox.natsbin import find_nats_server
 
         binary = find_nats_server(f"nats:{run.settings.chart_version}-alpine")
@@ -224,6 +228,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from pytest_natsnet.xdist_cells import CellScheduling
 
     return CellScheduling(config, log, [s.id for s in config.stash[scenarios_key]])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist, on the controller: every worker gets the controller's plan (one run id, no probing)."""
+    run = node.config.stash.get(run_key, None)
+    if run is not None:
+        node.workerinput[plan_module.WORKERINPUT_KEY] = run.plan.to_wire()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

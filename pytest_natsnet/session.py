@@ -6,12 +6,9 @@ import concurrent.futures
 import os
 import re
 import shlex
-import shutil
-import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +17,7 @@ from pytest_natsnet import kube
 from pytest_natsnet.errors import ConfigError, NatsnetError
 from pytest_natsnet.kube import MANAGED_BY_LABEL, MANAGED_BY_VALUE, RUN_ID_LABEL, SCENARIO_LABEL, Obj
 from pytest_natsnet.matrix import Matrix, Scenario, namespace_for
+from pytest_natsnet.plan import RunPlan
 from pytest_natsnet.providers.base import CellManifests, Deployment, Provider
 from pytest_natsnet.settings import NatsnetSettings
 from pytest_natsnet.tlsgen import CertificateAuthority, TlsMaterial, new_ca, tls_material
@@ -42,29 +40,6 @@ class Cell:
     def expect(self) -> frozenset[str]:
         """The documented failures this cell declares (empty: expected healthy)."""
         return self.scenario.expect
-
-
-def docker_answers(timeout: float = 5.0) -> bool:
-    """True when a Docker engine answers ``docker info`` (kind needs one)."""
-    if shutil.which("docker") is None:
-        return False
-    try:
-        done = subprocess.run(["docker", "info"], capture_output=True, timeout=timeout, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
-
-
-def choose_provider(requested: str, docker: bool) -> tuple[str, str]:
-    """The provider and why, for the run header (``auto``: kind when Docker answers, else the sandbox)."""
-    if requested != "auto":
-        return requested, f"--natsnet-provider={requested}"
-    if docker:
-        return "kind", "auto: a Docker engine answers"
-    return (
-        "sandbox",
-        "auto: no Docker engine answers (docker info), so the Docker-free sandbox runs the cells",
-    )
 
 
 def make_provider(name: str, settings: NatsnetSettings, run_id: str, run_dir: Path) -> Provider:
@@ -119,11 +94,7 @@ class NatsnetRun:
 
     settings: NatsnetSettings
     matrix: Matrix
-    provider_name: str
-    provider_reason: str
-    source: str
-    source_reason: str
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    plan: RunPlan
     prefetch_window: int = 0
     """How many cells (this one included) deploy ahead; 0 means --natsnet-parallel."""
     failed_cells: set[str] = field(default_factory=set)
@@ -134,6 +105,18 @@ class NatsnetRun:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cells: dict[str, Cell] = field(default_factory=dict)
     _started: float = field(default_factory=time.monotonic)
+
+    @property
+    def run_id(self) -> str:
+        return self.plan.run_id
+
+    @property
+    def provider_name(self) -> str:
+        return self.plan.provider
+
+    @property
+    def source(self) -> str:
+        return self.plan.source
 
     @property
     def run_dir(self) -> Path:
