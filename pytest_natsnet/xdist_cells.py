@@ -1,6 +1,9 @@
 """pytest-xdist scheduling by cell: every test of one matrix cell runs on the same worker.
 
-(xdist's own ``xdist_group`` marker does not take effect on pytest 9, so the cell is read from the test id.)
+xdist's own ``xdist_group`` marker would do this job, but it does not take effect on pytest 9: pytest-xdist 3.8 tags
+the group onto ``item._nodeid`` (``remote.py``), and pytest 9's ``Node.nodeid`` reads ``item._id`` instead, so the
+scheduler never sees the ``@group`` suffix (checked: a parametrized ``xdist_group`` spreads over workers). So the
+cell is read back from the test id, whose parameter part the plugin writes.
 """
 
 from __future__ import annotations
