@@ -104,6 +104,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if getattr(config, "workerinput", None) is not None:  # pytest-xdist: each worker deploys the cells it runs
         run.prefetch_window = 1
     config.stash[run_key] = run
+    config.pluginmanager.register(FailedCells(run), "natsnet-failed-cells")
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         from pytest_natsnet.resources import suites_dir
 
@@ -209,14 +210,39 @@ def _disruptive_last(items: list[pytest.Item]) -> None:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, object, object]:
+    """Tags each report with its cell, so that the process that owns the run (the xdist controller included)
+    knows which cells failed."""
     report = yield
-    run = item.config.stash.get(run_key, None)
     callspec = getattr(item, "callspec", None)
-    if run is not None and callspec is not None and getattr(report, "failed", False):
-        scenario = callspec.params.get("natsnet_scenario")
-        if isinstance(scenario, Scenario):
-            run.failed_cells.add(scenario.id)
+    scenario = callspec.params.get("natsnet_scenario") if callspec is not None else None
+    if isinstance(scenario, Scenario):
+        report.natsnet_cell = scenario.id  # type: ignore[attr-defined]
     return report
+
+
+class FailedCells:
+    """Registered per run: every process (the xdist controller too) sees each report and records the cells
+    that failed, which decides evidence and ``--natsnet-keep=on-failure``."""
+
+    def __init__(self, run: NatsnetRun) -> None:
+        self.run = run
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        cell = getattr(report, "natsnet_cell", None)
+        if cell is not None and report.failed:
+            self.run.failed_cells.add(str(cell))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under pytest-xdist the controller owns the cluster: it starts it before the workers exist, and they
+    attach to it (see ``pytest_configure_node``); only the controller deletes it."""
+    run = session.config.stash.get(run_key, None)
+    if run is None or not run.plan.decided or not session.config.pluginmanager.has_plugin("dsession"):
+        return
+    try:
+        run.start_cluster()
+    except NatsnetError as error:
+        raise pytest.UsageError(f"natsnet: the {run.provider_name} cluster could not be started: {error}") from None
 
 
 @pytest.hookimpl(optionalhook=True)

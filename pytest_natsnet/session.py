@@ -18,7 +18,7 @@ from pytest_natsnet.errors import ConfigError, NatsnetError
 from pytest_natsnet.kube import MANAGED_BY_LABEL, MANAGED_BY_VALUE, RUN_ID_LABEL, SCENARIO_LABEL, Obj
 from pytest_natsnet.matrix import Matrix, Scenario, namespace_for
 from pytest_natsnet.plan import RunPlan
-from pytest_natsnet.providers.base import CellManifests, Deployment, Provider
+from pytest_natsnet.providers.base import CellManifests, ClusterAccess, Deployment, Provider
 from pytest_natsnet.settings import NatsnetSettings
 from pytest_natsnet.tlsgen import CertificateAuthority, TlsMaterial, new_ca, tls_material
 
@@ -99,6 +99,8 @@ class NatsnetRun:
     """How many cells (this one included) deploy ahead; 0 means --natsnet-parallel."""
     failed_cells: set[str] = field(default_factory=set)
     _provider: Provider | None = None
+    _access: ClusterAccess | None = None
+    _released: set[str] = field(default_factory=set)
     _ca: CertificateAuthority | None = None
     _futures: dict[str, concurrent.futures.Future[Cell]] = field(default_factory=dict)
     _pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -123,12 +125,30 @@ class NatsnetRun:
         return Path(os.environ.get("NATSNET_RUN_DIR", "/tmp")) / f"natsnet-run-{self.run_id}"
 
     def provider(self) -> Provider:
+        """The provider, started on first use: attached to the controller's cluster on an xdist worker (the plan
+        carries its access), else started here, which makes this process the cluster's owner."""
         with self._lock:
             if self._provider is None:
                 provider = make_provider(self.provider_name, self.settings, self.run_id, self.run_dir)
-                provider.start()
+                if self.plan.cluster:
+                    provider.attach(ClusterAccess.from_wire(self.plan.cluster))
+                else:
+                    self._access = provider.start()
                 self._provider = provider
             return self._provider
+
+    def start_cluster(self) -> ClusterAccess:
+        """The owner (the xdist controller) starts the cluster before the workers exist; the plan then carries
+        its access to them."""
+        self.provider()
+        assert self._access is not None, "start_cluster runs on the process that owns the run"
+        self.plan = self.plan.with_cluster(self._access.to_wire())
+        return self._access
+
+    def kept(self, scenario_id: str) -> bool:
+        """Whether a cell stays after its tests: ``--natsnet-keep=always``, or ``on-failure`` and it failed."""
+        keep = self.settings.keep
+        return keep == "always" or (keep == "on-failure" and scenario_id in self.failed_cells)
 
     def _certificate_authority(self) -> CertificateAuthority:
         with self._lock:
@@ -193,6 +213,7 @@ class NatsnetRun:
 
     def release(self, scenario: Scenario) -> Path | None:
         """Ends a cell after its last test: evidence when it failed (or keep=always), then teardown."""
+        self._released.add(scenario.id)
         cell = self._cells.pop(scenario.id, None)
         future = self._futures.get(scenario.id)
         if cell is None and future is not None and future.done() and future.exception() is None:
@@ -209,19 +230,21 @@ class NatsnetRun:
                 f"values files: {', '.join(str(p) for p in scenario.values_files) or '(pre-rendered)'}\n"
                 f"declared failures: {', '.join(sorted(scenario.expect)) or 'none (expected healthy)'}\n"
             )
-        keep = self.settings.keep == "always" or (self.settings.keep == "on-failure" and failed)
-        if not keep or self.provider_name == "sandbox":
+        if not self.kept(scenario.id) or self.provider_name == "sandbox":  # the in-process sandbox ends with pytest
             cell.deployment.teardown()
         return evidence
 
     def finish(self) -> None:
-        """Last resort at session end: release every cell and the provider, whatever happened."""
+        """Last resort at session end: every cell not kept is torn down, then the provider stops, keeping the
+        cluster when any cell was kept (``--natsnet-keep``)."""
         for scenario_id, future in list(self._futures.items()):
             if not future.done():
                 future.cancel()
             try:
                 cell = future.result(timeout=self.settings.timeout + 60)
             except BaseException:  # a failed deploy left its own state to the provider's stop()
+                continue
+            if scenario_id in self._released or (self.kept(scenario_id) and self.provider_name != "sandbox"):
                 continue
             try:
                 cell.deployment.teardown()  # idempotent
@@ -230,4 +253,5 @@ class NatsnetRun:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         if self._provider is not None:
-            self._provider.stop(keep=self.settings.keep == "always")
+            keep = self.settings.keep == "always" or (self.settings.keep == "on-failure" and bool(self.failed_cells))
+            self._provider.stop(keep=keep)

@@ -13,15 +13,17 @@ import yaml
 from golden_data import rendered_path
 
 from pytest_natsnet import kube
-from pytest_natsnet.providers.base import POD_GATE_CONDITION, CellManifests, ProbeTarget
+from pytest_natsnet.errors import NatsnetError
+from pytest_natsnet.providers.base import POD_GATE_CONDITION, CellManifests, ClusterAccess, ProbeTarget
 from pytest_natsnet.providers.existing import ExistingProvider, current_context, default_kubeconfig
-from pytest_natsnet.providers.kind import KindProvider
+from pytest_natsnet.providers.kind import KindProvider, kind_create_argv
 from pytest_natsnet.providers.kubeapi import (
     WaitTimeout,
     pod_condition_patch,
     pods_needing_gate,
     probe_pod_manifest,
     statefulset_ready,
+    statefulset_settled,
     wait_until,
 )
 from pytest_natsnet.resources import kind_configs_dir
@@ -41,15 +43,20 @@ TOOLS = {
 
 
 class FakeRunner:
-    def __init__(self, clusters: str = "") -> None:
+    def __init__(self, clusters: str = "", create: tuple[int, str] | BaseException = (0, "")) -> None:
         self.calls: list[tuple[list[str], str | None]] = []
         self.clusters = clusters
+        self.create = create
 
     def run(
         self, argv: Sequence[str], *, input: str | None = None, timeout: float
     ) -> subprocess.CompletedProcess[str]:
         self.calls.append((list(argv), input))
         out = ""
+        if list(argv[1:3]) == ["create", "cluster"]:
+            if isinstance(self.create, BaseException):
+                raise self.create
+            return subprocess.CompletedProcess(list(argv), self.create[0], "", self.create[1])
         if list(argv[1:]) == ["get", "clusters"]:
             out = self.clusters
         elif "get" in argv and "pod" in argv:
@@ -65,11 +72,7 @@ class FakeRunner:
 class FakeCluster:
     def __init__(self, name: str, kubeconfig: Path, kind: Path, kubectl: Path) -> None:
         self.args = (name, kubeconfig, kind, kubectl)
-        self.created_with: Path | None = None
         self.deleted = False
-
-    def create(self, config: Path) -> None:
-        self.created_with = config
 
     def delete(self) -> None:
         self.deleted = True
@@ -84,7 +87,8 @@ class FakeReader:
     def list(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
         opened = any("patch" in a for a in self.runner.argvs)
         if kind == "Pod":
-            conditions = [{"type": POD_GATE_CONDITION, "status": "True"}] if opened else []
+            conditions = [{"type": POD_GATE_CONDITION, "status": "True"},
+                          {"type": "Ready", "status": "True"}] if opened else []
             return [{"kind": "Pod", "metadata": {"name": f"nats-{i}"},
                      "spec": {"readinessGates": [{"conditionType": POD_GATE_CONDITION}]},
                      "status": {"phase": "Running", "conditions": conditions}} for i in range(3)]
@@ -117,15 +121,55 @@ def _kind(tmp_path: Path, runner: FakeRunner) -> tuple[KindProvider, list[FakeCl
 def test_kind_creates_cluster_with_our_binaries_and_isolated_kubeconfig(tmp_path: Path) -> None:
     runner = FakeRunner(clusters="other\n")
     provider, made = _kind(tmp_path, runner)
-    provider.start()
-    provider.start()
-    assert runner.argvs == [["/t/kind", "get", "clusters"]]
+    access = provider.start()
+    assert provider.start() == access
+    kubeconfig = tmp_path / "run" / "kubeconfig"
+    assert runner.argvs == [["/t/kind", "get", "clusters"],
+                            kind_create_argv("/t/kind", "natsnet", kubeconfig, kind_configs_dir() / "default.yaml")]
+    assert access == ClusterAccess(str(kubeconfig), "kind-natsnet", created=True)
     (cluster,) = made
-    assert cluster.args == ("natsnet", tmp_path / "run" / "kubeconfig", Path("/t/kind"), Path("/t/kubectl"))
-    assert cluster.created_with == kind_configs_dir() / "default.yaml"
+    assert cluster.args == ("natsnet", kubeconfig, Path("/t/kind"), Path("/t/kubectl"))
     assert provider.info.enforces_network_policy is True
     provider.stop(keep=False)
     assert cluster.deleted
+
+
+def test_a_cluster_that_appeared_after_the_check_is_used_not_owned(tmp_path: Path) -> None:
+    """Another process created the cluster between ``kind get clusters`` and our create: not ours to delete."""
+    runner = FakeRunner(clusters="", create=(1, 'ERROR: failed to create cluster: node(s) already exist for a '
+                                                'cluster with the name "natsnet"'))
+    provider, made = _kind(tmp_path, runner)
+    assert provider.start().created is False
+    assert runner.argvs[-1][:3] == ["/t/kind", "export", "kubeconfig"]
+    provider.stop(keep=False)
+    assert not made[0].deleted
+
+
+@pytest.mark.parametrize("failure", [(1, "ERROR: failed to create cluster: boom"), KeyboardInterrupt()])
+def test_a_failed_or_interrupted_creation_deletes_the_half_made_cluster(
+    tmp_path: Path, failure: tuple[int, str] | BaseException
+) -> None:
+    runner = FakeRunner(clusters="", create=failure)
+    provider, _ = _kind(tmp_path, runner)
+    expected = KeyboardInterrupt if isinstance(failure, BaseException) else NatsnetError
+    with pytest.raises(expected) as raised:
+        provider.start()
+    assert runner.argvs[-1] == ["/t/kind", "delete", "cluster", "--name=natsnet",
+                                f"--kubeconfig={tmp_path / 'run' / 'kubeconfig'}"]
+    if expected is NatsnetError:
+        assert "\n" not in str(raised.value) and "boom" in str(raised.value)
+
+
+def test_a_worker_attaches_with_its_own_kubeconfig_and_never_deletes(tmp_path: Path) -> None:
+    owner_kubeconfig = tmp_path / "owner-kubeconfig"
+    owner_kubeconfig.write_text("apiVersion: v1\n")
+    runner = FakeRunner()
+    provider, made = _kind(tmp_path, runner)
+    provider.attach(ClusterAccess(str(owner_kubeconfig), "kind-natsnet", created=True))
+    copy = tmp_path / "run" / "kubeconfig"
+    assert copy.read_text() == "apiVersion: v1\n" and copy.stat().st_mode & 0o777 == 0o600
+    provider.stop(keep=False)
+    assert runner.argvs == [] and made == []
 
 
 def test_kind_reuses_a_running_cluster_and_never_deletes_it(tmp_path: Path) -> None:
@@ -135,7 +179,6 @@ def test_kind_reuses_a_running_cluster_and_never_deletes_it(tmp_path: Path) -> N
     kubeconfig = tmp_path / "run" / "kubeconfig"
     assert runner.argvs[-1] == [
         "/t/kind", "export", "kubeconfig", "--name=natsnet", f"--kubeconfig={kubeconfig}"]
-    assert made[0].created_with is None
     provider.stop(keep=False)
     assert not made[0].deleted
 
@@ -156,7 +199,7 @@ def test_kind_deploy_of_the_golden_default_cell(tmp_path: Path) -> None:
     deployment = provider.deploy(_cell(), timeout=5)
     kubeconfig = str(tmp_path / "run" / "kubeconfig")
     calls = [([kubeconfig and ("KUBECONFIG" if a == kubeconfig else a) for a in argv], stdin)
-             for argv, stdin in runner.calls[1:]]
+             for argv, stdin in runner.calls[2:]]
     assert calls[0] == (_kubectl("apply", "-f", "-"), json.dumps(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": LABELS}}))
     assert calls[1][0] == _kubectl("apply", "--namespace", NS, "-f", "-")
@@ -183,7 +226,7 @@ def test_kind_deploy_with_helm_runs_the_cells_install_argv(tmp_path: Path) -> No
     argv = tuple(helm_install_argv("/t/helm", "nats", "2.14.2", "nats", NS, ["/v/base.yaml"], kubeconfig,
                                    "kind-natsnet", 300, "https://nats-io.github.io/k8s/helm/charts/"))
     deployment = provider.deploy(_cell(argv), timeout=5)
-    assert runner.argvs[2] == list(argv)
+    assert runner.argvs[3] == list(argv)
     applies = [a for a in runner.argvs if a[5:6] == ["apply"]]
     assert len(applies) == 1 and "--namespace" not in applies[0]  # only the namespace itself
     deployment.teardown()
@@ -266,6 +309,10 @@ def test_existing_provider_context_and_cleanup_by_run_label(tmp_path: Path) -> N
                                 reader_factory=lambda k, c: FakeReader(runner))
     provider.start()
     assert provider.info.enforces_network_policy is None
+    attached = ExistingProvider(settings, "r1", runner=runner, tools=dict(TOOLS),
+                                reader_factory=lambda k, c: FakeReader(runner))
+    attached.attach(ClusterAccess(str(kubeconfig), "prod-ish"))
+    attached.stop(keep=False)  # a worker never sweeps the run's namespaces
     provider.stop(keep=False)
     base = ["/t/kubectl", "--kubeconfig", str(kubeconfig), "--context", "prod-ish"]
     assert runner.argvs == [
@@ -283,3 +330,34 @@ def test_existing_provider_kubeconfig_resolution(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="has no current-context; pass --natsnet-context NAME"):
         current_context(tmp_path / "a")
+
+
+def _pod(name: str, ready: bool = True, deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-29T00:00:00Z"
+    return {"metadata": meta, "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+READY_STS = {"metadata": {"name": "nats", "generation": 1}, "spec": {"replicas": 3},
+             "status": {"observedGeneration": 1, "readyReplicas": 3}}
+
+
+@pytest.mark.parametrize(("pods", "settled", "state"), [
+    ([_pod("nats-0"), _pod("nats-1"), _pod("nats-2")], True, "every pod present and Ready"),
+    # readyReplicas still says 3 while nats-1 is in its lame duck (terminating, still Ready): not settled
+    ([_pod("nats-0"), _pod("nats-1", deleting=True), _pod("nats-2")], False, "nats-1 terminating"),
+    ([_pod("nats-0"), _pod("nats-2")], False, "nats-1 missing"),
+    ([_pod("nats-0"), _pod("nats-1", ready=False), _pod("nats-2")], False, "nats-1 not Ready"),
+])
+def test_statefulset_settled_needs_every_ordinal_present_not_terminating_and_ready(
+    pods: list[dict[str, Any]], settled: bool, state: str
+) -> None:
+    done, seen = statefulset_settled(READY_STS, pods)
+    assert done is settled and state in seen
+
+
+def test_statefulset_settled_waits_for_the_controller_first() -> None:
+    stale = {**READY_STS, "status": {"observedGeneration": 0, "readyReplicas": 3}}
+    assert statefulset_settled(stale, [_pod("nats-0"), _pod("nats-1"), _pod("nats-2")]) == (
+        False, "StatefulSet nats generation 1 observed 0, ready 3/3")

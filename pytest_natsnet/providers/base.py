@@ -154,14 +154,37 @@ class Deployment(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ClusterAccess:
+    """How to reach a cluster, and whether this run created it (only the creator deletes a cluster)."""
+
+    kubeconfig: str
+    """Path of a kubeconfig file; empty when the provider needs none (the in-process sandbox)."""
+    context: str | None = None
+    created: bool = False
+
+    def to_wire(self) -> dict[str, str]:
+        """For pytest-xdist's ``workerinput`` (builtin types only)."""
+        return {"kubeconfig": self.kubeconfig, "context": self.context or "", "created": "1" if self.created else ""}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, str]) -> ClusterAccess:
+        return cls(str(data.get("kubeconfig", "")), str(data.get("context") or "") or None, bool(data.get("created")))
+
+
 class Provider(Protocol):
-    """A cluster: created or attached by ``start``, released by ``stop``."""
+    """A cluster: created or found by ``start`` (the run's owner), or attached (an xdist worker); released by
+    ``stop``, which deletes only what the owner created."""
 
     @property
     def info(self) -> ProviderInfo: ...
 
-    def start(self) -> None:
-        """Creates or attaches the cluster (bounded); idempotent."""
+    def start(self) -> ClusterAccess:
+        """Creates or finds the cluster (bounded); idempotent. The caller owns the cluster's lifecycle."""
+        ...
+
+    def attach(self, access: ClusterAccess) -> None:
+        """Uses a cluster another process started (pytest-xdist workers): never creates, never deletes."""
         ...
 
     def deploy(self, cell: CellManifests, timeout: float) -> Deployment:
@@ -169,5 +192,6 @@ class Provider(Protocol):
         ...
 
     def stop(self, keep: bool) -> None:
-        """Releases the cluster; ``keep=True`` leaves it (and prints how to reach it)."""
+        """Releases the cluster: the owner deletes what it created (the cluster, or its labelled namespaces);
+        ``keep=True`` leaves everything and says how to reach it; an attached provider deletes nothing."""
         ...

@@ -10,7 +10,7 @@ import yaml
 
 from pytest_natsnet.errors import ConfigError
 from pytest_natsnet.kube import MANAGED_BY_LABEL, MANAGED_BY_VALUE, RUN_ID_LABEL
-from pytest_natsnet.providers.base import CellManifests, ProviderInfo
+from pytest_natsnet.providers.base import CellManifests, ClusterAccess, ProviderInfo
 from pytest_natsnet.providers.kind import ReaderFactory
 from pytest_natsnet.providers.kubeapi import KubeDeployment, KubernetesReader, ObjectReader, kubectl_argv
 from pytest_natsnet.settings import NatsnetSettings
@@ -59,6 +59,7 @@ class ExistingProvider:
         self._tools = dict(tools or {})
         self._reader_factory = reader_factory
         self._reader: ObjectReader | None = None
+        self._owner = False
         self.kubeconfig = settings.kubeconfig or default_kubeconfig(env)
         self.context = settings.context
 
@@ -82,18 +83,28 @@ class ExistingProvider:
             details=(f"context {self.context} of {self.kubeconfig}", self._tool("kubectl").label),
         )
 
-    def start(self) -> None:
+    def start(self) -> ClusterAccess:
         if self._reader is not None:
-            return
+            return ClusterAccess(str(self.kubeconfig), self.context)
         if not self.kubeconfig.is_file():
             raise ConfigError(f"--natsnet-kubeconfig {self.kubeconfig}", "does not exist",
                               "pass --natsnet-kubeconfig FILE or set $KUBECONFIG")
         self.context = self.context or current_context(self.kubeconfig)
         self._kubectl("version", "-o", "json")
         self._reader = self._reader_factory(self.kubeconfig, self.context)
+        self._owner = True
+        return ClusterAccess(str(self.kubeconfig), self.context)
+
+    def attach(self, access: ClusterAccess) -> None:
+        """A worker: the controller checked the context; sweeping the run's namespaces stays the controller's."""
+        if self._reader is not None:
+            return
+        self.kubeconfig, self.context = Path(access.kubeconfig), access.context
+        self._reader = self._reader_factory(self.kubeconfig, self.context)
 
     def deploy(self, cell: CellManifests, timeout: float) -> KubeDeployment:
-        self.start()
+        if self._reader is None:
+            self.start()
         assert self._reader is not None
         helm = self._tool("helm").path if cell.helm_install_argv else None
         deployment = KubeDeployment(cell, self.info, self._runner, self._reader, self._tool("kubectl").path,
@@ -104,8 +115,8 @@ class ExistingProvider:
     def stop(self, keep: bool) -> None:
         if self._reader is None:
             return
-        if keep:
+        if self._owner and keep:
             print(f"natsnet: kept namespaces labelled {run_selector(self._run_id)} in context {self.context}")
-        else:
+        elif self._owner:
             self._kubectl("delete", "namespace", "--selector", run_selector(self._run_id), "--wait=false")
         self._reader = None

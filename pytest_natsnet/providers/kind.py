@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_natsnet.providers.base import CellManifests, ProviderInfo
+from pytest_natsnet.errors import CommandError, NatsnetError
+from pytest_natsnet.providers.base import CellManifests, ClusterAccess, ProviderInfo
 from pytest_natsnet.providers.kubeapi import KubeDeployment, KubernetesReader, ObjectReader
 from pytest_natsnet.resources import kind_configs_dir
 from pytest_natsnet.settings import NatsnetSettings
@@ -57,8 +60,17 @@ def kind_export_kubeconfig_argv(kind: str, name: str, kubeconfig: Path) -> list[
     return [kind, "export", "kubeconfig", f"--name={name}", f"--kubeconfig={kubeconfig}"]
 
 
+def kind_delete_argv(kind: str, name: str, kubeconfig: Path) -> list[str]:
+    return [kind, "delete", "cluster", f"--name={name}", f"--kubeconfig={kubeconfig}"]
+
+
 class KindProvider:
-    """Creates (or reuses) the kind cluster ``--natsnet-cluster-name``; deletes it only if it created it."""
+    """Creates (or finds) the kind cluster ``--natsnet-cluster-name``; deletes it only if this run created it.
+
+    Creation is bounded (``KIND_TIMEOUT``) and owned only when our own ``kind create cluster`` succeeded: a
+    cluster that another process created in the meantime ("already exist") is used, never deleted. A creation
+    interrupted (Ctrl-C) or timed out is deleted by name, since kind leaves its containers behind then.
+    """
 
     def __init__(
         self,
@@ -78,6 +90,8 @@ class KindProvider:
         self._reader_factory = reader_factory
         self._cluster: Any = None
         self._reader: ObjectReader | None = None
+        self._access: ClusterAccess | None = None
+        self._owner = False
         self.created = False
         self.kubeconfig = run_dir / "kubeconfig"
 
@@ -104,39 +118,74 @@ class KindProvider:
             ),
         )
 
-    def start(self) -> None:
-        if self._cluster is not None:
-            return
+    def _context(self) -> str:
+        return kind_context(self._settings.cluster_name)
+
+    def _create(self, kind: str, name: str) -> bool:
+        """Runs ``kind create cluster`` (bounded); True when this call created it, False when it already
+        existed. Deletes a half-created cluster on timeout, failure or Ctrl-C."""
+        config = self._settings.kind_config or kind_configs_dir() / "default.yaml"
+        argv = kind_create_argv(kind, name, self.kubeconfig, config)
+        try:
+            run_checked(self._runner, argv, timeout=KIND_TIMEOUT)
+        except CommandError as error:
+            if "already exist" in error.output:
+                return False
+            self._delete_by_name(kind, name)
+            raise NatsnetError(f"kind could not create cluster {name} within {KIND_TIMEOUT:g}s: "
+                               f"{' '.join(error.output.split())[-400:]} (command: {error.command})") from None
+        except KeyboardInterrupt:
+            self._delete_by_name(kind, name)
+            raise
+        return True
+
+    def _delete_by_name(self, kind: str, name: str) -> None:
+        with contextlib.suppress(NatsnetError):
+            run_checked(self._runner, kind_delete_argv(kind, name, self.kubeconfig), timeout=KIND_TIMEOUT)
+
+    def start(self) -> ClusterAccess:
+        if self._access is not None:
+            return self._access
         kind, kubectl = self._tool("kind"), self._tool("kubectl")
         self._run_dir.mkdir(parents=True, exist_ok=True)
         name = self._settings.cluster_name
         existing = run_checked(self._runner, kind_get_clusters_argv(kind.path), timeout=60).split()
         self._cluster = self._cluster_factory(name, self.kubeconfig, Path(kind.path), Path(kubectl.path))
-        if name in existing:
-            export = kind_export_kubeconfig_argv(kind.path, name, self.kubeconfig)
-            run_checked(self._runner, export, timeout=60)
-        else:
-            config = self._settings.kind_config or kind_configs_dir() / "default.yaml"
-            self._cluster.create(config)
-            self.created = True
-        self._reader = self._reader_factory(self.kubeconfig, kind_context(name))
+        self.created = name not in existing and self._create(kind.path, name)
+        if not self.created:
+            run_checked(self._runner, kind_export_kubeconfig_argv(kind.path, name, self.kubeconfig), timeout=60)
+        self._owner = True
+        self._access = ClusterAccess(str(self.kubeconfig), self._context(), self.created)
+        self._reader = self._reader_factory(self.kubeconfig, self._context())
+        return self._access
+
+    def attach(self, access: ClusterAccess) -> None:
+        """A worker: its own copy of the controller's kubeconfig (kind rewrites files it exports in place)."""
+        if self._access is not None:
+            return
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(access.kubeconfig, self.kubeconfig)
+        self.kubeconfig.chmod(0o600)
+        self._access = ClusterAccess(str(self.kubeconfig), access.context, created=False)
+        self._reader = self._reader_factory(self.kubeconfig, access.context)
 
     def deploy(self, cell: CellManifests, timeout: float) -> KubeDeployment:
-        self.start()
-        assert self._reader is not None
+        if self._access is None:
+            self.start()
+        assert self._reader is not None and self._access is not None
         helm = self._tool("helm").path if cell.helm_install_argv else None
         deployment = KubeDeployment(cell, self.info, self._runner, self._reader, self._tool("kubectl").path,
-                                    helm, self.kubeconfig, kind_context(self._settings.cluster_name))
+                                    helm, self.kubeconfig, self._access.context)
         deployment.install(timeout)
         return deployment
 
     def stop(self, keep: bool) -> None:
-        if self._cluster is None:
+        if self._access is None:
             return
-        if keep:
-            context = kind_context(self._settings.cluster_name)
+        if self._owner and keep:
             print(f"natsnet: kept kind cluster {self._settings.cluster_name}; "
-                  f"kubectl --kubeconfig {self.kubeconfig} --context {context}")
-        elif self.created:
+                  f"kubectl --kubeconfig {self.kubeconfig} --context {self._context()}")
+        elif self._owner and self.created:
             self._cluster.delete()
+        self._access = None
         self._cluster = None

@@ -64,6 +64,33 @@ def statefulset_ready(sts: Mapping[str, Any]) -> bool:
     )
 
 
+def statefulset_settled(sts: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> tuple[bool, str]:
+    """Whether the StatefulSet's cell is whole, and what is missing: the controller saw the current generation,
+    and every ordinal's pod exists, is not terminating and is Ready.
+
+    ``status.readyReplicas`` alone is not enough: it still counts a pod whose deletion has begun while the pod is
+    Ready (the kubelet keeps probing readiness during termination and the chart's lame duck lasts ~40 s).
+    """
+    name = kube.name(sts)
+    if not statefulset_ready(sts):
+        status = sts.get("status") or {}
+        return False, (f"StatefulSet {name} generation {(sts.get('metadata') or {}).get('generation')} observed "
+                       f"{status.get('observedGeneration')}, ready {status.get('readyReplicas') or 0}/"
+                       f"{int(kube.spec(sts).get('replicas', 1))}")
+    by_name = {kube.name(p): p for p in pods}
+    problems = []
+    for ordinal in range(int(kube.spec(sts).get("replicas", 1))):
+        pod = by_name.get(f"{name}-{ordinal}")
+        if pod is None:
+            problems.append(f"{name}-{ordinal} missing")
+        elif (pod.get("metadata") or {}).get("deletionTimestamp"):
+            problems.append(f"{name}-{ordinal} terminating")
+        elif not any(c.get("type") == "Ready" and c.get("status") == "True"
+                     for c in (pod.get("status") or {}).get("conditions") or []):
+            problems.append(f"{name}-{ordinal} not Ready")
+    return not problems, "; ".join(problems) or f"StatefulSet {name}: every pod present and Ready"
+
+
 def pod_condition_patch(pod: Mapping[str, Any], condition_type: str, status: bool, now: str) -> list[Obj]:
     """The JSON patch setting ``condition_type`` (replace in place when present, else append)."""
     value = {"type": condition_type, "status": "True" if status else "False", "lastTransitionTime": now}
@@ -158,8 +185,9 @@ class KubernetesReader:
     def __init__(self, kubeconfig: Path, context: str | None) -> None:
         from kubernetes import config
 
+        # persist_config=False: never write refreshed credentials back into the user's kubeconfig.
         self._client = config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=str(kubeconfig), context=context
+            config_file=str(kubeconfig), context=context, persist_config=False
         )
 
     def list(self, kind: str, namespace: str | None) -> list[Obj]:
@@ -278,16 +306,13 @@ class KubeDeployment(CellHandle):
 
     def wait_ready(self, timeout: float) -> None:
         def check() -> tuple[bool, str]:
-            for pod in pods_needing_gate(self.objects("Pod")):
+            pods = self.objects("Pod")
+            for pod in pods_needing_gate(pods):
                 self.set_pod_condition(pod, POD_GATE_CONDITION, True)
             sts = self._statefulset()
             if sts is None:
                 return False, "no StatefulSet yet"
-            status = sts.get("status") or {}
-            state = (f"StatefulSet {kube.name(sts)} generation {sts['metadata'].get('generation')} observed "
-                     f"{status.get('observedGeneration')}, ready {status.get('readyReplicas') or 0}/"
-                     f"{kube.spec(sts).get('replicas', 1)}")
-            return statefulset_ready(sts), state
+            return statefulset_settled(sts, pods)
 
         wait_until(check, timeout, f"StatefulSet ready in namespace {self.namespace}")
 

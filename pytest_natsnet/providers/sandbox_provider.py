@@ -17,8 +17,15 @@ import yaml
 from pytest_natsnet import kube
 from pytest_natsnet.errors import NatsnetError
 from pytest_natsnet.kube import Obj
-from pytest_natsnet.providers.base import POD_GATE_CONDITION, CellHandle, CellManifests, ProbeTarget, ProviderInfo
-from pytest_natsnet.providers.kubeapi import WatchProcess, pods_needing_gate, statefulset_ready, wait_until
+from pytest_natsnet.providers.base import (
+    POD_GATE_CONDITION,
+    CellHandle,
+    CellManifests,
+    ClusterAccess,
+    ProbeTarget,
+    ProviderInfo,
+)
+from pytest_natsnet.providers.kubeapi import WatchProcess, pods_needing_gate, statefulset_settled, wait_until
 from pytest_natsnet.sandbox.cluster import PROBE_IMAGE, PROBE_PROGRAM, SandboxCluster
 from pytest_natsnet.sandbox.natsbin import NatsBinary, find_nats_server
 
@@ -102,15 +109,9 @@ class SandboxDeployment(CellHandle):
             sets = self.objects("StatefulSet")
             if not sets:
                 return False, "no StatefulSet yet"
-            states = []
-            for sts in sets:
-                status = sts.get("status") or {}
-                states.append(
-                    f"{kube.name(sts)} ready {status.get('readyReplicas', 0)}/"
-                    f"{kube.spec(sts).get('replicas', 1)}"
-                )
+            states = [statefulset_settled(s, pods) for s in sets]
             pod_states = ", ".join(f"{kube.name(p)}={p['status'].get('phase')}" for p in pods)
-            return all(statefulset_ready(s) for s in sets), f"{'; '.join(states)} ({pod_states})"
+            return all(done for done, _ in states), f"{'; '.join(s for _, s in states)} ({pod_states})"
 
         wait_until(check, timeout, f"StatefulSet ready in namespace {self.namespace}", poll=0.1)
 
@@ -268,10 +269,14 @@ class SandboxProvider:
             tuple(details),
         )
 
-    def start(self) -> None:
+    def start(self) -> ClusterAccess:
         problems = missing_requirements()
         if problems:
             raise SandboxUnavailable("; ".join(problems))
+        return ClusterAccess("")
+
+    def attach(self, access: ClusterAccess) -> None:
+        """Each cell is its own in-process sandbox: a worker has nothing to attach to."""
 
     def binary_for(self, image: str) -> NatsBinary:
         if image not in self._binaries:

@@ -1,0 +1,109 @@
+"""What a run keeps and what it tears down (``--natsnet-keep``), and who owns the cluster under pytest-xdist.
+
+The provider here records calls: this is the run's own orchestration logic, checked at the provider boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_natsnet import session
+from pytest_natsnet.matrix import expand, load_matrix
+from pytest_natsnet.plan import RunPlan
+from pytest_natsnet.providers.base import CellManifests, ClusterAccess, ProviderInfo
+from pytest_natsnet.session import NatsnetRun
+from pytest_natsnet.settings import NatsnetSettings
+
+INFO = ProviderInfo("fake", True, True, False)
+
+
+class FakeDeployment:
+    def __init__(self, cell: CellManifests, log: list[str]) -> None:
+        self.cell, self.log = cell, log
+
+    def teardown(self) -> None:
+        self.log.append(f"teardown {self.cell.scenario_id}")
+
+    def collect(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+
+
+class FakeProvider:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    @property
+    def info(self) -> ProviderInfo:
+        return INFO
+
+    def start(self) -> ClusterAccess:
+        self.log.append("start")
+        return ClusterAccess("/kubeconfig", "ctx", created=True)
+
+    def attach(self, access: ClusterAccess) -> None:
+        self.log.append(f"attach {access.kubeconfig}")
+
+    def deploy(self, cell: CellManifests, timeout: float) -> Any:
+        return FakeDeployment(cell, self.log)
+
+    def stop(self, keep: bool) -> None:
+        self.log.append(f"stop keep={keep}")
+
+
+def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: str, cluster: dict[str, str] | None = None
+         ) -> tuple[NatsnetRun, list[str]]:
+    log: list[str] = []
+    monkeypatch.setattr(session, "make_provider", lambda *args: FakeProvider(log))
+    settings = NatsnetSettings(enabled=True, keep=keep, evidence_dir=tmp_path / "evidence")
+    plan = RunPlan("abc123", "fake", "test", "reference", "test", True, cluster or {})
+    return NatsnetRun(settings, load_matrix(), plan), log
+
+
+def _cells(run: NatsnetRun, failed: Sequence[str]) -> None:
+    """Deploys the first two smoke cells, fails ``failed`` and releases both (as their last test ends)."""
+    for scenario in expand(run.matrix, "smoke")[:2]:
+        run.cell(scenario)
+        run.failed_cells.update(s for s in failed if s == scenario.id)
+        run.release(scenario)
+
+
+@pytest.mark.parametrize(
+    ("keep", "failed", "torn_down", "stop"),
+    [
+        ("never", ["default"], ["default", "pnra-false"], "stop keep=False"),
+        ("on-failure", [], ["default", "pnra-false"], "stop keep=False"),
+        ("on-failure", ["default"], ["pnra-false"], "stop keep=True"),
+        ("always", [], [], "stop keep=True"),
+    ],
+)
+def test_keep_keeps_cells_and_the_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: str, failed: list[str], torn_down: list[str],
+    stop: str,
+) -> None:
+    run, log = _run(tmp_path, monkeypatch, keep)
+    _cells(run, failed)
+    run.finish()
+    assert log == ["start", *(f"teardown {c}" for c in torn_down), stop]
+    assert sorted(p.name for p in (tmp_path / "evidence" / "abc123").glob("*")) == sorted(
+        {"default"} & set(failed) | ({"default", "pnra-false"} if keep == "always" else set()))
+
+
+def test_a_worker_attaches_to_the_controllers_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run, log = _run(tmp_path, monkeypatch, "never", ClusterAccess("/controller", "ctx", True).to_wire())
+    _cells(run, [])
+    run.finish()
+    assert log[0] == "attach /controller" and "start" not in log
+
+
+def test_the_controller_starts_the_cluster_and_hands_its_access_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run, log = _run(tmp_path, monkeypatch, "never")
+    access = run.start_cluster()
+    assert ClusterAccess.from_wire(RunPlan.from_wire(run.plan.to_wire()).cluster) == access
+    run.finish()
+    assert log == ["start", "stop keep=False"]
