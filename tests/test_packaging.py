@@ -133,3 +133,16 @@ def test_readme_commands_exist() -> None:
         assert path in readme, f"README.md does not mention {path}"
         if path != "benchmarks/README.md":  # written by the benchmarks work
             assert (ROOT / path).is_file(), f"README.md mentions {path}, which does not exist"
+
+
+def test_the_shipped_workflow_tests_the_working_copy_with_a_pinned_plugin() -> None:
+    """The workflow must test the chart of the commit under test (--natsnet-chart) and install the plugin from
+    this checkout or a pinned requirement, never an unpinned ``pip install pytest-natsnet``."""
+    import yaml
+
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "natsnet.yaml").read_text(encoding="utf-8"))
+    runs = "\n".join(str(step.get("run", "")) for step in workflow["jobs"]["conformance"]["steps"])
+    assert "--natsnet-chart=\"$CHART_DIR\"" in runs and "--natsnet-provider=kind" in runs
+    assert "pip install pytest-natsnet" not in runs
+    assert 'pip install "$PYTEST_NATSNET"' in runs and "pip install ." in runs
+    assert set(workflow["env"]) == {"CHART_DIR", "PYTEST_NATSNET"}
