@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
+from pytest_natsnet.assembly import assemble_cell, documents
 from pytest_natsnet.errors import CommandError, ConfigError, ToolNotFound
 from pytest_natsnet.matrix import Matrix, Scenario, expand, load_matrix, scenario_by_id
 from pytest_natsnet.settings import DEFAULT_CHART, DEFAULT_CHART_REPO, DEFAULT_CHART_VERSION, NatsnetSettings
-from pytest_natsnet.sources import render_cell
+from pytest_natsnet.tlsgen import new_ca
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,8 +29,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="Where the manifests come from (default: reference)")
     render.add_argument("--manifests", type=Path, metavar="DIR", help="Rendered manifests directory")
     render.add_argument("--manifests-namespace", default="natsnet", help="Namespace DIR was rendered for")
-    render.add_argument("--namespace", default="natsnet", help="Namespace to render for (default natsnet)")
-    render.add_argument("--release", default="nats", help="Release name (default nats)")
+    render.add_argument("--run-id", default="render", help="Run id in the namespace name and labels (default render)")
+    render.add_argument("--namespace", help="Namespace to render for (default: the run's natsnet-<run id>-<cell>)")
     render.add_argument("--chart", default=DEFAULT_CHART, help="Chart for --source helm")
     render.add_argument("--chart-version", default=DEFAULT_CHART_VERSION, help="Chart version")
     render.add_argument("--helm", help="helm binary (else $NATSNET_HELM, PATH, pinned download)")
@@ -88,8 +89,11 @@ def render_text(args: argparse.Namespace) -> str:
         helm=args.helm,
     )
     scenario = _scenario(matrix, args.scenario, args.source)
-    objects = render_cell(settings, scenario, args.namespace, args.release)
-    return "".join("---\n" + yaml.safe_dump(o, sort_keys=False) for o in objects)
+    authority = functools.partial(new_ca, f"pytest-natsnet render {args.run_id}")
+    with tempfile.TemporaryDirectory(prefix="natsnet-render-") as workdir:
+        cell, _ = assemble_cell(settings, scenario, args.run_id, args.source, authority, workdir=Path(workdir),
+                                namespace=args.namespace)
+    return documents(cell)
 
 
 def _gc() -> int:

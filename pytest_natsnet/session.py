@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import re
 import shlex
 import sys
 import threading
@@ -13,16 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_natsnet import kube
+from pytest_natsnet.assembly import assemble_cell
 from pytest_natsnet.errors import ConfigError, NatsnetError
-from pytest_natsnet.kube import MANAGED_BY_LABEL, MANAGED_BY_VALUE, RUN_ID_LABEL, SCENARIO_LABEL, Obj
-from pytest_natsnet.matrix import Matrix, Scenario, namespace_for
+from pytest_natsnet.matrix import Matrix, Scenario
 from pytest_natsnet.plan import RunPlan
 from pytest_natsnet.providers.base import CellManifests, ClusterAccess, Deployment, Provider
 from pytest_natsnet.settings import NatsnetSettings
-from pytest_natsnet.tlsgen import CertificateAuthority, TlsMaterial, new_ca, tls_material
-
-TLS_SECRETS = ("nats-ca", "nats-client-tls", "nats-route-tls")
+from pytest_natsnet.tlsgen import CertificateAuthority, TlsMaterial, new_ca
 
 
 @dataclass
@@ -58,16 +54,6 @@ def make_provider(name: str, settings: NatsnetSettings, run_id: str, run_dir: Pa
     raise ConfigError(
         "--natsnet-provider", f"unknown provider {name!r}", "use auto, kind, existing or sandbox"
     )
-
-
-def secrets_referenced(objects: Sequence[Obj]) -> set[str]:
-    names = set()
-    for obj in objects:
-        template = kube.spec(obj).get("template", {}) if kube.kind(obj) != "Pod" else obj
-        for volume in (template.get("spec") or {}).get("volumes") or []:
-            if "secret" in volume:
-                names.add(str(volume["secret"]["secretName"]))
-    return names
 
 
 def repro_command(settings: NatsnetSettings, scenario: Scenario, provider: str, source: str) -> str:
@@ -157,23 +143,9 @@ class NatsnetRun:
             return self._ca
 
     def manifests(self, scenario: Scenario) -> tuple[CellManifests, TlsMaterial | None]:
-        """Renders the cell and adds what the chart expects to exist (TLS Secrets)."""
-        from pytest_natsnet.sources import render_cell
-
-        namespace = namespace_for(self.run_id, scenario.id)
-        objects = render_cell(self.settings, scenario, namespace, source=self.source)
-        tls = None
-        present = {kube.name(o) for o in kube.of_kind(objects, "Secret")}
-        if scenario.certs or set(TLS_SECRETS) & (secrets_referenced(objects) - present):
-            tls = tls_material(self._certificate_authority(), scenario.certs or "good", namespace)
-            objects = [*tls.secrets, *objects]
-        labels = {
-            MANAGED_BY_LABEL: MANAGED_BY_VALUE,
-            RUN_ID_LABEL: self.run_id,
-            SCENARIO_LABEL: re.sub(r"[^A-Za-z0-9]+$", "", re.sub(r"[^A-Za-z0-9._-]", "_", scenario.id)[:63]),
-        }
-        cell = CellManifests(scenario.id, namespace, "nats", tuple(objects), self.source, labels=labels)
-        return cell, tls
+        """The cell as it is deployed (see ``assembly.assemble_cell``)."""
+        return assemble_cell(self.settings, scenario, self.run_id, self.source, self._certificate_authority,
+                             workdir=self.run_dir / "cells" / scenario.id)
 
     def _deploy(self, scenario: Scenario) -> Cell:
         cell, tls = self.manifests(scenario)

@@ -38,8 +38,32 @@ def test_render_reference_prints_multidoc_yaml(capsys: pytest.CaptureFixture[str
                      "--namespace", "demo"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("---\n")
-    kinds = [d["kind"] for d in yaml.safe_load_all(out) if d]
+    documents = [d for d in yaml.safe_load_all(out) if d]
+    kinds = [d["kind"] for d in documents]
     assert kinds.count("NetworkPolicy") == 3 and "StatefulSet" in kinds
+    assert kinds[0] == "Namespace" and documents[0]["metadata"]["name"] == "demo"
+    assert {d["metadata"]["namespace"] for d in documents[1:]} == {"demo"}
+
+
+def test_render_prints_what_the_run_deploys(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The namespace with the run's labels, the generated TLS Secrets and the objects: the run's own assembly."""
+    from pytest_natsnet.matrix import load_matrix, scenario_by_id
+    from pytest_natsnet.plan import RunPlan
+    from pytest_natsnet.session import NatsnetRun
+    from pytest_natsnet.settings import NatsnetSettings
+
+    assert cli.main(["render", "--scenario", "tls", "--source", "reference", "--run-id", "abc123"]) == 0
+    printed = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
+    run = NatsnetRun(NatsnetSettings(enabled=True), load_matrix(),
+                     RunPlan("abc123", "sandbox", "test", "reference", "test"))
+    cell, tls = run.manifests(scenario_by_id(load_matrix(), "tls"))
+    assert tls is not None
+    assert printed[0] == {"apiVersion": "v1", "kind": "Namespace",
+                          "metadata": {"name": "natsnet-abc123-tls", "labels": dict(cell.labels)}}
+    assert [(d["kind"], d["metadata"]["name"]) for d in printed[1:]] == [
+        (o["kind"], o["metadata"]["name"]) for o in cell.objects]
+    assert {"nats-ca", "nats-client-tls", "nats-route-tls"} <= {
+        d["metadata"]["name"] for d in printed if d["kind"] == "Secret"}
 
 
 def test_render_manifests_accepts_ids_outside_the_matrix(capsys: pytest.CaptureFixture[str]) -> None:

@@ -73,7 +73,7 @@ def _only(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 def test_render_layers_values_applies_release_and_namespace_and_drops_the_test_hook(
     helm: str, layers: list[Path]
 ) -> None:
-    objects = helm_source.render(helm, str(MINI), None, "rel", "ns1", layers)
+    objects = helm_source.render(helm, str(MINI), None, "rel", "ns1", layers)[0]
     assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
         ("ConfigMap", "rel-mini-config"), ("Service", "rel-mini-headless"), ("StatefulSet", "rel-mini")]
     assert {o["metadata"]["namespace"] for o in objects} == {"ns1"}
@@ -90,8 +90,8 @@ def test_render_layers_values_applies_release_and_namespace_and_drops_the_test_h
 def test_later_values_file_wins(helm: str, tmp_path: Path) -> None:
     first = _write(tmp_path, "first.yaml", "replicas: 2\n")
     second = _write(tmp_path, "second.yaml", "replicas: 5\n")
-    forward = helm_source.render(helm, str(MINI), None, "rel", "ns1", [first, second])
-    backward = helm_source.render(helm, str(MINI), None, "rel", "ns1", [second, first])
+    forward = helm_source.render(helm, str(MINI), None, "rel", "ns1", [first, second])[0]
+    backward = helm_source.render(helm, str(MINI), None, "rel", "ns1", [second, first])[0]
     assert _only(forward, "StatefulSet")["spec"]["replicas"] == 5
     assert _only(backward, "StatefulSet")["spec"]["replicas"] == 2
 
@@ -108,7 +108,7 @@ def test_exact_template_argv_runs_with_helm_v4(helm: str, layers: list[Path]) ->
     assert len(helm_source.parse_manifests(result.stdout, "mini")) == len(raw) - 1
 
     runner = RecordingRunner()
-    helm_source.render(helm, str(MINI), None, "rel", "ns1", layers, runner=runner)
+    helm_source.render(helm, str(MINI), None, "rel", "ns1", layers, runner=runner)[0]
     assert runner.calls == [argv]
 
 
@@ -119,7 +119,7 @@ def test_extra_resources_of_every_file_reach_helm(helm: str, tmp_path: Path) -> 
 
     files = [_write(tmp_path, f"{n}.yaml", extra(f"extra-{n}")) for n in ("one", "two")]
     runner = RecordingRunner()
-    objects = helm_source.render(helm, str(MINI), None, "rel", "ns1", files, runner=runner)
+    objects = helm_source.render(helm, str(MINI), None, "rel", "ns1", files, runner=runner)[0]
     names = [o["metadata"]["name"] for o in kube.of_kind(objects, "ConfigMap")]
     assert names == ["rel-mini-config", "extra-one", "extra-two"]
     assert runner.calls[0][-1].endswith("natsnet-extra-resources.yaml")
@@ -139,7 +139,7 @@ def test_schema_rejection_is_one_config_line_naming_the_files(
 ) -> None:
     files = [_write(tmp_path, f"layer{i}.yaml", text) for i, text in enumerate(texts)]
     with pytest.raises(ConfigError) as info:
-        helm_source.render(helm, str(MINI), None, "rel", "ns1", files)
+        helm_source.render(helm, str(MINI), None, "rel", "ns1", files)[0]
     message = str(info.value)
     assert "\n" not in message and "Traceback" not in message
     assert all(str(f) in message for f in files)
@@ -150,7 +150,7 @@ def test_schema_rejection_is_one_config_line_naming_the_files(
 
 def test_missing_chart_is_a_config_error(helm: str, layers: list[Path], tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        helm_source.render(helm, str(tmp_path / "no-such-chart"), None, "rel", "ns1", layers)
+        helm_source.render(helm, str(tmp_path / "no-such-chart"), None, "rel", "ns1", layers)[0]
     assert "\n" not in str(info.value) and str(layers[0]) in str(info.value)
     assert "no-such-chart" in info.value.problem
 
@@ -161,8 +161,8 @@ def test_packaged_chart_renders_like_the_directory(helm: str, layers: list[Path]
     assert packaged.returncode == 0, packaged.stderr
     archive = tmp_path / "mini-0.1.0.tgz"
     assert archive.is_file()
-    from_dir = helm_source.render(helm, str(MINI), None, "rel", "ns1", layers)
-    from_archive = helm_source.render(helm, str(archive), None, "rel", "ns1", layers)
+    from_dir = helm_source.render(helm, str(MINI), None, "rel", "ns1", layers)[0]
+    from_archive = helm_source.render(helm, str(archive), None, "rel", "ns1", layers)[0]
     assert from_archive == from_dir and len(from_dir) == 3
 
 

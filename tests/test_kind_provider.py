@@ -14,7 +14,13 @@ from golden_data import rendered_path
 
 from pytest_natsnet import kube
 from pytest_natsnet.errors import NatsnetError
-from pytest_natsnet.providers.base import POD_GATE_CONDITION, CellManifests, ClusterAccess, ProbeTarget
+from pytest_natsnet.providers.base import (
+    POD_GATE_CONDITION,
+    CellManifests,
+    ChartInstall,
+    ClusterAccess,
+    ProbeTarget,
+)
 from pytest_natsnet.providers.existing import ExistingProvider, current_context, default_kubeconfig
 from pytest_natsnet.providers.kind import KindProvider, kind_create_argv
 from pytest_natsnet.providers.kubeapi import (
@@ -99,9 +105,9 @@ class FakeReader:
         return []
 
 
-def _cell(helm_argv: tuple[str, ...] | None = None) -> CellManifests:
+def _cell(chart: ChartInstall | None = None) -> CellManifests:
     objects = [o for o in yaml.safe_load_all(GOLDEN.read_text()) if o and "hook" not in str(o["metadata"])]
-    return CellManifests("default", NS, "nats", tuple(objects), "manifests", helm_argv, LABELS)
+    return CellManifests("default", NS, "nats", tuple(objects), "manifests", chart, LABELS)
 
 
 
@@ -223,9 +229,10 @@ def test_kind_deploy_with_helm_runs_the_cells_install_argv(tmp_path: Path) -> No
     runner = FakeRunner()
     provider, _ = _kind(tmp_path, runner)
     kubeconfig = tmp_path / "run" / "kubeconfig"
-    argv = tuple(helm_install_argv("/t/helm", "nats", "2.14.2", "nats", NS, ["/v/base.yaml"], kubeconfig,
-                                   "kind-natsnet", 300, "https://nats-io.github.io/k8s/helm/charts/"))
-    deployment = provider.deploy(_cell(argv), timeout=5)
+    argv = helm_install_argv("/t/helm", "nats", "2.14.2", "nats", NS, [Path("/v/base.yaml")], kubeconfig,
+                             "kind-natsnet", 5, "https://nats-io.github.io/k8s/helm/charts/")
+    chart = ChartInstall("nats", "2.14.2", "https://nats-io.github.io/k8s/helm/charts/", (Path("/v/base.yaml"),))
+    deployment = provider.deploy(_cell(chart), timeout=5)
     assert runner.argvs[3] == list(argv)
     applies = [a for a in runner.argvs if a[5:6] == ["apply"]]
     assert len(applies) == 1 and "--namespace" not in applies[0]  # only the namespace itself

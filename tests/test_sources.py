@@ -78,7 +78,7 @@ def test_parse_rejects_non_objects(text: str, message: str) -> None:
 def test_helm_render_runs_template_with_layers_and_parses(tmp_path: Path) -> None:
     runner = FakeRunner((GOLDEN / "netpol-egress-dns.yaml").read_text())
     cell = {s.id: s for s in expand(load_matrix(), "smoke")}["netpol-egress-dns"]
-    objects = helm.render("/bin/helm", "nats", "2.14.2", "nats", "ns1", cell.values_files, "https://r/",
+    objects, _ = helm.render("/bin/helm", "nats", "2.14.2", "nats", "ns1", cell.values_files, "https://r/",
                           runner)
     (argv,) = runner.calls
     files = [argv[i + 1] for i, a in enumerate(argv) if a == "-f"]

@@ -33,6 +33,16 @@ class ProviderInfo:
 
 
 @dataclass(frozen=True)
+class ChartInstall:
+    """How a provider installs a cell with ``helm install``: the chart and the cell's ``-f`` layers."""
+
+    chart: str
+    version: str | None
+    repo: str | None
+    values_files: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
 class CellManifests:
     """One cell of the matrix, rendered: what ``deploy`` installs."""
 
@@ -42,8 +52,8 @@ class CellManifests:
     objects: tuple[Obj, ...]
     source: str
     """``helm``, ``manifests`` or ``reference``."""
-    helm_install_argv: tuple[str, ...] | None = None
-    """When the source is a chart and the provider installs with helm: the exact ``helm install`` argv."""
+    chart: ChartInstall | None = None
+    """The helm source: install the chart with these values (``objects`` is then ``helm template``'s output)."""
     labels: Mapping[str, str] = field(default_factory=dict)
     """Labels for the cell's namespace (managed-by, run id, scenario)."""
 

@@ -106,7 +106,7 @@ class ExistingProvider:
         if self._reader is None:
             self.start()
         assert self._reader is not None
-        helm = self._tool("helm").path if cell.helm_install_argv else None
+        helm = self._tool("helm").path if cell.chart else None
         deployment = KubeDeployment(cell, self.info, self._runner, self._reader, self._tool("kubectl").path,
                                     helm, self.kubeconfig, self.context)
         deployment.install(timeout)

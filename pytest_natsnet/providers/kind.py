@@ -173,7 +173,7 @@ class KindProvider:
         if self._access is None:
             self.start()
         assert self._reader is not None and self._access is not None
-        helm = self._tool("helm").path if cell.helm_install_argv else None
+        helm = self._tool("helm").path if cell.chart else None
         deployment = KubeDeployment(cell, self.info, self._runner, self._reader, self._tool("kubectl").path,
                                     helm, self.kubeconfig, self._access.context)
         deployment.install(timeout)

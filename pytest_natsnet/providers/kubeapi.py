@@ -18,7 +18,7 @@ from pytest_natsnet import kube
 from pytest_natsnet.errors import NatsnetError
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.providers.base import POD_GATE_CONDITION, CellHandle, CellManifests, ProbeTarget, ProviderInfo
-from pytest_natsnet.sources.helm import helm_uninstall_argv
+from pytest_natsnet.sources.helm import helm_install_argv, helm_uninstall_argv
 from pytest_natsnet.tools import Runner, run_checked
 
 PROBE_IMAGE = "python:3.12-alpine"
@@ -273,8 +273,11 @@ class KubeDeployment(CellHandle):
         """Creates the labelled namespace, installs the cell (helm or kubectl apply) and waits for it."""
         namespace = namespace_manifest(self.namespace, self._cell.labels)
         self.kubectl("apply", "-f", "-", input=json.dumps(namespace))
-        if self._cell.helm_install_argv:
-            run_checked(self._runner, self._cell.helm_install_argv, timeout=timeout)
+        chart = self._cell.chart
+        if chart is not None and self._helm:
+            argv = helm_install_argv(self._helm, chart.chart, chart.version, self.release, self.namespace,
+                                     chart.values_files, self._kubeconfig, self._context, timeout, chart.repo)
+            run_checked(self._runner, argv, timeout=timeout)
         else:
             self.apply(self._cell.objects)
         self.wait_ready(timeout)
@@ -383,7 +386,7 @@ class KubeDeployment(CellHandle):
                     (directory / name).write_text(text)
 
     def teardown(self) -> None:
-        if self._cell.helm_install_argv and self._helm:
+        if self._cell.chart is not None and self._helm:
             argv = helm_uninstall_argv(self._helm, self.release, self.namespace, self._kubeconfig,
                                        self._context, KUBECTL_TIMEOUT)
             with contextlib.suppress(NatsnetError):  # the namespace deletion below removes what is left

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_natsnet.errors import ConfigError, ToolNotFound
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.matrix import Scenario
+from pytest_natsnet.providers.base import ChartInstall
 from pytest_natsnet.settings import NatsnetSettings, choose_source
 from pytest_natsnet.tools import Runner, resolve_tool
 from pytest_natsnet.values import compose
@@ -37,7 +39,15 @@ def resolve_source(settings: NatsnetSettings, runner: Runner | None = None) -> t
     return choose_source(settings, helm_available, reachable)
 
 
-def render_cell(
+@dataclass(frozen=True)
+class Rendered:
+    """A cell's objects, and for the helm source the chart and ``-f`` layers that ``helm install`` takes."""
+
+    objects: list[Obj]
+    chart: ChartInstall | None = None
+
+
+def render_source(
     settings: NatsnetSettings,
     scenario: Scenario,
     namespace: str,
@@ -45,7 +55,8 @@ def render_cell(
     *,
     source: str | None = None,
     runner: Runner | None = None,
-) -> list[Obj]:
+    layers_dir: Path | None = None,
+) -> Rendered:
     """The objects of one cell from ``source`` (default: the settings' source, ``auto`` resolved)."""
     chosen = source or settings.source
     if chosen == "auto":
@@ -55,18 +66,32 @@ def render_cell(
 
         if settings.manifests is None:
             raise ConfigError("--natsnet-source=manifests", "needs --natsnet-manifests DIR")
-        return manifests.render(settings.manifests, scenario.id, settings.manifests_namespace, namespace)
+        return Rendered(manifests.render(settings.manifests, scenario.id, settings.manifests_namespace, namespace))
     if chosen == "helm":
         from pytest_natsnet.sources import helm
 
         tool = resolve_tool("helm", settings.helm, runner=runner)
         local_chart = Path(settings.chart).is_absolute()
         version = None if local_chart else settings.chart_version
-        return helm.render(tool.path, settings.chart, version, release, namespace,
-                           scenario.values_files, settings.chart_repo, runner)
+        objects, layers = helm.render(tool.path, settings.chart, version, release, namespace,
+                                      scenario.values_files, settings.chart_repo, runner, layers_dir)
+        return Rendered(objects, ChartInstall(settings.chart, version, settings.chart_repo, tuple(layers)))
     if chosen == "reference":
         from pytest_natsnet.sources import reference
 
         composed = compose(scenario.values_files)
-        return reference.render(composed.values, namespace, release, composed.extra_resources)
+        return Rendered(reference.render(composed.values, namespace, release, composed.extra_resources))
     raise ConfigError("--natsnet-source", f"unknown source {chosen!r}", "use helm, manifests or reference")
+
+
+def render_cell(
+    settings: NatsnetSettings,
+    scenario: Scenario,
+    namespace: str,
+    release: str = "nats",
+    *,
+    source: str | None = None,
+    runner: Runner | None = None,
+) -> list[Obj]:
+    """The objects of one cell (see ``render_source``)."""
+    return render_source(settings, scenario, namespace, release, source=source, runner=runner).objects

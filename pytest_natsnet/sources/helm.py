@@ -93,12 +93,14 @@ def parse_manifests(text: str, where: str) -> list[Obj]:
 def render(
     helm: str, chart: str, version: str | None, release: str, namespace: str,
     values_files: Sequence[Path], repo: str | None = None, runner: Runner | None = None,
-) -> list[Obj]:
+    layers_dir: Path | None = None,
+) -> tuple[list[Obj], list[Path]]:
     """Runs ``helm template`` with the cell's layered values files; helm's complaint becomes a ConfigError
-    naming the values files."""
+    naming the values files. Returns the objects and the ``-f`` layers, which are kept in ``layers_dir`` (for a
+    later ``helm install`` of the same values) or dropped with a temporary directory."""
     composed = compose(values_files)
     with tempfile.TemporaryDirectory(prefix="natsnet-helm-") as workdir:
-        layers = write_layers(composed, Path(workdir))
+        layers = write_layers(composed, layers_dir or Path(workdir))
         argv = helm_template_argv(helm, chart, version, release, namespace, layers, repo)
         try:
             output = run_checked(runner or SubprocessRunner(), argv, timeout=TEMPLATE_TIMEOUT)
@@ -107,4 +109,4 @@ def render(
             detail = " ".join(exc.output.split()) or f"exit {exc.returncode}"
             raise ConfigError(f"helm template {chart} with values {names}", detail,
                               f"reproduce with: {exc.command}") from None
-    return parse_manifests(output, f"helm template {chart}")
+    return parse_manifests(output, f"helm template {chart}"), layers
