@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pytest_natsnet import parallel
 from pytest_natsnet import plan as plan_module
 from pytest_natsnet import settings as settings_module
 from pytest_natsnet.errors import NatsnetError
@@ -74,6 +75,35 @@ def _plan(config: pytest.Config, settings: NatsnetSettings) -> RunPlan:
         if problems:
             raise pytest.UsageError(f"--natsnet-provider=sandbox ({plan.provider_reason}): {'; '.join(problems)}")
     return plan
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object]:
+    """Before pytest-xdist reads ``-n``: a ``--natsnet`` run of the shipped suites that did not choose ``-n``
+    runs its cells side by side (see ``parallel.py``). A run of named test files keeps to this process unless
+    ``-n`` is given: how many cells they use is known only after collection (a bug-report test has one)."""
+    try:
+        settings = settings_module.NatsnetSettings.from_config(config)
+        if settings.enabled and _runs_shipped_suites(config):
+            cells = len(_scenarios(settings, load_matrix()))
+            parallel.distribute_cells(config, cells, settings.parallel)
+    except NatsnetError as error:
+        raise pytest.UsageError(str(error)) from None
+    return (yield)
+
+
+def _runs_shipped_suites(config: pytest.Config) -> bool:
+    from pytest_natsnet.resources import suites_dir
+
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        return True  # --natsnet adds the suites (see pytest_configure)
+    suites = suites_dir().resolve()
+    base = Path(config.invocation_params.dir)
+    for arg in config.args:
+        path = (base / arg.split("::")[0]).resolve()
+        if path == suites or suites in path.parents:
+            return True
+    return False
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -309,8 +339,8 @@ def _window(order: Sequence[Scenario], current: Scenario, size: int) -> list[Sce
 def natsnet_cell(
     natsnet_run: NatsnetRun, natsnet_scenario: Scenario, pytestconfig: pytest.Config
 ) -> Iterator[Cell]:
-    """One installed cell (deployed once, shared by every test of the cell; the next cells deploy
-    concurrently up to --natsnet-parallel). Torn down after its last test; evidence kept on failure."""
+    """One installed cell (deployed once, shared by every test of the cell). Torn down after its last test;
+    evidence kept on failure."""
     order = pytestconfig.stash.get(cell_order_key, [])
     natsnet_run.prefetch(_window(order, natsnet_scenario, natsnet_run.prefetch_window))
     try:

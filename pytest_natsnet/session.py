@@ -155,14 +155,14 @@ class NatsnetRun:
 
     def __post_init__(self) -> None:
         if self.prefetch_window <= 0:
-            self.prefetch_window = self.settings.parallel
+            self.prefetch_window = self.settings.parallel or 1
 
     def prefetch(self, scenarios: Sequence[Scenario]) -> None:
         """Starts deploying ``scenarios`` concurrently (up to --natsnet-parallel at once)."""
         with self._lock:
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=self.settings.parallel, thread_name_prefix="natsnet-deploy"
+                    max_workers=self.prefetch_window, thread_name_prefix="natsnet-deploy"
                 )
             for scenario in scenarios:
                 if scenario.id not in self._futures:

@@ -20,7 +20,6 @@ DEFAULT_CHART_REPO = "https://nats-io.github.io/k8s/helm/charts/"
 DEFAULT_CHART_VERSION = "2.14.2"
 DEFAULT_MANIFESTS_NAMESPACE = "natsnet"
 DEFAULT_CLUSTER_NAME = "natsnet"
-DEFAULT_PARALLEL = 4
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_EVIDENCE_DIR = "natsnet-evidence"
 
@@ -65,7 +64,8 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("kind-config", "kind cluster config file (default: the shipped kind-configs/default.yaml)"),
     _Option("kubeconfig", "Kubeconfig for the existing provider (default: $KUBECONFIG or ~/.kube/config)"),
     _Option("context", "Kubeconfig context for the existing provider (default: the current context)"),
-    _Option("parallel", f"Cells deployed at the same time (default: {DEFAULT_PARALLEL})"),
+    _Option("parallel", "Cells run at the same time, one pytest-xdist worker each, unless -n is given "
+            "(default: as many as the machine holds; -n 0 runs serially)"),
     _Option("timeout", f"Seconds allowed for each cell's deploy (default: {DEFAULT_TIMEOUT:g})"),
     _Option("evidence-dir", f"Where evidence of failed cells is written (default: {DEFAULT_EVIDENCE_DIR})"),
     _Option("helm", "Path to the helm binary (else $NATSNET_HELM, PATH, or a pinned download)"),
@@ -198,7 +198,8 @@ class NatsnetSettings:
     kind_config: Path | None = None
     kubeconfig: Path | None = None
     context: str | None = None
-    parallel: int = DEFAULT_PARALLEL
+    parallel: int | None = None
+    """None: as many as the machine holds (see ``parallel.py``)."""
     timeout: float = DEFAULT_TIMEOUT
     evidence_dir: Path = Path(DEFAULT_EVIDENCE_DIR)
     helm: str | None = None

@@ -86,7 +86,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert (got.provider, got.source, got.matrix, got.keep) == ("auto", "auto", "smoke", "never")
     assert (got.chart, got.chart_repo, got.chart_version, got.chart_named) == (
         "nats", s.DEFAULT_CHART_REPO, "2.14.2", False)
-    assert (got.parallel, got.timeout, got.cluster_name) == (4, 300.0, "natsnet")
+    assert (got.parallel, got.timeout, got.cluster_name) == (None, 300.0, "natsnet")
     assert got.evidence_dir == tmp_path / "natsnet-evidence"
     assert got.manifests_namespace == "natsnet"
 
@@ -155,7 +155,7 @@ def test_show(request):
 
 
 @pytest.mark.parametrize(("ini", "args", "expected"), [
-    ("", [], "SETTINGS False auto 4 () smoke"),
+    ("", [], "SETTINGS False auto None () smoke"),
     ("natsnet = true\nnatsnet_provider = sandbox\nnatsnet_parallel = 2\n"
      "natsnet_scenario =\n  tls*\n  default\n",
      [], "SETTINGS True sandbox 2 ('tls*', 'default') smoke"),
