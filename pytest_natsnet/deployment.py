@@ -1,0 +1,327 @@
+"""One cell on any cluster, through the Kubernetes API: the deployment every provider hands out.
+
+A provider only creates, attaches to or removes a cluster and hands over a kubeconfig; everything after that is
+here, the same for kind, an existing cluster and the sandbox: the cell is installed with ``helm install`` of the
+chart (helm source) or ``kubectl apply --server-side`` of the rendered objects, read and changed through the
+kubernetes client, probed by a probe pod that runs the probe program (``probe/program.py``) under ``exec``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import json
+import subprocess
+import tarfile
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pytest_natsnet import kube
+from pytest_natsnet.errors import NatsnetError
+from pytest_natsnet.kube import Obj
+from pytest_natsnet.kubeclient import KubeClient, KubeError
+from pytest_natsnet.providers.base import POD_GATE_CONDITION, CellHandle, CellManifests, ProbeTarget, ProviderInfo
+from pytest_natsnet.providers.kubeapi import (
+    pod_condition_patch,
+    pods_needing_gate,
+    statefulset_settled,
+    wait_until,
+)
+from pytest_natsnet.sources.helm import helm_install_argv, helm_uninstall_argv
+from pytest_natsnet.tools import Runner, SubprocessRunner, run_checked
+
+PROBE_IMAGE = "python:3.12-alpine"
+PROBE_CONTAINER = "probe"
+PROBE_DIR = "/natsnet"
+PROBE_PROGRAM = Path(__file__).resolve().parent / "probe" / "program.py"
+COMMAND_TIMEOUT = 120.0
+READY_POLL = 0.25
+EVIDENCE_KINDS = ("StatefulSet", "Pod", "Service", "EndpointSlice", "NetworkPolicy", "ConfigMap", "Event")
+
+
+@dataclass(frozen=True)
+class ClusterTools:
+    """The binaries and the cluster a deployment drives: kubectl and helm with an explicit kubeconfig."""
+
+    kubectl: str
+    helm: str | None
+    kubeconfig: Path
+    context: str | None
+    runner: Runner = field(default_factory=SubprocessRunner)
+
+    def kubectl_argv(self, *args: str) -> list[str]:
+        argv = [self.kubectl, "--kubeconfig", str(self.kubeconfig)]
+        if self.context:
+            argv += ["--context", self.context]
+        return [*argv, *args]
+
+    def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float = COMMAND_TIMEOUT) -> str:
+        return run_checked(self.runner, argv, input=input, timeout=timeout)
+
+
+def probe_pod_manifest(target: ProbeTarget, annotations: Mapping[str, str] | None = None) -> Obj:
+    """A stock Python pod that sleeps; the program is unpacked into it and exec'd."""
+    metadata: dict[str, Any] = {"name": target.name, "namespace": target.namespace, "labels": dict(target.labels)}
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": PROBE_CONTAINER, "image": PROBE_IMAGE, "command": ["sleep", "86400"]}],
+        },
+    }
+
+
+def probe_bundle() -> bytes:
+    """A tar of the probe program with the pure-Python ``dns`` and ``nats`` packages it imports: what the probe
+    pod needs beyond a stock Python (unpacked into ``PROBE_DIR`` in one exec)."""
+    import dns
+    import nats
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(PROBE_PROGRAM, arcname="program.py")
+        for package in (dns, nats):
+            root = Path(next(iter(package.__path__)))
+            tar.add(root, arcname=root.name, filter=lambda info: None if "__pycache__" in info.name else info)
+    return buffer.getvalue()
+
+
+class ExecWatch:
+    """A running ``watch`` probe over exec: JSON-line events collected by a reader thread; ``stop`` closes its
+    stdin (the program then writes its summary and exits), bounded."""
+
+    def __init__(self, stream: Any, request: Mapping[str, Any]) -> None:
+        self._stream = stream
+        self._events: list[dict[str, Any]] = []
+        self._stderr: list[str] = []
+        self._lock = threading.Lock()
+        stream.write_stdin(json.dumps(dict(request)) + "\n")
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        buffer = ""
+        while self._stream.is_open():
+            self._stream.update(timeout=0.5)
+            buffer += self._stream.read_stdout(timeout=0) or ""
+            self._stderr.append(self._stream.read_stderr(timeout=0) or "")
+            *lines, buffer = buffer.split("\n")
+            for line in lines:
+                with contextlib.suppress(ValueError):
+                    event = json.loads(line)
+                    with self._lock:
+                        self._events.append(event)
+
+    def events(self) -> list[dict[str, Any]]:
+        with self._lock:
+            events = list(self._events)
+        if not self._thread.is_alive() and not any(e.get("event") == "summary" for e in events):
+            events.append({"event": "exited", "mono": 0.0, "returncode": None,
+                           "stderr": "".join(self._stderr)[-1500:]})
+        return events
+
+    def stop(self, timeout: float = 15.0) -> list[dict[str, Any]]:
+        with contextlib.suppress(Exception):
+            self._stream.close_channel(0)
+        self._thread.join(timeout=timeout)
+        with contextlib.suppress(Exception):
+            self._stream.close()
+        self._thread.join(timeout=2)
+        return self.events()
+
+
+class KubeDeployment(CellHandle):
+    """One cell in its namespace of a cluster, installed and observed through the Kubernetes API."""
+
+    def __init__(self, cell: CellManifests, info: ProviderInfo, client: KubeClient, tools: ClusterTools,
+                 probe_annotations: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        super().__init__(cell, info)
+        self._client = client
+        self._tools = tools
+        self._namespaces: list[str] = [cell.namespace]
+        self._probe_pods: set[tuple[str, str]] = set()
+        self._probe_annotations = dict(probe_annotations or {})
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> KubeClient:
+        return self._client
+
+    # -- install ---------------------------------------------------------------------------------------------
+
+    def install(self, timeout: float) -> None:
+        """Creates the labelled namespace, installs the cell (``helm install`` or server-side apply) and waits
+        until every pod of the StatefulSet is Ready."""
+        self._client.apply(self._namespace_object(self.namespace, {}))
+        chart = self._cell.chart
+        if chart is not None and self._tools.helm:
+            argv = helm_install_argv(self._tools.helm, chart.chart, chart.version, self.release, self.namespace,
+                                     chart.values_files, self._tools.kubeconfig, self._tools.context, timeout,
+                                     chart.repo)
+            self._tools.run(argv, timeout=timeout + 30)
+        else:
+            text = yaml.safe_dump_all(list(self._cell.objects), sort_keys=False)
+            self._tools.run(self._tools.kubectl_argv("apply", "--server-side", "--field-manager=pytest-natsnet",
+                                                     "--namespace", self.namespace, "-f", "-"), input=text)
+        self.wait_ready(timeout)
+
+    def _namespace_object(self, name: str, labels: Mapping[str, str]) -> Obj:
+        return {"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": name, "labels": {**self._cell.labels, **labels}}}
+
+    # -- the Deployment protocol ----------------------------------------------------------------------------
+
+    def objects(self, kind: str, namespace: str | None = None) -> list[Obj]:
+        where = None if namespace == "*" else (namespace or self.namespace)
+        if kind == "Namespace":
+            where = None
+        return self._client.list(kind, where)
+
+    def apply(self, objects: Sequence[Obj], namespace: str | None = None) -> None:
+        for obj in objects:
+            self._client.apply(dict(obj), namespace or self.namespace)
+
+    def create_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> None:
+        self._client.apply(self._namespace_object(name, labels or {}))
+        with self._lock:
+            if name not in self._namespaces:
+                self._namespaces.append(name)
+
+    def delete(self, kind: str, name: str, namespace: str | None = None,
+               grace_seconds: float | None = None) -> None:
+        if kind == "Namespace":
+            self._client.delete("Namespace", name, None)
+            return
+        self._client.delete(kind, name, namespace or self.namespace, grace_seconds)
+
+    def wait_ready(self, timeout: float) -> None:
+        def check() -> tuple[bool, str]:
+            pods = self.objects("Pod")
+            for pod in pods_needing_gate(pods):
+                self.set_pod_condition(pod, POD_GATE_CONDITION, True)
+            sets = self.objects("StatefulSet")
+            if not sets:
+                return False, "no StatefulSet yet"
+            states = [statefulset_settled(s, pods) for s in sets]
+            return all(done for done, _ in states), "; ".join(state for _, state in states)
+
+        wait_until(check, timeout, f"StatefulSet ready in namespace {self.namespace}", poll=READY_POLL)
+
+    def set_pod_condition(self, pod: str, condition_type: str, status: bool) -> None:
+        live = self._client.get("Pod", pod, self.namespace)
+        if live is None:
+            raise NatsnetError(f"pod {self.namespace}/{pod} does not exist")
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._client.patch_status("Pod", pod, self.namespace, pod_condition_patch(live, condition_type, status, now))
+
+    # -- probes ----------------------------------------------------------------------------------------------
+
+    def _ensure_probe_pod(self, target: ProbeTarget, timeout: float) -> None:
+        """Creates the probe pod once, waits until it runs, and unpacks the program into it (one exec)."""
+        key = (target.namespace, target.name)
+        with self._lock:
+            if key in self._probe_pods:
+                return
+        if target.namespace not in {kube.name(n) for n in self._client.list("Namespace", None)}:
+            self.create_namespace(target.namespace)
+        annotations = self._probe_annotations.get("external" if target.external else "internal")
+        self._client.apply(probe_pod_manifest(target, annotations))
+
+        def running() -> tuple[bool, str]:
+            pod = self._client.get("Pod", target.name, target.namespace) or {}
+            statuses = (pod.get("status") or {}).get("containerStatuses") or []
+            started = any((s.get("state") or {}).get("running") for s in statuses)
+            return started, f"probe pod phase {(pod.get('status') or {}).get('phase')}"
+
+        wait_until(running, timeout, f"probe pod {target.namespace}/{target.name} running", poll=READY_POLL)
+        result = self._client.exec(target.name, PROBE_CONTAINER, target.namespace,
+                                   ["sh", "-c", f"mkdir -p {PROBE_DIR} && tar -xf - -C {PROBE_DIR}"],
+                                   stdin=probe_bundle(), timeout=timeout)
+        if result.returncode != 0:
+            raise NatsnetError(f"unpacking the probe program into {target.namespace}/{target.name} failed "
+                               f"(exit {result.returncode}): {result.stderr.strip()[-500:]}")
+        with self._lock:
+            self._probe_pods.add(key)
+
+    def probe(self, target: ProbeTarget, batch: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+        self._ensure_probe_pod(target, COMMAND_TIMEOUT)
+        result = self._client.exec(target.name, PROBE_CONTAINER, target.namespace,
+                                   ["python3", f"{PROBE_DIR}/program.py"], stdin=json.dumps(dict(batch)),
+                                   timeout=timeout)
+        try:
+            answer: dict[str, Any] = json.loads(result.stdout)
+        except ValueError:
+            raise NatsnetError(f"probe in {target.namespace}/{target.name} exited {result.returncode} without a "
+                               f"JSON answer: {(result.stdout + result.stderr)[-2000:]}") from None
+        return answer
+
+    def watch(self, target: ProbeTarget, request: Mapping[str, Any]) -> ExecWatch:
+        self._ensure_probe_pod(target, COMMAND_TIMEOUT)
+        stream = self._client.exec_stream(target.name, PROBE_CONTAINER, target.namespace,
+                                          ["python3", f"{PROBE_DIR}/program.py", "watch"])
+        return ExecWatch(stream, request)
+
+    # -- logs, evidence, teardown ----------------------------------------------------------------------------
+
+    def logs(self, pod: str, container: str = "nats", namespace: str | None = None) -> str:
+        """Every start's log, oldest first: the previous container's (when it restarted), then the current."""
+        where = namespace or self.namespace
+        try:
+            previous = self._client.logs(pod, container, where, previous=True)
+        except KubeError:
+            previous = ""
+        return previous + self._client.logs(pod, container, where)
+
+    def collect(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for namespace in list(self._namespaces):
+            for kind in EVIDENCE_KINDS:
+                try:
+                    items = self.objects(kind, namespace)
+                except NatsnetError as error:  # evidence is best effort: record why a kind is missing
+                    (directory / f"{namespace}-{kind}.error.txt").write_text(str(error))
+                    continue
+                if items:
+                    (directory / f"{namespace}-{kind}.yaml").write_text(yaml.safe_dump_all(items))
+            for pod in self.objects("Pod", namespace):
+                for container in kube.spec(pod).get("containers") or []:
+                    try:
+                        text = self.logs(kube.name(pod), container["name"], namespace)
+                    except NatsnetError as error:
+                        text = f"(no log: {error})"
+                    (directory / f"{namespace}-{kube.name(pod)}-{container['name']}.log").write_text(text)
+
+    def teardown(self) -> None:
+        """``helm uninstall`` (helm cells), then the cell's namespaces; idempotent."""
+        chart = self._cell.chart
+        if chart is not None and self._tools.helm:
+            argv = helm_uninstall_argv(self._tools.helm, self.release, self.namespace, self._tools.kubeconfig,
+                                       self._tools.context, COMMAND_TIMEOUT)
+            with contextlib.suppress(NatsnetError, subprocess.SubprocessError):
+                self._tools.run(argv)
+        for namespace in reversed(self._namespaces):
+            with contextlib.suppress(NatsnetError):
+                self._client.delete("Namespace", namespace, None)
+        with self._lock:
+            self._probe_pods.clear()
+
+
+def wait_namespaces_gone(client: KubeClient, names: Sequence[str], timeout: float) -> None:
+    """Waits until the namespaces are gone (a deletion is asynchronous on every cluster)."""
+
+    def gone() -> tuple[bool, str]:
+        left = sorted(set(names) & {kube.name(n) for n in client.list("Namespace", None)})
+        return not left, f"still present: {', '.join(left)}"
+
+    wait_until(gone, timeout, f"namespaces {', '.join(names)} deleted", poll=READY_POLL)

@@ -1,0 +1,183 @@
+"""The kubernetes Python client, spoken in plain dicts: list, get, create, server-side apply, patch, delete, logs
+and exec, with paths from ``kinds.py``.
+
+Responses are read raw (``_preload_content=False``) and parsed as JSON: the client's generated models cost more
+CPU than everything else a suite does, and the suites want plain dicts anyway. Errors become ``KubeError`` with
+the API's own Status message in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_natsnet.errors import NatsnetError
+from pytest_natsnet.kinds import collection_path, object_path
+from pytest_natsnet.kube import Obj
+
+FIELD_MANAGER = "pytest-natsnet"
+REQUEST_TIMEOUT = 60.0
+
+
+class KubeError(NatsnetError):
+    """An API request failed: the method, path, HTTP status and the Status message."""
+
+    def __init__(self, method: str, path: str, status: int, message: str) -> None:
+        self.method, self.path, self.status, self.message = method, path, status, message
+        super().__init__(method, path, status, message)
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}: {self.status} {' '.join(self.message.split())}"
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    stdout: str
+    stderr: str
+    returncode: int
+
+
+def _status_message(body: bytes | str) -> str:
+    try:
+        status = json.loads(body)
+    except ValueError:
+        return (body.decode(errors="replace") if isinstance(body, bytes) else body)[:500]
+    return str(status.get("message") or status.get("reason") or status)[:500] if isinstance(status, dict) else ""
+
+
+class KubeClient:
+    """One cluster (kubeconfig file and context). Thread-safe: the client's connection pool is shared."""
+
+    def __init__(self, kubeconfig: Path | str, context: str | None = None) -> None:
+        from kubernetes import config
+
+        # persist_config=False: never write refreshed credentials back into the user's kubeconfig.
+        self.api = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig), context=context, persist_config=False
+        )
+        self.kubeconfig = Path(kubeconfig)
+        self.context = context
+        self._lock = threading.Lock()
+
+    # -- raw requests --------------------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: float = REQUEST_TIMEOUT,
+        missing_ok: bool = False,
+    ) -> Any:
+        """One request; the parsed JSON answer (text for non-JSON answers, None for a tolerated 404)."""
+        from kubernetes.client.exceptions import ApiException
+
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        try:
+            response = self.api.call_api(
+                path, method, query_params=list((query or {}).items()), header_params=headers, body=body,
+                auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout,
+            )
+        except ApiException as error:
+            if missing_ok and error.status == 404:
+                return None
+            raise KubeError(method, path, int(error.status or 0), _status_message(error.body or b"")) from None
+        data = response[0].data if isinstance(response, tuple) else response.data
+        try:
+            return json.loads(data)
+        except ValueError:
+            return data.decode(errors="replace")
+
+    # -- objects -------------------------------------------------------------------------------------------
+
+    def list(self, kind: str, namespace: str | None, label_selector: str | None = None) -> list[Obj]:
+        """Objects of ``kind`` in ``namespace`` (None: every namespace), each with ``kind`` and ``apiVersion``."""
+        query = {"labelSelector": label_selector} if label_selector else None
+        answer = self.request("GET", collection_path(kind, namespace), query=query)
+        items = list(answer.get("items") or [])
+        api_version = str(answer.get("apiVersion", "v1"))
+        for item in items:
+            item.setdefault("kind", kind)
+            item.setdefault("apiVersion", api_version)
+        return items
+
+    def get(self, kind: str, name: str, namespace: str | None) -> Obj | None:
+        found = self.request("GET", object_path(kind, name, namespace), missing_ok=True)
+        return dict(found) if found is not None else None
+
+    def create(self, obj: Obj, namespace: str | None = None) -> Obj:
+        kind = str(obj["kind"])
+        where = namespace or (obj.get("metadata") or {}).get("namespace")
+        return dict(self.request("POST", collection_path(kind, where), body=obj))
+
+    def apply(self, obj: Obj, namespace: str | None = None, field_manager: str = FIELD_MANAGER) -> Obj:
+        """Server-side apply of one object (created or updated; our field manager wins conflicts)."""
+        kind, name = str(obj["kind"]), str(obj["metadata"]["name"])
+        where = namespace or (obj.get("metadata") or {}).get("namespace")
+        return dict(self.request("PATCH", object_path(kind, name, where),
+                                 query={"fieldManager": field_manager, "force": "true"},
+                                 body=json.dumps(obj), content_type="application/apply-patch+yaml"))
+
+    def patch_status(self, kind: str, name: str, namespace: str, json_patch: Sequence[Obj]) -> Obj:
+        return dict(self.request("PATCH", object_path(kind, name, namespace, "status"), body=list(json_patch),
+                                 content_type="application/json-patch+json"))
+
+    def delete(self, kind: str, name: str, namespace: str | None, grace_seconds: float | None = None) -> None:
+        """Deletes one object (background propagation); a missing object is fine."""
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = max(0, round(grace_seconds))
+        self.request("DELETE", object_path(kind, name, namespace), body=body, missing_ok=True)
+
+    def logs(self, pod: str, container: str, namespace: str, previous: bool = False) -> str:
+        query: dict[str, Any] = {"container": container}
+        if previous:
+            query["previous"] = "true"
+        answer = self.request("GET", object_path("Pod", pod, namespace, "log"), query=query)
+        return answer if isinstance(answer, str) else json.dumps(answer)
+
+    # -- exec ----------------------------------------------------------------------------------------------
+
+    def exec_stream(self, pod: str, container: str, namespace: str, command: Sequence[str]) -> Any:
+        """A running exec (the client's WSClient): stdin, stdout and stderr channels, ``returncode``."""
+        from kubernetes import client
+        from kubernetes.stream import stream
+
+        core = client.CoreV1Api(self.api)
+        return stream(core.connect_get_namespaced_pod_exec, pod, namespace, command=list(command),
+                      container=container, stdin=True, stdout=True, stderr=True, tty=False,
+                      _preload_content=False)
+
+    def exec(self, pod: str, container: str, namespace: str, command: Sequence[str], stdin: bytes | str = b"",
+             timeout: float = REQUEST_TIMEOUT) -> ExecResult:
+        """Runs ``command`` in the container with ``stdin`` (then closed), bounded by ``timeout``."""
+        ws = self.exec_stream(pod, container, namespace, command)
+        try:
+            if stdin:
+                ws.write_stdin(stdin)
+            ws.close_channel(0)
+            deadline = time.monotonic() + timeout
+            stdout: list[str] = []
+            stderr: list[str] = []
+            while ws.is_open():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise NatsnetError(f"exec {' '.join(command)} in {namespace}/{pod} did not end within "
+                                       f"{timeout:g}s")
+                ws.update(timeout=min(left, 1.0))
+                stdout.append(ws.read_stdout(timeout=0) or "")
+                stderr.append(ws.read_stderr(timeout=0) or "")
+            stdout.append(ws.read_stdout(timeout=0) or "")
+            stderr.append(ws.read_stderr(timeout=0) or "")
+            code = ws.returncode
+        finally:
+            ws.close()
+        return ExecResult("".join(stdout), "".join(stderr), int(code if code is not None else -1))
