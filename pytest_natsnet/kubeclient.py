@@ -78,23 +78,24 @@ class KubeClient:
         missing_ok: bool = False,
     ) -> Any:
         """One request; the parsed JSON answer (text for non-JSON answers, None for a tolerated 404)."""
-        from kubernetes.client.exceptions import ApiException
-
         headers = {"Accept": "application/json", "Content-Type": content_type}
+        serialized = self.api.param_serialize(method=method, resource_path=path,
+                                              query_params=list((query or {}).items()), header_params=headers,
+                                              body=body, auth_settings=["BearerToken"])
         try:
-            response = self.api.call_api(
-                path, method, query_params=list((query or {}).items()), header_params=headers, body=body,
-                auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout,
-            )
-        except ApiException as error:
-            if missing_ok and error.status == 404:
-                return None
-            raise KubeError(method, path, int(error.status or 0), _status_message(error.body or b"")) from None
-        data = response[0].data if isinstance(response, tuple) else response.data
+            response = self.api.call_api(*serialized, _request_timeout=timeout)
+            response.read()
+        except Exception as error:  # urllib3/ssl errors: the cluster did not answer
+            raise KubeError(method, path, 0, f"no answer: {error}") from None
+        status, data = int(response.status), response.data or b""
+        if status == 404 and missing_ok:
+            return None
+        if not 200 <= status <= 299:
+            raise KubeError(method, path, status, _status_message(data))
         try:
             return json.loads(data)
         except ValueError:
-            return data.decode(errors="replace")
+            return data.decode(errors="replace") if isinstance(data, bytes) else str(data)
 
     # -- objects -------------------------------------------------------------------------------------------
 
