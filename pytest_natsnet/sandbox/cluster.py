@@ -177,6 +177,7 @@ class SandboxCluster:
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
             for ns_name in [*self._netns_of.values(), *self._externals]:
+                gc.kill_netns_processes(ns_name)  # exec'd commands (kubectl exec) live there too
                 netns.delete_netns(ns_name)
             netns.delete_netns(self.hub)
         gc.forget(self.id)

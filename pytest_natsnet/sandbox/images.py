@@ -13,6 +13,7 @@ Any other image is not run: its container is reported ``ImageNotEmulated``.
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
 import sys
@@ -79,11 +80,14 @@ def site_packages() -> list[str]:
     return sorted({p for p in found if Path(p).is_dir()})
 
 
+LIBRARY_DIRS = ("lib", "lib32", "lib64", "libx32")
+
+
 def _host_library_mounts() -> list[Mount]:
     """Shared libraries and the interpreter's prefix, read-only, at their host paths."""
-    mounts = [Mount(Path("/usr/lib"), "/usr/lib", True)]
-    if Path("/usr/lib64").is_dir():
-        mounts.append(Mount(Path("/usr/lib64"), "/usr/lib64", True))
+    mounts = [Mount(Path("/usr") / d, f"/usr/{d}", True) for d in LIBRARY_DIRS if Path("/usr", d).is_dir()]
+    mounts += [Mount(Path("/") / d, f"/{d}", True) for d in LIBRARY_DIRS
+               if Path("/", d).is_dir() and not Path("/", d).is_symlink()]
     prefix = Path(sys.base_prefix).resolve()
     if not str(prefix).startswith("/usr/lib") and prefix != Path("/usr"):
         mounts.append(Mount(prefix, str(prefix), True))
@@ -100,12 +104,14 @@ def alpine_root(target: Path, files: dict[str, tuple[str, int]] | None = None) -
     """Lays out an alpine-like root in ``target``: directories, busybox applet links, ``python3``, ``files``
     (path → (text, mode))."""
     for directory in ("bin", "sbin", "usr/bin", "usr/sbin", "usr/local/bin", "usr/local/lib", "etc", "root",
-                      "home", "var/tmp", "run", "lib", "proc", "dev", "mnt", "opt", "srv"):
+                      "home", "var/tmp", "run", "proc", "dev", "mnt", "opt", "srv"):
         (target / directory).mkdir(parents=True, exist_ok=True)
     (target / "tmp").mkdir(exist_ok=True)
     (target / "tmp").chmod(0o1777)
-    if Path("/usr/lib64").is_dir() and not (target / "lib64").exists():
-        (target / "lib64").symlink_to("usr/lib64")
+    for directory in LIBRARY_DIRS:  # the host's layout (merged /usr or not): the loader and libc are found
+        host = Path("/", directory)
+        if host.is_symlink() and not (target / directory).is_symlink():
+            (target / directory).symlink_to(os.readlink(host))
     for applet in busybox_applets():
         link = target / applet
         if applet != "bin/busybox" and not link.exists() and not link.is_symlink():

@@ -122,6 +122,8 @@ class Watch:
         self._store = store
         self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
         self.overflowed = False
+        self.ended = False
+        """The watch was closed (by its reader, the store stopping, or overflow): no more events come."""
 
     def matches(self, key: Key) -> bool:
         return key[0] == self.kind and (self.namespace is None or key[1] == self.namespace)
@@ -134,11 +136,16 @@ class Watch:
         self._queue.put(event)
 
     def get(self, timeout: float) -> Event | None:
-        """The next event, or None after ``timeout`` seconds (or once the watch was ended)."""
+        """The next event, or None after ``timeout`` seconds (or once the watch was ended: see ``ended``)."""
+        if self.ended:
+            return None
         try:
-            return self._queue.get(timeout=timeout)
+            event = self._queue.get(timeout=timeout)
         except queue.Empty:
             return None
+        if event is None:
+            self.ended = True
+        return event
 
     def close(self) -> None:
         self._store._unsubscribe(self)
