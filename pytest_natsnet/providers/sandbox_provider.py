@@ -34,6 +34,7 @@ REQUIRED_COMMANDS = {
     "nft": "nftables",
     "bwrap": "bubblewrap",
     "nsenter": "util-linux",
+    "busybox": "busybox-static",
 }
 PROBE_CONTAINER = "probe"
 

@@ -1,18 +1,27 @@
-"""One sandbox cluster: an object store, the controllers, the kubelet, cluster DNS and the service proxy.
+"""One sandbox cluster: the object store, the controllers, the kubelet, cluster DNS and the service proxy.
 
-A background loop reconciles every 50 ms: pods get a network namespace and their containers run; StatefulSets
-keep their ordinals; EndpointSlices follow readiness; DNS, ClusterIP DNAT and NetworkPolicy are reprogrammed
-when what they depend on changes.
+Every object lives in :class:`~pytest_natsnet.sandbox.store.Store`; every change anyone makes (the API server,
+the in-process methods below, the controllers, the kubelet) is a store write, so watches see it.
+
+A background loop ticks every 50 ms (and at once when the store changes): the kubelet part advances each
+pod's containers and writes a pod's status only when its runtime reports a change; controllers (namespaces,
+StatefulSets, Deployments, garbage collection, workload status, EndpointSlices) and the network programming
+(DNS objects, ClusterIP DNAT, NetworkPolicy) run when something changed, or once a second as a safety net.
 """
 
 from __future__ import annotations
 
+import base64
+import collections
+import contextlib
 import copy
 import functools
 import ipaddress
 import itertools
 import json
 import os
+import re
+import shutil
 import sys
 import threading
 import time
@@ -32,13 +41,19 @@ from pytest_natsnet.kube import (
 )
 from pytest_natsnet.sandbox import gc, netns, nft
 from pytest_natsnet.sandbox.controllers import (
+    controller_of,
+    deployment_status,
     endpointslices_for,
     pod_from_template,
     pod_is_ready,
+    refresh_pod_conditions,
     statefulset_pod,
+    statefulset_status,
     statefulset_wanted,
 )
-from pytest_natsnet.sandbox.kubelet import Image, PodRuntime, now_iso
+from pytest_natsnet.sandbox.images import DNS_IMAGE, PROBE_IMAGE, ImageCatalog, package_root
+from pytest_natsnet.sandbox.kinds import is_namespaced
+from pytest_natsnet.sandbox.kubelet import PodRuntime, now_iso
 from pytest_natsnet.sandbox.model import ContainerPort, PodNet
 from pytest_natsnet.sandbox.podfs import (
     Mount,
@@ -49,6 +64,9 @@ from pytest_natsnet.sandbox.podfs import (
     python_mounts,
     resolv_conf,
 )
+from pytest_natsnet.sandbox.store import Event, Forbidden, Invalid, Key, NotFound, Store, key_of
+
+__all__ = ["DNS_IMAGE", "PROBE_IMAGE", "PROBE_PROGRAM", "SandboxCluster"]
 
 ZONE = "cluster.local"
 DNS_SERVICE_IP = "198.18.128.10"
@@ -58,20 +76,26 @@ FIRST_SERVICE_IP = "198.18.128.11"
 EXTERNAL_FIRST_IP = "198.18.127.1"
 TICK = 0.05
 FULL_RECONCILE = 1.0
-CLUSTER_SCOPED = {"Namespace"}
-DNS_IMAGE = "natsnet/sandbox-dns"
-PROBE_IMAGE = "natsnet/probe"
+NODE_NAME = "sandbox-node"
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+MAX_EVENTS = 5000
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 PROBE_PROGRAM = Path(pytest_natsnet.__file__).parent / "probe" / "program.py"
-
-
-def package_root() -> Path:
-    return Path(pytest_natsnet.__file__).resolve().parent.parent
 
 
 def _ip_allocator(first: str) -> Callable[[], str]:
     counter = itertools.count(int(ipaddress.IPv4Address(first)))
     return lambda: str(ipaddress.IPv4Address(next(counter)))
+
+
+def _owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+    ref = controller_of(obj)
+    if ref is None or ref.get("kind") != kind(owner) or ref.get("name") != name(owner):
+        return False
+    uid = (owner.get("metadata") or {}).get("uid")
+    return not ref.get("uid") or not uid or ref.get("uid") == uid
 
 
 class SandboxCluster:
@@ -83,15 +107,17 @@ class SandboxCluster:
         self.nats_server = nats_server
         self.dns_ttl = dns_ttl
         self.hub = f"natsnet-{sandbox_id}-hub"
+        self.store = Store(admit=self._admit, on_change=self._on_change)
         self._lock = threading.RLock()
+        """Runtime state (pods' processes, network namespaces): held by the reconcile loop while it ticks."""
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._store: dict[tuple[str, str, str], Obj] = {}
         self._runtimes: dict[tuple[str, str], PodRuntime] = {}
         self._pending_retry: dict[tuple[str, str], float] = {}
         self._netns_of: dict[tuple[str, str], str] = {}
         self._veth_of: dict[tuple[str, str], str] = {}
         self._applied: dict[str, str] = {}
+        self._dns_signature: tuple[str, ...] = ()
         self._netns_seq = itertools.count()
         self._next_pod_ip = _ip_allocator(FIRST_POD_IP)
         self._next_service_ip = _ip_allocator(FIRST_SERVICE_IP)
@@ -100,9 +126,12 @@ class SandboxCluster:
         self._thread: threading.Thread | None = None
         self._executor: Any = None
         self._event_seq = itertools.count()
+        self._events: collections.deque[Key] = collections.deque()
         self._externals: list[str] = []
+        self._namespace_grace: dict[str, int | None] = {}
         self._dirty = True
         self._last_full = 0.0
+        self._images = ImageCatalog(nats_server, self._dns_command, run_dir / "dns")
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -116,7 +145,9 @@ class SandboxCluster:
         self._executor = netns.executor_in(self.hub, workers=8)
         (self.run_dir / "dns").mkdir(exist_ok=True)
         self._write_dns_objects()
-        self.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}}])
+        self.store.create(self._node())
+        self.store.create(self._storage_class())
+        self.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in SYSTEM_NAMESPACES])
         self.apply(self._kube_dns_objects(), "kube-system")
         self._thread = threading.Thread(target=self._loop, name=f"sandbox-{self.id}", daemon=True)
         self._thread.start()
@@ -127,16 +158,16 @@ class SandboxCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check()
-            with self._lock:
-                pods = [o for k, o in self._store.items() if k[0] == "Pod" and k[1] == "kube-system"]
-                if pods and all(pod_is_ready(p) for p in pods):
-                    return
+            pods = self.store.list("Pod", "kube-system")
+            if pods and all(pod_is_ready(p) for p in pods):
+                return
             time.sleep(0.02)
         raise RuntimeError(f"sandbox {self.id}: cluster DNS was not ready within {timeout:g}s")
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        self.store.close_watches()
         if self._thread is not None:
             self._thread.join(timeout=10)
         with self._lock:
@@ -146,6 +177,7 @@ class SandboxCluster:
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
             for ns_name in [*self._netns_of.values(), *self._externals]:
+                gc.kill_netns_processes(ns_name)  # exec'd commands (kubectl exec) live there too
                 netns.delete_netns(ns_name)
             netns.delete_netns(self.hub)
         gc.forget(self.id)
@@ -155,74 +187,70 @@ class SandboxCluster:
         if self._loop_error is not None:
             raise RuntimeError(f"sandbox {self.id} reconcile loop failed: {self._loop_error!r}") from None
 
-    # -- API -------------------------------------------------------------------------------------------
+    # -- in-process API --------------------------------------------------------------------------------
 
     def apply(self, objects: Sequence[Obj], namespace: str | None = None) -> None:
-        with self._lock:
-            for obj in objects:
-                obj = copy.deepcopy(dict(obj))
-                meta = obj.setdefault("metadata", {})
-                if kind(obj) not in CLUSTER_SCOPED:
-                    meta["namespace"] = meta.get("namespace") or namespace or "default"
-                meta.setdefault("uid", str(uuid.uuid4()))
-                meta.setdefault("creationTimestamp", now_iso())
-                key = (kind(obj), namespace_of(obj), name(obj))
-                old = self._store.get(key)
-                meta["generation"] = (old or {}).get("metadata", {}).get("generation", 0) + 1
-                self._admit(obj, old)
-                self._store[key] = obj
-            self._dirty = True
-        self._wake.set()
+        """Creates or replaces each object (its namespace is created when missing; a stored status is kept
+        when the object brings none)."""
+        for obj in objects:
+            obj = copy.deepcopy(dict(obj))
+            meta = obj.setdefault("metadata", {})
+            if is_namespaced(kind(obj)):
+                meta["namespace"] = meta.get("namespace") or namespace or "default"
+                self._ensure_namespace(meta["namespace"])
+            old = self.store.get(key_of(obj))
+            if old is not None and "status" not in obj and "status" in old:
+                obj["status"] = copy.deepcopy(old["status"])
+            self.store.put(obj)
 
     def list_objects(self, wanted_kind: str, namespace: str | None) -> list[Obj]:
-        with self._lock:
-            return [
-                copy.deepcopy(o)
-                for (k, ns, _), o in sorted(self._store.items())
-                if k == wanted_kind and (namespace in (None, "*") or ns == namespace)
-            ]
+        return [copy.deepcopy(o) for o in self.store.list(wanted_kind, None if namespace in (None, "*") else namespace)]
 
-    def delete(self, wanted_kind: str, obj_name: str, namespace: str, grace: float | None = None) -> None:
-        with self._lock:
-            if wanted_kind == "Namespace":
-                for key in [k for k in self._store if k[1] == obj_name]:
-                    self.delete(key[0], key[2], key[1], grace=0 if key[0] == "Pod" else None)
-                self._store.pop(("Namespace", "", obj_name), None)
-            elif wanted_kind == "Pod":
-                pod = self._store.get(("Pod", namespace, obj_name))
-                if pod is None:
-                    raise KeyError(f'pods "{obj_name}" not found in namespace {namespace}')
-                pod["metadata"].setdefault("deletionTimestamp", now_iso())
-                runtime = self._runtimes.get((namespace, obj_name))
-                if runtime is None:
-                    self._store.pop(("Pod", namespace, obj_name), None)
-                else:
-                    runtime.begin_deletion(time.monotonic(), grace)
-            else:
-                self._store.pop((wanted_kind, namespace, obj_name), None)
-                if wanted_kind in ("StatefulSet", "Deployment"):
-                    for pod in self._owned_pods(wanted_kind, obj_name, namespace):
-                        self.delete("Pod", name(pod), namespace, grace)
-            self._dirty = True
+    def delete(
+        self,
+        wanted_kind: str,
+        obj_name: str,
+        namespace: str,
+        grace: float | None = None,
+        propagation: str = "Background",
+    ) -> Obj:
+        """Deletes like the API server: pods gracefully (deletionTimestamp, then the kubelet stops them),
+        namespaces through Terminating, owned pods by propagation (Background, Foreground, Orphan).
+        Returns the object as the deletion left it; NotFound when there is none."""
+        key: Key = (wanted_kind, namespace if is_namespaced(wanted_kind) else "", obj_name)
+        current = self.store.get(key)
+        if current is None:
+            raise NotFound(f'{wanted_kind.lower()}s "{obj_name}" not found', kind=wanted_kind, name=obj_name)
+        if wanted_kind == "Namespace":
+            self._namespace_grace[obj_name] = None if grace is None else int(grace)
+            result = self.store.mutate(key, _mark_terminating)
+        elif wanted_kind == "Pod":
+            result = self.store.mutate(key, functools.partial(_mark_pod_deleted, grace=grace))
+        elif propagation == "Foreground" and self._dependents(current):
+            result = self.store.mutate(key, _mark_foreground)
+        else:
+            if propagation == "Orphan":
+                for dependent in self._dependents(current):
+                    self.store.mutate(key_of(dependent), functools.partial(_drop_owner, owner=current))
+            result = self.store.delete(key)
         self._wake.set()
+        return result or current
 
     def set_pod_condition(self, namespace: str, pod_name: str, condition_type: str, status: bool) -> None:
-        with self._lock:
-            pod = self._store.get(("Pod", namespace, pod_name))
-            if pod is None:
-                raise KeyError(f'pods "{pod_name}" not found in namespace {namespace}')
+        def change(pod: Obj) -> None:
             conditions = [c for c in pod["status"].get("conditions", []) if c["type"] != condition_type]
             conditions.append(
-                {
-                    "type": condition_type,
-                    "status": "True" if status else "False",
-                    "lastTransitionTime": now_iso(),
-                }
+                {"type": condition_type, "status": "True" if status else "False", "lastTransitionTime": now_iso()}
             )
             pod["status"]["conditions"] = conditions
-            self._update_pod_status(pod)
-            self._dirty = True
-        self._wake.set()
+            refresh_pod_conditions(pod, now_iso())
+
+        if self.store.mutate(("Pod", namespace, pod_name), change) is None:
+            raise NotFound(f'pods "{pod_name}" not found in namespace {namespace}', kind="Pod", name=pod_name)
+
+    def refresh_pod_conditions(self, namespace: str, pod_name: str) -> None:
+        """The kubelet's view of Ready after someone wrote the pod's status (a readiness gate through the API)."""
+        self.store.mutate(("Pod", namespace, pod_name), lambda pod: refresh_pod_conditions(pod, now_iso()))
 
     def exec_argv(self, namespace: str, pod_name: str, container: str, command: Sequence[str]) -> list[str]:
         with self._lock:
@@ -235,7 +263,18 @@ class SandboxCluster:
             return runtime.exec_argv(c, command)
 
     def log_path(self, namespace: str, pod_name: str, container: str) -> Path:
+        """Every start of the container, oldest first (``<log>.starts`` holds where each start begins)."""
         return self.run_dir / "pods" / namespace / pod_name / "logs" / f"{container}.log"
+
+    def container_running(self, namespace: str, pod_name: str, container: str) -> bool:
+        with self._lock:
+            runtime = self._runtimes.get((namespace, pod_name))
+            if runtime is None:
+                return False
+            try:
+                return runtime.find(container).running
+            except KeyError:
+                return False
 
     def external_argv(self, command: Sequence[str]) -> list[str]:
         """A client outside the cluster network: on the pod bridge, without cluster DNS or ClusterIPs."""
@@ -261,30 +300,147 @@ class SandboxCluster:
     def dns_query_log(self) -> Path:
         return self.run_dir / "dns" / "queries.jsonl"
 
+    def wake(self) -> None:
+        self._wake.set()
+
     # -- admission -------------------------------------------------------------------------------------
 
     def _admit(self, obj: Obj, old: Obj | None) -> None:
+        """Defaulting and the little validation the sandbox does (names), on every create and update."""
         meta = obj["metadata"]
-        if kind(obj) == "Namespace":
-            meta.setdefault("labels", {})[NAMESPACE_NAME_LABEL] = name(obj)
-        elif kind(obj) == "Service":
+        obj_kind, obj_name = kind(obj), str(meta.get("name", ""))
+        pattern = DNS_LABEL if obj_kind in ("Namespace", "Service") else DNS_SUBDOMAIN
+        if old is None and (len(obj_name) > (63 if pattern is DNS_LABEL else 253) or not pattern.match(obj_name)):
+            rule = "RFC 1123 label" if pattern is DNS_LABEL else "RFC 1123 subdomain"
+            raise Invalid(
+                f'{obj_kind} "{obj_name}" is invalid: metadata.name: Invalid value: "{obj_name}": a lowercase '
+                f"{rule} must consist of lower case alphanumeric characters, '-' or '.'",
+                kind=obj_kind, name=obj_name,
+                causes=[{"reason": "FieldValueInvalid", "message": f"Invalid value: {obj_name!r}",
+                         "field": "metadata.name"}])
+        if obj_kind == "Namespace":
+            meta.setdefault("labels", {})[NAMESPACE_NAME_LABEL] = obj_name
+            obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+            if not meta.get("deletionTimestamp"):
+                obj.setdefault("status", {})["phase"] = "Active"
+        elif obj_kind == "Service":
             spec = obj.setdefault("spec", {})
-            if spec.get("type") != "ExternalName" and not spec.get("clusterIP"):
-                spec["clusterIP"] = (old or {}).get("spec", {}).get("clusterIP") or self._next_service_ip()
+            spec.setdefault("type", "ClusterIP")
+            if spec.get("type") != "ExternalName":
+                if not spec.get("clusterIP"):
+                    spec["clusterIP"] = (old or {}).get("spec", {}).get("clusterIP") or self._next_service_ip()
+                spec["clusterIPs"] = [spec["clusterIP"]]
+                spec.setdefault("sessionAffinity", "None")
+                spec.setdefault("ipFamilies", ["IPv4"])
+                spec.setdefault("ipFamilyPolicy", "SingleStack")
+                spec.setdefault("internalTrafficPolicy", "Cluster")
             for port in spec.get("ports") or []:
                 port.setdefault("protocol", "TCP")
                 port.setdefault("targetPort", port.get("port"))
-        elif kind(obj) == "Pod":
-            obj.setdefault("status", {"phase": "Pending", "conditions": []})
-        elif kind(obj) == "StatefulSet":
-            obj["status"] = {"replicas": 0, "readyReplicas": 0, "observedGeneration": meta["generation"]}
-        ns = namespace_of(obj)
-        if ns and ("Namespace", "", ns) not in self._store:
-            self._store[("Namespace", "", ns)] = {
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {"name": ns, "labels": {NAMESPACE_NAME_LABEL: ns}},
-            }
+            obj.setdefault("status", {"loadBalancer": {}})
+        elif obj_kind == "Pod":
+            spec = obj.setdefault("spec", {})
+            spec.setdefault("restartPolicy", "Always")
+            spec.setdefault("dnsPolicy", "ClusterFirst")
+            spec.setdefault("terminationGracePeriodSeconds", 30)
+            spec.setdefault("schedulerName", "default-scheduler")
+            spec.setdefault("serviceAccountName", "default")
+            spec.setdefault("nodeName", NODE_NAME)
+            if old is None:
+                obj.setdefault("status", {"phase": "Pending", "conditions": []})
+                obj["status"].setdefault("phase", "Pending")
+                obj["status"].setdefault("qosClass", "BestEffort")
+        elif obj_kind == "StatefulSet":
+            spec = obj.setdefault("spec", {})
+            spec.setdefault("replicas", 1)
+            spec.setdefault("podManagementPolicy", "OrderedReady")
+            spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+            spec.setdefault("revisionHistoryLimit", 10)
+            if old is None:
+                obj.setdefault("status", {"replicas": 0, "availableReplicas": 0})
+        elif obj_kind == "Deployment":
+            spec = obj.setdefault("spec", {})
+            spec.setdefault("replicas", 1)
+            spec.setdefault("strategy", {"type": "RollingUpdate",
+                                         "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+            spec.setdefault("revisionHistoryLimit", 10)
+            spec.setdefault("progressDeadlineSeconds", 600)
+            if old is None:
+                obj.setdefault("status", {})
+        elif obj_kind == "Secret":
+            obj.setdefault("type", "Opaque")
+            if obj.get("stringData"):
+                data = obj.setdefault("data", {})
+                for k, v in obj.pop("stringData").items():
+                    data[k] = base64.b64encode(str(v).encode()).decode()
+
+    def namespace_accepts(self, namespace: str) -> None:
+        """NotFound when the namespace does not exist, Forbidden while it terminates (API creates only)."""
+        ns = self.store.get(("Namespace", "", namespace))
+        if ns is None:
+            raise NotFound(f'namespaces "{namespace}" not found', kind="Namespace", name=namespace)
+        if ns["metadata"].get("deletionTimestamp"):
+            raise Forbidden(f"unable to create new content in namespace {namespace} because it is being "
+                            "terminated", kind="Namespace", name=namespace)
+
+    def _ensure_namespace(self, namespace: str) -> None:
+        if self.store.get(("Namespace", "", namespace)) is None:
+            with contextlib.suppress(Exception):
+                self.store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+
+    def _on_change(self, event: Event) -> None:
+        if event.key[0] != "Event":
+            self._dirty = True
+            self._wake.set()
+
+    # -- fixed objects ---------------------------------------------------------------------------------
+
+    def _dns_command(self) -> list[str]:
+        dns_dir = self.run_dir / "dns"
+        return [
+            sys.executable, "-m", "pytest_natsnet.sandbox.dns",
+            "--listen", DNS_POD_IP,
+            "--objects", str(dns_dir / "objects.json"),
+            "--query-log", str(dns_dir / "queries.jsonl"),
+            "--zone", ZONE,
+            "--ttl", str(self.dns_ttl),
+        ]
+
+    @staticmethod
+    def _node() -> Obj:
+        ready = {"type": "Ready", "status": "True", "reason": "KubeletReady",
+                 "message": "the sandbox kubelet is posting ready status", "lastHeartbeatTime": now_iso(),
+                 "lastTransitionTime": now_iso()}
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": NODE_NAME, "labels": {
+                "kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64", "node-role.kubernetes.io/control-plane": ""}},
+            "spec": {"podCIDR": "198.18.0.0/17", "podCIDRs": ["198.18.0.0/17"]},
+            "status": {
+                "conditions": [ready],
+                "addresses": [{"type": "InternalIP", "address": netns.HUB_ADDRESS},
+                              {"type": "Hostname", "address": NODE_NAME}],
+                "nodeInfo": {"kubeletVersion": "v1.35.0-natsnet-sandbox", "containerRuntimeVersion": "bwrap://",
+                             "operatingSystem": "linux", "architecture": "amd64",
+                             "kernelVersion": os.uname().release, "osImage": "natsnet sandbox"},
+                "capacity": {"cpu": str(os.cpu_count() or 1), "pods": "1000"},
+                "allocatable": {"cpu": str(os.cpu_count() or 1), "pods": "1000"},
+            },
+        }
+
+    @staticmethod
+    def _storage_class() -> Obj:
+        return {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {"name": "standard",
+                         "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "natsnet.io/no-provisioner",
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "WaitForFirstConsumer",
+        }
 
     def _kube_dns_objects(self) -> list[Obj]:
         selector = {"k8s-app": "kube-dns"}
@@ -329,138 +485,176 @@ class SandboxCluster:
             },
         ]
 
-    # -- images ----------------------------------------------------------------------------------------
-
-    def _image(self, image: str) -> Image | None:
-        repo = image.rsplit("@", 1)[0].rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
-        if repo in ("nats", "docker.io/library/nats", "library/nats"):
-            return Image(
-                entrypoint=["nats-server"],
-                default_args=["--config", "/etc/nats/nats-server.conf"],
-                binaries={"nats-server": self.nats_server},
-            )
-        python = [*python_mounts(), Mount(package_root(), str(package_root()), True)]
-        if image == DNS_IMAGE:
-            dns_dir = self.run_dir / "dns"
-            return Image(
-                entrypoint=[
-                    sys.executable,
-                    "-m",
-                    "pytest_natsnet.sandbox.dns",
-                    "--listen",
-                    DNS_POD_IP,
-                    "--objects",
-                    str(dns_dir / "objects.json"),
-                    "--query-log",
-                    str(dns_dir / "queries.jsonl"),
-                    "--zone",
-                    ZONE,
-                    "--ttl",
-                    str(self.dns_ttl),
-                ],
-                default_args=[],
-                binaries={},
-                extra_mounts=[*python, Mount(dns_dir, str(dns_dir), False)],
-            )
-        if image == PROBE_IMAGE:
-            return Image(entrypoint=["sleep", "infinity"], default_args=[], binaries={}, extra_mounts=python)
-        return None
-
     # -- reconcile loop --------------------------------------------------------------------------------
 
     def _loop(self) -> None:
         try:
             while not self._stop.is_set():
+                self._wake.clear()
                 with self._lock:
                     self._tick(time.monotonic())
                 self._wake.wait(TICK)
-                self._wake.clear()
         except BaseException as error:  # the test thread re-raises it through check()
             self._loop_error = error
 
     def _tick(self, now: float) -> None:
         """The kubelet part runs every tick; controllers and network programming only when something changed
         (or once a second as a safety net), so an idle sandbox costs almost nothing."""
-        for key, pod in [(k, o) for k, o in self._store.items() if k[0] == "Pod"]:
+        for pod in self.store.list("Pod"):
+            key = key_of(pod)
             pod_key = (key[1], key[2])
             runtime = self._runtimes.get(pod_key)
+            deleting = bool(pod["metadata"].get("deletionTimestamp"))
             if runtime is None:
-                if pod["metadata"].get("deletionTimestamp"):
-                    self._store.pop(key, None)
-                    self._dirty = True
+                if deleting:
+                    self._remove_pod(key)
                 elif now >= self._pending_retry.get(pod_key, 0.0):
                     self._try_create_runtime(pod, now)
                 continue
+            if deleting and runtime.deleting_since is None:
+                runtime.begin_deletion(now, float(pod["metadata"].get("deletionGracePeriodSeconds", 30)))
             if runtime.tick(now):
                 self._remove_pod(key)
                 continue
-            before = json.dumps(pod["status"], sort_keys=True)
-            self._update_pod_status(pod)
-            if json.dumps(pod["status"], sort_keys=True) != before:
-                self._dirty = True
+            if runtime.take_changed():
+                self._write_pod_status(key, runtime)
         if self._dirty or now - self._last_full >= FULL_RECONCILE:
             self._dirty = False
             self._last_full = now
+            self._reconcile_namespaces()
+            self._collect_garbage()
             self._run_controllers()
             self._update_workload_status()
             self._reconcile_endpointslices()
             self._program_network()
 
+    def _write_pod_status(self, key: Key, runtime: PodRuntime) -> None:
+        statuses = runtime.container_statuses()
+        finished = runtime.finished_phase()
+        running = runtime.has_running()
+        not_emulated = ", ".join(str(c.spec.get("image")) for c in runtime.containers if c.image is None)
+
+        def change(pod: Obj) -> None:
+            status = pod.setdefault("status", {})
+            status["containerStatuses"] = statuses
+            if finished is not None:
+                status["phase"] = finished
+            elif running:
+                status["phase"] = "Running"
+            refresh_pod_conditions(pod, now_iso())
+            if not_emulated:
+                pod["metadata"].setdefault("annotations", {})["sandbox.natsnet.io/not-run"] = not_emulated
+
+        self.store.mutate(key, change)
+
+    def _reconcile_namespaces(self) -> None:
+        """Terminating namespaces are emptied (pods gracefully) and removed; every namespace gets its
+        ``default`` ServiceAccount."""
+        for ns in self.store.list("Namespace"):
+            ns_name = name(ns)
+            if not ns["metadata"].get("deletionTimestamp"):
+                if self.store.get(("ServiceAccount", ns_name, "default")) is None:
+                    with contextlib.suppress(Exception):
+                        self.store.create({"apiVersion": "v1", "kind": "ServiceAccount",
+                                           "metadata": {"name": "default", "namespace": ns_name}})
+                continue
+            left = 0
+            for obj_kind in self.store.kinds():
+                if not is_namespaced(obj_kind):
+                    continue
+                for obj in self.store.list(obj_kind, ns_name):
+                    left += 1
+                    if obj_kind == "Pod":
+                        if not obj["metadata"].get("deletionTimestamp"):
+                            self.delete("Pod", name(obj), ns_name, self._namespace_grace.get(ns_name))
+                    else:
+                        with contextlib.suppress(NotFound):
+                            self.store.delete(key_of(obj))
+            if left == 0:
+                with contextlib.suppress(NotFound):
+                    self.store.delete(key_of(ns))
+                self._namespace_grace.pop(ns_name, None)
+
+    def _collect_garbage(self) -> None:
+        """Pods whose controller is gone are deleted (background propagation); a workload deleted in the
+        foreground goes once its pods are gone."""
+        for pod in self.store.list("Pod"):
+            ref = controller_of(pod)
+            if ref is None or pod["metadata"].get("deletionTimestamp"):
+                continue
+            owner = self.store.get((str(ref.get("kind")), namespace_of(pod), str(ref.get("name"))))
+            if owner is None or (ref.get("uid") and owner["metadata"].get("uid") != ref.get("uid")):
+                self.delete("Pod", name(pod), namespace_of(pod))
+        for workload_kind in ("StatefulSet", "Deployment"):
+            for workload in self.store.list(workload_kind):
+                if workload["metadata"].get("deletionTimestamp"):
+                    dependents = self._dependents(workload)
+                    for pod in dependents:
+                        if not pod["metadata"].get("deletionTimestamp"):
+                            self.delete("Pod", name(pod), namespace_of(pod))
+                    if not dependents:
+                        with contextlib.suppress(NotFound):
+                            self.store.delete(key_of(workload))
+
+    def _dependents(self, owner: Obj) -> list[Obj]:
+        return [p for p in self.store.list("Pod", namespace_of(owner)) if _owned_by(p, owner)]
+
+    def _terminating(self, namespace: str) -> bool:
+        ns = self.store.get(("Namespace", "", namespace))
+        return ns is None or bool(ns["metadata"].get("deletionTimestamp"))
+
     def _run_controllers(self) -> None:
-        for sts in [o for k, o in list(self._store.items()) if k[0] == "StatefulSet"]:
-            pods = self._owned_pods("StatefulSet", name(sts), namespace_of(sts))
+        for sts in self.store.list("StatefulSet"):
+            if sts["metadata"].get("deletionTimestamp") or self._terminating(namespace_of(sts)):
+                continue
+            pods = self._dependents(sts)
             for ordinal in statefulset_wanted(sts, pods):
-                pod = statefulset_pod(sts, ordinal)
-                self.apply([pod])
-        for deploy in [o for k, o in list(self._store.items()) if k[0] == "Deployment"]:
-            pods = self._owned_pods("Deployment", name(deploy), namespace_of(deploy))
+                self._create_owned_pod(statefulset_pod(sts, ordinal))
+        for deploy in self.store.list("Deployment"):
+            if deploy["metadata"].get("deletionTimestamp") or self._terminating(namespace_of(deploy)):
+                continue
+            pods = [p for p in self._dependents(deploy) if not p["metadata"].get("deletionTimestamp")]
             for _ in range(int(deploy.get("spec", {}).get("replicas", 1)) - len(pods)):
                 suffix = uuid.uuid4().hex[:5]
-                self.apply(
-                    [
-                        pod_from_template(
-                            deploy["spec"].get("template") or {},
-                            f"{name(deploy)}-{suffix}",
-                            namespace_of(deploy),
-                            deploy,
-                        )
-                    ]
-                )
+                pod = pod_from_template(deploy["spec"].get("template") or {}, f"{name(deploy)}-{suffix}",
+                                        namespace_of(deploy), deploy)
+                self._create_owned_pod(pod)
 
-    def _owned_pods(self, owner_kind: str, owner_name: str, namespace: str) -> list[Obj]:
-        return [
-            o
-            for (k, ns, _), o in self._store.items()
-            if k == "Pod"
-            and ns == namespace
-            and any(
-                r.get("kind") == owner_kind and r.get("name") == owner_name
-                for r in o["metadata"].get("ownerReferences") or []
-            )
-        ]
+    def _create_owned_pod(self, pod: Obj) -> None:
+        with contextlib.suppress(Exception):  # a pod of that name still terminating: next round
+            self.store.create(pod)
+
+    def _update_workload_status(self) -> None:
+        for sts in self.store.list("StatefulSet"):
+            status = statefulset_status(sts, self._dependents(sts))
+            if sts.get("status") != status:
+                self.store.mutate(key_of(sts), functools.partial(_set_status, status=status))
+        for deploy in self.store.list("Deployment"):
+            status = deployment_status(deploy, self._dependents(deploy), now_iso())
+            if deploy.get("status") != status:
+                self.store.mutate(key_of(deploy), functools.partial(_set_status, status=status))
 
     def _try_create_runtime(self, pod: Obj, now: float) -> None:
         ns, pod_name = namespace_of(pod), name(pod)
-        images = [self._image(str(c.get("image", ""))) for c in pod["spec"].get("containers") or []]
+        key = key_of(pod)
+        if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+            self._pending_retry[(ns, pod_name)] = float("inf")
+            return
+        images = [self._images(str(c.get("image", ""))) for c in pod["spec"].get("containers") or []]
         if not any(images):
-            pod["status"].update(
-                {
-                    "phase": "Pending",
-                    "reason": "ImageNotEmulated",
-                    "message": "the sandbox runs nats images only; this pod is created, not run",
-                }
-            )
+            self._set_pending(key, "ImageNotEmulated",
+                              "the sandbox runs nats, python and nats-box images only; this pod is created, not run")
             self._pending_retry[(ns, pod_name)] = float("inf")
             return
         pod_dir = self.run_dir / "pods" / ns / pod_name
-        ns_objects = [o for (k, n, _), o in self._store.items() if n == ns and k in ("ConfigMap", "Secret")]
+        ns_objects = [*self.store.list("ConfigMap", ns), *self.store.list("Secret", ns)]
         try:
             volume_paths = materialize_volumes(pod, ns_objects, pod_dir)
         except VolumeNotReady as error:
             self._pending_retry[(ns, pod_name)] = now + 0.5
             if pod["status"].get("message") != str(error):
                 self._event(pod, "FailedMount", f"MountVolume.SetUp failed: {error}", "Warning")
-            pod["status"].update({"phase": "Pending", "reason": "ContainerCreating", "message": str(error)})
+            self._set_pending(key, "ContainerCreating", str(error))
             return
         ip = (
             DNS_POD_IP
@@ -473,16 +667,15 @@ class SandboxCluster:
         netns.attach_pod(self.hub, pod_netns, veth, ip)
         self._netns_of[(ns, pod_name)] = pod_netns
         self._veth_of[(ns, pod_name)] = veth
-        pod["status"].update(
-            {
-                "podIP": ip,
-                "podIPs": [{"ip": ip}],
-                "hostIP": netns.HUB_ADDRESS,
-                "startTime": now_iso(),
-                "phase": "Pending",
-            }
-        )
-        pod["spec"].setdefault("nodeName", "sandbox-node")
+
+        def network(p: Obj) -> None:
+            p["status"].update({"podIP": ip, "podIPs": [{"ip": ip}], "hostIP": netns.HUB_ADDRESS,
+                                "hostIPs": [{"ip": netns.HUB_ADDRESS}], "startTime": now_iso(),
+                                "phase": "Pending"})
+            p["status"].pop("reason", None)
+            p["status"].pop("message", None)
+
+        pod = self.store.mutate(key, network) or pod
         (pod_dir / "etc").mkdir(parents=True, exist_ok=True)
         if pod["spec"].get("dnsPolicy") == "Default":
             resolv = f"nameserver {netns.HUB_ADDRESS}\n"  # the node's resolver: no cluster names
@@ -492,96 +685,76 @@ class SandboxCluster:
         (pod_dir / "etc" / "hosts").write_text(hosts_file(pod, ZONE))
         files = {"/etc/resolv.conf": pod_dir / "etc" / "resolv.conf", "/etc/hosts": pod_dir / "etc" / "hosts"}
         self._runtimes[(ns, pod_name)] = PodRuntime(
-            pod,
+            copy.deepcopy(pod),
             pod_netns,
             pod_dir,
             files,
             volume_paths,
-            self._image,
+            self._images,
             self._executor,
             functools.partial(self._event, pod),
         )
-        self._event(pod, "Scheduled", f"Successfully assigned {ns}/{pod_name} to sandbox-node", "Normal")
+        self._event(pod, "Scheduled", f"Successfully assigned {ns}/{pod_name} to {NODE_NAME}", "Normal")
         # The service proxy must be programmed before the containers start.
         self._applied.pop(pod_netns, None)
         self._program_network()
         self._dirty = True
 
-    def _remove_pod(self, key: tuple[str, str, str]) -> None:
+    def _set_pending(self, key: Key, reason: str, message: str) -> None:
+        def change(pod: Obj) -> None:
+            pod["status"].update({"phase": "Pending", "reason": reason, "message": message})
+
+        self.store.mutate(key, change)
+
+    def _remove_pod(self, key: Key) -> None:
         self._dirty = True
         pod_key = (key[1], key[2])
         self._runtimes.pop(pod_key, None)
+        self._pending_retry.pop(pod_key, None)
         pod_netns = self._netns_of.pop(pod_key, None)
         self._veth_of.pop(pod_key, None)
         if pod_netns is not None:
             netns.delete_netns(pod_netns)
             self._applied.pop(pod_netns, None)
-        pod = self._store.pop(key, None)
-        if pod is not None:
-            self._event(pod, "Deleted", f"Pod {key[2]} deleted", "Normal")
-
-    def _update_pod_status(self, pod: Obj) -> None:
-        runtime = self._runtimes.get((namespace_of(pod), name(pod)))
-        if runtime is None:
+        try:
+            pod = self.store.delete(key)
+        except NotFound:
             return
-        status = pod["status"]
-        status["containerStatuses"] = runtime.container_statuses()
-        if runtime.has_running():
-            status["phase"] = "Running"
-        containers_ready = runtime.containers_ready(lambda spec: True)
-        gates = [g["conditionType"] for g in pod["spec"].get("readinessGates") or []]
-        by_type = {c["type"]: c for c in status.get("conditions") or []}
-        gates_ok = all(by_type.get(g, {}).get("status") == "True" for g in gates)
-        ready = containers_ready and gates_ok and runtime.has_running() and not runtime.deleting_since
-        for cond_type, value in (
-            ("PodScheduled", True),
-            ("Initialized", True),
-            ("ContainersReady", containers_ready),
-            ("Ready", ready),
-        ):
-            old = by_type.get(cond_type)
-            text = "True" if value else "False"
-            if old is None or old["status"] != text:
-                by_type[cond_type] = {"type": cond_type, "status": text, "lastTransitionTime": now_iso()}
-        status["conditions"] = list(by_type.values())
-        not_emulated = [c.spec.get("image") for c in runtime.containers if c.image is None]
-        if not_emulated:
-            pod["metadata"].setdefault("annotations", {})["sandbox.natsnet.io/not-run"] = ", ".join(
-                str(i) for i in not_emulated
-            )
-
-    def _update_workload_status(self) -> None:
-        for sts in [o for k, o in self._store.items() if k[0] == "StatefulSet"]:
-            pods = self._owned_pods("StatefulSet", name(sts), namespace_of(sts))
-            sts["status"] = {
-                "replicas": len(pods),
-                "readyReplicas": sum(1 for p in pods if pod_is_ready(p)),
-                "currentReplicas": len(pods),
-                "observedGeneration": sts["metadata"]["generation"],
-            }
+        shutil.rmtree(self.run_dir / "pods" / key[1] / key[2] / "rootfs", ignore_errors=True)
+        self._event(pod, "Deleted", f"Pod {key[2]} deleted", "Normal")
 
     def _reconcile_endpointslices(self) -> None:
-        pods = [o for k, o in self._store.items() if k[0] == "Pod"]
-        wanted: dict[tuple[str, str, str], Obj] = {}
-        for svc in [o for k, o in self._store.items() if k[0] == "Service"]:
-            for eps in endpointslices_for(svc, pods):
+        pods = self.store.list("Pod")
+        pods_by_ns: dict[str, list[Obj]] = {}
+        for pod in pods:
+            pods_by_ns.setdefault(namespace_of(pod), []).append(pod)
+        wanted: dict[Key, Obj] = {}
+        for svc in self.store.list("Service"):
+            for eps in endpointslices_for(svc, pods_by_ns.get(namespace_of(svc), [])):
                 eps["metadata"]["namespace"] = namespace_of(svc)
+                eps["metadata"]["ownerReferences"] = [{
+                    "apiVersion": "v1", "kind": "Service", "name": name(svc),
+                    "uid": svc["metadata"].get("uid"), "controller": True, "blockOwnerDeletion": True}]
                 wanted[("EndpointSlice", namespace_of(svc), name(eps))] = eps
-        for key in [k for k in self._store if k[0] == "EndpointSlice" and k not in wanted]:
-            del self._store[key]
+        for eps in self.store.list("EndpointSlice"):
+            if key_of(eps) not in wanted:
+                with contextlib.suppress(NotFound):
+                    self.store.delete(key_of(eps))
         for key, eps in wanted.items():
-            old = self._store.get(key)
-            if old is None or {k: v for k, v in old.items() if k != "metadata"} != {
+            old = self.store.get(key)
+            if old is None:
+                self.store.create(eps)
+            elif {k: v for k, v in old.items() if k != "metadata"} != {
                 k: v for k, v in eps.items() if k != "metadata"
             }:
-                self._store[key] = eps
+                self.store.mutate(key, functools.partial(_copy_content, source=eps))
 
     # -- network programming ---------------------------------------------------------------------------
 
     def _pod_nets(self) -> list[PodNet]:
         nets = []
         for (ns, pod_name), veth in sorted(self._veth_of.items()):
-            pod = self._store.get(("Pod", ns, pod_name))
+            pod = self.store.get(("Pod", ns, pod_name))
             if pod is None or not pod["status"].get("podIP"):
                 continue
             ports = tuple(
@@ -593,31 +766,28 @@ class SandboxCluster:
         return nets
 
     def _write_dns_objects(self) -> None:
-        objects = [
-            o
-            for k, o in sorted(self._store.items())
-            if k[0] in ("Service", "EndpointSlice", "Namespace", "Pod")
-        ]
-        text = json.dumps({"objects": objects}, sort_keys=True)
+        objects = [o for k in ("EndpointSlice", "Namespace", "Pod", "Service") for o in self.store.list(k)]
+        signature = tuple(str(o["metadata"].get("resourceVersion")) for o in objects)
         path = self.run_dir / "dns" / "objects.json"
-        if self._applied.get("dns") == text:
+        if signature == self._dns_signature and path.exists():
             return
+        text = json.dumps({"objects": objects}, sort_keys=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
-        self._applied["dns"] = text
+        self._dns_signature = signature
 
     def _program_network(self) -> None:
         self._write_dns_objects()
-        services = [o for k, o in sorted(self._store.items()) if k[0] == "Service"]
-        slices = [o for k, o in sorted(self._store.items()) if k[0] == "EndpointSlice"]
+        services = self.store.list("Service")
+        slices = self.store.list("EndpointSlice")
         service_script = nft.service_ruleset(services, slices)
         for pod_netns in sorted(self._netns_of.values()):
             if self._applied.get(pod_netns) != service_script:
                 nft.apply(pod_netns, service_script)
                 self._applied[pod_netns] = service_script
-        namespaces = {name(o): labels(o) for k, o in self._store.items() if k[0] == "Namespace"}
-        policies = [o for k, o in sorted(self._store.items()) if k[0] == "NetworkPolicy"]
+        namespaces = {name(o): labels(o) for o in self.store.list("Namespace")}
+        policies = self.store.list("NetworkPolicy")
         policy_script = nft.policy_ruleset(self._pod_nets(), namespaces, policies)
         if self._applied.get(self.hub) != policy_script:
             nft.apply(self.hub, policy_script)
@@ -625,17 +795,70 @@ class SandboxCluster:
 
     def _event(self, obj: Mapping[str, Any], reason: str, message: str, event_type: str) -> None:
         ns = namespace_of(obj) or "default"
+        if self._terminating(ns):
+            return  # the API server refuses new content in a terminating namespace
         event_name = f"{name(obj)}.{next(self._event_seq):06d}"
-        self._store[("Event", ns, event_name)] = {
+        uid = (obj.get("metadata") or {}).get("uid")
+        event: Obj = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"name": event_name, "namespace": ns},
-            "involvedObject": {"kind": kind(obj), "name": name(obj), "namespace": ns},
+            "involvedObject": {"kind": kind(obj), "name": name(obj), "namespace": ns,
+                               "apiVersion": obj.get("apiVersion", "v1")},
             "reason": reason,
             "message": message,
             "type": event_type,
             "firstTimestamp": now_iso(),
             "lastTimestamp": now_iso(),
             "count": 1,
-            "source": {"component": "natsnet-sandbox"},
+            "source": {"component": "natsnet-sandbox", "host": NODE_NAME},
+            "reportingComponent": "natsnet-sandbox",
         }
+        if uid:
+            event["involvedObject"]["uid"] = uid
+        with contextlib.suppress(Exception):
+            self.store.create(event)
+            self._events.append(("Event", ns, event_name))
+        while len(self._events) > MAX_EVENTS:
+            with contextlib.suppress(NotFound):
+                self.store.delete(self._events.popleft())
+
+
+def _copy_content(obj: Obj, source: Obj) -> None:
+    obj.update({k: v for k, v in source.items() if k != "metadata"})
+
+
+def _set_status(obj: Obj, status: Obj) -> None:
+    obj["status"] = status
+
+
+def _mark_terminating(ns: Obj) -> None:
+    ns["metadata"].setdefault("deletionTimestamp", now_iso())
+    ns.setdefault("status", {})["phase"] = "Terminating"
+
+
+def _mark_pod_deleted(pod: Obj, grace: float | None) -> None:
+    meta = pod["metadata"]
+    seconds = int(pod.get("spec", {}).get("terminationGracePeriodSeconds", 30) if grace is None else grace)
+    if "deletionGracePeriodSeconds" in meta:
+        seconds = min(seconds, int(meta["deletionGracePeriodSeconds"]))
+    meta.setdefault("deletionTimestamp", now_iso())
+    meta["deletionGracePeriodSeconds"] = max(seconds, 0)
+
+
+def _mark_foreground(obj: Obj) -> None:
+    meta = obj["metadata"]
+    meta.setdefault("deletionTimestamp", now_iso())
+    meta["deletionGracePeriodSeconds"] = 0
+    finalizers = meta.setdefault("finalizers", [])
+    if "foregroundDeletion" not in finalizers:
+        finalizers.append("foregroundDeletion")
+
+
+def _drop_owner(obj: Obj, owner: Obj) -> None:
+    refs = [r for r in obj["metadata"].get("ownerReferences") or []
+            if not (r.get("kind") == kind(owner) and r.get("name") == name(owner))]
+    if refs:
+        obj["metadata"]["ownerReferences"] = refs
+    else:
+        obj["metadata"].pop("ownerReferences", None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,29 @@ def pod_is_ready(pod: Mapping[str, Any]) -> bool:
         if cond.get("type") == "Ready":
             return bool(cond.get("status") == "True")
     return False
+
+
+def owner_reference(owner: Mapping[str, Any]) -> Obj:
+    """The controller reference a workload puts on the pods it creates."""
+    ref: Obj = {"apiVersion": owner.get("apiVersion", "apps/v1"), "kind": owner.get("kind"), "name": name(owner)}
+    uid = (owner.get("metadata") or {}).get("uid")
+    if uid:
+        ref["uid"] = uid
+    ref.update({"controller": True, "blockOwnerDeletion": True})
+    return ref
+
+
+def controller_of(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return dict(ref)
+    return None
+
+
+def template_hash(workload: Mapping[str, Any]) -> str:
+    """A stable hash of the pod template (the ``controller-revision-hash`` / ``pod-template-hash``)."""
+    template = json.dumps(spec(workload).get("template") or {}, sort_keys=True)
+    return hashlib.sha256(template.encode()).hexdigest()[:10]
 
 
 def pod_from_template(
@@ -35,7 +59,7 @@ def pod_from_template(
             "namespace": namespace,
             "labels": dict(meta.get("labels") or {}),
             "annotations": dict(meta.get("annotations") or {}),
-            "ownerReferences": [{"kind": owner.get("kind"), "name": name(owner), "controller": True}],
+            "ownerReferences": [owner_reference(owner)],
         },
         "spec": copy.deepcopy(dict(template.get("spec") or {})),
         "status": {"phase": "Pending", "conditions": []},
@@ -49,6 +73,7 @@ def statefulset_pod(sts: Mapping[str, Any], ordinal: int) -> Obj:
     pod = pod_from_template(sts_spec.get("template") or {}, pod_name, namespace_of(sts), sts)
     pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] = pod_name
     pod["metadata"]["labels"]["apps.kubernetes.io/pod-index"] = str(ordinal)
+    pod["metadata"]["labels"]["controller-revision-hash"] = f"{name(sts)}-{template_hash(sts)}"
     pod["spec"]["hostname"] = pod_name
     if sts_spec.get("serviceName"):
         pod["spec"]["subdomain"] = sts_spec["serviceName"]
@@ -160,3 +185,92 @@ def endpointslices_for(service: Mapping[str, Any], pods: Sequence[Mapping[str, A
             }
         )
     return slices
+
+
+# --- pod conditions and workload status (what kstatus and helm --wait read) ------------------------------
+
+
+def _container_counts_ready(status: Mapping[str, Any]) -> bool:
+    waiting = (status.get("state") or {}).get("waiting") or {}
+    return bool(status.get("ready")) or waiting.get("reason") == "ImageNotEmulated"
+
+
+def refresh_pod_conditions(pod: Obj, now: str) -> None:
+    """Recomputes PodScheduled, Initialized, ContainersReady and Ready from the pod's own status and
+    readiness gates (keeps every other condition, and lastTransitionTime when a status does not change)."""
+    status = pod.setdefault("status", {})
+    statuses = status.get("containerStatuses") or []
+    running = any("running" in (s.get("state") or {}) for s in statuses)
+    containers_ready = bool(statuses) and all(_container_counts_ready(s) for s in statuses)
+    by_type = {c["type"]: c for c in status.get("conditions") or []}
+    gates = [g.get("conditionType") for g in (pod.get("spec") or {}).get("readinessGates") or []]
+    gates_ok = all(by_type.get(g, {}).get("status") == "True" for g in gates)
+    deleting = bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+    finished = status.get("phase") in ("Succeeded", "Failed")
+    ready = containers_ready and gates_ok and running and not deleting and not finished
+    wanted = {"PodScheduled": True, "Initialized": True, "ContainersReady": containers_ready and not finished,
+              "Ready": ready}
+    for cond_type, value in wanted.items():
+        old = by_type.get(cond_type)
+        text = "True" if value else "False"
+        if old is None or old.get("status") != text:
+            condition: Obj = {"type": cond_type, "status": text, "lastTransitionTime": now}
+            if finished and not value:
+                condition["reason"] = "PodCompleted"
+            by_type[cond_type] = condition
+    status["conditions"] = list(by_type.values())
+
+
+def statefulset_status(sts: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Obj:
+    """The StatefulSet status kstatus counts as Current once every replica is ready."""
+    revision = f"{name(sts)}-{template_hash(sts)}"
+    ready = sum(1 for p in pods if pod_is_ready(p))
+    return {
+        "observedGeneration": (sts.get("metadata") or {}).get("generation", 1),
+        "replicas": len(pods),
+        "readyReplicas": ready,
+        "currentReplicas": len(pods),
+        "updatedReplicas": len(pods),
+        "availableReplicas": ready,
+        "currentRevision": revision,
+        "updateRevision": revision,
+        "collisionCount": 0,
+    }
+
+
+def _condition(old: Sequence[Mapping[str, Any]], cond_type: str, value: bool, reason: str, message: str,
+               now: str) -> Obj:
+    for condition in old:
+        if (condition.get("type") == cond_type and condition.get("status") == ("True" if value else "False")
+                and condition.get("reason") == reason):
+            return dict(condition)
+    return {"type": cond_type, "status": "True" if value else "False", "reason": reason, "message": message,
+            "lastUpdateTime": now, "lastTransitionTime": now}
+
+
+def deployment_status(deploy: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], now: str) -> Obj:
+    """Deployment status with the conditions kstatus wants (Available, Progressing/NewReplicaSetAvailable)."""
+    wanted = int(spec(deploy).get("replicas", 1))
+    ready = sum(1 for p in pods if pod_is_ready(p))
+    old = (deploy.get("status") or {}).get("conditions") or []
+    available = ready >= wanted
+    status: Obj = {
+        "observedGeneration": (deploy.get("metadata") or {}).get("generation", 1),
+        "replicas": len(pods),
+        "updatedReplicas": len(pods),
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+        "conditions": [
+            _condition(old, "Available", available,
+                       "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+                       "Deployment has minimum availability." if available
+                       else "Deployment does not have minimum availability.", now),
+            _condition(old, "Progressing", True,
+                       "NewReplicaSetAvailable" if available and len(pods) == wanted else "ReplicaSetUpdated",
+                       f'ReplicaSet "{name(deploy)}-{template_hash(deploy)}" has '
+                       + ("successfully progressed." if available else "is progressing."), now),
+        ],
+    }
+    if len(pods) > ready:
+        status["unavailableReplicas"] = len(pods) - ready
+    return status

@@ -34,13 +34,23 @@ def now_iso() -> str:
 
 @dataclass
 class Image:
-    """How the sandbox runs an image: the command that stands in for its entrypoint."""
+    """How the sandbox runs an image: the command that stands in for its entrypoint.
+
+    ``root`` (optional) lays out the image's own root filesystem in a fresh directory: the container then
+    runs in that directory (writable, kept for the container's life) instead of the host's ``/usr``; ``env``
+    and ``workdir`` are the image's ``ENV`` and ``WORKDIR``.
+    """
 
     entrypoint: list[str]
     default_args: list[str]
     binaries: dict[str, Path]
     extra_mounts: list[Mount] = field(default_factory=list)
     note: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str = "/"
+    root: Callable[[Path], None] | None = None
+    masked: list[str] = field(default_factory=list)
+    """Paths covered by an empty tmpfs (what the image does not have, such as a host's site-packages)."""
 
 
 @dataclass
@@ -59,6 +69,10 @@ class ContainerRuntime:
     image: Image | None
     """None: the image is not emulated; the container is reported and never run."""
     log_path: Path
+    root: Path | None = None
+    """The container's own root directory (images with a root filesystem)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """The environment the container's process got (exec'd commands get it too)."""
     process: subprocess.Popen[bytes] | None = None
     child_pid: int | None = None
     started_at: float = 0.0
@@ -68,6 +82,8 @@ class ContainerRuntime:
     restart_count: int = 0
     next_start: float = 0.0
     last_exit: int | None = None
+    terminated: dict[str, Any] | None = None
+    """The final state of a container that is not restarted (restartPolicy Never, or OnFailure after 0)."""
     config_error: str | None = None
     """Why the container cannot be created (unsupported env source ...): it stays waiting, like the kubelet's
     CreateContainerConfigError, instead of taking the reconcile loop down."""
@@ -80,6 +96,24 @@ class ContainerRuntime:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+def log_starts_path(log_path: Path) -> Path:
+    """One byte offset per line: where each start of the container begins in its log file."""
+    return log_path.with_name(f"{log_path.name}.starts")
+
+
+def log_segments(log_path: Path) -> list[tuple[int, int]]:
+    """(start, end) byte ranges of the log, one per container start, oldest first."""
+    if not log_path.exists():
+        return []
+    size = log_path.stat().st_size
+    try:
+        starts = [int(line) for line in log_starts_path(log_path).read_text().split()]
+    except (OSError, ValueError):
+        starts = [0]
+    starts = starts or [0]
+    return [(start, starts[i + 1] if i + 1 < len(starts) else size) for i, start in enumerate(starts)]
 
 
 def _port_number(port: Any, container: Mapping[str, Any]) -> int:
@@ -151,6 +185,9 @@ class PodRuntime:
         self.grace_deadline = 0.0
         self.prestop: dict[str, subprocess.Popen[bytes]] = {}
         self.termed: set[str] = set()
+        self.changed = True
+        """Set whenever something the pod's status shows changed; the cluster takes it (take_changed)."""
+        self.restart_policy = str(pod["spec"].get("restartPolicy") or "Always")
         (pod_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.containers = [
             ContainerRuntime(
@@ -159,17 +196,26 @@ class PodRuntime:
             for c in pod["spec"].get("containers") or []
         ]
 
+    def take_changed(self) -> bool:
+        """Whether the pod's status may have changed since the last call."""
+        changed, self.changed = self.changed, False
+        return changed
+
     # -- containers ------------------------------------------------------------------------------------
 
     def _start(self, c: ContainerRuntime, now: float) -> None:
         assert c.image is not None
-        env = container_env(c.spec, self.pod)
-        env.setdefault("PATH", POD_PATH)
+        env = {"PATH": POD_PATH, **c.image.env, **container_env(c.spec, self.pod)}
         env.setdefault("HOSTNAME", str(self.pod["spec"].get("hostname") or self.pod["metadata"]["name"]))
+        env.setdefault("HOME", "/root")
         command = list(c.spec.get("command") or c.image.entrypoint)
         args = list(c.spec.get("args") or ([] if c.spec.get("command") else c.image.default_args))
         argv = expand_args([*command, *args], env)
         mounts = [*container_mounts(c.spec, self.volume_paths), *c.image.extra_mounts]
+        if c.image.root is not None and c.root is None:
+            c.root = self.pod_dir / "rootfs" / c.name
+            c.root.mkdir(parents=True, exist_ok=True)
+            c.image.root(c.root)
         read_fd, write_fd = os.pipe()
         try:
             bwrap = bwrap_argv(
@@ -180,11 +226,19 @@ class PodRuntime:
                 env=env,
                 command=argv,
                 info_fd=write_fd,
+                root=c.root,
+                masked=c.image.masked,
+                workdir=str(c.spec.get("workingDir") or c.image.workdir),
             )
         except ValueError:
             os.close(read_fd)
             os.close(write_fd)
             raise
+        c.env = env
+        starts = log_starts_path(c.log_path)
+        offset = c.log_path.stat().st_size if c.log_path.exists() else 0
+        with starts.open("a") as starts_file:
+            starts_file.write(f"{offset}\n")
         with c.log_path.open("ab") as log:
             c.process = subprocess.Popen(
                 ["ip", "netns", "exec", self.netns, *bwrap],
@@ -205,6 +259,7 @@ class PodRuntime:
         c.started_at_iso = now_iso()
         c.started = "startupProbe" not in c.spec
         c.ready = False
+        self.changed = True
         c.probes = {
             kind: ProbeState(spec=c.spec[kind], due=now + float(c.spec[kind].get("initialDelaySeconds", 0)))
             for kind in ("startupProbe", "readinessProbe", "livenessProbe")
@@ -268,6 +323,7 @@ class PodRuntime:
                     self.record_event(
                         "Unhealthy", f"{kind[:-5].capitalize()} probe failed: {message}", "Warning"
                     )
+                was = (c.started, c.ready)
                 if kind == "startupProbe":
                     if ok:
                         c.started = True
@@ -283,14 +339,17 @@ class PodRuntime:
                         c.ready = False
                 elif not ok and state.failures >= int(spec.get("failureThreshold", 3)):
                     return "liveness probe failed"
+                if (c.started, c.ready) != was:
+                    self.changed = True
             if state.future is None and now >= state.due:
                 if kind != "startupProbe" and not c.started:
                     state.due = now + float(state.spec.get("periodSeconds", 10))
                     continue
                 state.due = now + float(state.spec.get("periodSeconds", 10))
                 state.future = self.prober.submit(self._run_probe, state.spec, c)
-        if "readinessProbe" not in c.probes and c.started:
+        if "readinessProbe" not in c.probes and c.started and not c.ready:
             c.ready = True
+            self.changed = True
         return None
 
     # -- exec ------------------------------------------------------------------------------------------
@@ -311,6 +370,8 @@ class PodRuntime:
         )
 
     def exec_argv(self, c: ContainerRuntime, command: Sequence[str]) -> list[str]:
+        """nsenter into the container's mount, UTS and network namespaces, with the container's environment."""
+        env = c.env or {"PATH": POD_PATH}
         return [
             "nsenter",
             "-t",
@@ -318,10 +379,11 @@ class PodRuntime:
             "-m",
             "-u",
             "-n",
+            "-w",
             "--",
             "/usr/bin/env",
             "-i",
-            f"PATH={POD_PATH}",
+            *(f"{k}={v}" for k, v in env.items()),
             *command,
         ]
 
@@ -333,6 +395,7 @@ class PodRuntime:
         spec_grace = float(self.pod["spec"].get("terminationGracePeriodSeconds", 30))
         grace_seconds = spec_grace if grace is None else grace
         self.deleting_since = now
+        self.changed = True
         self.grace_deadline = now + grace_seconds
         self.record_event("Killing", f"Stopping containers (grace period {grace_seconds:g}s)", "Normal")
         for c in self.containers:
@@ -350,7 +413,7 @@ class PodRuntime:
         if self.deleting_since is not None:
             return self._tick_deletion(now)
         for c in self.containers:
-            if c.image is None:
+            if c.image is None or c.terminated is not None:
                 continue
             if c.process is None:
                 if now >= c.next_start and c.config_error is None:
@@ -379,15 +442,25 @@ class PodRuntime:
             self._start(c, now)
         except ValueError as error:  # UnsupportedEnvSource, a refused bind: a config error, not a crash
             c.config_error = str(error)
+            self.changed = True
             self.record_event("Failed", f"Error: {error}", "Warning")
 
     def _container_exited(self, c: ContainerRuntime, code: int, now: float, reason: str) -> None:
         c.last_exit = code
         c.process, c.child_pid, c.started, c.ready = None, None, False, False
+        self.changed = True
         for state in c.probes.values():
             if state.future is not None:
                 state.future.cancel()
         c.probes = {}
+        if self.restart_policy == "Never" or (self.restart_policy == "OnFailure" and code == 0):
+            c.terminated = {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": c.started_at_iso,
+                "finishedAt": now_iso(),
+            }
+            return
         backoff = min(RESTART_BACKOFF_START * (2**c.restart_count), RESTART_BACKOFF_MAX)
         c.restart_count += 1
         c.next_start = now + backoff
@@ -442,13 +515,15 @@ class PodRuntime:
                 status["state"] = {
                     "waiting": {"reason": "CreateContainerConfigError", "message": c.config_error}
                 }
+            elif c.terminated is not None:
+                status["state"] = {"terminated": dict(c.terminated)}
             elif c.running:
                 status["state"] = {"running": {"startedAt": c.started_at_iso}}
             else:
                 status["state"] = {
                     "waiting": {"reason": "CrashLoopBackOff" if c.restart_count else "ContainerCreating"}
                 }
-            if c.last_exit is not None:
+            if c.last_exit is not None and c.terminated is None:
                 status["lastState"] = {"terminated": {"exitCode": c.last_exit}}
             statuses.append(status)
         return statuses
@@ -458,6 +533,12 @@ class PodRuntime:
 
     def has_running(self) -> bool:
         return any(c.running for c in self.containers)
+
+    def finished_phase(self) -> str | None:
+        """Succeeded or Failed once every container has terminated for good; else None."""
+        if not self.containers or any(c.terminated is None for c in self.containers):
+            return None
+        return "Succeeded" if all(c.terminated and c.terminated["exitCode"] == 0 for c in self.containers) else "Failed"
 
     def find(self, container: str) -> ContainerRuntime:
         for c in self.containers:

@@ -133,14 +133,42 @@ def bwrap_argv(
     env: Mapping[str, str],
     command: Sequence[str],
     info_fd: int | None = None,
+    root: Path | None = None,
+    masked: Sequence[str] = (),
+    workdir: str = "/",
 ) -> list[str]:
     """The bubblewrap command that gives a container its filesystem view and hostname.
 
     ``files`` are read-only single files (``/etc/resolv.conf`` ...), ``binaries`` are executables placed in
     :data:`BIN_DIR_IN_POD` by name. Refuses to bind the host's ``/`` or anything over the pod's ``/``.
+    With ``root`` (a directory holding an image's root filesystem) the container's ``/`` is that directory,
+    writable, instead of a synthetic root around the host's ``/usr``; ``masked`` paths get an empty tmpfs.
     """
     _refuse_host_root(files, mounts, binaries)
-    argv = [
+    if root is not None:
+        if Path(root).resolve() == Path("/"):
+            raise ValueError("refusing to use the host's / as a container root")
+        argv = ["bwrap", "--bind", str(root), "/", "--proc", "/proc", "--dev", "/dev"]
+    else:
+        argv = _synthetic_root()
+    for target, source in files.items():
+        argv += ["--ro-bind", str(source), target]
+    for name, source in binaries.items():
+        argv += ["--ro-bind", str(source), f"{BIN_DIR_IN_POD}/{name}"]
+    for mount in mounts:
+        argv += ["--ro-bind" if mount.read_only else "--bind", str(mount.source), mount.target]
+    for path in masked:
+        argv += ["--tmpfs", path]
+    argv += ["--unshare-uts", "--hostname", hostname, "--die-with-parent", "--chdir", workdir, "--clearenv"]
+    if info_fd is not None:
+        argv += ["--info-fd", str(info_fd)]
+    for key, value in env.items():
+        argv += ["--setenv", key, value]
+    return [*argv, "--", *command]
+
+
+def _synthetic_root() -> list[str]:
+    return [
         "bwrap",
         "--ro-bind",
         "/usr",
@@ -168,15 +196,3 @@ def bwrap_argv(
         "--dir",
         "/var/run",
     ]
-    for target, source in files.items():
-        argv += ["--ro-bind", str(source), target]
-    for name, source in binaries.items():
-        argv += ["--ro-bind", str(source), f"{BIN_DIR_IN_POD}/{name}"]
-    for mount in mounts:
-        argv += ["--ro-bind" if mount.read_only else "--bind", str(mount.source), mount.target]
-    argv += ["--unshare-uts", "--hostname", hostname, "--die-with-parent", "--chdir", "/", "--clearenv"]
-    if info_fd is not None:
-        argv += ["--info-fd", str(info_fd)]
-    for key, value in env.items():
-        argv += ["--setenv", key, value]
-    return [*argv, "--", *command]
