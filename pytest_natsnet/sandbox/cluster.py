@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest_natsnet
+from pytest_natsnet.kinds import is_namespaced
 from pytest_natsnet.kube import (
     NAMESPACE_NAME_LABEL,
     Obj,
@@ -52,7 +53,6 @@ from pytest_natsnet.sandbox.controllers import (
     statefulset_wanted,
 )
 from pytest_natsnet.sandbox.images import DNS_IMAGE, PROBE_IMAGE, ImageCatalog, package_root
-from pytest_natsnet.sandbox.kinds import is_namespaced
 from pytest_natsnet.sandbox.kubelet import PodRuntime, now_iso
 from pytest_natsnet.sandbox.model import ContainerPort, PodNet
 from pytest_natsnet.sandbox.podfs import (

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_natsnet.sandbox.kinds import BY_KIND, is_namespaced
+from pytest_natsnet.kinds import BY_KIND, is_namespaced
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str]

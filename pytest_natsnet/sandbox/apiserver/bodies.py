@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
+from pytest_natsnet.kinds import Resource
 from pytest_natsnet.sandbox.apiserver import protobuf
-from pytest_natsnet.sandbox.kinds import Resource
 from pytest_natsnet.sandbox.store import BadRequest, StoreError
 
 JSON = "application/json"

@@ -1,4 +1,4 @@
-"""Discovery and OpenAPI documents of the sandbox API server, from the resource table (``sandbox/kinds.py``).
+"""Discovery and OpenAPI documents of the sandbox API server, from the resource table (``pytest_natsnet/kinds.py``).
 
 - ``/api`` and ``/apis``: aggregated discovery (``apidiscovery.k8s.io/v2``) when the client asks for it (kubectl
   and helm do), else the legacy ``APIVersions`` / ``APIGroupList``; ``/api/v1``, ``/apis/<g>``, ``/apis/<g>/<v>``:
@@ -15,7 +15,7 @@ import hashlib
 import json
 from typing import Any
 
-from pytest_natsnet.sandbox.kinds import RESOURCES, Resource, group_versions
+from pytest_natsnet.kinds import RESOURCES, Resource, group_versions
 
 AGGREGATED_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 KUBERNETES_VERSION = {"major": "1", "minor": "35", "gitVersion": "v1.35.0", "gitCommit": "natsnet-sandbox",

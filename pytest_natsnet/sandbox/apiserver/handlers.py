@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from pytest_natsnet.kinds import WITH_STATUS, Resource, by_plural
 from pytest_natsnet.sandbox.apiserver import bodies, discovery, podlogs, tables
 from pytest_natsnet.sandbox.apiserver.patch import (
     json_patch,
@@ -31,7 +32,6 @@ from pytest_natsnet.sandbox.apiserver.responses import (
 )
 from pytest_natsnet.sandbox.apiserver.selectors import selector
 from pytest_natsnet.sandbox.apiserver.watch import watch_stream
-from pytest_natsnet.sandbox.kinds import WITH_STATUS, Resource, by_plural
 from pytest_natsnet.sandbox.store import BadRequest, Conflict, NotFound, Store, StoreError, key_of, now_iso
 
 TEXT = "text/plain"

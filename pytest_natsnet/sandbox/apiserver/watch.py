@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from pytest_natsnet.kinds import Resource
 from pytest_natsnet.sandbox.apiserver.responses import status
 from pytest_natsnet.sandbox.apiserver.selectors import Matcher
-from pytest_natsnet.sandbox.kinds import Resource
 from pytest_natsnet.sandbox.store import ADDED, DELETED, MODIFIED, Event, Gone, Store
 
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
