@@ -144,14 +144,12 @@ class ExecWatch:
 class KubeDeployment(CellHandle):
     """One cell in its namespace of a cluster, installed and observed through the Kubernetes API."""
 
-    def __init__(self, cell: CellManifests, info: ProviderInfo, client: KubeClient, tools: ClusterTools,
-                 probe_annotations: Mapping[str, Mapping[str, str]] | None = None) -> None:
+    def __init__(self, cell: CellManifests, info: ProviderInfo, client: KubeClient, tools: ClusterTools) -> None:
         super().__init__(cell, info)
         self._client = client
         self._tools = tools
         self._namespaces: list[str] = [cell.namespace]
         self._probe_pods: set[tuple[str, str]] = set()
-        self._probe_annotations = dict(probe_annotations or {})
         self._lock = threading.Lock()
 
     @property
@@ -235,7 +233,9 @@ class KubeDeployment(CellHandle):
                 return
         if target.namespace not in {kube.name(n) for n in self._client.list("Namespace", None)}:
             self.create_namespace(target.namespace)
-        annotations = self._probe_annotations.get("external" if target.external else "internal")
+        if target.external and "external" not in self.info.probe_annotations:
+            raise NatsnetError(f"provider {self.info.name} cannot run a client outside the cluster network")
+        annotations = self.info.probe_annotations.get("external") if target.external else None
         self._client.apply(probe_pod_manifest(target, annotations))
 
         def running() -> tuple[bool, str]:

@@ -30,6 +30,8 @@ class ProviderInfo:
     supports_external_client: bool
     details: tuple[str, ...] = ()
     """Lines for the run header: which binaries and versions, why this provider was chosen."""
+    probe_annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Annotations a probe pod carries to be placed (``external``: outside the cluster network)."""
 
 
 @dataclass(frozen=True)

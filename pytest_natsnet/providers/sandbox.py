@@ -1,0 +1,156 @@
+"""The sandbox provider: one Docker-free sandbox cluster per run, served as a Kubernetes API.
+
+``start`` runs ``natsnet sandbox up`` in a process of its own (its reconcile loop, DNS and API server then do not
+share pytest's interpreter) and hands over its kubeconfig; every cell is a namespace of that one cluster, deployed
+through the same kube path as on kind. The sandbox process watches the run's process and tears itself down if
+the run dies; ``stop(keep=True)`` detaches it instead, so kept cells stay reachable with ``KUBECONFIG``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pytest_natsnet.deployment import ClusterTools, KubeDeployment
+from pytest_natsnet.errors import NatsnetError
+from pytest_natsnet.kubeclient import KubeClient
+from pytest_natsnet.providers.base import CellManifests, ClusterAccess, ProviderInfo
+from pytest_natsnet.settings import NatsnetSettings
+from pytest_natsnet.tools import Tool, resolve_tool
+
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+EXTERNAL_ANNOTATION = "sandbox.natsnet.io/network"
+"""A probe pod annotated ``external`` runs outside the cluster network: no cluster DNS, no Service IPs."""
+
+
+class SandboxUnavailable(NatsnetError):
+    """The machine cannot run the sandbox; the message says what is missing and how to get it."""
+
+
+def up_argv(directory: Path, ready_file: Path, owner_pid: int, dns_profile: str | None = None) -> list[str]:
+    argv = [sys.executable, "-m", "pytest_natsnet.cli", "sandbox", "up", "--dir", str(directory),
+            "--ready-file", str(ready_file), "--owner-pid", str(owner_pid)]
+    if dns_profile:
+        argv += ["--dns-profile", dns_profile]
+    return argv
+
+
+class SandboxProvider:
+    """Starts (or attaches to) the run's sandbox cluster and deploys cells into it through the kube path."""
+
+    def __init__(self, settings: NatsnetSettings, run_dir: Path, *, tools: dict[str, Tool] | None = None) -> None:
+        self._settings = settings
+        self._run_dir = run_dir
+        self._tools = dict(tools or {})
+        self._process: subprocess.Popen[bytes] | None = None
+        self._access: ClusterAccess | None = None
+        self._client: KubeClient | None = None
+        self._ready: dict[str, object] = {}
+        self.directory = run_dir / "sandbox"
+
+    def _tool(self, name: str) -> Tool:
+        if name not in self._tools:
+            explicit = {"helm": self._settings.helm, "kubectl": self._settings.kubectl}[name]
+            self._tools[name] = resolve_tool(name, explicit)
+        return self._tools[name]
+
+    @property
+    def info(self) -> ProviderInfo:
+        return ProviderInfo(
+            name="sandbox",
+            enforces_network_policy=True,
+            supports_readiness_gates=True,
+            supports_external_client=True,
+            details=(
+                "sandbox: real nats-server, kernel network namespaces, nftables, Kubernetes DNS spec server, "
+                "served as a Kubernetes API; emulated: kubelet, controllers, kube-proxy, NetworkPolicy, CoreDNS",
+                f"sandbox kubeconfig {self._access.kubeconfig if self._access else '(not started)'}",
+            ),
+            probe_annotations={"external": {EXTERNAL_ANNOTATION: "external"}},
+        )
+
+    def start(self) -> ClusterAccess:
+        if self._access is not None:
+            return self._access
+        from pytest_natsnet.providers.sandbox_provider import missing_requirements
+
+        problems = missing_requirements()
+        if problems:
+            raise SandboxUnavailable("; ".join(problems))
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        ready_file = self._run_dir / "sandbox-ready.json"
+        log_path = self._run_dir / "sandbox.log"
+        argv = up_argv(self.directory, ready_file, os.getpid(), getattr(self._settings, "sandbox_dns", None))
+        with log_path.open("wb") as log:
+            # Its own session: a Ctrl-C reaches pytest, which stops the sandbox in order (bounded).
+            self._process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                             start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not ready_file.is_file():
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                self._terminate()
+                raise SandboxUnavailable(f"natsnet sandbox up did not become ready within {START_TIMEOUT:g}s: "
+                                         f"{' / '.join(tail) or 'no output'} (log: {log_path})")
+            time.sleep(0.05)
+        self._ready = json.loads(ready_file.read_text())
+        self._access = ClusterAccess(str(self._ready["kubeconfig"]), None, created=True)
+        self._client = KubeClient(self._access.kubeconfig)
+        return self._access
+
+    def attach(self, access: ClusterAccess) -> None:
+        """A worker: its own copy of the controller's kubeconfig."""
+        if self._access is not None:
+            return
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        own = self._run_dir / f"kubeconfig-{os.getpid()}"
+        shutil.copyfile(access.kubeconfig, own)
+        own.chmod(0o600)
+        self._access = ClusterAccess(str(own), access.context, created=False)
+        self._client = KubeClient(own)
+
+    def deploy(self, cell: CellManifests, timeout: float) -> KubeDeployment:
+        if self._access is None:
+            self.start()
+        assert self._access is not None and self._client is not None
+        helm = self._tool("helm").path if cell.chart else None
+        tools = ClusterTools(self._tool("kubectl").path, helm, Path(self._access.kubeconfig), None)
+        deployment = KubeDeployment(cell, self.info, self._client, tools)
+        deployment.install(timeout)
+        return deployment
+
+    def stop(self, keep: bool) -> None:
+        if self._process is None:
+            self._access = None
+            return
+        if keep and self._process.poll() is None:
+            self._process.send_signal(signal.SIGUSR1)  # detach: outlive this run
+            print(f"natsnet: kept the sandbox cluster: export KUBECONFIG={self._ready.get('kubeconfig')}; "
+                  f"stop it with: kill {self._process.pid}")
+        else:
+            self._terminate()
+        self._process = None
+        self._access = None
+
+    def _terminate(self) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+            from pytest_natsnet.sandbox import gc
+
+            gc.collect_garbage()
