@@ -44,7 +44,7 @@ def suite_of(nodeid: str) -> str:
     return module.removeprefix("test_").removesuffix("_test") or module
 
 
-def test_name(nodeid: str) -> str:
+def name_of(nodeid: str) -> str:
     """The test's name with its parameters, without the module: ``test_x[default-udp]``."""
     return nodeid.split("::", 1)[-1]
 
@@ -91,7 +91,7 @@ class TestOutcome:
 
     @property
     def name(self) -> str:
-        return test_name(self.nodeid)
+        return name_of(self.nodeid)
 
 
 def merge(previous: TestOutcome | None, phase: Phase) -> TestOutcome:
@@ -259,17 +259,37 @@ def failure_message(crash_message: str | None, longrepr_text: str) -> str:
     return crash_message.strip()
 
 
+_ROWS_HEADER = re.compile(r"^key\s*\| expected\s*\| observed\s*\| reason\s*\|$")
+"""The header of ``table.Comparison.render_rows``: its rows end with ``| ✓`` (as expected) or ``| ✗``."""
 _AS_EXPECTED_ROW = re.compile(r" \| ✓$")
 
 
+def _not_shown(count: int) -> str:
+    return f"({count} {'row' if count == 1 else 'rows'} as expected not shown)"
+
+
 def compact(text: str, max_lines: int = MAX_FAILURE_LINES) -> str:
-    """A failure's text for the summary: rows of expected-vs-observed tables that are as expected (``| ✓``)
-    are dropped (the table's summary line counts them), grids stay whole, and at most ``max_lines`` lines."""
-    lines = text.splitlines()
-    kept = [line for line in lines if not _AS_EXPECTED_ROW.search(line)]
-    dropped = len(lines) - len(kept)
-    if dropped:
-        kept.append(f"({dropped} rows as expected not shown)")
+    """A failure's text for the summary: the rows of expected-vs-observed tables (``Comparison.render_rows``)
+    that are as expected are dropped (a note under the table counts them), grids stay whole, and at most
+    ``max_lines`` lines are kept."""
+    kept: list[str] = []
+    dropped = 0
+    in_rows = False
+    for line in [*text.splitlines(), None]:
+        ends_rows = line is None or _ROWS_HEADER.match(line) or " | " not in line
+        if in_rows and ends_rows and dropped:
+            kept.append(_not_shown(dropped))
+            dropped = 0
+        if line is None:
+            break
+        if _ROWS_HEADER.match(line):
+            in_rows = True
+        elif " | " not in line:
+            in_rows = False
+        elif in_rows and _AS_EXPECTED_ROW.search(line):
+            dropped += 1
+            continue
+        kept.append(line)
     if len(kept) > max_lines:
         more = len(kept) - max_lines + 1
         kept = [*kept[: max_lines - 1], f"… {more} more lines (the full text is in the failures above)"]
