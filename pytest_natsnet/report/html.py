@@ -31,6 +31,8 @@ td.entry { text-align: center; font-family: ui-monospace, monospace; white-space
 .not-applicable { background: #ececef; color: #6e6e73; }
 .none { background: #ffffff; }
 td.number { text-align: right; font-family: ui-monospace, monospace; }
+th[scope="row"] { white-space: nowrap; }
+div.wide { overflow-x: auto; }
 pre { background: #f6f6f8; border: 1px solid #dcdce0; padding: 0.6rem; overflow-x: auto; font-size: 0.85rem; }
 dl.meta { display: grid; grid-template-columns: max-content auto; gap: 0.2rem 1rem; }
 dl.meta dt { font-weight: bold; } dl.meta dd { margin: 0; font-family: ui-monospace, monospace; }
@@ -108,12 +110,12 @@ def _timings(grid: Grid) -> list[str]:
     if not timings:
         return [*out, "<p>No test recorded a timing.</p>"]
     names = list(dict.fromkeys(name for numbers in timings.values() for name in numbers))
-    out += ['<table class="timings">', "<thead><tr><th>cell</th>"
+    out += ['<div class="wide"><table class="timings">', "<thead><tr><th>cell</th>"
             + "".join(f"<th>{escape(n)}</th>" for n in names) + "</tr></thead>", "<tbody>"]
     for cell, numbers in timings.items():
         cells = "".join(f'<td class="number">{_number(numbers[n]) if n in numbers else ""}</td>' for n in names)
         out.append(f'<tr><th scope="row">{escape(cell)}</th>{cells}</tr>')
-    return [*out, "</tbody></table>"]
+    return [*out, "</tbody></table></div>"]
 
 
 def _all_tests(grid: Grid) -> list[str]:
