@@ -11,6 +11,7 @@ from pytest_natsnet.report.grid import (
     Outcomes,
     Phase,
     TestOutcome,
+    Timing,
     Verdict,
     build_grid,
     cell_timings,
@@ -261,20 +262,26 @@ def test_timings_are_the_numeric_properties_per_cell() -> None:
                 properties={"time_to_mesh_seconds": 12.6, "explained_by_x": "a log line", "flag": True}),
         outcome("suites/test_r.py::t[a]", "a", P,
                 properties={"service_client_reconnect_seconds": 0.043, "nothing": None, "bad": math.nan}),
-        outcome("suites/test_m.py::t[b]", "b", P, properties={"dns_latency_ms_udp_median": 12}),
+        outcome("suites/test_m.py::t[b]", "b", F, properties={"time_to_mesh_seconds": 42.2}),
         outcome("suites/test_m.py::t[c]", "c", P, properties={"learned_url_errors": "none"}),
     ]
     timings = cell_timings(build_grid(tests))
     assert timings == {
-        "a": {"deploy_seconds": 12.4, "time_to_mesh_seconds": 12.6, "service_client_reconnect_seconds": 0.043},
-        "b": {"dns_latency_ms_udp_median": 12.0},
+        "a": {"deploy_seconds": Timing(12.4), "time_to_mesh_seconds": Timing(12.6),
+              "service_client_reconnect_seconds": Timing(0.043)},
+        "b": {"time_to_mesh_seconds": Timing(42.2, failed=True)},
     }
-    assert key_timings(timings) == {"a": {"deploy": 12.4, "mesh": 12.6, "reconnect": 0.043}}
+    assert key_timings(timings) == {
+        "a": {"deploy": Timing(12.4), "mesh": Timing(12.6), "reconnect": Timing(0.043)},
+        "b": {"mesh": Timing(42.2, failed=True)},
+    }
 
 
 def test_deploy_falls_back_to_the_recorded_time_to_ready() -> None:
-    assert key_timings({"a": {"time_to_ready_seconds": 13.1}}) == {"a": {"deploy": 13.1}}
-    assert key_timings({"a": {"deploy_seconds": 12.0, "time_to_ready_seconds": 13.1}}) == {"a": {"deploy": 12.0}}
+    assert key_timings({"a": {"time_to_ready_seconds": Timing(13.1)}}) == {"a": {"deploy": Timing(13.1)}}
+    assert key_timings({"a": {"deploy_seconds": Timing(12.0), "time_to_ready_seconds": Timing(13.1)}}) == {
+        "a": {"deploy": Timing(12.0)}
+    }
 
 
 @pytest.mark.parametrize(("value", "text"), [(12.44, "12.4 s"), (0.0431, "0.0431 s"), (1.25, "1.25 s"),

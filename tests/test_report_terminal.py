@@ -103,6 +103,17 @@ def test_key_timings_table() -> None:
     assert timing_lines(build_grid(run()[2:3])) == []
 
 
+def test_a_timing_recorded_by_a_failed_test_is_marked() -> None:
+    tests = [*run(), t("suites/test_route_mesh.py::test_x[tls-bad-sans]", "tls-bad-sans", F,
+                       properties={"time_to_mesh_seconds": 42.2})]
+    assert timing_lines(build_grid(tests)) == [
+        "cell          deploy      mesh  reconnect",
+        "default       12.4 s  12.5 s      0.043 s",
+        "tls-bad-sans       -  42.2 s ✗          -",
+        "✗: recorded by a test that failed (it may measure a timeout)",
+    ]
+
+
 CHOSEN = ["default", "pnra-false", "tls", "tls-bad-sans"]
 
 

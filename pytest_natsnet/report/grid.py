@@ -325,29 +325,36 @@ def _number(value: object) -> float | None:
     return float(value)
 
 
-def cell_timings(grid: Grid) -> dict[str, dict[str, float]]:
+@dataclass(frozen=True)
+class Timing:
+    value: float
+    failed: bool = False
+    """Recorded by a test that failed: the number may measure a timeout rather than the event."""
+
+
+def cell_timings(grid: Grid) -> dict[str, dict[str, Timing]]:
     """Per cell, every numeric property its tests recorded (the last one wins when several did), and the
     plugin's deploy time as ``deploy_seconds``; cells without any are left out."""
-    timings: dict[str, dict[str, float]] = {}
+    timings: dict[str, dict[str, Timing]] = {}
     for cell in grid.cells:
-        numbers: dict[str, float] = {}
+        numbers: dict[str, Timing] = {}
         deploy = grid.summaries[cell].deploy_seconds
         if deploy is not None:
-            numbers[DEPLOY] = round(deploy, 2)
+            numbers[DEPLOY] = Timing(round(deploy, 2))
         for suite in grid.suites:
             for test in grid.entry(cell, suite).tests:
                 for name, value in test.properties.items():
                     number = _number(value)
                     if number is not None:
-                        numbers[name] = number
+                        numbers[name] = Timing(number, test.verdict is Verdict.FAILED)
         if numbers:
             timings[cell] = numbers
     return timings
 
 
-def key_timings(timings: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+def key_timings(timings: Mapping[str, Mapping[str, Timing]]) -> dict[str, dict[str, Timing]]:
     """The ``KEY_TIMINGS`` columns of each cell that has any of them."""
-    rows: dict[str, dict[str, float]] = {}
+    rows: dict[str, dict[str, Timing]] = {}
     for cell, numbers in timings.items():
         row = {}
         for label, names in KEY_TIMINGS:

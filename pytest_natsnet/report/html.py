@@ -12,6 +12,7 @@ from pytest_natsnet.report.grid import (
     LEGEND,
     Grid,
     TestOutcome,
+    Timing,
     Verdict,
     cell_timings,
     failures_of,
@@ -100,8 +101,13 @@ def _failed_cells(grid: Grid, cwd: Path | None) -> list[str]:
     return out
 
 
-def _number(value: float) -> str:
-    return f"{value:g}"
+def _timing_cell(timing: Timing | None) -> str:
+    if timing is None:
+        return '<td class="number"></td>'
+    if timing.failed:
+        return (f'<td class="number failed" title="recorded by a test that failed (it may measure a timeout)">'
+                f"{timing.value:g} ✗</td>")
+    return f'<td class="number">{timing.value:g}</td>'
 
 
 def _timings(grid: Grid) -> list[str]:
@@ -113,9 +119,12 @@ def _timings(grid: Grid) -> list[str]:
     out += ['<div class="wide"><table class="timings">', "<thead><tr><th>cell</th>"
             + "".join(f"<th>{escape(n)}</th>" for n in names) + "</tr></thead>", "<tbody>"]
     for cell, numbers in timings.items():
-        cells = "".join(f'<td class="number">{_number(numbers[n]) if n in numbers else ""}</td>' for n in names)
+        cells = "".join(_timing_cell(numbers.get(n)) for n in names)
         out.append(f'<tr><th scope="row">{escape(cell)}</th>{cells}</tr>')
-    return [*out, "</tbody></table></div>"]
+    out.append("</tbody></table></div>")
+    if any(t.failed for numbers in timings.values() for t in numbers.values()):
+        out.append("<p>✗: recorded by a test that failed (it may measure a timeout rather than the event).</p>")
+    return out
 
 
 def _all_tests(grid: Grid) -> list[str]:

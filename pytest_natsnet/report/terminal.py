@@ -11,6 +11,7 @@ from pytest_natsnet.report.grid import (
     KEY_TIMINGS,
     LEGEND,
     Grid,
+    Timing,
     Verdict,
     cell_timings,
     failures_of,
@@ -30,6 +31,7 @@ COLORS: dict[Verdict | None, str | None] = {
     None: None,
 }
 INDENT = "    "
+FAILED_TIMING = "✗"
 
 
 def plain(line: Line) -> str:
@@ -110,11 +112,23 @@ def timing_lines(grid: Grid) -> list[str]:
         return []
     labels = [label for label, _ in KEY_TIMINGS if any(label in row for row in rows.values())]
     table = [["cell", *labels]]
-    table += [[cell, *(seconds_text(row[label]) if label in row else "-" for label in labels)]
+    marked = {label for label in labels if any(row[label].failed for row in rows.values() if label in row)}
+    table += [[cell, *(_timing_text(row.get(label), label in marked) for label in labels)]
               for cell, row in rows.items()]
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-    return ["  ".join(text.ljust(w) if i == 0 else text.rjust(w) for i, (text, w) in
-                      enumerate(zip(line, widths, strict=True))).rstrip() for line in table]
+    lines = ["  ".join(text.ljust(w) if i == 0 else text.rjust(w) for i, (text, w) in
+                       enumerate(zip(line, widths, strict=True))).rstrip() for line in table]
+    if any(timing.failed for row in rows.values() for timing in row.values()):
+        lines.append(f"{FAILED_TIMING}: recorded by a test that failed (it may measure a timeout)")
+    return lines
+
+
+def _timing_text(timing: Timing | None, column_marked: bool) -> str:
+    """``12.4 s``, ``42.2 s ✗`` (recorded by a failed test), ``-``; padded where a column has marks."""
+    if timing is None:
+        return "-" + ("  " if column_marked else "")
+    mark = f" {FAILED_TIMING}" if timing.failed else "  " if column_marked else ""
+    return seconds_text(timing.value) + mark
 
 
 def cells_line(selected: Sequence[str], matrix: str, chosen: Sequence[str]) -> str:
