@@ -339,6 +339,11 @@ def scenario_by_id(matrix: Matrix, scenario_id: str) -> Scenario:
 # ------------------------------------------------------------------------------------- selection and names
 
 
+def marker_scenario_id(test_name: str) -> str:
+    """The cell id of a ``natsnet_values`` test: its name without ``test_``, ``_`` as ``-``."""
+    return test_name.removeprefix("test_").replace("_", "-")
+
+
 def namespace_for(run_id: str, scenario_id: str) -> str:
     """A DNS-1123 label (≤ 63 chars) for a cell's namespace: readable prefix, short hash when too long."""
     wanted = f"natsnet-{run_id}-{scenario_id}".lower()

@@ -20,6 +20,7 @@ from pytest_natsnet.matrix import (
     Scenario,
     expand,
     load_matrix,
+    marker_scenario_id,
     scenario_by_id,
     scenarios_from_values_dir,
     select,
@@ -27,13 +28,19 @@ from pytest_natsnet.matrix import (
 from pytest_natsnet.plan import RunPlan
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.providers.base import Deployment
+from pytest_natsnet.report.grid import not_applicable_reason
+from pytest_natsnet.report.progress import Progress
+from pytest_natsnet.report.recorder import EVIDENCE_PROPERTY, ReportRecorder, progress_emitter
+from pytest_natsnet.report.terminal import cells_line
 from pytest_natsnet.session import Cell, NatsnetRun
 from pytest_natsnet.settings import NatsnetSettings
+from pytest_natsnet.xdist_cells import cells_in
 
 settings_key = pytest.StashKey[NatsnetSettings]()
 run_key = pytest.StashKey[NatsnetRun]()
 scenarios_key = pytest.StashKey[list[Scenario]]()
 cell_order_key = pytest.StashKey[list[Scenario]]()
+recorder_key = pytest.StashKey[ReportRecorder]()
 
 NATSNET_FIXTURES = {"natsnet_scenario", "natsnet_cell", "natsnet_deployment", "natsnet_probe"}
 SETTLE_TIMEOUT = 180.0
@@ -133,6 +140,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     if getattr(config, "workerinput", None) is not None:  # pytest-xdist: each worker deploys the cells it runs
         run.prefetch_window = 1
+    else:  # this process sees every report: it renders the report
+        recorder = ReportRecorder([s.id for s in config.stash[scenarios_key]], settings.report, _report_meta(run))
+        config.stash[recorder_key] = recorder
+        config.pluginmanager.register(NatsnetReport(recorder, config), "natsnet-report")
+    run.progress = Progress(progress_emitter(config))
     config.stash[run_key] = run
     config.pluginmanager.register(FailedCells(run), "natsnet-failed-cells")
     if config.args_source != pytest.Config.ArgsSource.ARGS:
@@ -141,15 +153,27 @@ def pytest_configure(config: pytest.Config) -> None:
         config.args.append(str(suites_dir()))
 
 
+def _report_meta(run: NatsnetRun) -> list[tuple[str, str]]:
+    """The run's facts at the top of the HTML report."""
+    import datetime
+
+    return [
+        ("run id", run.run_id),
+        ("provider", f"{run.plan.provider} ({run.plan.provider_reason})"),
+        ("source", f"{run.plan.source} ({run.plan.source_reason})"),
+        ("matrix", run.settings.matrix),
+        ("started", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")),
+    ]
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Provider and source; the cells follow collection (``pytest_report_collectionfinish``)."""
     run = config.stash.get(run_key, None)
     if run is None:
         return []
-    scenarios = config.stash.get(scenarios_key, [])
     lines = [
         f"natsnet: provider {run.plan.provider} ({run.plan.provider_reason}), run id {run.run_id}",
         f"natsnet: source {run.plan.source} ({run.plan.source_reason})",
-        f"natsnet: {len(scenarios)} cells ({run.settings.matrix}): {', '.join(s.id for s in scenarios)}",
     ]
     if run.plan.decided and run.plan.provider == "sandbox":
         from pytest_natsnet.sandbox.natsbin import find_nats_server
@@ -161,6 +185,18 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
+def _chosen_ids(config: pytest.Config) -> list[str]:
+    return [s.id for s in config.stash.get(scenarios_key, [])]
+
+
+def pytest_report_collectionfinish(config: pytest.Config, items: Sequence[pytest.Item]) -> list[str]:
+    """The cells that will run: those with a selected test (after -k, -m, paths and natsnet_values)."""
+    if run_key not in config.stash:
+        return []
+    selected = [scenario.id for item in items if isinstance(scenario := _scenario_of(item), Scenario)]
+    return [cells_line(list(dict.fromkeys(selected)), config.stash[run_key].settings.matrix, _chosen_ids(config))]
+
+
 def _values_marker_scenario(metafunc: pytest.Metafunc, matrix: Matrix) -> Scenario | None:
     marker = metafunc.definition.get_closest_marker("natsnet_values")
     if marker is None:
@@ -170,7 +206,7 @@ def _values_marker_scenario(metafunc: pytest.Metafunc, matrix: Matrix) -> Scenar
     for path in files:
         if not path.is_file():
             pytest.fail(f"natsnet_values on {metafunc.definition.nodeid}: {path} does not exist", pytrace=False)
-    scenario_id = metafunc.definition.name.removeprefix("test_").replace("_", "-")
+    scenario_id = marker_scenario_id(metafunc.definition.name)
     return Scenario(
         id=scenario_id,
         settings={},
@@ -193,7 +229,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     params = []
     for scenario in scenarios:
         reason = applies(scenario) if applies is not None else None
-        marks = [pytest.mark.skip(reason=reason)] if reason else []
+        marks = [pytest.mark.skip(reason=not_applicable_reason(reason))] if reason else []
         params.append(pytest.param(scenario, id=scenario.id, marks=marks))
     metafunc.parametrize("natsnet_scenario", params, indirect=True, scope="session")
 
@@ -243,11 +279,29 @@ def pytest_runtest_makereport(
     """Tags each report with its cell, so that the process that owns the run (the xdist controller included)
     knows which cells failed."""
     report = yield
-    callspec = getattr(item, "callspec", None)
-    scenario = callspec.params.get("natsnet_scenario") if callspec is not None else None
-    if isinstance(scenario, Scenario):
+    scenario = _scenario_of(item)
+    if isinstance(scenario, Scenario) and isinstance(report, pytest.TestReport):
         report.natsnet_cell = scenario.id  # type: ignore[attr-defined]
+        report.natsnet_declared = sorted(scenario.expect)  # type: ignore[attr-defined]
+        cell = (getattr(item, "funcargs", None) or {}).get("natsnet_cell")
+        run = item.config.stash.get(run_key, None)
+        if isinstance(cell, Cell) and run is not None:
+            report.natsnet_deploy_seconds = cell.deploy_seconds  # type: ignore[attr-defined]
+            if report.failed:  # the cell's evidence is written when it is released
+                _add_property(item, report, EVIDENCE_PROPERTY, str(run.evidence_dir(scenario)))
     return report
+
+
+def _scenario_of(item: pytest.Item) -> object:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("natsnet_scenario") if callspec is not None else None
+
+
+def _add_property(item: pytest.Item, report: pytest.TestReport, name: str, value: str) -> None:
+    """A property of the test in the JUnit XML (taken from the teardown report) and of this report."""
+    for properties in (item.user_properties, report.user_properties):
+        if (name, value) not in properties:
+            properties.append((name, value))
 
 
 class FailedCells:
@@ -261,6 +315,40 @@ class FailedCells:
         cell = getattr(report, "natsnet_cell", None)
         if cell is not None and report.failed:
             self.run.failed_cells.add(str(cell))
+
+
+class NatsnetReport:
+    """Registered in the process that sees every report (the xdist controller, or the only process): the grid,
+    failed cells' tables and timings in the terminal summary, and the HTML page (``--natsnet-report``)."""
+
+    def __init__(self, recorder: ReportRecorder, config: pytest.Config) -> None:
+        self.recorder = recorder
+        self.config = config
+        self.cells_line: str | None = None
+        """pytest-xdist: the header's cells line, written before the first test (the controller collects
+        nothing, so ``pytest_report_collectionfinish`` does not run there)."""
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: Sequence[str]) -> None:
+        if self.cells_line is None:
+            cells = cells_in(ids, _chosen_ids(self.config))
+            self.cells_line = cells_line(cells, self.config.stash[run_key].settings.matrix, _chosen_ids(self.config))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logstart(self) -> None:
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        if self.cells_line and terminal is not None:
+            terminal.write_line(self.cells_line)
+            self.cells_line = ""
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.recorder.add(report)
+
+    def pytest_sessionfinish(self, exitstatus: int) -> None:
+        self.recorder.write_html(int(exitstatus))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        self.recorder.write_terminal(terminalreporter)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

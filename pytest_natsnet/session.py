@@ -17,6 +17,7 @@ from pytest_natsnet.errors import ConfigError, NatsnetError
 from pytest_natsnet.matrix import Matrix, Scenario
 from pytest_natsnet.plan import RunPlan
 from pytest_natsnet.providers.base import CellManifests, ClusterAccess, Deployment, Provider
+from pytest_natsnet.report.progress import Progress
 from pytest_natsnet.settings import NatsnetSettings
 from pytest_natsnet.tlsgen import CertificateAuthority, TlsMaterial, new_ca
 
@@ -84,6 +85,8 @@ class NatsnetRun:
     prefetch_window: int = 0
     """How many cells (this one included) deploy ahead; 0 means --natsnet-parallel."""
     failed_cells: set[str] = field(default_factory=set)
+    progress: Progress = field(default_factory=Progress)
+    """Says what a long step (cluster start, a cell's deploy) is doing while the main thread waits on it."""
     _provider: Provider | None = None
     _access: ClusterAccess | None = None
     _released: set[str] = field(default_factory=set)
@@ -119,14 +122,16 @@ class NatsnetRun:
                 if self.plan.cluster:
                     provider.attach(ClusterAccess.from_wire(self.plan.cluster))
                 else:
-                    self._access = provider.start()
+                    with self.progress.step(f"starting the {self.provider_name} cluster"):
+                        self._access = provider.start()
                 self._provider = provider
             return self._provider
 
     def start_cluster(self) -> ClusterAccess:
         """The owner (the xdist controller) starts the cluster before the workers exist; the plan then carries
         its access to them."""
-        self.provider()
+        with self.progress.waiting():
+            self.provider()
         assert self._access is not None, "start_cluster runs on the process that owns the run"
         self.plan = self.plan.with_cluster(self._access.to_wire())
         return self._access
@@ -149,8 +154,10 @@ class NatsnetRun:
 
     def _deploy(self, scenario: Scenario) -> Cell:
         cell, tls = self.manifests(scenario)
+        provider = self.provider()
         started = time.monotonic()
-        deployment = self.provider().deploy(cell, self.settings.timeout)
+        with self.progress.step(f"deploying cell {scenario.id}"):
+            deployment = provider.deploy(cell, self.settings.timeout)
         return Cell(scenario, deployment, tls, time.monotonic() - started)
 
     def __post_init__(self) -> None:
@@ -172,7 +179,8 @@ class NatsnetRun:
         self.prefetch([scenario])
         future = self._futures[scenario.id]
         try:
-            cell = future.result(timeout=self.settings.timeout + 60)
+            with self.progress.waiting():
+                cell = future.result(timeout=self.settings.timeout + 60)
         except concurrent.futures.TimeoutError:
             raise NatsnetError(
                 f"cell {scenario.id} was not deployed within {self.settings.timeout:g}s"

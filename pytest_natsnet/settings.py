@@ -68,6 +68,8 @@ OPTIONS: tuple[_Option, ...] = (
             "(default: as many as the machine holds; -n 0 runs serially)"),
     _Option("timeout", f"Seconds allowed for each cell's deploy (default: {DEFAULT_TIMEOUT:g})"),
     _Option("evidence-dir", f"Where evidence of failed cells is written (default: {DEFAULT_EVIDENCE_DIR})"),
+    _Option("report", "Also write the cell × suite grid, failed cells' tables and timings as one self-contained "
+            "HTML page to this file (e.g. next to the JUnit XML)"),
     _Option("helm", "Path to the helm binary (else $NATSNET_HELM, PATH, or a pinned download)"),
     _Option("kind", "Path to the kind binary (else $NATSNET_KIND, PATH, or a pinned download)"),
     _Option("kubectl", "Path to the kubectl binary (else $NATSNET_KUBECTL, PATH, or a pinned download)"),
@@ -138,6 +140,14 @@ def parse_existing_file(flag: str, value: str, base: Path) -> Path:
     return path
 
 
+def parse_report_path(flag: str, value: str, base: Path) -> Path:
+    """A file to write (its directory is created when the run ends); an existing directory is refused."""
+    path = (base / Path(value).expanduser()).resolve()
+    if path.is_dir():
+        raise pytest.UsageError(f"{flag}: {value!r} is a directory; give a file name such as report.html")
+    return path
+
+
 def parse_dns_label(flag: str, value: str) -> str:
     if not _DNS_LABEL.match(value):
         raise pytest.UsageError(
@@ -202,6 +212,8 @@ class NatsnetSettings:
     """None: as many as the machine holds (see ``parallel.py``)."""
     timeout: float = DEFAULT_TIMEOUT
     evidence_dir: Path = Path(DEFAULT_EVIDENCE_DIR)
+    report: Path | None = None
+    """The HTML report's path (``--natsnet-report``); None: no HTML report."""
     helm: str | None = None
     kind: str | None = None
     kubectl: str | None = None
@@ -275,6 +287,9 @@ class NatsnetSettings:
             values["timeout"] = parse_seconds("--natsnet-timeout", timeout)
         evidence, base = get("evidence-dir")
         values["evidence_dir"] = (base / Path(evidence or DEFAULT_EVIDENCE_DIR)).resolve()
+        report, base = get("report")
+        if report is not None:
+            values["report"] = parse_report_path("--natsnet-report", report, base)
         for tool in ("helm", "kind", "kubectl"):
             value, base = get(tool)
             if value is not None and ("/" in value or value.startswith(".")):

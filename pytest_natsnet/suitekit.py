@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
+import pytest
 import tenacity
 
 from pytest_natsnet import kube
@@ -23,13 +24,25 @@ from pytest_natsnet.matrix import Scenario
 from pytest_natsnet.probe.model import HttpRequest, Outcome, TlsOptions
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.providers.base import Deployment
+from pytest_natsnet.report.grid import NOT_APPLICABLE_PREFIX, not_applicable_reason  # noqa: F401 (re-exported)
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def not_applicable(reason: str) -> NoReturn:
+    """Skips the running test because it does not apply to this cell (the report shows *n/a*, not *skip*).
+
+    The rule: a skip whose reason starts with ``"not applicable: "`` (``NOT_APPLICABLE_PREFIX``) is not
+    applicable; this adds the prefix. Use plain ``pytest.skip`` only for a test that applies but cannot run here
+    (e.g. the provider cannot do what it needs): the report counts that as a real skip."""
+    __tracebackhide__ = True
+    pytest.skip(not_applicable_reason(reason))
+
+
 def applies(predicate: Callable[[Scenario], str | None]) -> Callable[[F], F]:
-    """Marks a suite test with the cells it applies to: ``predicate`` returns a skip reason, or None."""
+    """Marks a suite test with the cells it applies to: ``predicate`` returns why the test does not apply to a
+    cell (the plugin skips it there as not applicable, see ``not_applicable``), or None."""
 
     def decorate(function: F) -> F:
         function.natsnet_applies = predicate  # type: ignore[attr-defined]

@@ -38,3 +38,19 @@ class CellScheduling(LoadScopeScheduling):  # type: ignore[misc]
 
     def _split_scope(self, nodeid: str) -> str:
         return cell_of(nodeid, self._scenario_ids) or nodeid
+
+
+def cells_in(nodeids: Sequence[str], scenario_ids: Sequence[str]) -> list[str]:
+    """The cells that the tests ``nodeids`` run on, in first-seen order: a known scenario id, or the cell of a
+    ``natsnet_values`` test (its parameter is the id derived from its name)."""
+    from pytest_natsnet.matrix import marker_scenario_id
+
+    cells: dict[str, None] = {}
+    for nodeid in nodeids:
+        cell = cell_of(nodeid, scenario_ids)
+        if cell is None and nodeid.endswith("]") and "[" in nodeid:
+            function, params = nodeid.rsplit("::", 1)[-1][:-1].split("[", 1)
+            cell = params if params == marker_scenario_id(function) else None
+        if cell is not None:
+            cells[cell] = None
+    return list(cells)

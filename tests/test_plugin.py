@@ -265,5 +265,5 @@ def test_natsnet_scenario_fixture_runs_without_deploying(pytester: pytest.Pytest
     result.stdout.fnmatch_lines([
         "natsnet: provider sandbox (--natsnet-provider=sandbox), run id *",
         "natsnet: source reference (--natsnet-source=reference)",
-        "natsnet: 1 cells (smoke): tls-bad-sans",
+        "natsnet: 1 cell will run (smoke): tls-bad-sans",
     ])

@@ -18,6 +18,7 @@ from pytest_natsnet import kube
 from pytest_natsnet.errors import NatsnetError
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.providers.base import POD_GATE_CONDITION, CellHandle, CellManifests, ProbeTarget, ProviderInfo
+from pytest_natsnet.report.progress import note
 from pytest_natsnet.sources.helm import helm_install_argv, helm_uninstall_argv
 from pytest_natsnet.tools import Runner, run_checked
 
@@ -150,6 +151,7 @@ def wait_until(check: Callable[[], tuple[bool, str]], timeout: float, what: str,
     def attempt() -> bool:
         done, state = check()
         last[0] = state
+        note(state)  # a long step's progress line says what it waits for
         return done
 
     retrying = tenacity.Retrying(
