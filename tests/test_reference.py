@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from golden_data import GOLDEN as GOLDEN_DIR
-from golden_data import objects, scenarios
+from golden_data import jetstream_scenario_ids, objects, scenarios
 
 from pytest_natsnet.errors import ConfigError
 from pytest_natsnet.matrix import expand, load_matrix
@@ -132,6 +132,17 @@ def test_golden_cells_exercise_the_fields_the_issue_lists() -> None:
         for key, fact in facts.items():
             seen.setdefault(key, set()).add(fact)
     assert {key for key, facts in seen.items() if len(facts) < 2} == set()
+
+
+def test_jetstream_scenarios_are_the_renders_with_jetstream() -> None:
+    """The ``jetstream*`` file naming that selects the JetStream goldens matches what helm rendered."""
+    with_jetstream = [
+        scenario
+        for scenario in golden_scenarios()
+        if "jetstream" in comparable(golden_objects(scenario))["ConfigMap/nats-config"]["data"]["nats.conf"]
+    ]
+    assert with_jetstream == jetstream_scenario_ids()
+    assert len(with_jetstream) >= 7
 
 
 # -- charts-values smoke cells
