@@ -1,7 +1,8 @@
 """nats-server configuration: a small parser for what the NATS chart renders, and the chart's own layout.
 
 ``parse`` reads the JSON-like document the chart emits (maps with ``:``/``=``, arrays, quoted strings,
-numbers, booleans, comments, trailing commas) plus unquoted ``$VAR`` references. With ``env`` a reference
+numbers, sizes such as ``1Gi`` (a :class:`Size`), booleans, comments, trailing commas) plus unquoted ``$VAR``
+references. With ``env`` a reference
 is resolved as nats-server does (a block-scoped key first, then the environment, whose value is parsed as
 a value); without it, a reference stays a :class:`VarRef`. ``dumps`` writes a config the way the chart does.
 """
@@ -41,6 +42,23 @@ class VarRef:
 
     def __str__(self) -> str:
         return f"${self.name}"
+
+
+class Size(int):
+    """A number with a size suffix (``1Gi``, ``64MB``): its value in bytes, written back as it was read."""
+
+    text: str
+
+    def __new__(cls, value: int, text: str) -> Size:
+        size = super().__new__(cls, value)
+        size.text = text
+        return size
+
+    def __getnewargs__(self) -> tuple[int, str]:  # type: ignore[override]
+        return int(self), self.text
+
+    def __repr__(self) -> str:
+        return f"Size({int(self)}, {self.text!r})"
 
 
 class NatsConfError(NatsnetError, ValueError):
@@ -86,6 +104,8 @@ def _dump_value(value: Any, indent: int) -> str:
         return "[\n" + ",\n".join(items) + "\n" + "  " * indent + "]"
     if isinstance(value, VarRef):
         return str(value)
+    if isinstance(value, Size):
+        return value.text
     if isinstance(value, str):
         raw = raw_value(value)
         return raw if raw is not None else _quote(value)
@@ -107,7 +127,7 @@ def _scalar(word: str) -> Any:
         return float(word)
     sized = _SIZED_INT.fullmatch(word)
     if sized and sized.group(2).lower() in _SIZE_SUFFIXES:
-        return int(sized.group(1)) * _SIZE_SUFFIXES[sized.group(2).lower()]
+        return Size(int(sized.group(1)) * _SIZE_SUFFIXES[sized.group(2).lower()], word)
     return word
 
 

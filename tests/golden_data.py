@@ -28,6 +28,11 @@ def scenario_ids() -> list[str]:
     return list(scenarios())
 
 
+def jetstream_scenario_ids() -> list[str]:
+    """The scenarios whose values enable JetStream (every JetStream values file is named ``jetstream*``)."""
+    return [sid for sid, files in scenarios().items() if any(f.startswith("jetstream") for f in files)]
+
+
 def rendered_path(scenario: str) -> Path:
     return RENDERED / f"{scenario}.yaml"
 

@@ -73,6 +73,21 @@ def test_pairwise_covers_every_feasible_pair_and_no_excluded_cell(shipped: Matri
     assert len(cells) < len(full) / 4
 
 
+def test_jetstream_axis_pairs_only_with_cells_where_routes_form(shipped: Matrix) -> None:
+    """JetStream is Ready only with a meta leader, which needs routes: cells that break routes are excluded."""
+    axis = shipped.axis("jetstream")
+    assert (axis.default, list(axis.settings)) == ("off", ["off", "on"])
+    assert [f.name for f in axis.settings["on"].files] == ["jetstream.yaml"]
+    assert axis.settings["on"].expect == frozenset()
+    route_breakers = {("pnra", "false"), ("netpol", "egress-no-dns"), ("tls", "bad-sans"),
+                      ("advertise", "cluster-wrong")}
+    for name in ("pairwise", "full"):
+        on = [c for c in _setting_names(shipped, name) if c["jetstream"] == "on"]
+        assert on and not any((a, v) in route_breakers for c in on for a, v in c.items())
+    assert all(c["jetstream"] == "off" for c in _setting_names(shipped, "smoke"))  # no PVCs on the sandbox yet
+    assert {s.id for s in expand(shipped, "full")} >= {"jetstream", "tls+jetstream", "routes-seed+jetstream"}
+
+
 def test_expansion_is_deterministic_and_ids_unique(shipped: Matrix) -> None:
     for name in ("smoke", "pairwise", "full"):
         first = [s.id for s in expand(shipped, name)]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
 from golden_data import RENDERED, objects, scenario_ids
 
-from pytest_natsnet.natsconf import NatsConfError, VarRef, dumps, parse, raw_value
+from pytest_natsnet.natsconf import NatsConfError, Size, VarRef, dumps, parse, raw_value
 
 
 def golden_conf(scenario: str) -> str:
@@ -40,6 +41,19 @@ def golden_conf(scenario: str) -> str:
 )  # fmt: skip
 def test_parse_values(text: str, expected: dict[str, Any]) -> None:
     assert parse(text) == expected
+
+
+def test_sizes_are_bytes_and_are_written_back_as_read() -> None:
+    text = '{\n  "jetstream": {\n    "max_file_store": 1Gi,\n    "max_memory_store": 256Mi\n  },\n  "n": 5\n}\n'
+    conf = parse(text)
+    assert conf["jetstream"] == {"max_file_store": 1024**3, "max_memory_store": 256 * 1024**2}
+    assert isinstance(conf["jetstream"]["max_file_store"], Size) and not isinstance(conf["n"], Size)
+    assert repr(conf["jetstream"]["max_file_store"]) == "Size(1073741824, '1Gi')"
+    assert dumps(conf) == text
+    assert dumps(copy.deepcopy(conf)) == text
+    assert parse("a: $S", {"S": "64MB"}) == {"a": 64 * 1024**2} and dumps(parse("a: $S", {"S": "64MB"})) == (
+        '{\n  "a": 64MB\n}\n'
+    )
 
 
 def test_references_stay_varrefs_without_env() -> None:

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import yaml
 from golden_data import GOLDEN as GOLDEN_DIR
-from golden_data import objects, scenarios
+from golden_data import jetstream_scenario_ids, objects, scenarios
 
 from pytest_natsnet.errors import ConfigError
+from pytest_natsnet.matrix import expand, load_matrix
 from pytest_natsnet.natsconf import parse
 from pytest_natsnet.reference.tplyaml import evaluate, expression_values
 from pytest_natsnet.sources.reference import render
@@ -123,10 +124,25 @@ def test_golden_cells_exercise_the_fields_the_issue_lists() -> None:
             "env": str(pod["containers"][0]["env"]),
             "volumes": str(pod["volumes"]),
             "extra": str(sorted(k for k in objs if k.startswith("NetworkPolicy/"))),
+            "jetstream": str(conf.get("jetstream")),
+            "claims": str(objs["StatefulSet/nats"]["spec"]["volumeClaimTemplates"]),
+            "mounts": str(pod["containers"][0]["volumeMounts"]),
+            "reloader_mounts": str(pod["containers"][1]["volumeMounts"]),
         }
         for key, fact in facts.items():
             seen.setdefault(key, set()).add(fact)
     assert {key for key, facts in seen.items() if len(facts) < 2} == set()
+
+
+def test_jetstream_scenarios_are_the_renders_with_jetstream() -> None:
+    """The ``jetstream*`` file naming that selects the JetStream goldens matches what helm rendered."""
+    with_jetstream = [
+        scenario
+        for scenario in golden_scenarios()
+        if "jetstream" in comparable(golden_objects(scenario))["ConfigMap/nats-config"]["data"]["nats.conf"]
+    ]
+    assert with_jetstream == jetstream_scenario_ids()
+    assert len(with_jetstream) >= 7
 
 
 # -- charts-values smoke cells
@@ -185,8 +201,17 @@ def test_correspondence_covers_the_smoke_matrix() -> None:
     assert [cell for cell, _, _ in SMOKE_CORRESPONDENCE] == matrix()["matrices"]["smoke"]
 
 
+# Golden values files that only pin the reference's fidelity on keys no matrix setting uses.
+GOLDEN_ONLY = {
+    "jetstream-memory.yaml", "jetstream-no-pvc.yaml", "jetstream-options.yaml", "jetstream-storage-class.yaml",
+}  # fmt: skip
+
+
 def test_charts_values_equal_golden_values_of_the_same_name() -> None:
-    shared = sorted(p.name for p in (GOLDEN / "values").glob("*.yaml"))
+    golden = {p.name for p in (GOLDEN / "values").glob("*.yaml")}
+    assert golden >= GOLDEN_ONLY
+    assert not {p.name for p in CHARTS_VALUES.glob("*.yaml")} & GOLDEN_ONLY
+    shared = sorted(golden - GOLDEN_ONLY)
     assert shared
     for name in shared:
         assert yaml.safe_load((CHARTS_VALUES / name).read_text()) == yaml.safe_load(
@@ -208,6 +233,26 @@ def test_smoke_cell_matches_its_golden_cell(
     theirs = comparable(golden_objects(scenario))
     found = {path: value for path, value, _ in differences(ours, theirs)}
     assert found == {**READINESS_GATE, **expected}
+
+
+def test_jetstream_cell_matches_its_golden_cell() -> None:
+    """The matrix's ``jetstream`` cell (not in smoke yet) is the golden ``jetstream`` render plus the gate."""
+    ours = comparable(render(compose(cell_files({"jetstream": "on"})), "natsnet"))
+    found = {path: value for path, value, _ in differences(ours, comparable(golden_objects("jetstream")))}
+    assert found == READINESS_GATE
+
+
+def test_every_full_matrix_cell_renders_with_the_reference() -> None:
+    """No cell of the shipped matrix is refused by the built-in rendering (JetStream cells included)."""
+    js_cells = 0
+    for scenario in expand(load_matrix(), "full"):
+        objs = comparable(render(compose(list(scenario.values_files)), "natsnet"))
+        conf = objs["ConfigMap/nats-config"]["data"]["nats.conf"]
+        claims = objs["StatefulSet/nats"]["spec"]["volumeClaimTemplates"]
+        jetstream = scenario.settings["jetstream"].name == "on"
+        assert ("jetstream" in conf) == jetstream == (claims is not None), scenario.id
+        js_cells += jetstream
+    assert js_cells > 0
 
 
 # -- other renders
@@ -247,6 +292,28 @@ def test_extra_resources_follow_values_in_order_and_inputs_are_not_modified() ->
     assert values == before
     objs[0]["metadata"]["name"] = "changed"
     assert values == before and extra[0]["metadata"]["name"] == "from-caller"
+
+
+def test_jetstream_claim_and_mount_follow_the_release_and_the_store_dir() -> None:
+    """Checked by hand against helm: the PVC is ``<fullname>-js``; a store dir under /etc/ is also mounted
+    into the reloader (the chart's natsVolumeMountPrefixes); the release's namespace does not appear."""
+    values = {"config": {"jetstream": {"enabled": True, "fileStore": {"dir": "/etc/js"}}}}
+    sts = comparable(render(values, "other", release="demo"))["StatefulSet/demo-nats"]
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim == {
+        "metadata": {"name": "demo-nats-js"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}},
+    }
+    nats, reloader = sts["spec"]["template"]["spec"]["containers"]
+    assert {"mountPath": "/etc/js", "name": "demo-nats-js"} in nats["volumeMounts"]
+    assert reloader["volumeMounts"][-1] == {"mountPath": "/etc/js", "name": "demo-nats-js"}
+    assert sts["spec"]["template"]["spec"]["volumes"] == [
+        {"configMap": {"name": "demo-nats-config"}, "name": "config"}, {"emptyDir": {}, "name": "pid"}]
+
+
+def test_jetstream_off_ignores_its_settings() -> None:
+    values = {"config": {"jetstream": {"enabled": False, "memoryStore": {"enabled": True}}}}
+    assert render(values, "ns") == render({}, "ns")
 
 
 def test_plain_env_values_sort_with_templated_ones() -> None:
@@ -302,7 +369,11 @@ def test_tplyaml_other_templates_are_errors(template: str, fragment: str) -> Non
     ("values", "dotted"),
     [
         ({"natsBox": {"enabled": False}}, "natsBox"),
-        ({"config": {"jetstream": {"enabled": True}}}, "config.jetstream"),
+        ({"config": {"jetstream": {"patch": []}}}, "config.jetstream.patch"),
+        ({"config": {"jetstream": {"fileStore": {"pvc": {"name": "x"}}}}}, "config.jetstream.fileStore.pvc.name"),
+        ({"config": {"jetstream": {"fileStore": {"pvc": {"merge": {}}}}}}, "config.jetstream.fileStore.pvc.merge"),
+        ({"config": {"jetstream": {"merge": {"domain": {"$tplYaml": "x"}}}}}, "config.jetstream.merge.domain.$tplYaml"),
+        ({"config": {"resolver": {"enabled": True}}}, "config.resolver"),
         ({"config": {"nats": {"port": 4333}}}, "config.nats.port"),
         ({"config": {"cluster": {"routeURLs": {"user": "u"}}}}, "config.cluster.routeURLs.user"),
         ({"config": {"nats": {"tls": {"merge": {"verify": True}}}}}, "config.nats.tls.merge"),
@@ -339,6 +410,19 @@ def test_unsupported_keys_name_the_key_and_point_to_helm(values: dict[str, Any],
         ({"extraResources": [{"kind": "Secret"}]}, "extraResources[0]", "apiVersion and kind"),
         ({"container": {"env": {"X": 1}}}, "container.env.X", "a string"),
         ({"tlsCA": {"enabled": True}}, "tlsCA.secretName", "required"),
+        ({"config": {"jetstream": {"enabled": 1}}}, "config.jetstream.enabled", "true or false"),
+        ({"config": {"jetstream": {"memoryStore": {"maxSize": 1024}}}}, "config.jetstream.memoryStore.maxSize",
+         "a size string"),
+        ({"config": {"jetstream": {"fileStore": {"maxSize": "1.5G"}}}}, "config.jetstream.fileStore.maxSize",
+         "a size string"),
+        ({"config": {"jetstream": {"fileStore": {"pvc": {"size": "1GB"}}}}}, "config.jetstream.fileStore.pvc.size",
+         "Ki Mi Gi Ti k M G T"),
+        ({"config": {"jetstream": {"fileStore": {"pvc": {"size": "10m"}}}}}, "config.jetstream.fileStore.pvc.size",
+         "storage size"),
+        ({"config": {"jetstream": {"fileStore": {"dir": "data"}}}}, "config.jetstream.fileStore.dir",
+         "absolute path"),
+        ({"config": {"jetstream": {"fileStore": {"dir": "/data #x"}}}}, "config.jetstream.fileStore.dir",
+         "absolute path"),
     ],
 )
 def test_bad_values_are_one_line_errors(values: dict[str, Any], dotted: str, fragment: str) -> None:

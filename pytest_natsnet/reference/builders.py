@@ -30,6 +30,7 @@ CERTS_DIR = "/etc/nats-certs"
 CA_DIR = "/etc/nats-ca-cert"
 CA_KEY = "ca.crt"
 CONTEXTS_DIR = "/etc/nats-contexts"
+RELOADER_MOUNT_PREFIX = "/etc/"
 
 _PROBE_TIMINGS = {"initialDelaySeconds": 10, "successThreshold": 1, "timeoutSeconds": 5}
 PROBES = {
@@ -85,6 +86,25 @@ class Release:
         return settings if settings["enabled"] else None
 
     @property
+    def jetstream(self) -> Mapping[str, Any] | None:
+        """The JetStream settings when ``config.jetstream.enabled`` (None when off)."""
+        settings: Mapping[str, Any] = self.values["config"]["jetstream"]
+        return settings if settings["enabled"] else None
+
+    @property
+    def jetstream_pvc(self) -> Mapping[str, Any] | None:
+        """The file store's PVC settings when JetStream, its file store and the PVC are all on."""
+        jetstream = self.jetstream
+        if jetstream is None or not jetstream["fileStore"]["enabled"]:
+            return None
+        pvc: Mapping[str, Any] = jetstream["fileStore"]["pvc"]
+        return pvc if pvc["enabled"] else None
+
+    @property
+    def jetstream_pvc_name(self) -> str:
+        return f"{self.fullname}-js"
+
+    @property
     def ca_secret(self) -> str | None:
         ca = self.values["tlsCA"]
         return str(ca["secretName"]) if ca["enabled"] else None
@@ -126,7 +146,30 @@ def nats_config(release: Release) -> dict[str, Any]:
     nats_tls = release.tls("nats")
     if nats_tls is not None:
         config["tls"] = _tls_block(release, "nats", nats_tls)
+    jetstream = release.jetstream
+    if jetstream is not None:
+        config["jetstream"] = _jetstream_block(jetstream)
     return deep_merge(config, release.values["config"]["merge"])
+
+
+def _jetstream_block(jetstream: Mapping[str, Any]) -> dict[str, Any]:
+    """The chart's ``files/config/jetstream.yaml``: a disabled store gets a limit of 0; sizes stay unquoted."""
+    block: dict[str, Any] = {}
+    memory = jetstream["memoryStore"]
+    if not memory["enabled"]:
+        block["max_memory_store"] = 0
+    elif memory["maxSize"]:
+        block["max_memory_store"] = f"<< {memory['maxSize']} >>"
+    files = jetstream["fileStore"]
+    if not files["enabled"]:
+        block["max_file_store"] = 0
+    else:
+        block["store_dir"] = files["dir"]
+        if files["maxSize"]:
+            block["max_file_store"] = f"<< {files['maxSize']} >>"
+        elif files["pvc"]["enabled"]:
+            block["max_file_store"] = f"<< {files['pvc']['size']} >>"
+    return deep_merge(block, jetstream["merge"])
 
 
 def route_urls(release: Release) -> list[str]:
@@ -273,7 +316,16 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def _nats_container(release: Release, tls_mounts: list[dict[str, str]]) -> dict[str, Any]:
+def _nats_mounts(release: Release, tls_mounts: list[dict[str, str]]) -> list[dict[str, str]]:
+    """config, pid, the JetStream PVC at the file store's dir, then the TLS mounts (the chart's order)."""
+    mounts = [{"mountPath": CONFIG_DIR, "name": "config"}, {"mountPath": PID_DIR, "name": "pid"}]
+    jetstream = release.jetstream
+    if jetstream is not None and release.jetstream_pvc is not None:
+        mounts.append({"mountPath": str(jetstream["fileStore"]["dir"]), "name": release.jetstream_pvc_name})
+    return [*mounts, *tls_mounts]
+
+
+def _nats_container(release: Release, nats_mounts: list[dict[str, str]]) -> dict[str, Any]:
     ports = [{"containerPort": PORTS["nats"], "name": "nats"}]
     if release.cluster_enabled:
         ports.append({"containerPort": PORTS["cluster"], "name": "cluster"})
@@ -287,15 +339,13 @@ def _nats_container(release: Release, tls_mounts: list[dict[str, str]]) -> dict[
         "name": "nats",
         "ports": ports,
         "resources": {},
-        "volumeMounts": [
-            {"mountPath": CONFIG_DIR, "name": "config"},
-            {"mountPath": PID_DIR, "name": "pid"},
-            *tls_mounts,
-        ],
+        "volumeMounts": nats_mounts,
     }
 
 
-def _reloader_container(release: Release, tls_mounts: list[dict[str, str]]) -> dict[str, Any]:
+def _reloader_container(release: Release, nats_mounts: list[dict[str, str]]) -> dict[str, Any]:
+    """The reloader mounts pid, then those of the nats container's mounts under ``/etc/`` (the chart's
+    ``reloader.natsVolumeMountPrefixes``)."""
     args = ["-pid", PID_FILE, "-config", f"{CONFIG_DIR}/nats.conf"]
     for path in _reloaded_files(release):
         args += ["-config", path]
@@ -305,19 +355,18 @@ def _reloader_container(release: Release, tls_mounts: list[dict[str, str]]) -> d
         "name": "reloader",
         "volumeMounts": [
             {"mountPath": PID_DIR, "name": "pid"},
-            {"mountPath": CONFIG_DIR, "name": "config"},
-            *tls_mounts,
+            *(mount for mount in nats_mounts if mount["mountPath"].startswith(RELOADER_MOUNT_PREFIX)),
         ],
     }
 
 
 def stateful_set(release: Release) -> Obj:
     tls = _tls_volumes(release)
-    tls_mounts = [{"mountPath": path, "name": volume} for volume, _, path in tls]
+    nats_mounts = _nats_mounts(release, [{"mountPath": path, "name": volume} for volume, _, path in tls])
     pod_template: dict[str, Any] = {
         "metadata": {"annotations": None, "labels": release.labels("nats")},
         "spec": {
-            "containers": [_nats_container(release, tls_mounts), _reloader_container(release, tls_mounts)],
+            "containers": [_nats_container(release, nats_mounts), _reloader_container(release, nats_mounts)],
             "enableServiceLinks": False,
             "shareProcessNamespace": True,
             "terminationGracePeriodSeconds": 60,
@@ -338,9 +387,20 @@ def stateful_set(release: Release) -> Obj:
             "selector": {"matchLabels": release.selector("nats")},
             "serviceName": release.headless,
             "template": deep_merge(pod_template, release.values["podTemplate"]["merge"]),
-            "volumeClaimTemplates": None,
+            "volumeClaimTemplates": _volume_claim_templates(release),
         },
     }
+
+
+def _volume_claim_templates(release: Release) -> list[dict[str, Any]] | None:
+    """The chart's ``stateful-set/jetstream-pvc.yaml`` when the file store is on a PVC, else null."""
+    pvc = release.jetstream_pvc
+    if pvc is None:
+        return None
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": str(pvc["size"])}}}
+    if pvc["storageClassName"]:
+        spec["storageClassName"] = str(pvc["storageClassName"])
+    return [{"metadata": {"name": release.jetstream_pvc_name}, "spec": spec}]
 
 
 # -- nats-box

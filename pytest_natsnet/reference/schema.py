@@ -6,17 +6,23 @@ with helm) renders it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from pytest_natsnet.errors import ConfigError
 from pytest_natsnet.reference.merge import deep_merge
 
-Leaf = Literal["bool", "count", "string", "merge", "env", "resources"]
+Leaf = Literal["bool", "count", "string", "path", "size", "quantity", "merge", "env", "resources"]
 Schema = Mapping[str, "Schema | Leaf"]
 
 USE_HELM = "render it with the official chart instead: pass --natsnet-chart (needs helm)"
 TEMPLATE_KEYS = frozenset({"$tplYaml", "$tplYamlSpread"})
+# A nats-server size (the chart writes it unquoted as ``<< SIZE >>``): digits, optional k/m/g/t unit.
+_SIZE = re.compile(r"[0-9]+(?:[kmgt]i?b?)?", re.IGNORECASE)
+# A PVC storage request that nats-server reads as the same size (``max_file_store`` defaults to it).
+_QUANTITY = re.compile(r"[0-9]+(?:[KMGT]i|k|M|G|T)?")
+_PATH = re.compile(r"/[A-Za-z0-9._/-]*")
 
 SCHEMA: Schema = {
     "config": {
@@ -29,6 +35,17 @@ SCHEMA: Schema = {
             "merge": "merge",
         },
         "nats": {"tls": {"enabled": "bool", "secretName": "string"}},
+        "jetstream": {
+            "enabled": "bool",
+            "fileStore": {
+                "enabled": "bool",
+                "dir": "path",
+                "maxSize": "size",
+                "pvc": {"enabled": "bool", "size": "quantity", "storageClassName": "string"},
+            },
+            "memoryStore": {"enabled": "bool", "maxSize": "size"},
+            "merge": "merge",
+        },
         "merge": "merge",
     },
     "container": {"env": "env"},
@@ -49,6 +66,17 @@ DEFAULTS: dict[str, Any] = {
             "merge": {},
         },
         "nats": {"tls": {"enabled": False, "secretName": None}},
+        "jetstream": {
+            "enabled": False,
+            "fileStore": {
+                "enabled": True,
+                "dir": "/data",
+                "maxSize": None,
+                "pvc": {"enabled": True, "size": "10Gi", "storageClassName": None},
+            },
+            "memoryStore": {"enabled": False, "maxSize": "1Gi"},
+            "merge": {},
+        },
         "merge": {},
     },
     "container": {"env": {}},
@@ -104,6 +132,12 @@ def _check_leaf(value: Any, rule: Leaf, dotted: str) -> Any:
         raise _wrong_type(dotted, "a whole number of at least 1", value)
     if rule == "string" and not isinstance(value, str):
         raise _wrong_type(dotted, "a string", value)
+    if rule == "path" and not (isinstance(value, str) and _PATH.fullmatch(value)):
+        raise _wrong_type(dotted, "an absolute path of letters, digits and ._-/ such as /data", value)
+    if rule == "size" and not (isinstance(value, str) and _SIZE.fullmatch(value)):
+        raise _wrong_type(dotted, "a size string such as 512Mi, 1Gi or 2GB", value)
+    if rule == "quantity" and not (isinstance(value, str) and _QUANTITY.fullmatch(value)):
+        raise _wrong_type(dotted, "a storage size string such as 1Gi or 10G (units Ki Mi Gi Ti k M G T)", value)
     if rule == "merge":
         if not isinstance(value, Mapping):
             raise _wrong_type(dotted, "a map", value)
