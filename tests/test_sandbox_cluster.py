@@ -252,7 +252,7 @@ def test_pods_see_the_kubelet_resolv_conf_and_hosts(golden: dict[str, Sandbox]) 
     sandbox = golden["default"]
     resolv = sandbox.run_in_pod(NS, "nats-1", "nats", ["cat", "/etc/resolv.conf"])
     assert resolv == (
-        "search natsnet.svc.cluster.local svc.cluster.local cluster.local\n"
+        "search natsnet.svc.cluster.local svc.cluster.local cluster.local runner.internal\n"
         "nameserver 198.18.128.10\noptions ndots:5\n"
     )
     hosts = sandbox.run_in_pod(NS, "nats-1", "nats", ["cat", "/etc/hosts"])

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest_natsnet
+from pytest_natsnet.dnsprofile import DEFAULT_PROFILE, DnsProfile, dns_profile
 from pytest_natsnet.kube import (
     NAMESPACE_NAME_LABEL,
     Obj,
@@ -40,6 +41,7 @@ from pytest_natsnet.sandbox.controllers import (
 )
 from pytest_natsnet.sandbox.kubelet import Image, PodRuntime, now_iso
 from pytest_natsnet.sandbox.model import ContainerPort, PodNet
+from pytest_natsnet.sandbox.poddns import NodeResolv, pod_dns_config
 from pytest_natsnet.sandbox.podfs import (
     Mount,
     VolumeNotReady,
@@ -47,7 +49,6 @@ from pytest_natsnet.sandbox.podfs import (
     hosts_file,
     materialize_volumes,
     python_mounts,
-    resolv_conf,
 )
 
 ZONE = "cluster.local"
@@ -77,11 +78,15 @@ def _ip_allocator(first: str) -> Callable[[], str]:
 class SandboxCluster:
     """A Kubernetes-shaped world in network namespaces. All public methods are thread-safe."""
 
-    def __init__(self, sandbox_id: str, run_dir: Path, nats_server: Path, dns_ttl: int = 5) -> None:
+    def __init__(
+        self, sandbox_id: str, run_dir: Path, nats_server: Path, dns: DnsProfile | str = DEFAULT_PROFILE
+    ) -> None:
         self.id = sandbox_id
         self.run_dir = run_dir
         self.nats_server = nats_server
-        self.dns_ttl = dns_ttl
+        self.dns = dns_profile(dns) if isinstance(dns, str) else dns
+        self.node_resolv = NodeResolv((netns.HUB_ADDRESS,), self.dns.node_search)
+        """The node's resolver: its search domains reach every ClusterFirst pod; nothing answers on it."""
         self.hub = f"natsnet-{sandbox_id}-hub"
         self._lock = threading.RLock()
         self._wake = threading.Event()
@@ -355,8 +360,8 @@ class SandboxCluster:
                     str(dns_dir / "queries.jsonl"),
                     "--zone",
                     ZONE,
-                    "--ttl",
-                    str(self.dns_ttl),
+                    "--profile",
+                    self.dns.name,
                 ],
                 default_args=[],
                 binaries={},
@@ -484,11 +489,10 @@ class SandboxCluster:
         )
         pod["spec"].setdefault("nodeName", "sandbox-node")
         (pod_dir / "etc").mkdir(parents=True, exist_ok=True)
-        if pod["spec"].get("dnsPolicy") == "Default":
-            resolv = f"nameserver {netns.HUB_ADDRESS}\n"  # the node's resolver: no cluster names
-        else:
-            resolv = resolv_conf(ns, DNS_SERVICE_IP, ZONE)
-        (pod_dir / "etc" / "resolv.conf").write_text(resolv)
+        dns_config = pod_dns_config(pod, [DNS_SERVICE_IP], ZONE, self.node_resolv)
+        for warning in dns_config.warnings:
+            self._event(pod, "DNSConfigForming", warning, "Warning")
+        (pod_dir / "etc" / "resolv.conf").write_text(dns_config.resolv_conf())
         (pod_dir / "etc" / "hosts").write_text(hosts_file(pod, ZONE))
         files = {"/etc/resolv.conf": pod_dir / "etc" / "resolv.conf", "/etc/hosts": pod_dir / "etc" / "hosts"}
         self._runtimes[(ns, pod_name)] = PodRuntime(
