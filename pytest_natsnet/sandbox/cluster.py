@@ -615,14 +615,15 @@ class SandboxCluster:
         self._write_dns_objects()
         services = [o for k, o in sorted(self._store.items()) if k[0] == "Service"]
         slices = [o for k, o in sorted(self._store.items()) if k[0] == "EndpointSlice"]
-        service_script = nft.service_ruleset(services, slices)
+        namespaces = {name(o): labels(o) for k, o in self._store.items() if k[0] == "Namespace"}
+        policies = [o for k, o in sorted(self._store.items()) if k[0] == "NetworkPolicy"]
+        pod_nets = self._pod_nets()
+        service_script = nft.service_ruleset(services, slices, pod_nets, namespaces, policies)
         for pod_netns in sorted(self._netns_of.values()):
             if self._applied.get(pod_netns) != service_script:
                 nft.apply(pod_netns, service_script)
                 self._applied[pod_netns] = service_script
-        namespaces = {name(o): labels(o) for k, o in self._store.items() if k[0] == "Namespace"}
-        policies = [o for k, o in sorted(self._store.items()) if k[0] == "NetworkPolicy"]
-        policy_script = nft.policy_ruleset(self._pod_nets(), namespaces, policies)
+        policy_script = nft.policy_ruleset(pod_nets, namespaces, policies)
         if self._applied.get(self.hub) != policy_script:
             nft.apply(self.hub, policy_script)
             self._applied[self.hub] = policy_script
