@@ -283,3 +283,16 @@ def test_existing_provider_kubeconfig_resolution(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="has no current-context; pass --natsnet-context NAME"):
         current_context(tmp_path / "a")
+
+
+def test_default_kind_config_pins_the_node_image_the_default_dns_profile_models() -> None:
+    """One pin for both: kind-configs/default.yaml's node image is dnsprofile.KIND_NODE_IMAGE (Kubernetes 1.31,
+    whose kubeadm Corefile still caches the cluster zone), and the sandbox's default DNS profile is kind-1.31."""
+    from pytest_natsnet.dnsprofile import DEFAULT_PROFILE, KIND_NODE_IMAGE
+
+    config = yaml.safe_load((kind_configs_dir() / "default.yaml").read_text())
+    images = {node.get("image") for node in config["nodes"]}
+    assert images == {KIND_NODE_IMAGE}
+    version = KIND_NODE_IMAGE.split(":v", 1)[1].split("@", 1)[0]
+    assert DEFAULT_PROFILE == "kind-" + ".".join(version.split(".")[:2])
+    assert "@sha256:" in KIND_NODE_IMAGE
