@@ -291,7 +291,7 @@ class SandboxProvider:
     def deploy(self, cell: CellManifests, timeout: float) -> SandboxDeployment:
         binary = self.binary_for(_statefulset_image(cell.objects))
         sandbox_id = f"{self._run_id[:6]}{uuid.uuid4().hex[:4]}"
-        cluster = SandboxCluster(sandbox_id, self._base_dir / f"natsnet-{sandbox_id}", binary.path, self._dns)
+        cluster = SandboxCluster(sandbox_id, self._base_dir / f"natsnet-{sandbox_id}", binary.path, self._dns.name)
         cluster.start()
         deployment = SandboxDeployment(cell, cluster, self.info)
         self._deployments.append(deployment)

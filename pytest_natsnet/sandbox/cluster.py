@@ -78,13 +78,12 @@ def _ip_allocator(first: str) -> Callable[[], str]:
 class SandboxCluster:
     """A Kubernetes-shaped world in network namespaces. All public methods are thread-safe."""
 
-    def __init__(
-        self, sandbox_id: str, run_dir: Path, nats_server: Path, dns: DnsProfile | str = DEFAULT_PROFILE
-    ) -> None:
+    def __init__(self, sandbox_id: str, run_dir: Path, nats_server: Path, dns: str = DEFAULT_PROFILE) -> None:
         self.id = sandbox_id
         self.run_dir = run_dir
         self.nats_server = nats_server
-        self.dns = dns_profile(dns) if isinstance(dns, str) else dns
+        self.dns: DnsProfile = dns_profile(dns)
+        """The DNS profile (:mod:`pytest_natsnet.dnsprofile`); the DNS server gets it by name."""
         self.node_resolv = NodeResolv((netns.HUB_ADDRESS,), self.dns.node_search)
         """The node's resolver: its search domains reach every ClusterFirst pod; nothing answers on it."""
         self.hub = f"natsnet-{sandbox_id}-hub"
