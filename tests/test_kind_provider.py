@@ -294,5 +294,5 @@ def test_default_kind_config_pins_the_node_image_the_default_dns_profile_models(
     images = {node.get("image") for node in config["nodes"]}
     assert images == {KIND_NODE_IMAGE}
     version = KIND_NODE_IMAGE.split(":v", 1)[1].split("@", 1)[0]
-    assert DEFAULT_PROFILE == "kind-" + ".".join(version.split(".")[:2])
+    assert "kind-" + ".".join(version.split(".")[:2]) == DEFAULT_PROFILE
     assert "@sha256:" in KIND_NODE_IMAGE
