@@ -252,24 +252,16 @@ class Resolver:
         question = query.question[0]
         logged = _question_text(question)
         replica = self.replica_for(*flow)
-        cache = self.caches[replica] if self.caches else None
-        key: Key = (logged[0], int(question.rdtype), bool(query.ednsflags & dns.flags.DO),
-                    bool(query.flags & dns.flags.CD))
-        hit = cache.get(key) if cache is not None else None
-        if hit is not None:
-            sections, authoritative, source = hit[0], True, "cache"
-        else:
-            answer = self.zone().answer(question.name, question.rdtype)
-            if answer.upstream:
-                upstream = _upstream(self.profile.upstream)
-                if upstream is None:
-                    return Reply(None, logged, "no answer", replica=replica, source="upstream")
-                sections, authoritative, source = upstream, False, "upstream"
-            else:
-                sections = Sections(answer.rcode, False, answer.answers, answer.authority, answer.additional)
-                authoritative, source = answer.authoritative, "kubernetes"
-            if cache is not None:
-                sections, _ = cache.admit(key, question.name, sections)
+        key: Key = (
+            logged[0],
+            int(question.rdtype),
+            bool(query.ednsflags & dns.flags.DO),
+            bool(query.flags & dns.flags.CD),
+        )
+        found = self._sections(question, key, replica)
+        if found is None:
+            return Reply(None, logged, "no answer", replica=replica, source="upstream")
+        sections, authoritative, source = found
         response.set_rcode(sections.rcode)
         response.flags &= ~(dns.flags.AA | dns.flags.RA)
         response.flags |= (dns.flags.AA if authoritative else 0) | (dns.flags.RA if sections.recursion_available else 0)
@@ -279,6 +271,26 @@ class Resolver:
         reply_wire, truncated = truncated_wire(response, min(max_size, _client_buffer(query, flow[2])))
         rcode_text = dns.rcode.to_text(sections.rcode)
         return Reply(reply_wire, logged, rcode_text, _answer_texts(sections), replica, source, truncated)
+
+    def _sections(self, question: dns.rrset.RRset, key: Key, replica: int) -> tuple[Sections, bool, str] | None:
+        """The replica's cached answer, else the zone's or the upstream's passed through its cache: sections,
+        AA, and where they came from; None when the upstream leaves the query unanswered."""
+        cache = self.caches[replica] if self.caches else None
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None:
+            return hit[0], True, "cache"
+        answer = self.zone().answer(question.name, question.rdtype)
+        if answer.upstream:
+            upstream = _upstream(self.profile.upstream)
+            if upstream is None:
+                return None
+            sections, authoritative, source = upstream, False, "upstream"
+        else:
+            sections = Sections(answer.rcode, False, answer.answers, answer.authority, answer.additional)
+            authoritative, source = answer.authoritative, "kubernetes"
+        if cache is not None:
+            sections, _ = cache.admit(key, question.name, sections)
+        return sections, authoritative, source
 
 
 def _client_buffer(query: dns.message.Message, proto: str) -> int:
