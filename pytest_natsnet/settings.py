@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from pytest_natsnet.dnsprofile import DEFAULT_PROFILE, PROFILES
+
 PROVIDERS = ("auto", "kind", "existing", "sandbox")
 SOURCES = ("auto", "helm", "manifests", "reference")
 MATRICES = ("smoke", "pairwise", "full")
@@ -73,6 +75,8 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("helm", "Path to the helm binary (else $NATSNET_HELM, PATH, or a pinned download)"),
     _Option("kind", "Path to the kind binary (else $NATSNET_KIND, PATH, or a pinned download)"),
     _Option("kubectl", "Path to the kubectl binary (else $NATSNET_KUBECTL, PATH, or a pinned download)"),
+    _Option("sandbox-dns", "DNS profile of the sandbox: TTL, cache, upstream, node search domains "
+            f"(default: {DEFAULT_PROFILE}, what the pinned kind node image does)", tuple(PROFILES)),
 )
 
 
@@ -217,6 +221,8 @@ class NatsnetSettings:
     helm: str | None = None
     kind: str | None = None
     kubectl: str | None = None
+    sandbox_dns: str = DEFAULT_PROFILE
+    """The sandbox's DNS profile (:mod:`pytest_natsnet.dnsprofile`)."""
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> NatsnetSettings:
@@ -246,10 +252,10 @@ class NatsnetSettings:
                 value = value.strip()
             return (value if value not in (None, "", []) else None), base
 
-        for name in ("provider", "source", "matrix", "keep"):
+        for name in ("provider", "source", "matrix", "keep", "sandbox-dns"):
             value, _ = get(name)
             if value is not None:
-                values[name] = parse_choice(by_name[name].flag, value, by_name[name].choices or ())
+                values[name.replace("-", "_")] = parse_choice(by_name[name].flag, value, by_name[name].choices or ())
         chart, base = get("chart")
         version, _ = get("chart-version")
         if chart is not None:

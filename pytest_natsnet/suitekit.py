@@ -189,7 +189,7 @@ def log_lines(deployment: Deployment, pods: list[str], pattern: str) -> list[str
 
 def wait_for_log(deployment: Deployment, pods: list[str], pattern: str, timeout: float) -> list[str]:
     """Server log lines matching ``pattern``, waiting up to ``timeout`` for the first (a blocked DNS lookup
-    is only logged once the Go resolver gave up: timeout × attempts × search-list names, about 40 s)."""
+    is only logged once the Go resolver gave up: ``expect.dnstiming.give_up_seconds``, 50 s on kind's default)."""
     _, lines, _ = eventually(
         lambda: (bool(found := log_lines(deployment, pods, pattern)), found), timeout, interval=1.0
     )

@@ -368,3 +368,16 @@ def test_statefulset_settled_waits_for_the_controller_first() -> None:
     stale = {**READY_STS, "status": {"observedGeneration": 0, "readyReplicas": 3}}
     assert statefulset_settled(stale, [_pod("nats-0"), _pod("nats-1"), _pod("nats-2")]) == (
         False, "StatefulSet nats generation 1 observed 0, ready 3/3")
+
+
+def test_default_kind_config_pins_the_node_image_the_default_dns_profile_models() -> None:
+    """One pin for both: kind-configs/default.yaml's node image is dnsprofile.KIND_NODE_IMAGE (Kubernetes 1.31,
+    whose kubeadm Corefile still caches the cluster zone), and the sandbox's default DNS profile is kind-1.31."""
+    from pytest_natsnet.dnsprofile import DEFAULT_PROFILE, KIND_NODE_IMAGE
+
+    config = yaml.safe_load((kind_configs_dir() / "default.yaml").read_text())
+    images = {node.get("image") for node in config["nodes"]}
+    assert images == {KIND_NODE_IMAGE}
+    version = KIND_NODE_IMAGE.split(":v", 1)[1].split("@", 1)[0]
+    assert "kind-" + ".".join(version.split(".")[:2]) == DEFAULT_PROFILE
+    assert "@sha256:" in KIND_NODE_IMAGE

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
@@ -511,3 +512,70 @@ def test_watch_bad_request_is_an_event_not_a_traceback() -> None:
     assert done.returncode == 2
     assert events[0]["event"] == "error" and "servers" in events[0]["text"]
     assert "Traceback" not in done.stderr
+
+
+# ------------------------------------------------------------------------------------ TC: retry over TCP
+
+
+@pytest.fixture
+def big_zone_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """The sandbox's own DNS server (fast profile) with a headless Service of 60 ready endpoints."""
+    from test_sandbox_dns_objects import cluster, endpoint
+
+    from pytest_natsnet.dnsprofile import FAST
+    from pytest_natsnet.sandbox.dns import DnsServer as SandboxDns
+    from pytest_natsnet.sandbox.dns import ObjectsFile, QueryLog
+
+    many = [{**endpoint("nats-0"), "addresses": [f"198.18.1.{i}"], "hostname": f"h{i}"} for i in range(60)]
+    objects, log = tmp_path / "objects.json", tmp_path / "queries.jsonl"
+    objects.write_text(json.dumps({"objects": cluster(many)}))
+    with log.open("a") as stream:
+        server = SandboxDns("127.0.0.1", 0, ObjectsFile(objects, "cluster.local", 5, None), QueryLog(stream), FAST)
+        server.start()
+        try:
+            yield server.port, log
+        finally:
+            server.stop()
+
+
+def test_dns_retries_over_tcp_when_the_udp_answer_is_truncated(
+        tmp_path: Path, big_zone_server: tuple[int, Path]) -> None:
+    """glibc ``res_send.c`` and Go ``dnsclient_unix.go``: TC set → the same question again over TCP."""
+    port, log = big_zone_server
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 127.0.0.1\noptions ndots:5\n")
+    env = {program.RESOLV_CONF_ENV: str(conf), program.DNS_PORT_ENV: str(port)}
+    qname = "_cluster._tcp.nats-headless.natsnet.svc.cluster.local."
+    answer = run_batch({"requests": [dns_request("srv", qname, rdtype="SRV")]}, env=env)
+    result = answer["results"][0]
+    assert (result["outcome"], len(result["detail"]["answers"])) == ("NOERROR", 60)
+    assert (result["detail"]["truncated"], result["detail"]["tcp_retry"]) == (True, True)
+    assert result["detail"]["names_tried"][0]["tcp_retry"] is True
+    protos = [json.loads(line)["proto"] for line in log.read_text().splitlines()]
+    assert protos == ["udp", "tcp"]
+
+
+def test_dns_truncated_answer_with_tcp_blocked_fails_like_the_resolvers(tmp_path: Path) -> None:
+    """A UDP-only path (TCP 53 closed): the truncated UDP answer is not used, the lookup fails."""
+
+    class TruncatingUdp(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            data, sock = self.request
+            response = dns.message.make_response(dns.message.from_wire(data))
+            response.flags |= dns.flags.TC
+            sock.sendto(response.to_wire(), self.client_address)
+
+    udp = socketserver.ThreadingUDPServer(("127.0.0.1", free_port()), TruncatingUdp)
+    thread = threading.Thread(target=udp.serve_forever, daemon=True)
+    thread.start()
+    try:
+        conf = tmp_path / "resolv.conf"
+        conf.write_text("nameserver 127.0.0.1\n")
+        env = {program.RESOLV_CONF_ENV: str(conf), program.DNS_PORT_ENV: str(udp.server_address[1])}
+        answer = run_batch({"requests": [dns_request("q", "nats.ns1.svc.cluster.local.")]}, env=env)
+    finally:
+        udp.shutdown()
+        udp.server_close()
+    result = answer["results"][0]
+    assert result["outcome"] == "refused"
+    assert (result["detail"]["truncated"], result["detail"]["tcp_retry"]) == (True, True)

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import dns.message
 import dns.query
+import dns.rcode
 import dns.rdatatype
 import pytest
 import yaml
@@ -111,8 +112,9 @@ def _get_json(url: str) -> Any:
         return json.load(response)
 
 
-def _a_records(qname: str) -> list[str]:
-    answer = dns.query.udp(dns.message.make_query(qname, "A"), DNS_POD_IP, timeout=2)
+def _a_records(qname: str, source_port: int = 0) -> list[str]:
+    query = dns.message.make_query(qname, "A")
+    answer = dns.query.udp(query, DNS_POD_IP, timeout=2, source_port=source_port)
     return sorted(r.address for rrset in answer.answer if rrset.rdtype == dns.rdatatype.A for r in rrset)
 
 
@@ -133,8 +135,9 @@ class Sandbox:
     def get_json(self, url: str) -> Any:
         return self.hub.submit(_get_json, url).result()
 
-    def a_records(self, qname: str) -> list[str]:
-        return self.hub.submit(_a_records, qname).result()
+    def a_records(self, qname: str, source_port: int = 0) -> list[str]:
+        """A records from the DNS pod; a fixed ``source_port`` keeps the flow (and so the replica) the same."""
+        return self.hub.submit(_a_records, qname, source_port).result()
 
     def route_peers(self, pod_name: str) -> set[str]:
         """DISTINCT remote server names in the server's /routez (route pooling makes num_routes larger)."""
@@ -194,13 +197,15 @@ def stop_and_check(sandbox: Sandbox) -> None:
 
 @pytest.fixture(scope="module")
 def golden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Sandbox]]:
-    """The three golden renders, each in its own sandbox; ``default`` also runs the gated StatefulSet."""
+    """The three golden renders, each in its own sandbox; ``default`` also runs the gated StatefulSet and uses
+    the ``fast`` DNS profile (no cache: DNS follows the objects at once), the others the default ``kind-1.31``."""
     started: dict[str, Sandbox] = {}
     try:
         for index, scenario in enumerate(SCENARIOS):
             sandbox_id = f"tc{os.getpid()}{'abc'[index]}"
             run_dir = tmp_path_factory.mktemp(f"sandbox-{scenario}")
-            cluster = SandboxCluster(sandbox_id, run_dir, nats_server())
+            profile = "fast" if scenario == "default" else "kind-1.31"
+            cluster = SandboxCluster(sandbox_id, run_dir, nats_server(), profile)
             cluster.start()
             started[scenario] = Sandbox(cluster, netns.executor_in(cluster.hub, workers=4))
             cluster.apply(golden_objects(scenario), NS)
@@ -264,12 +269,14 @@ def test_images_not_emulated_are_reported(golden: dict[str, Sandbox]) -> None:
 
 
 def test_pods_see_the_kubelet_resolv_conf_and_hosts(golden: dict[str, Sandbox]) -> None:
+    resolv = golden["tls"].run_in_pod(NS, "nats-1", "nats", ["cat", "/etc/resolv.conf"])
+    assert resolv == (
+        "search natsnet.svc.cluster.local svc.cluster.local cluster.local runner.internal\n"
+        "nameserver 198.18.128.10\noptions ndots:5\n"
+    ), "kind-1.31: the runner's search domain follows the cluster ones"
     sandbox = golden["default"]
     resolv = sandbox.run_in_pod(NS, "nats-1", "nats", ["cat", "/etc/resolv.conf"])
-    assert resolv == (
-        "search natsnet.svc.cluster.local svc.cluster.local cluster.local\n"
-        "nameserver 198.18.128.10\noptions ndots:5\n"
-    )
+    assert resolv.startswith("search natsnet.svc.cluster.local svc.cluster.local cluster.local\n"), "fast: none"
     hosts = sandbox.run_in_pod(NS, "nats-1", "nats", ["cat", "/etc/hosts"])
     own = f"{sandbox.pod_ip('nats-1')}\tnats-1.nats-headless.natsnet.svc.cluster.local\tnats-1"
     assert hosts.splitlines()[-1] == own
@@ -326,6 +333,35 @@ def test_a_gated_pod_leaves_the_cluster_ip_and_the_strict_headless_dns(golden: d
     everyone = ["gated-0", "gated-1", "gated-2"]
     assert eventually(served, everyone, timeout=3) == everyone
     assert sandbox.a_records(strict) == all_ips
+
+
+def test_kind_profile_dns_serves_a_deleted_service_from_its_cache(golden: dict[str, Sandbox]) -> None:
+    """kind-1.31 (kubeadm ``cache 30`` over ``ttl 30``): once a replica has answered a name, it answers it the
+    same way after the object is gone, until the entry expires; the query log says the answer came from the
+    cache, and from the same replica (same client flow)."""
+    sandbox = golden["tls"]
+    qname = "cache-probe.natsnet.svc.cluster.local."
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "cache-probe"},
+               "spec": {"ports": [{"name": "x", "port": 80}]}}
+    sandbox.cluster.apply([service], NS)
+    objects = sandbox.cluster.run_dir / "dns" / "objects.json"
+    # Do not ask before the server knows the name: the NXDOMAIN would be cached for 30 s as well.
+    assert eventually(lambda: '"cache-probe"' in objects.read_text(), True, timeout=5)
+    time.sleep(0.1)  # longer than the server's reload check interval (50 ms)
+    first = sandbox.a_records(qname, 41000)
+    assert first, "the new Service has no A record"
+    sandbox.cluster.delete("Service", "cache-probe", NS)
+
+    def rcode_of_a_question_never_asked() -> str:
+        query = dns.message.make_query(qname, "TXT")
+        return dns.rcode.to_text(sandbox.hub.submit(dns.query.udp, query, DNS_POD_IP, 2).result().rcode())
+
+    assert eventually(rcode_of_a_question_never_asked, "NXDOMAIN", timeout=5) == "NXDOMAIN"  # the zone is current
+    assert sandbox.a_records(qname, 41000) == first
+    entries = [json.loads(line) for line in sandbox.cluster.dns_query_log().read_text().splitlines()]
+    mine = [e for e in entries if e["qname"] == qname and e["qtype"] == "A"]
+    assert mine[-1]["source"] == "cache" and mine[-1]["rcode"] == "NOERROR"
+    assert len({e["replica"] for e in mine[-2:]}) == 1
 
 
 # --- container restarts ------------------------------------------------------------------------------

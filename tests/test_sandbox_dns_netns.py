@@ -1,4 +1,9 @@
-"""End to end: the DNS server in its own network namespace, asked by dnspython (UDP, TCP) and by glibc."""
+"""End to end: the DNS server in its own network namespace, asked by dnspython (UDP, TCP) and by glibc.
+
+The glibc tests hold the resolver model of ``expect/dnstiming.py`` against the real thing (glibc
+``resolv/res_query.c``: a timeout ends the search list, the bare name is still asked; TC makes it ask again
+over TCP).
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ from typing import Any
 import pytest
 from test_sandbox_dns_objects import NAMESPACE, POD_IPS, cluster, endpoint
 
-from pytest_natsnet.sandbox.dns import resolv_conf
+from pytest_natsnet.expect.dnstiming import lookup_seconds, names_tried, parse_resolv_conf
+from pytest_natsnet.sandbox.poddns import resolv_conf
 
 DNS_IP = "198.18.128.10"
 SVC = f"{NAMESPACE}.svc.cluster.local."
@@ -94,7 +100,9 @@ def wait_ready(proc: subprocess.Popen[str]) -> None:
 
 
 @pytest.fixture
-def netns_dns(tmp_path: Path) -> Iterator[NetnsDns]:
+def netns_dns(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[NetnsDns]:
+    """The server with the ``fast`` profile (no cache) unless the test is parametrized indirectly."""
+    profile = getattr(request, "param", "fast")
     netns = f"nntest-dns-{os.getpid()}"
     env = NetnsDns(netns, tmp_path / "objects.json", tmp_path / "queries.jsonl", tmp_path)
     write_objects(env.objects, cluster())
@@ -105,6 +113,7 @@ def netns_dns(tmp_path: Path) -> Iterator[NetnsDns]:
         ip("-n", netns, "addr", "add", f"{DNS_IP}/32", "dev", "lo")
         argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "pytest_natsnet.sandbox.dns"]
         argv += ["--listen", DNS_IP, "--objects", str(env.objects), "--query-log", str(env.query_log)]
+        argv += ["--profile", profile]
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
         wait_ready(proc)
         yield env
@@ -151,10 +160,11 @@ def test_udp_and_tcp_answers_follow_the_objects_file(netns_dns: NetnsDns) -> Non
     ]
 
 
-def test_glibc_resolves_a_short_name_through_the_search_path(netns_dns: NetnsDns) -> None:
-    etc = netns_dns.workdir / "etc"
-    etc.mkdir()
-    (etc / "resolv.conf").write_text(resolv_conf(NAMESPACE, DNS_IP))
+def glibc_argv(env: NetnsDns, resolv: str) -> list[str]:
+    """``ip netns exec ... bwrap ...`` with only ``resolv`` as /etc/resolv.conf, no hosts entry for cluster names."""
+    etc = env.workdir / "etc"
+    etc.mkdir(exist_ok=True)
+    (etc / "resolv.conf").write_text(resolv)
     (etc / "nsswitch.conf").write_text("hosts: files dns\n")
     (etc / "hosts").write_text("127.0.0.1 localhost\n")
     binds = [
@@ -164,7 +174,11 @@ def test_glibc_resolves_a_short_name_through_the_search_path(netns_dns: NetnsDns
     ]
     root = ["--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib"]
     root += ["--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev", "--dir", "/etc"]
-    argv = ["ip", "netns", "exec", netns_dns.netns, "bwrap", *root, *binds, "getent", "hosts"]
+    return ["ip", "netns", "exec", env.netns, "bwrap", *root, *binds]
+
+
+def test_glibc_resolves_a_short_name_through_the_search_path(netns_dns: NetnsDns) -> None:
+    argv = [*glibc_argv(netns_dns, resolv_conf(NAMESPACE, DNS_IP, "cluster.local")), "getent", "hosts"]
 
     found = subprocess.run([*argv, "nats-0.nats-headless"], capture_output=True, text=True, timeout=30)
     missing = subprocess.run([*argv, "nats-9.nats-headless"], capture_output=True, text=True, timeout=30)
@@ -183,3 +197,42 @@ def test_glibc_resolves_a_short_name_through_the_search_path(netns_dns: NetnsDns
         "nats-9.nats-headless.cluster.local.",
         "nats-9.nats-headless.",
     }
+
+
+QUICK = "options ndots:5 timeout:1 attempts:2\n"
+
+
+@pytest.mark.parametrize("netns_dns", ["kind-1.31-offline"], indirect=True)
+def test_glibc_ends_the_search_list_at_a_timeout_then_asks_the_bare_name(netns_dns: NetnsDns) -> None:
+    """kind on an offline runner: the runner's search domain goes upstream and gets no answer; glibc gives up
+    on the search list there, still asks the bare name (which times out too) and fails, as the model says."""
+    resolv = resolv_conf(NAMESPACE, DNS_IP, "cluster.local", ["runner.internal"]).replace("options ndots:5\n", QUICK)
+    argv = [*glibc_argv(netns_dns, resolv), "getent", "ahosts", "nats-9.nats-headless"]
+    started = time.monotonic()
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - started
+    asked = list(dict.fromkeys(e["qname"] for e in netns_dns.log() if e["qname"].startswith("nats-9.")))
+    conf = parse_resolv_conf(resolv)
+
+    def outcome(name: str) -> str:
+        return "nxdomain" if name.endswith(".cluster.local.") else "timeout"
+
+    assert result.returncode == 2
+    assert asked == names_tried(conf, "nats-9.nats-headless", "glibc", outcome)  # type: ignore[arg-type]
+    assert asked[-2:] == ["nats-9.nats-headless.runner.internal.", "nats-9.nats-headless."]
+    expected = lookup_seconds(conf, "nats-9.nats-headless", "glibc", outcome)  # type: ignore[arg-type]
+    assert expected == 4.0
+    assert expected - 0.5 <= elapsed < expected + 3, f"glibc gave up after {elapsed:.1f}s"
+
+
+def test_glibc_retries_over_tcp_when_the_udp_answer_is_truncated(netns_dns: NetnsDns) -> None:
+    """60 ready endpoints do not fit in 512 bytes: the server sets TC and glibc asks again over TCP."""
+    many = [{**endpoint("nats-0"), "addresses": [f"198.18.1.{i}"], "hostname": f"h{i}"} for i in range(60)]
+    write_objects(netns_dns.objects, cluster(many))
+    time.sleep(0.1)
+    argv = [*glibc_argv(netns_dns, resolv_conf(NAMESPACE, DNS_IP, "cluster.local")), "getent", "ahostsv4"]
+    result = subprocess.run([*argv, f"nats-headless.{SVC}"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert len({line.split()[0] for line in result.stdout.splitlines()}) == 60
+    entries = [e for e in netns_dns.log() if e["qname"] == f"nats-headless.{SVC}" and e["qtype"] == "A"]
+    assert [(e["proto"], e["truncated"]) for e in entries] == [("udp", True), ("tcp", False)]

@@ -65,10 +65,17 @@ def endpoint_slice(service: str, name: str, endpoints: list[Obj], ports: list[Ob
     }
 
 
-def kube_dns_objects() -> list[Obj]:
+def namespaces() -> list[Obj]:
+    """The Namespace objects: CoreDNS answers for a namespace only when its Namespace exists."""
     return [
         {"kind": "Namespace", "metadata": {"name": "kube-system"}},
         {"kind": "Namespace", "metadata": {"name": NAMESPACE}},
+    ]
+
+
+def kube_dns_objects() -> list[Obj]:
+    return [
+        *namespaces(),
         {
             "kind": "Service",
             "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},

@@ -21,8 +21,9 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
-from test_sandbox_dns_objects import NAMESPACE, NATS_CLUSTER_IP, POD_IPS, cluster, endpoint
+from test_sandbox_dns_objects import NATS_CLUSTER_IP, POD_IPS, cluster, endpoint
 
+from pytest_natsnet.dnsprofile import FAST
 from pytest_natsnet.sandbox.dns import DnsServer, ObjectsFile, QueryLog, resolve_query
 from pytest_natsnet.sandbox.dnszone import build_zone
 
@@ -47,7 +48,7 @@ def server(tmp_path: Path) -> Iterator[tuple[DnsServer, Path, Path]]:
     write_objects(objects, cluster())
     with log_path.open("a") as stream:
         dns_server = DnsServer(
-            "127.0.0.1", 0, ObjectsFile(objects, "cluster.local", 5, None), QueryLog(stream)
+            "127.0.0.1", 0, ObjectsFile(objects, "cluster.local", 5, None), QueryLog(stream), FAST
         )
         dns_server.start()
         try:
@@ -76,7 +77,7 @@ def texts(response: dns.message.Message) -> set[str]:
         (f"nats-headless.{SVC}", "A", dns.rcode.NOERROR, set(POD_IPS.values()), False),
         (f"nats-0.nats-headless.{SVC}", "AAAA", dns.rcode.NOERROR, set(), True),
         (f"nope.{SVC}", "A", dns.rcode.NXDOMAIN, set(), True),
-        ("example.com.", "A", dns.rcode.NXDOMAIN, set(), False),
+        ("example.com.", "A", dns.rcode.NXDOMAIN, set(), True),
     ],
 )
 def test_wire_answers(
@@ -163,7 +164,10 @@ def test_query_log_lines(server: tuple[DnsServer, Path, Path]) -> None:
     udp(server[0].port, f"NATS.{SVC}")
     tcp(server[0].port, f"nope.{SVC}", "AAAA")
     first, second = read_log(server[2])
-    assert set(first) == {"ts", "client", "qname", "qtype", "proto", "rcode", "answers"}
+    assert set(first) == {
+        "ts", "client", "qname", "qtype", "proto", "rcode", "answers", "replica", "source", "truncated"
+    }
+    assert (first["replica"], first["source"], first["truncated"]) == (0, "kubernetes", False)
     assert (
         first["client"],
         first["qname"],
@@ -192,26 +196,13 @@ def test_udp_truncates_and_tcp_carries_big_answers(tmp_path: Path) -> None:
     many = [{**endpoint("nats-0"), "addresses": [f"198.18.1.{i}"], "hostname": f"h{i}"} for i in range(60)]
     zone = build_zone(cluster(many))
     query = dns.message.make_query(f"_cluster._tcp.nats-headless.{SVC}", "SRV").to_wire()
-    small, big = resolve_query(query, zone, 512), resolve_query(query, zone, 65535)
-    assert small is not None and big is not None
+    small, big = resolve_query(query, zone), resolve_query(query, zone, "tcp")
+    assert small is not None and big is not None and small.wire is not None and big.wire is not None
     truncated, full = dns.message.from_wire(small.wire), dns.message.from_wire(big.wire)
-    # CoreDNS (miekg/dns Msg.Truncate): additional records go first, then answers from the end, then TC.
-    assert bool(truncated.flags & dns.flags.TC) is True
+    assert bool(truncated.flags & dns.flags.TC) is True and small.truncated
     assert 0 < len(truncated.answer[0]) < 60 and truncated.additional == []
     assert len(small.wire) <= 512
-    assert (bool(full.flags & dns.flags.TC), len(full.answer[0])) == (False, 60)
-
-
-def test_udp_drops_additional_records_before_answers() -> None:
-    """Three SRV targets with long names fit in 512 bytes once the additional A records are dropped: no TC."""
-    long_ns = "natsnet-6be413-advertise-cluster-wrong-routes-seed-36c0e5c9"
-    objects = json.loads(json.dumps(cluster()).replace(f'"{NAMESPACE}"', f'"{long_ns}"'))
-    zone = build_zone(objects)
-    query = dns.message.make_query(f"_cluster._tcp.nats-headless.{long_ns}.svc.cluster.local", "SRV").to_wire()
-    reply = resolve_query(query, zone, 512)
-    assert reply is not None
-    message = dns.message.from_wire(reply.wire)
-    assert (bool(message.flags & dns.flags.TC), len(message.answer[0]), message.additional) == (False, 3, [])
+    assert (bool(full.flags & dns.flags.TC), len(full.answer[0]), len(full.additional)) == (False, 60, 60)
 
 
 @pytest.mark.parametrize(

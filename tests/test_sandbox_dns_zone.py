@@ -1,4 +1,10 @@
-"""Zone answers per the Kubernetes DNS spec 1.1.0, table-driven, without sockets."""
+"""Zone answers as CoreDNS's kubernetes plugin gives them (Kubernetes DNS spec 1.1.0), table-driven, no sockets.
+
+The rules come from coredns ``plugin/kubernetes`` v1.11 (``parse.go`` ``parseRequest``, ``kubernetes.go``
+``Records``/``findServices``/``findPods``/``Services``, ``reverse.go``, ``handler.go``) and
+``plugin/backend_lookup.go`` (``A``, ``SRV``, ``PTR``, ``SOA``), with kubeadm's ``pods insecure`` and
+``fallthrough in-addr.arpa ip6.arpa``.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +19,10 @@ from test_sandbox_dns_objects import (
     endpoint,
     endpoint_slice,
     golden_services,
+    namespaces,
 )
 
-from pytest_natsnet.sandbox.dnszone import Answer, build_zone, dashed_hostname, resolv_conf
+from pytest_natsnet.sandbox.dnszone import Answer, build_zone, dashed_hostname
 
 NOERROR, NXDOMAIN = dns.rcode.NOERROR, dns.rcode.NXDOMAIN
 SVC = "natsnet.svc.cluster.local."
@@ -67,21 +74,22 @@ def soa_owners(answer: Answer) -> set[str]:
         pytest.param(f"_cluster._tcp.nats.{SVC}", "SRV", NXDOMAIN, set(), id="srv-port-not-on-service"),
         pytest.param("20.128.18.198.in-addr.arpa.", "PTR", NOERROR, {f"nats.{SVC}"}, id="ptr-clusterip"),
         pytest.param(
-            "11.0.18.198.in-addr.arpa.", "PTR", NOERROR, {f"nats-1.nats-headless.{SVC}"}, id="ptr-pod"
+            "11.0.18.198.in-addr.arpa.",
+            "PTR",
+            NOERROR,
+            {f"nats-1.nats-headless.{SVC}", f"198-18-0-11.nats.{SVC}"},
+            id="ptr-pod-one-per-service",
         ),
-        pytest.param("99.0.18.198.in-addr.arpa.", "PTR", NXDOMAIN, set(), id="ptr-unknown-ip"),
         pytest.param(f"nats.{SVC}", "AAAA", NOERROR, set(), id="aaaa-existing-name-nodata"),
         pytest.param(f"nats-0.nats-headless.{SVC}", "AAAA", NOERROR, set(), id="aaaa-hostname-nodata"),
         pytest.param(f"nats.{SVC}", "MX", NOERROR, set(), id="other-type-nodata"),
         pytest.param("svc.cluster.local.", "A", NOERROR, set(), id="empty-non-terminal-svc"),
         pytest.param(SVC, "A", NOERROR, set(), id="empty-non-terminal-namespace"),
-        pytest.param(f"_tcp.nats-headless.{SVC}", "A", NOERROR, set(), id="empty-non-terminal-srv-proto"),
+        pytest.param(f"_tcp.nats-headless.{SVC}", "A", NXDOMAIN, set(), id="proto-alone-is-an-endpoint-name"),
         pytest.param("cluster.local.", "A", NOERROR, set(), id="apex-nodata"),
         pytest.param("nosuchns.svc.cluster.local.", "A", NXDOMAIN, set(), id="unknown-namespace"),
         pytest.param(f"nope.{SVC}", "A", NXDOMAIN, set(), id="unknown-service"),
         pytest.param(f"nats-9.nats-headless.{SVC}", "A", NXDOMAIN, set(), id="unknown-hostname"),
-        pytest.param(f"nats-0.nats-headless.{SVC}x.", "A", NXDOMAIN, set(), id="outside-zone"),
-        pytest.param("nats-0.nats-headless.", "A", NXDOMAIN, set(), id="short-name-absolute"),
     ],
 )
 def test_answers_per_spec(qname: str, qtype: str, rcode: dns.rcode.Rcode, answers: set[str]) -> None:
@@ -94,15 +102,14 @@ def test_answers_per_spec(qname: str, qtype: str, rcode: dns.rcode.Rcode, answer
     [
         pytest.param(f"nats.{SVC}", "AAAA", "cluster.local.", id="nodata"),
         pytest.param(f"nope.{SVC}", "A", "cluster.local.", id="nxdomain"),
-        pytest.param("99.0.18.198.in-addr.arpa.", "PTR", "in-addr.arpa.", id="reverse-nxdomain"),
-        pytest.param("example.com.", "A", None, id="outside-no-soa"),
+        pytest.param("in-addr.arpa.", "A", "in-addr.arpa.", id="reverse-apex-nodata"),
         pytest.param(f"nats.{SVC}", "A", None, id="positive-no-soa"),
     ],
 )
 def test_negative_answers_carry_the_soa_of_their_zone(qname: str, qtype: str, soa: str | None) -> None:
     answer = ask(cluster(), qname, qtype)
     assert soa_owners(answer) == ({soa} if soa else set())
-    assert answer.authoritative is (not qname.startswith("example"))
+    assert (answer.authoritative, answer.upstream) == (True, False)
 
 
 def test_answer_owner_keeps_the_asked_case() -> None:
@@ -173,6 +180,7 @@ def test_headless_publishes_ready_endpoints_only(
 
 def test_headless_endpoints_are_gathered_across_slices() -> None:
     objects = [
+        *namespaces(),
         *golden_services(),
         endpoint_slice("nats-headless", "nats-headless-1", [endpoint("nats-0")]),
         endpoint_slice(
@@ -187,7 +195,7 @@ def test_headless_endpoints_are_gathered_across_slices() -> None:
 def test_slice_in_another_namespace_is_ignored() -> None:
     foreign = endpoint_slice("nats-headless", "nats-headless-x", [endpoint("nats-0")])
     foreign["metadata"]["namespace"] = "elsewhere"
-    answer = build_zone([*golden_services(), foreign]).answer(f"nats-headless.{SVC}", "A")
+    answer = build_zone([*namespaces(), *golden_services(), foreign]).answer(f"nats-headless.{SVC}", "A")
     assert answer.rcode == NXDOMAIN
 
 
@@ -208,12 +216,22 @@ def test_pod_behind_two_headless_services_has_two_ptrs() -> None:
     }
     objects = [*cluster(), second, endpoint_slice("nats-other", "nats-other-1", [endpoint("nats-0")])]
     answer = build_zone(objects).answer("10.0.18.198.in-addr.arpa.", "PTR")
-    assert set(answer.answer_texts()) == {f"nats-0.nats-headless.{SVC}", f"nats-0.nats-other.{SVC}"}
+    assert set(answer.answer_texts()) == {
+        f"nats-0.nats-headless.{SVC}",
+        f"nats-0.nats-other.{SVC}",
+        f"198-18-0-10.nats.{SVC}",
+    }
 
 
-def test_clusterip_service_endpoints_get_no_ptr_of_their_own() -> None:
-    objects = [*golden_services(), endpoint_slice("nats", "nats-1", [endpoint("nats-0", hostname=False)])]
-    assert build_zone(objects).answer("10.0.18.198.in-addr.arpa.", "PTR").rcode == NXDOMAIN
+def test_clusterip_service_endpoints_get_a_ptr_of_their_own() -> None:
+    """reverse.go ``serviceRecordForIP``: every EndpointSlice with a ready address at the IP names it."""
+    objects = [
+        *namespaces(),
+        *golden_services(),
+        endpoint_slice("nats", "nats-1", [endpoint("nats-0", hostname=False)]),
+    ]
+    answer = build_zone(objects).answer("10.0.18.198.in-addr.arpa.", "PTR")
+    assert (answer.rcode, answer.answer_texts()) == (NOERROR, [f"198-18-0-10.nats.{SVC}"])
 
 
 def test_external_name_is_a_cname() -> None:
@@ -222,7 +240,7 @@ def test_external_name_is_a_cname() -> None:
         "metadata": {"name": "ext", "namespace": "natsnet"},
         "spec": {"type": "ExternalName", "externalName": "nats.example.com"},
     }
-    zone = build_zone([service])
+    zone = build_zone([*namespaces(), service])
     for qtype in ("A", "CNAME", "AAAA"):
         answer = zone.answer(f"ext.{SVC}", qtype)
         assert (answer.rcode, answer.answer_texts()) == (NOERROR, ["nats.example.com."]), qtype
@@ -234,7 +252,7 @@ def test_clusterip_service_without_an_ip_exists_with_no_address() -> None:
         "metadata": {"name": "pending", "namespace": "natsnet"},
         "spec": {"ports": []},
     }
-    answer = build_zone([service]).answer(f"pending.{SVC}", "A")
+    answer = build_zone([*namespaces(), service]).answer(f"pending.{SVC}", "A")
     assert (answer.rcode, answer.answers) == (NOERROR, ())
 
 
@@ -247,7 +265,7 @@ def test_namespace_object_makes_its_svc_name_exist() -> None:
 def test_custom_zone() -> None:
     zone = build_zone(cluster(), zone="k8s.example")
     assert zone.answer("nats.natsnet.svc.k8s.example.", "A").answer_texts() == [NATS_CLUSTER_IP]
-    assert zone.answer(f"nats.{SVC}", "A").rcode == NXDOMAIN
+    assert zone.answer(f"nats.{SVC}", "A").upstream
 
 
 def test_endpoint_slice_update_changes_the_answers() -> None:
@@ -260,28 +278,107 @@ def test_endpoint_slice_update_changes_the_answers() -> None:
 
 def test_bad_address_skips_the_service_and_says_why() -> None:
     bad = endpoint_slice("nats-headless", "bad", [{"addresses": ["not-an-ip"], "hostname": "x"}])
-    zone = build_zone([*golden_services(), bad])
+    zone = build_zone([*namespaces(), *golden_services(), bad])
     assert len(zone.problems) == 1 and "natsnet/nats-headless" in zone.problems[0]
     assert zone.answer(f"nats.{SVC}", "A").answer_texts() == [NATS_CLUSTER_IP]
 
 
+# --- row 9: the name shapes CoreDNS answers (or refuses) beyond the spec's minimum ---------------------
+
+NS_POD = "natsnet.pod.cluster.local."
+
+
 @pytest.mark.parametrize(
-    ("namespace", "nameserver", "zone", "expected"),
+    ("qname", "qtype", "rcode", "answers"),
     [
-        (
-            "natsnet",
-            KUBE_DNS_IP,
-            "cluster.local",
-            "search natsnet.svc.cluster.local svc.cluster.local cluster.local\n"
-            "nameserver 198.18.128.10\noptions ndots:5\n",
+        pytest.param(f"1-2-3-4.{NS_POD}", "A", NOERROR, {"1.2.3.4"}, id="pods-insecure-any-ip"),
+        pytest.param(f"198-18-0-10.{NS_POD}", "A", NOERROR, {"198.18.0.10"}, id="pods-insecure-pod-ip"),
+        pytest.param(f"x.1-2-3-4.{NS_POD}", "A", NOERROR, {"1.2.3.4"}, id="pods-insecure-ignores-left-label"),
+        pytest.param(f"1-2-3-4.{NS_POD}", "AAAA", NOERROR, set(), id="pods-insecure-v4-aaaa-nodata"),
+        pytest.param(f"2001-db8--1.{NS_POD}", "AAAA", NOERROR, {"2001:db8::1"}, id="pods-insecure-v6"),
+        pytest.param(f"1-2-3.{NS_POD}", "A", NXDOMAIN, set(), id="pods-insecure-not-an-ip"),
+        pytest.param("1-2-3-4.nosuchns.pod.cluster.local.", "A", NXDOMAIN, set(), id="pods-unknown-namespace"),
+        pytest.param(NS_POD, "A", NOERROR, set(), id="pod-namespace-nodata"),
+        pytest.param("pod.cluster.local.", "A", NOERROR, set(), id="pod-apex-nodata"),
+        pytest.param(f"198-18-0-10.nats.{SVC}", "A", NOERROR, {"198.18.0.10"}, id="clusterip-endpoint-hostname"),
+        pytest.param(f"198-18-0-99.nats.{SVC}", "A", NXDOMAIN, set(), id="clusterip-unknown-endpoint"),
+        pytest.param(f"nats.{SVC}", "SRV", NOERROR, {f"0 100 4222 nats.{SVC}"}, id="srv-bare-clusterip-name"),
+        pytest.param(
+            "kube-dns.kube-system.svc.cluster.local.",
+            "SRV",
+            NOERROR,
+            {"0 50 53 kube-dns.kube-system.svc.cluster.local."},
+            id="srv-bare-name-same-port-twice-deduplicated",
         ),
-        (
-            "a",
-            "10.0.0.10",
-            "k8s.example.",
-            "search a.svc.k8s.example svc.k8s.example k8s.example\nnameserver 10.0.0.10\noptions ndots:5\n",
+        pytest.param(
+            f"nats-0.nats-headless.{SVC}",
+            "SRV",
+            NOERROR,
+            {f"0 33 {port} nats-0.nats-headless.{SVC}" for port in (4222, 6222, 8222)},
+            id="srv-bare-endpoint-name-every-port",
         ),
+        pytest.param(f"_nats._tcp.nats.{SVC}", "A", NOERROR, {NATS_CLUSTER_IP}, id="a-on-srv-name"),
+        pytest.param(f"_nats._udp.nats.{SVC}", "SRV", NXDOMAIN, set(), id="srv-wrong-protocol"),
+        pytest.param(f"nats._tcp.nats.{SVC}", "SRV", NOERROR, {f"0 100 4222 nats.{SVC}"}, id="underscore-optional"),
+        pytest.param(f"a.b.c.nats.{SVC}", "A", NXDOMAIN, set(), id="too-many-labels"),
+        pytest.param("foo.cluster.local.", "A", NXDOMAIN, set(), id="neither-svc-nor-pod"),
+        pytest.param("dns-version.cluster.local.", "A", NXDOMAIN, set(), id="dns-version-is-txt-only"),
+        pytest.param(f"nats.{SVC}", "TXT", NOERROR, set(), id="txt-existing-name-nodata"),
+        pytest.param("svc.cluster.local.", "TXT", NXDOMAIN, set(), id="txt-without-records-nxdomain"),
+        pytest.param(f"nope.{SVC}", "SOA", NOERROR, set(), id="soa-below-apex-nodata"),
+        pytest.param(f"nats.{SVC}", "CNAME", NOERROR, set(), id="cname-of-clusterip-nodata"),
     ],
 )
-def test_resolv_conf_is_cluster_first(namespace: str, nameserver: str, zone: str, expected: str) -> None:
-    assert resolv_conf(namespace, nameserver, zone) == expected
+def test_coredns_name_shapes(qname: str, qtype: str, rcode: dns.rcode.Rcode, answers: set[str]) -> None:
+    """coredns plugin/kubernetes ``parse.go``, ``kubernetes.go`` (``findPods`` in insecure mode,
+    ``findServices`` endpoint and port matching, ``Services`` for TXT), ``handler.go`` (SOA, CNAME)."""
+    answer = ask(cluster(), qname, qtype)
+    assert (answer.rcode, set(answer.answer_texts()), answer.upstream) == (rcode, answers, False)
+
+
+def test_srv_on_bare_headless_name_lists_every_endpoint_and_port() -> None:
+    """backend_lookup.go ``SRV``: one record per (endpoint, port), weight floor(100 / records)."""
+    answer = ask(cluster(), f"nats-headless.{SVC}", "SRV")
+    assert set(answer.answer_texts()) == {
+        f"0 11 {port} {pod}.nats-headless.{SVC}" for pod in POD_IPS for port in (4222, 6222, 8222)
+    }
+
+
+def test_clusterip_endpoints_srv_targets_dashed_names() -> None:
+    """findServices: an endpoint query on a ClusterIP Service lists that endpoint's ports."""
+    answer = ask(cluster(), f"198-18-0-10.nats.{SVC}", "SRV")
+    assert answer.answer_texts() == [f"0 100 4222 198-18-0-10.nats.{SVC}"]
+
+
+@pytest.mark.parametrize(
+    ("qname", "qtype"),
+    [
+        pytest.param("example.com.", "A", id="outside-zone"),
+        pytest.param(f"nats-0.nats-headless.{SVC}x.", "A", id="outside-zone-suffix"),
+        pytest.param("nats-0.nats-headless.", "A", id="short-name-absolute"),
+        pytest.param("nats.natsnet.svc.cluster.local.runner.internal.", "A", id="node-search-domain"),
+        pytest.param("99.0.18.198.in-addr.arpa.", "PTR", id="reverse-unknown-ip-falls-through"),
+        pytest.param("10.0.18.198.in-addr.arpa.", "A", id="reverse-non-ptr-falls-through"),
+        pytest.param("0.18.198.in-addr.arpa.", "PTR", id="reverse-partial-falls-through"),
+    ],
+)
+def test_names_the_plugin_does_not_answer_go_upstream(qname: str, qtype: str) -> None:
+    """kubernetes handler.go: outside its zones the plugin calls the next one (``forward``); in the reverse zones
+    a name error falls through too (kubeadm: ``fallthrough in-addr.arpa ip6.arpa``)."""
+    answer = ask(cluster(), qname, qtype)
+    assert (answer.upstream, answer.answers, answer.authority) == (True, (), ())
+
+
+def test_axfr_is_refused() -> None:
+    assert ask(cluster(), "cluster.local.", "AXFR").rcode == dns.rcode.REFUSED
+
+
+def test_external_name_to_an_in_zone_target_follows_it() -> None:
+    """backend_lookup.go ``A``: a CNAME into the zone is followed; the answer holds the CNAME and the address."""
+    service = {
+        "kind": "Service",
+        "metadata": {"name": "alias", "namespace": "natsnet"},
+        "spec": {"type": "ExternalName", "externalName": f"nats.{SVC}"},
+    }
+    answer = build_zone([*cluster(), service]).answer(f"alias.{SVC}", "A")
+    assert answer.answer_texts() == [f"nats.{SVC}", NATS_CLUSTER_IP]

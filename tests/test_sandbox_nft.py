@@ -179,17 +179,26 @@ def test_headless_and_ipless_services_get_nothing(cluster_ip: str | None) -> Non
     assert "dnat" not in script
 
 
-def test_unknown_ports_on_cluster_ips_are_rejected_last() -> None:
+def test_unknown_ports_on_cluster_ips_are_dropped_last() -> None:
+    """kube-proxy iptables mode (kubernetes pkg/proxy/iptables/proxier.go) has rules only for the Service's
+    (ClusterIP, protocol, port) triples and REJECTs ports without endpoints: any other port of a ClusterIP
+    matches nothing and is lost (timeout), a port without endpoints is refused."""
     script = service_ruleset(
-        [service("a", "web", "198.18.128.20", WEB_PORT), service("a", "db", "198.18.128.3", {"port": 5432})],
+        [
+            service("a", "web", "198.18.128.20", WEB_PORT),
+            service("a", "db", "198.18.128.3", {"port": 5432}),
+            service("a", "portless", "198.18.128.4"),
+        ],
         [],
     )
     last = chains(script)["services"][-1]
-    assert last.startswith("ip daddr { 198.18.128.3, 198.18.128.20 } meta l4proto { tcp, udp, sctp } counter")
-    assert "dnat to 127.0.0.1" in last
-    assert chains(script)["reject_no_endpoints"][1].startswith(
-        "ct direction original ct mark 0x4e4f counter reject"
+    assert last.startswith(
+        "ip daddr { 198.18.128.3, 198.18.128.4, 198.18.128.20 } meta l4proto { tcp, udp, sctp } counter "
+        "ct mark set 0x4e50 dnat to 127.0.0.1"
     )
+    verdicts = chains(script)["input"]
+    assert verdicts[1].startswith("ct direction original ct mark 0x4e4f counter reject")
+    assert verdicts[2].startswith("ct direction original ct mark 0x4e50 counter drop")
 
 
 def test_service_script_replaces_its_table_atomically_and_is_deterministic() -> None:
@@ -467,3 +476,30 @@ def test_bad_policies_raise_one_clear_line(bad: Obj, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)) as raised:
         policy_ruleset(PODS, NAMESPACES, [bad])
     assert "\n" not in str(raised.value)
+
+
+# --- hairpin: a pod reaching itself through a ClusterIP ----------------------------------------------
+
+
+def test_hairpin_checks_follow_the_pods_own_policies() -> None:
+    """On a cluster the hairpin flow goes through the node, where kube-network-policies judges it as pod ->
+    pod (kubernetes-sigs/kube-network-policies pkg/dataplane/controller.go, postrouting before SNAT): the pod's
+    egress and its ingress both apply. In the sandbox it stays in the pod netns, so the same chains run there."""
+    web_in = policy("a", "web-in", podSelector={"matchLabels": {"app": "web"}},
+                    ingress=[{"from": [{"podSelector": CLIENT_ONLY}]}])
+    script = service_ruleset([], [], PODS, NAMESPACES, [web_in])
+    found = chains(script)
+    jumps = [rule for rule in found["input"] if "jump hairpin_" in rule]
+    assert jumps == [
+        "ct direction original ct state new ct status dnat ip saddr 198.18.0.12 ip daddr 198.18.0.12 "
+        "jump hairpin_ingress_1_a_web comment \"a/web to itself through a ClusterIP: ingress\"",
+    ]
+    body = found["hairpin_ingress_1_a_web"]
+    assert body[0].startswith("ip saddr 198.18.0.11 counter return")
+    assert body[-1].startswith("counter drop")
+
+
+def test_hairpin_chains_only_with_policies() -> None:
+    script = service_ruleset([], [], PODS, NAMESPACES, [])
+    assert not any(name.startswith("hairpin_") for name in chains(script))
+    assert service_ruleset([], []) == script

@@ -221,7 +221,9 @@ DNS_PORTS = [
 ]
 
 
-def services_script(web_endpoints: list[tuple[Pod, bool]]) -> str:
+def services_script(
+    web_endpoints: list[tuple[Pod, bool]], pods: Sequence[PodNet] = (), policies: Sequence[Obj] = ()
+) -> str:
     """kube-dns, ``a/web`` (80 -> named port http, resolved per endpoint), ``a/empty`` without endpoints."""
     services = [
         service("kube-system", "kube-dns", DNS_IP, *DNS_PORTS),
@@ -238,7 +240,7 @@ def services_script(web_endpoints: list[tuple[Pod, bool]]) -> str:
         ),
         endpoint_slice("a", "empty", [{"port": 8080}], [(WEB_A, False)]),
     ]
-    return service_ruleset(services, slices)
+    return service_ruleset(services, slices, pods, NAMESPACES, policies)
 
 
 @pytest.fixture
@@ -289,12 +291,43 @@ def test_cluster_ip_with_both_ready_uses_both(net: Topology) -> None:
 
 
 @pytest.mark.parametrize(
-    "job",
-    [("tcp", EMPTY_IP, 80), ("udp", EMPTY_IP, 81), ("tcp", WEB_IP, 81), ("udp", DNS_IP, 54)],
+    ("job", "outcome"),
+    [
+        (("tcp", EMPTY_IP, 80), "refused"),
+        (("udp", EMPTY_IP, 81), "refused"),
+        (("tcp", WEB_IP, 81), "timeout"),
+        (("udp", DNS_IP, 54), "timeout"),
+    ],
     ids=["no-endpoints-tcp", "no-endpoints-udp", "unknown-port-tcp", "unknown-port-udp"],
 )
-def test_cluster_ip_without_endpoints_refuses(net: Topology, job: tuple[str, str, int]) -> None:
-    assert net.probe([job]) == ["refused"]
+def test_cluster_ip_without_endpoints_refuses_unknown_port_times_out(
+    net: Topology, job: tuple[str, str, int], outcome: str
+) -> None:
+    """kube-proxy iptables mode: REJECT for a Service port without endpoints, no rule (lost) for a port the
+    Service does not have (kubernetes pkg/proxy/iptables/proxier.go)."""
+    assert net.probe([job]) == [outcome]
+
+
+def test_hairpin_through_the_own_cluster_ip_obeys_the_pods_policies(net: Topology) -> None:
+    """web-a reaching itself through the web ClusterIP: allowed without policy; with an ingress policy that
+    admits only the client, dropped (on kind the node judges web-a -> web-a); its own pod IP stays local."""
+    own = services_script([(WEB_A, True), (WEB_B, False)])
+    web_in = policy("a", "web-in", podSelector={"matchLabels": {"app": "web"}},
+                    ingress=[{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}])
+    pods, nets = [p.net for p in PODS], [WEB_A.netns, CLIENT.netns]
+    try:
+        for netns in nets:
+            apply(netns, own)
+        assert _verdicts(net.probe([("tcp", WEB_IP, 80)], netns=WEB_A.netns)) == ["allowed"]
+        with_policy = services_script([(WEB_A, True), (WEB_B, False)], pods, [web_in])
+        for netns in nets:
+            apply(netns, with_policy)
+        enforce(web_in)
+        assert net.probe([("tcp", WEB_IP, 80)], netns=WEB_A.netns) == ["timeout"]
+        assert _verdicts(net.probe([("tcp", "198.18.0.12", 5000)], netns=WEB_A.netns)) == ["allowed"]
+        assert _verdicts(net.probe([("tcp", WEB_IP, 80)])) == ["allowed"]
+    finally:
+        apply(WEB_A.netns, services_script([(WEB_A, True), (WEB_B, True)]))
 
 
 def test_dns_cluster_ip_over_udp_and_tcp(net: Topology) -> None:

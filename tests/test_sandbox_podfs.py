@@ -1,4 +1,4 @@
-"""Pure tests of a pod's files: resolv.conf and hosts as the kubelet writes them, volumes, the bwrap argv."""
+"""Pure tests of a pod's files: hosts as the kubelet writes it, volumes, the bwrap argv."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from pytest_natsnet.sandbox.podfs import (
     container_mounts,
     hosts_file,
     materialize_volumes,
-    resolv_conf,
 )
 
 KUBELET_HOSTS_HEADER = (
@@ -29,29 +28,6 @@ KUBELET_HOSTS_HEADER = (
     "fe00::1\tip6-allnodes\n"
     "fe00::2\tip6-allrouters\n"
 )
-
-
-@pytest.mark.parametrize(
-    ("namespace", "nameserver", "zone", "text"),
-    [
-        (
-            "natsnet",
-            "198.18.128.10",
-            "cluster.local",
-            "search natsnet.svc.cluster.local svc.cluster.local cluster.local\n"
-            "nameserver 198.18.128.10\noptions ndots:5\n",
-        ),
-        (
-            "other",
-            "198.18.128.10",
-            "example.test",
-            "search other.svc.example.test svc.example.test example.test\n"
-            "nameserver 198.18.128.10\noptions ndots:5\n",
-        ),
-    ],
-)
-def test_resolv_conf_cluster_first(namespace: str, nameserver: str, zone: str, text: str) -> None:
-    assert resolv_conf(namespace, nameserver, zone) == text
 
 
 @pytest.mark.parametrize(

@@ -89,7 +89,7 @@ def deployed(tmp_path: Path) -> Iterator[SandboxDeployment]:
     objects = tuple(o for o in docs if o and not (o["metadata"].get("annotations") or {}).get("helm.sh/hook"))
     labels = {"natsnet.io/run-id": "tp"}
     cell = CellManifests("default", "natsnet", "nats", objects, "manifests", labels=labels)
-    provider = SandboxProvider(f"tp{os.getpid()}", base_dir=tmp_path)
+    provider = SandboxProvider(f"tp{os.getpid()}", base_dir=tmp_path, dns="kind-1.32")
     provider.start()
     try:
         yield provider.deploy(cell, timeout=40)
@@ -106,6 +106,8 @@ def test_a_cell_deploys_collects_and_leaves_nothing(deployed: SandboxDeployment,
     assert namespace[0]["metadata"]["labels"]["natsnet.io/run-id"] == "tp"
     assert "Starting nats-server" in deployed.logs("nats-0")
     assert deployed.logs("nats-0", container="reloader") == ""
+    assert deployed.cluster.dns.name == "kind-1.32"
+    assert "sandbox DNS profile kind-1.32: " in "\n".join(deployed.info.details)
 
     evidence = tmp_path / "evidence"
     deployed.collect(evidence)
@@ -116,3 +118,9 @@ def test_a_cell_deploys_collects_and_leaves_nothing(deployed: SandboxDeployment,
     deployed.teardown()  # idempotent
     assert [n for n in netns.list_netns() if f"-{sandbox_id}-" in n] == []
     assert not deployed.cluster.run_dir.exists()
+
+
+def test_the_dns_profile_is_named_in_the_header_and_checked() -> None:
+    assert "sandbox DNS profile fast: debugging" in "\n".join(SandboxProvider("run1", dns="fast").info.details)
+    with pytest.raises(ValueError, match="unknown DNS profile 'nope'"):
+        SandboxProvider("run1", dns="nope")

@@ -89,6 +89,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert (got.parallel, got.timeout, got.cluster_name) == (None, 300.0, "natsnet")
     assert got.evidence_dir == tmp_path / "natsnet-evidence"
     assert got.manifests_namespace == "natsnet"
+    assert got.sandbox_dns == "kind-1.31"
 
 
 def test_values_parsed_and_paths_resolved(tmp_path: Path) -> None:
@@ -98,7 +99,9 @@ def test_values_parsed_and_paths_resolved(tmp_path: Path) -> None:
         "natsnet_provider": "kind", "natsnet_parallel": "2", "natsnet_timeout": "60",
         "natsnet_values_dir": ["vals"], "natsnet_scenario": ["tls*", " "], "natsnet_kind_config": "kind.yaml",
         "natsnet_helm": "./bin/helm", "natsnet_kubectl": "kubectl", "natsnet_chart_version": "2.12.0",
+        "natsnet_sandbox_dns": "fast",
     }, tmp_path))
+    assert got.sandbox_dns == "fast"
     assert got.provider == "kind" and got.parallel == 2 and got.timeout == 60.0
     assert got.values_dirs == (tmp_path / "vals",) and got.scenarios == ("tls*",)
     assert got.kind_config == tmp_path / "kind.yaml"
@@ -108,6 +111,7 @@ def test_values_parsed_and_paths_resolved(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("values", "message"), [
     ({"natsnet_provider": "docker"}, "--natsnet-provider: 'docker' is not one of"),
+    ({"natsnet_sandbox_dns": "kind-1.30"}, "--natsnet-sandbox-dns: 'kind-1.30' is not one of kind-1.31, kind-1.32"),
     ({"natsnet_source": "manifests"}, "--natsnet-source=manifests needs --natsnet-manifests"),
     ({"natsnet_manifests": "m", "natsnet_source": "helm"}, "conflicts with --natsnet-source=helm"),
     ({"natsnet_manifests": "m", "natsnet_chart_version": "2.1.0"}, "conflicts with --natsnet-chart"),

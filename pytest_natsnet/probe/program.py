@@ -169,11 +169,20 @@ def check_dns(request: Json) -> tuple[str, Json]:
             outcome = failure
             tried.append({"qname": qname, "rcode": failure, "nameserver": server})
             break
-        outcome = dns.rcode.to_text(response.rcode())
         truncated = bool(response.flags & dns.flags.TC)
-        tried.append({"qname": qname, "rcode": outcome, "nameserver": server, "latency_ms": latency,
-                      "truncated": truncated})
+        entry: Json = {"qname": qname, "nameserver": server, "latency_ms": latency, "truncated": truncated}
         detail["truncated"] = truncated
+        if truncated and transport == "udp" and server is not None:
+            # glibc (res_send.c) and Go (dnsclient_unix.go) drop a truncated UDP answer and ask again over TCP.
+            response, _, tcp_latency, failure = ask_nameservers(query, [server], port, "tcp", deadline)
+            entry["tcp_retry"] = detail["tcp_retry"] = True
+            if response is None:
+                outcome = failure
+                tried.append({**entry, "rcode": failure})
+                break
+            detail["latency_ms"] = entry["latency_ms"] = round((latency or 0.0) + (tcp_latency or 0.0), 3)
+        outcome = dns.rcode.to_text(response.rcode())
+        tried.append({**entry, "rcode": outcome})
         if outcome != "NXDOMAIN":
             detail.update(answers_of(response, rdtype))
             break

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from pytest_natsnet import kube
+from pytest_natsnet.dnsprofile import DEFAULT_PROFILE, dns_profile
 from pytest_natsnet.errors import NatsnetError
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.providers.base import (
@@ -243,8 +244,9 @@ class SandboxDeployment(CellHandle):
 class SandboxProvider:
     """Cells in sandboxes; there is no shared cluster to create, so ``start`` only checks the machine."""
 
-    def __init__(self, run_id: str, base_dir: Path | None = None) -> None:
+    def __init__(self, run_id: str, base_dir: Path | None = None, dns: str = DEFAULT_PROFILE) -> None:
         self._run_id = run_id
+        self._dns = dns_profile(dns)
         self._base_dir = base_dir or Path(os.environ.get("NATSNET_SANDBOX_DIR", "/tmp"))
         self._binaries: dict[str, NatsBinary] = {}
         self._deployments: list[SandboxDeployment] = []
@@ -256,6 +258,7 @@ class SandboxProvider:
             details=(
                 "sandbox: real nats-server, kernel network namespaces, nftables, Kubernetes DNS spec "
                 "server; emulated: kubelet, controllers, kube-proxy, NetworkPolicy, CoreDNS",
+                f"sandbox DNS profile {self._dns.name}: {self._dns.description}",
             ),
         )
 
@@ -294,7 +297,7 @@ class SandboxProvider:
     def deploy(self, cell: CellManifests, timeout: float) -> SandboxDeployment:
         binary = self.binary_for(_statefulset_image(cell.objects))
         sandbox_id = f"{self._run_id[:6]}{uuid.uuid4().hex[:4]}"
-        cluster = SandboxCluster(sandbox_id, self._base_dir / f"natsnet-{sandbox_id}", binary.path)
+        cluster = SandboxCluster(sandbox_id, self._base_dir / f"natsnet-{sandbox_id}", binary.path, self._dns.name)
         cluster.start()
         deployment = SandboxDeployment(cell, cluster, self.info)
         self._deployments.append(deployment)

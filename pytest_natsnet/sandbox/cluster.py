@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest_natsnet
+from pytest_natsnet.dnsprofile import DEFAULT_PROFILE, DnsProfile, dns_profile
 from pytest_natsnet.kinds import is_namespaced
 from pytest_natsnet.kube import (
     NAMESPACE_NAME_LABEL,
@@ -55,6 +56,7 @@ from pytest_natsnet.sandbox.controllers import (
 from pytest_natsnet.sandbox.images import DNS_IMAGE, PROBE_IMAGE, ImageCatalog, package_root
 from pytest_natsnet.sandbox.kubelet import PodRuntime, now_iso
 from pytest_natsnet.sandbox.model import ContainerPort, PodNet
+from pytest_natsnet.sandbox.poddns import NodeResolv, pod_dns_config
 from pytest_natsnet.sandbox.podfs import (
     Mount,
     VolumeNotReady,
@@ -62,7 +64,6 @@ from pytest_natsnet.sandbox.podfs import (
     hosts_file,
     materialize_volumes,
     python_mounts,
-    resolv_conf,
 )
 from pytest_natsnet.sandbox.store import Event, Forbidden, Invalid, Key, NotFound, Store, key_of
 
@@ -101,11 +102,14 @@ def _owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
 class SandboxCluster:
     """A Kubernetes-shaped world in network namespaces. All public methods are thread-safe."""
 
-    def __init__(self, sandbox_id: str, run_dir: Path, nats_server: Path, dns_ttl: int = 5) -> None:
+    def __init__(self, sandbox_id: str, run_dir: Path, nats_server: Path, dns: str = DEFAULT_PROFILE) -> None:
         self.id = sandbox_id
         self.run_dir = run_dir
         self.nats_server = nats_server
-        self.dns_ttl = dns_ttl
+        self.dns: DnsProfile = dns_profile(dns)
+        """The DNS profile (:mod:`pytest_natsnet.dnsprofile`); the DNS server gets it by name."""
+        self.node_resolv = NodeResolv((netns.HUB_ADDRESS,), self.dns.node_search)
+        """The node's resolver: its search domains reach every ClusterFirst pod; nothing answers on it."""
         self.hub = f"natsnet-{sandbox_id}-hub"
         self.store = Store(admit=self._admit, on_change=self._on_change)
         self._lock = threading.RLock()
@@ -403,7 +407,7 @@ class SandboxCluster:
             "--objects", str(dns_dir / "objects.json"),
             "--query-log", str(dns_dir / "queries.jsonl"),
             "--zone", ZONE,
-            "--ttl", str(self.dns_ttl),
+            "--profile", self.dns.name,
         ]
 
     @staticmethod
@@ -677,11 +681,10 @@ class SandboxCluster:
 
         pod = self.store.mutate(key, network) or pod
         (pod_dir / "etc").mkdir(parents=True, exist_ok=True)
-        if pod["spec"].get("dnsPolicy") == "Default":
-            resolv = f"nameserver {netns.HUB_ADDRESS}\n"  # the node's resolver: no cluster names
-        else:
-            resolv = resolv_conf(ns, DNS_SERVICE_IP, ZONE)
-        (pod_dir / "etc" / "resolv.conf").write_text(resolv)
+        dns_config = pod_dns_config(pod, [DNS_SERVICE_IP], ZONE, self.node_resolv)
+        for warning in dns_config.warnings:
+            self._event(pod, "DNSConfigForming", warning, "Warning")
+        (pod_dir / "etc" / "resolv.conf").write_text(dns_config.resolv_conf())
         (pod_dir / "etc" / "hosts").write_text(hosts_file(pod, ZONE))
         files = {"/etc/resolv.conf": pod_dir / "etc" / "resolv.conf", "/etc/hosts": pod_dir / "etc" / "hosts"}
         self._runtimes[(ns, pod_name)] = PodRuntime(
@@ -781,14 +784,15 @@ class SandboxCluster:
         self._write_dns_objects()
         services = self.store.list("Service")
         slices = self.store.list("EndpointSlice")
-        service_script = nft.service_ruleset(services, slices)
+        namespaces = {name(o): labels(o) for o in self.store.list("Namespace")}
+        policies = self.store.list("NetworkPolicy")
+        pod_nets = self._pod_nets()
+        service_script = nft.service_ruleset(services, slices, pod_nets, namespaces, policies)
         for pod_netns in sorted(self._netns_of.values()):
             if self._applied.get(pod_netns) != service_script:
                 nft.apply(pod_netns, service_script)
                 self._applied[pod_netns] = service_script
-        namespaces = {name(o): labels(o) for o in self.store.list("Namespace")}
-        policies = self.store.list("NetworkPolicy")
-        policy_script = nft.policy_ruleset(self._pod_nets(), namespaces, policies)
+        policy_script = nft.policy_ruleset(pod_nets, namespaces, policies)
         if self._applied.get(self.hub) != policy_script:
             nft.apply(self.hub, policy_script)
             self._applied[self.hub] = policy_script

@@ -1,13 +1,18 @@
-"""The sandbox's kube-dns: a real DNS server on UDP and TCP answering from the live objects file.
+"""The sandbox's kube-dns: a real DNS server on UDP and TCP answering from the live objects file as the CoreDNS
+of a chosen DNS profile would (:mod:`pytest_natsnet.dnsprofile`).
 
 ``python -m pytest_natsnet.sandbox.dns --listen IP [--port 53] --objects FILE --query-log FILE
-[--zone cluster.local] [--ttl 5] [--negative-ttl N]``
+[--zone cluster.local] [--profile kind-1.31] [--ttl N] [--negative-ttl N]``
 
 ``FILE`` is JSON ``{"objects": [...]}`` (Services, EndpointSlices, Pods, Namespaces), replaced atomically by
 rename; it is re-read when its inode, size or mtime changes (checked at most every 50 ms, on demand). The
-records are built by :mod:`pytest_natsnet.sandbox.dnszone`. Each query is one JSON line in the query log
-(``ts, client, qname, qtype, proto, rcode, answers``). SIGTERM and SIGINT stop the server cleanly (exit 0).
-Once both sockets are bound it prints ``natsnet-dns listening on IP:PORT`` on stdout.
+records come from :mod:`pytest_natsnet.sandbox.dnszone` (CoreDNS's ``kubernetes`` plugin), pass through one
+cache per CoreDNS replica (:mod:`pytest_natsnet.sandbox.dnscache`), and are cut to the client's buffer the way
+CoreDNS does (miekg/dns ``Msg.Truncate``: as many records as fit, in order, and TC whenever one is left out).
+Names the plugin does not answer get the profile's upstream answer: NXDOMAIN (with the root SOA), SERVFAIL, or
+none at all. Each query is one JSON line in the query log (``ts, client, qname, qtype, proto, rcode, answers,
+replica, source, truncated``). SIGTERM and SIGINT stop the server cleanly (exit 0). Once both sockets are
+bound it prints ``natsnet-dns listening on IP:PORT`` on stdout.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import argparse
 import ipaddress
 import json
 import os
+import secrets
 import signal
 import socket
 import socketserver
@@ -23,8 +29,9 @@ import struct
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -32,18 +39,26 @@ from typing import IO, Any
 import dns.exception
 import dns.flags
 import dns.message
+import dns.name
 import dns.opcode
 import dns.rcode
+import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from pytest_natsnet.sandbox.dnszone import DEFAULT_TTL, DEFAULT_ZONE, Answer, Zone, build_zone, resolv_conf
+from pytest_natsnet.dnsprofile import DEFAULT_PROFILE, PROFILES, DnsProfile, Upstream, dns_profile
+from pytest_natsnet.sandbox.dnscache import Key, ReplicaCache, Sections
+from pytest_natsnet.sandbox.dnszone import DEFAULT_ZONE, Zone, build_zone
 
-__all__ = ["DnsServer", "ObjectsFile", "QueryLog", "main", "resolv_conf", "resolve_query"]
+__all__ = ["DnsServer", "ObjectsFile", "QueryLog", "Reply", "Resolver", "main", "resolve_query", "truncated_wire"]
 
 RELOAD_CHECK_INTERVAL = 0.05
 TCP_IDLE_TIMEOUT = 10.0
 UDP_DEFAULT_PAYLOAD = 512
+TCP_MAX_SIZE = 65535
+ROOT_SOA = ". 86400 IN SOA a.root-servers.net. nstld.verisign-grs.com. 2024010100 1800 900 604800 86400"
+"""What an online upstream sends with an NXDOMAIN for a name that does not exist anywhere."""
 
 
 class ObjectsFile:
@@ -51,6 +66,7 @@ class ObjectsFile:
 
     def __init__(self, path: Path, zone: str, ttl: int, negative_ttl: int | None) -> None:
         self.path = path
+        self.zone_name = zone
         self._build: Callable[[list[dict[str, Any]]], Zone] = lambda objects: build_zone(
             objects, zone, ttl, negative_ttl
         )
@@ -103,18 +119,19 @@ class QueryLog:
         self._stream = stream
         self._lock = threading.Lock()
 
-    def write(
-        self, client: str, proto: str, question: tuple[str, str] | None, rcode: str, answers: list[str]
-    ) -> None:
-        qname, qtype = question or ("", "")
+    def write(self, client: str, proto: str, reply: Reply) -> None:
+        qname, qtype = reply.question or ("", "")
         record = {
             "ts": time.time(),
             "client": client,
             "qname": qname,
             "qtype": qtype,
             "proto": proto,
-            "rcode": rcode,
-            "answers": answers,
+            "rcode": reply.rcode,
+            "answers": reply.answers,
+            "replica": reply.replica,
+            "source": reply.source,
+            "truncated": reply.truncated,
         }
         with self._lock:
             self._stream.write(json.dumps(record) + "\n")
@@ -123,69 +140,170 @@ class QueryLog:
 
 @dataclass(frozen=True)
 class Reply:
-    """A wire response plus what the query log records about it."""
+    """A wire response (None: the query is left unanswered) plus what the query log records about it."""
 
-    wire: bytes
+    wire: bytes | None
     question: tuple[str, str] | None
     rcode: str
-    answers: list[str]
+    answers: list[str] = field(default_factory=list)
+    replica: int | None = None
+    source: str = "kubernetes"
+    """``kubernetes`` (the zone), ``upstream`` (the profile's stand-in), ``cache``, or ``server`` (errors)."""
+    truncated: bool = False
 
 
-def _response_wire(response: dns.message.Message, max_size: int) -> bytes:
-    """The response within ``max_size`` the way CoreDNS (miekg/dns ``Msg.Truncate``) shrinks it: the additional
-    section goes first, silently; then answer records from the end, and only then is TC set."""
+def truncated_wire(response: dns.message.Message, max_size: int) -> tuple[bytes, bool]:
+    """``response`` within ``max_size`` bytes (at least 512) as CoreDNS sends it (miekg/dns ``Msg.Truncate``):
+    records in order (answer, authority, additional) as long as they fit, none after the first that does not,
+    TC set whenever a record was left out; the EDNS OPT record is always kept. Returns the wire and TC."""
+    size = max(max_size, UDP_DEFAULT_PAYLOAD)
     try:
-        return response.to_wire(max_size=max_size)
+        return response.to_wire(max_size=size), bool(response.flags & dns.flags.TC)
     except dns.exception.TooBig:
-        response.additional.clear()
-    while True:
+        pass
+    records = [
+        (section, rrset, rdata)
+        for section, rrsets in enumerate((response.answer, response.authority, response.additional))
+        for rrset in rrsets
+        for rdata in rrset
+    ]
+
+    def first(count: int) -> bytes | None:
+        candidate = dns.message.Message(id=response.id)
+        candidate.flags = response.flags | dns.flags.TC
+        candidate.question = list(response.question)
+        if response.opt is not None:
+            candidate.use_edns(response.edns, response.ednsflags, response.payload, options=list(response.options))
+        targets = (candidate.answer, candidate.authority, candidate.additional)
+        for section, rrset, rdata in records[:count]:
+            single = dns.rrset.RRset(rrset.name, rrset.rdclass, rrset.rdtype)
+            single.add(rdata, rrset.ttl)
+            targets[section].append(single)
         try:
-            return response.to_wire(max_size=max_size)
+            return candidate.to_wire(max_size=size)
         except dns.exception.TooBig:
-            response.flags |= dns.flags.TC
-            if response.authority:
-                response.authority.clear()
-                continue
-            if not response.answer:
-                raise
-            last = response.answer[-1]
-            if len(last) > 1:
-                shrunk = dns.rrset.RRset(last.name, last.rdclass, last.rdtype)
-                shrunk.update_ttl(last.ttl)
-                for rdata in list(last)[:-1]:
-                    shrunk.add(rdata)
-                response.answer[-1] = shrunk
-            else:
-                response.answer.pop()
+            return None
+
+    low, high = 0, len(records) - 1  # the full message does not fit; a prefix of ``low`` records does
+    best = first(0)
+    while low < high:
+        middle = (low + high + 1) // 2
+        wire = first(middle)
+        if wire is None:
+            high = middle - 1
+        else:
+            low, best = middle, wire
+    if best is None:
+        raise ValueError(f"even the header and question exceed {size} bytes")
+    return best, True
 
 
-def resolve_query(wire: bytes, zone: Zone, max_size: int = 65535) -> Reply | None:
-    """Answers one query message from ``zone``; ``None`` when it cannot be parsed at all (dropped)."""
-    try:
-        query = dns.message.from_wire(wire)
-    except dns.exception.DNSException:
-        return _formerr(wire)
-    response = dns.message.make_response(query)
-    if query.opcode() != dns.opcode.QUERY or len(query.question) != 1:
-        rcode = dns.rcode.NOTIMP if query.opcode() != dns.opcode.QUERY else dns.rcode.FORMERR
-        response.set_rcode(rcode)
-        return Reply(response.to_wire(), None, dns.rcode.to_text(rcode), [])
-    question = query.question[0]
-    answer: Answer = zone.answer(question.name, question.rdtype)
-    response.set_rcode(answer.rcode)
-    if answer.authoritative:
-        response.flags |= dns.flags.AA
-    else:
-        response.flags |= dns.flags.RA
-    response.answer.extend(answer.answers)
-    response.authority.extend(answer.authority)
-    response.additional.extend(answer.additional)
-    if query.edns >= 0:
-        max_size = min(max_size, max(query.payload, UDP_DEFAULT_PAYLOAD))
-    logged = (question.name.to_text().lower(), dns.rdatatype.to_text(question.rdtype))
-    return Reply(
-        _response_wire(response, max_size), logged, dns.rcode.to_text(answer.rcode), answer.answer_texts()
-    )
+def _upstream(mode: Upstream) -> Sections | None:
+    """The stand-in for ``forward . /etc/resolv.conf``: an online resolver's NXDOMAIN, a SERVFAIL, or nothing."""
+    if mode == "drop":
+        return None
+    if mode == "servfail":
+        return Sections(dns.rcode.SERVFAIL, True)
+    soa = dns.rrset.from_text_list(".", 86400, "IN", "SOA", [ROOT_SOA.split(" SOA ", 1)[1]])
+    return Sections(dns.rcode.NXDOMAIN, True, authority=(soa,))
+
+
+def _question_text(question: dns.rrset.RRset) -> tuple[str, str]:
+    return question.name.to_text().lower(), dns.rdatatype.to_text(question.rdtype)
+
+
+def _answer_texts(sections: Sections) -> list[str]:
+    return [rd.to_text() for rrset in sections.answer for rd in rrset]
+
+
+class Resolver:
+    """The kube-dns Service as clients see it: ``profile.replicas`` CoreDNS replicas, each with its own cache,
+    picked per client flow (address, port, protocol) as kube-proxy's random DNAT does for a new connection."""
+
+    def __init__(
+        self,
+        zone: Callable[[], Zone],
+        profile: DnsProfile,
+        cluster_zone: str = DEFAULT_ZONE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.zone = zone
+        self.profile = profile
+        origin = dns.name.from_text(cluster_zone.rstrip(".") + ".")
+        self.caches: list[ReplicaCache] = []
+        if profile.cache is not None:
+            self.caches = [ReplicaCache(profile.cache, origin, clock) for _ in range(profile.replicas)]
+        self._salt = secrets.token_hex(4)
+
+    def replica_for(self, client: str, port: int, proto: str) -> int:
+        return zlib.crc32(f"{self._salt}|{client}|{port}|{proto}".encode()) % max(1, self.profile.replicas)
+
+    def resolve(self, wire: bytes, max_size: int, flow: tuple[str, int, str] = ("", 0, "udp")) -> Reply | None:
+        """Answers one query message; ``None`` when it cannot be parsed at all (dropped, not logged)."""
+        try:
+            query = dns.message.from_wire(wire)
+        except dns.exception.DNSException:
+            return _formerr(wire)
+        response = dns.message.make_response(query)
+        if query.opcode() != dns.opcode.QUERY or len(query.question) != 1:
+            rcode = dns.rcode.NOTIMP if query.opcode() != dns.opcode.QUERY else dns.rcode.FORMERR
+            response.set_rcode(rcode)
+            return Reply(response.to_wire(), None, dns.rcode.to_text(rcode), source="server")
+        question = query.question[0]
+        logged = _question_text(question)
+        replica = self.replica_for(*flow)
+        key: Key = (
+            logged[0],
+            int(question.rdtype),
+            bool(query.ednsflags & dns.flags.DO),
+            bool(query.flags & dns.flags.CD),
+        )
+        found = self._sections(question, key, replica)
+        if found is None:
+            return Reply(None, logged, "no answer", replica=replica, source="upstream")
+        sections, authoritative, source = found
+        response.set_rcode(sections.rcode)
+        response.flags &= ~(dns.flags.AA | dns.flags.RA)
+        response.flags |= (dns.flags.AA if authoritative else 0) | (dns.flags.RA if sections.recursion_available else 0)
+        response.answer.extend(sections.answer)
+        response.authority.extend(sections.authority)
+        response.additional.extend(sections.additional)
+        reply_wire, truncated = truncated_wire(response, min(max_size, _client_buffer(query, flow[2])))
+        rcode_text = dns.rcode.to_text(sections.rcode)
+        return Reply(reply_wire, logged, rcode_text, _answer_texts(sections), replica, source, truncated)
+
+    def _sections(self, question: dns.rrset.RRset, key: Key, replica: int) -> tuple[Sections, bool, str] | None:
+        """The replica's cached answer, else the zone's or the upstream's passed through its cache: sections,
+        AA, and where they came from; None when the upstream leaves the query unanswered."""
+        cache = self.caches[replica] if self.caches else None
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None:
+            return hit[0], True, "cache"
+        answer = self.zone().answer(question.name, question.rdtype)
+        if answer.upstream:
+            upstream = _upstream(self.profile.upstream)
+            if upstream is None:
+                return None
+            sections, authoritative, source = upstream, False, "upstream"
+        else:
+            sections = Sections(answer.rcode, False, answer.answers, answer.authority, answer.additional)
+            authoritative, source = answer.authoritative, "kubernetes"
+        if cache is not None:
+            sections, _ = cache.admit(key, question.name, sections)
+        return sections, authoritative, source
+
+
+def _client_buffer(query: dns.message.Message, proto: str) -> int:
+    """coredns ``edns.Size``: over TCP 65535, over UDP the EDNS payload (at least 512), else 512."""
+    if proto == "tcp":
+        return TCP_MAX_SIZE
+    return max(query.payload, UDP_DEFAULT_PAYLOAD) if query.edns >= 0 else UDP_DEFAULT_PAYLOAD
+
+
+def resolve_query(wire: bytes, zone: Zone, proto: str = "udp", profile: DnsProfile | str = "fast") -> Reply | None:
+    """One query against ``zone`` with ``profile`` (default: no cache) over ``proto``."""
+    chosen = dns_profile(profile) if isinstance(profile, str) else profile
+    return Resolver(lambda: zone, chosen, zone.origin.to_text()).resolve(wire, TCP_MAX_SIZE, ("", 0, proto))
 
 
 def _formerr(wire: bytes) -> Reply | None:
@@ -196,7 +314,7 @@ def _formerr(wire: bytes) -> Reply | None:
     response = dns.message.Message(id=query_id)
     response.flags = dns.flags.QR
     response.set_rcode(dns.rcode.FORMERR)
-    return Reply(response.to_wire(), None, "FORMERR", [])
+    return Reply(response.to_wire(), None, "FORMERR", source="server")
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -204,18 +322,18 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def answer(self, wire: bytes, proto: str, max_size: int) -> bytes | None:
         dns_server = self.server.dns_server
-        reply = resolve_query(wire, dns_server.objects.zone(), max_size)
+        client, port = str(self.client_address[0]), int(self.client_address[1])
+        reply = dns_server.resolver.resolve(wire, max_size, (client, port, proto))
         if reply is None:
             return None
-        client = str(self.client_address[0])
-        dns_server.log.write(client, proto, reply.question, reply.rcode, reply.answers)
+        dns_server.log.write(client, proto, reply)
         return reply.wire
 
 
 class _UDPHandler(_Handler):
     def handle(self) -> None:
         data, sock = self.request
-        wire = self.answer(data, "udp", UDP_DEFAULT_PAYLOAD)
+        wire = self.answer(data, "udp", TCP_MAX_SIZE)
         if wire is not None:
             sock.sendto(wire, self.client_address)
 
@@ -232,9 +350,9 @@ class _TCPHandler(_Handler):
             data = _recv_exact(conn, length)
             if data is None:
                 return
-            wire = self.answer(data, "tcp", 65535)
+            wire = self.answer(data, "tcp", TCP_MAX_SIZE)
             if wire is None:
-                return
+                continue
             conn.sendall(struct.pack("!H", len(wire)) + wire)
 
 
@@ -273,11 +391,21 @@ class _TCPServer(socketserver.ThreadingTCPServer):
 
 
 class DnsServer:
-    """UDP + TCP on one address and port (port 0: a free port shared by both), answering from ``objects``."""
+    """UDP + TCP on one address and port (port 0: a free port shared by both), answering from ``objects`` as
+    ``profile``'s CoreDNS would."""
 
-    def __init__(self, listen: str, port: int, objects: ObjectsFile, log: QueryLog) -> None:
+    def __init__(
+        self,
+        listen: str,
+        port: int,
+        objects: ObjectsFile,
+        log: QueryLog,
+        profile: DnsProfile | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.objects = objects
         self.log = log
+        self.resolver = Resolver(objects.zone, profile or dns_profile(DEFAULT_PROFILE), objects.zone_name, clock)
         self._udp, self._tcp = self._bind(listen, port)
         self.port = int(self._udp.server_address[1])
         self._threads: list[threading.Thread] = []
@@ -332,12 +460,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--objects", required=True, type=Path, help="JSON file {'objects': [...]}")
     parser.add_argument("--query-log", required=True, type=Path, help="JSON-lines query log (appended)")
     parser.add_argument("--zone", default=DEFAULT_ZONE, help="Cluster domain (default cluster.local)")
-    parser.add_argument("--ttl", type=_non_negative, default=DEFAULT_TTL, help="Answer TTL (default 5)")
+    parser.add_argument(
+        "--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE,
+        help=f"DNS profile: TTL, cache, replicas, upstream (default {DEFAULT_PROFILE})",
+    )
+    parser.add_argument("--ttl", type=_non_negative, default=None, help="Answer TTL (default: the profile's)")
     parser.add_argument(
         "--negative-ttl",
         type=_non_negative,
         default=None,
-        help="SOA TTL and minimum, i.e. negative caching (default: follows --ttl, as CoreDNS; 0 disables)",
+        help="SOA minimum, i.e. negative caching (default: follows --ttl, as CoreDNS)",
     )
     return parser.parse_args(argv)
 
@@ -351,15 +483,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    profile = dns_profile(args.profile)
     try:
         log_stream = args.query_log.open("a", encoding="utf-8")
     except OSError as err:
         print(f"natsnet-dns: --query-log {args.query_log}: {err.strerror}", file=sys.stderr)
         return 2
     with log_stream:
-        objects = ObjectsFile(args.objects, args.zone, args.ttl, args.negative_ttl)
+        ttl = profile.ttl if args.ttl is None else args.ttl
+        objects = ObjectsFile(args.objects, args.zone, ttl, args.negative_ttl)
         try:
-            server = DnsServer(args.listen, args.port, objects, QueryLog(log_stream))
+            server = DnsServer(args.listen, args.port, objects, QueryLog(log_stream), profile)
         except OSError as err:
             print(f"natsnet-dns: --listen {args.listen} --port {args.port}: {err.strerror}", file=sys.stderr)
             return 2

@@ -4,10 +4,20 @@ Both scripts are pure functions of the observed objects and replace their tables
 one ``nft -f -``: re-applying the same script is a no-op apart from resetting the counters.
 
 ``service_ruleset`` goes into every pod netns (table ``ip natsnet_svc``). ClusterIP traffic is DNATed in
-the pod's ``output`` hook to a random ready endpoint, like kube-proxy's nftables mode. Traffic to a ClusterIP
-port without endpoints (or to a port the Service does not have) is DNATed to 127.0.0.1 and rejected in the
-``input`` hook, so the client gets an ICMP port unreachable ("connection refused", over UDP too). A reject in
-``output`` would make a UDP ``send()`` fail with EPERM instead.
+the pod's ``output`` hook to a random ready endpoint, like kube-proxy. As kube-proxy's iptables mode (kind's
+default; kubernetes ``pkg/proxy/iptables/proxier.go``) does:
+
+- a Service port without endpoints is rejected (``--reject-with icmp-port-unreachable``): "connection refused",
+  over UDP too;
+- a port the Service does not have matches no rule at all: the packet leaves for the node and is lost, so the
+  client times out (kube-proxy's nftables mode would reject it instead);
+- traffic a pod sends to a ClusterIP that lands on itself (hairpin) goes through the node on a cluster and is
+  judged by NetworkPolicy there (kube-network-policies sees source and destination = the pod). Here it never
+  leaves the pod's namespace, so the pod's own policies are compiled into the table as well and applied to
+  such flows.
+
+Both are implemented by DNAT to 127.0.0.1 with a conntrack mark, then rejected, dropped or judged in the
+``input`` hook (a verdict in ``output`` would make a UDP ``send()`` fail with EPERM instead).
 
 ``policy_ruleset`` goes into the hub netns (tables ``bridge natsnet_np`` and ``ip natsnet_np_ct``). New
 flows are judged in the bridge ``forward`` hook on each pod's bridge-side veth and dropped silently. Kernels
@@ -43,6 +53,8 @@ POLICY_TABLE = "natsnet_np"
 POLICY_CT_TABLE = "natsnet_np_ct"
 NO_ENDPOINT_MARK = 0x4E4F
 """Conntrack mark of ClusterIP flows that have no endpoint: rejected in the pod's input hook."""
+UNKNOWN_PORT_MARK = 0x4E50
+"""Conntrack mark of flows to a ClusterIP port the Service does not have: dropped in the pod's input hook."""
 ESTABLISHED_MARK = 0x4E4E
 """Packet mark the hub's ip-family conntrack puts on established/related bridged packets."""
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -187,8 +199,15 @@ def _service_label(port: _ServicePort) -> str:
     return f"{port.namespace}/{port.service}:{port.port}/{port.protocol}{suffix}"
 
 
-def service_ruleset(services: Sequence[Obj], endpointslices: Sequence[Obj]) -> str:
-    """The ``ip natsnet_svc`` script for every pod netns: ClusterIP DNAT to ready endpoints only.
+def service_ruleset(
+    services: Sequence[Obj],
+    endpointslices: Sequence[Obj],
+    pods: Sequence[PodNet] = (),
+    namespaces: Mapping[str, Mapping[str, str]] | None = None,
+    policies: Sequence[Obj] = (),
+) -> str:
+    """The ``ip natsnet_svc`` script for every pod netns: ClusterIP DNAT to ready endpoints only, and the
+    hairpin NetworkPolicy checks of ``pods`` under ``policies``.
 
     Headless Services (``clusterIP: None``) and Services without an IPv4 ClusterIP get nothing.
     """
@@ -216,20 +235,51 @@ def service_ruleset(services: Sequence[Obj], endpointslices: Sequence[Obj]) -> s
         for ep_chain, (ip, target_port) in zip(endpoint_chains, port.endpoints, strict=True):
             rule = f"meta l4proto {proto} counter dnat to {ip}:{target_port} {_comment(label + ' -> ' + ip)}"
             chains.append((ep_chain, [rule]))
-    cluster_ips = sorted({port.cluster_ip for port in ports}, key=_ip_key)
+    cluster_ips = sorted({a for a in map(_cluster_ip, services) if a is not None}, key=_ip_key)
     if cluster_ips:
         dispatch.append(
             f"ip daddr {_ip_set(cluster_ips)} meta l4proto {{ tcp, udp, sctp }} counter "
-            f"ct mark set {NO_ENDPOINT_MARK:#x} dnat to 127.0.0.1 "
-            f"{_comment('port not served by the Service')}"
+            f"ct mark set {UNKNOWN_PORT_MARK:#x} dnat to 127.0.0.1 "
+            f"{_comment('port not served by the Service: no kube-proxy rule, lost (iptables mode)')}"
         )
-    reject = [
+    verdicts = [
         "type filter hook input priority 0; policy accept;",
         f"ct direction original ct mark {NO_ENDPOINT_MARK:#x} counter reject "
         f"{_comment('ClusterIP without endpoint: connection refused')}",
+        f"ct direction original ct mark {UNKNOWN_PORT_MARK:#x} counter drop "
+        f"{_comment('ClusterIP port the Service lacks: timeout')}",
     ]
-    all_chains = [("services", dispatch), ("reject_no_endpoints", reject), *chains]
+    hairpin_jumps, hairpin_chains = _hairpin(pods, namespaces or {}, policies)
+    all_chains = [("services", dispatch), ("input", verdicts + hairpin_jumps), *chains, *hairpin_chains]
     return "\n".join(_replace_table("ip", SERVICE_TABLE, all_chains)) + "\n"
+
+
+def _hairpin(
+    pods: Sequence[PodNet], namespaces: Mapping[str, Mapping[str, str]], policies: Sequence[Obj]
+) -> tuple[list[str], list[tuple[str, Sequence[str]]]]:
+    """Input-hook jumps and chains judging a pod's DNATed traffic to itself by its egress and ingress policies
+    (the flow a cluster's node sees as pod -> pod through the Service)."""
+    if not policies:
+        return [], []
+    ordered_pods = sorted(pods, key=lambda p: (p.namespace, p.name))
+    views = sorted(
+        (_PolicyView(p, ordered_pods, namespaces) for p in policies), key=lambda v: (v.namespace, v.name)
+    )
+    jumps: list[str] = []
+    chains: list[tuple[str, Sequence[str]]] = []
+    for index, pod in enumerate(ordered_pods):
+        for direction in ("Egress", "Ingress"):
+            body = _pod_chain(pod, direction, views, ordered_pods)
+            if body is None:
+                continue
+            chain = f"hairpin_{direction.lower()}_{index}_{_ident(pod.namespace)}_{_ident(pod.name)}"
+            label = f"{pod.namespace}/{pod.name} to itself through a ClusterIP: {direction.lower()}"
+            jumps.append(
+                f"ct direction original ct state new ct status dnat ip saddr {pod.ip} ip daddr {pod.ip} "
+                f"jump {chain} {_comment(label)}"
+            )
+            chains.append((chain, body))
+    return jumps, chains
 
 
 # --- NetworkPolicy --------------------------------------------------------------------------------

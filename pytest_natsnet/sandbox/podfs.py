@@ -1,4 +1,4 @@
-"""A pod's files as the kubelet lays them out: volumes, resolv.conf, hosts; and the bwrap argv mounting them.
+"""A pod's files as the kubelet lays them out: volumes and hosts (resolv.conf: ``poddns``); and the bwrap argv.
 
 Every pod runs in a synthetic root (bubblewrap): the host's ``/usr`` read-only, a tmpfs ``/tmp``, and the
 pod's volumes at their ``mountPath``. The host's ``/`` is never the pod's root, so nothing is created on
@@ -30,11 +30,6 @@ class Mount:
     source: Path
     target: str
     read_only: bool
-
-
-def resolv_conf(namespace: str, nameserver: str, zone: str) -> str:
-    """dnsPolicy ClusterFirst, as the kubelet writes it."""
-    return f"search {namespace}.svc.{zone} svc.{zone} {zone}\nnameserver {nameserver}\noptions ndots:5\n"
 
 
 def hosts_file(pod: Mapping[str, Any], zone: str) -> str:
