@@ -50,7 +50,8 @@ def test_start_refuses_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
         SandboxProvider("run1").start()
     message = str(raised.value)
     assert "\n" not in message
-    assert "needs root" in message and "apt-get install -y bubblewrap busybox-static iproute2 nftables util-linux" in message
+    assert "needs root" in message
+    assert "apt-get install -y bubblewrap busybox-static iproute2 nftables util-linux" in message
 
 
 def test_binary_for_names_the_pip_package_when_none_is_found(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -128,7 +128,7 @@ class Sandbox:
         wait_until_serving(self.server.url, pki)
         if self.ready_file is not None:
             write_ready_file(self.ready_file, {"kubeconfig": str(self.kubeconfig), "server": self.server.url,
-                                               "pid": os.getpid(), "dir": str(self.directory)})
+                                               "pid": os.getpid(), "dir": str(self.directory), "id": self.id})
 
     def close(self) -> None:
         if self._closed:

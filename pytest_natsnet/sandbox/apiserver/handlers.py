@@ -227,7 +227,7 @@ class Api:
 
     def _object_response(self, request: Request, target: Target, obj: Mapping[str, Any], code: int = 200,
                          warnings: Sequence[str] = ()) -> Response:
-        headers = [("Warning", f'299 - "{w}"') for w in warnings]
+        headers = warning_headers(warnings)
         if tables.wants_table(request.header("accept")):
             table = tables.table(target.resource.kind, [obj], str(obj["metadata"].get("resourceVersion", "")),
                                  request.query.get("includeObject", "Metadata"))
@@ -303,7 +303,7 @@ class Api:
         update_managed_fields(obj, request.query.get("fieldManager", ""), "Update", target.resource.api_version,
                               now_iso())
         if request.query.get("dryRun"):
-            return json_response(201, obj, [("Warning", f'299 - "{w}"') for w in warnings])
+            return json_response(201, obj, warning_headers(warnings))
         made = self.store.create(obj)
         return self._object_response(request, Target(target.resource, target.namespace, made["metadata"]["name"],
                                                      ""), made, 201, warnings)
@@ -349,6 +349,9 @@ class Api:
         if target.subresource not in ("", "status"):
             return self._method_not_allowed(request, target)
         obj, warnings = self._decode_object(request, target)
+        body_name = (obj.get("metadata") or {}).get("name")
+        if body_name and body_name != target.name:
+            raise BadRequest(f"the name of the object ({body_name}) does not match the name on the URL ({target.name})")
         old = self._existing(target)
         update_managed_fields(obj, request.query.get("fieldManager", ""), "Update", target.resource.api_version,
                               now_iso(), target.subresource)
@@ -516,6 +519,11 @@ class Api:
         except KeyError:
             raise BadRequest(f'container {container} is not running in pod {target.name}') from None
         return self.exec_handler(request, argv)
+
+
+def warning_headers(warnings: Sequence[str]) -> list[tuple[str, str]]:
+    """RFC 7234 warnings, as the API server sends them (code 299, agent "-", quoted text)."""
+    return [("Warning", '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"') for w in warnings]
 
 
 def _dumps(obj: Any) -> bytes:

@@ -113,8 +113,11 @@ def message(data: bytes, schema: Schema) -> dict[str, Any]:
         elif isinstance(kind, tuple) and kind[0] == "repeated":
             out.setdefault(name, []).append(_decode_value(kind[1], value))
         else:
-            out[name] = _decode_value(kind, value)
-    return out
+            decoded = _decode_value(kind, value)
+            if decoded == "" and kind in ("string", "time"):
+                continue  # gogo-protobuf writes empty optional strings; JSON omits them
+            out[name] = decoded
+    return {k: v for k, v in out.items() if v != {} or k in ("data", "labels", "annotations")}
 
 
 OWNER_REFERENCE: Schema = {1: ("kind", "string"), 3: ("name", "string"), 4: ("uid", "string"),
