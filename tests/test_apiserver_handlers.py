@@ -50,8 +50,10 @@ class StoreCluster:
     def log_path(self, namespace: str, pod_name: str, container: str) -> Path:
         return self.log_dir / f"{pod_name}-{container}.log"
 
+    running = True
+
     def container_running(self, namespace: str, pod_name: str, container: str) -> bool:
-        return False
+        return self.running
 
     def exec_argv(self, namespace: str, pod_name: str, container: str, command: Sequence[str]) -> list[str]:
         raise KeyError("not running")
@@ -261,6 +263,9 @@ def test_logs_previous_and_tail(api: Api, tmp_path: Path) -> None:
     assert call(api, "GET", "/api/v1/namespaces/ns/pods/p/log")[1] == "second 1\nsecond 2\nsecond 3\n"
     assert call(api, "GET", "/api/v1/namespaces/ns/pods/p/log", query={"previous": "true"})[1] == "first 1\nfirst 2\n"
     assert call(api, "GET", "/api/v1/namespaces/ns/pods/p/log", query={"tailLines": "1"})[1] == "second 3\n"
+    api.cluster.running = False  # type: ignore[attr-defined]  # waiting to restart: both are the run that ended
+    assert call(api, "GET", "/api/v1/namespaces/ns/pods/p/log", query={"previous": "true"})[1] == (
+        "second 1\nsecond 2\nsecond 3\n")
 
 
 # -- watch streams --------------------------------------------------------------------------------------

@@ -85,6 +85,13 @@ def _ip_allocator(first: str) -> Callable[[], str]:
     return lambda: str(ipaddress.IPv4Address(next(counter)))
 
 
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return str(uuid.uuid4())
+
+
 def _owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
     ref = controller_of(obj)
     if ref is None or ref.get("kind") != kind(owner) or ref.get("name") != name(owner):
@@ -351,9 +358,11 @@ class SandboxCluster:
                 "conditions": [ready],
                 "addresses": [{"type": "InternalIP", "address": netns.HUB_ADDRESS},
                               {"type": "Hostname", "address": NODE_NAME}],
-                "nodeInfo": {"kubeletVersion": "v1.35.0-natsnet-sandbox", "containerRuntimeVersion": "bwrap://",
-                             "operatingSystem": "linux", "architecture": "amd64",
-                             "kernelVersion": os.uname().release, "osImage": "natsnet sandbox"},
+                "nodeInfo": {"kubeletVersion": "v1.35.0-natsnet-sandbox", "kubeProxyVersion": "",
+                             "containerRuntimeVersion": "bwrap://", "operatingSystem": "linux",
+                             "architecture": "amd64", "kernelVersion": os.uname().release,
+                             "osImage": "natsnet sandbox", "bootID": _boot_id(), "machineID": uuid.uuid4().hex,
+                             "systemUUID": str(uuid.uuid4())},
                 "capacity": {"cpu": str(os.cpu_count() or 1), "pods": "1000"},
                 "allocatable": {"cpu": str(os.cpu_count() or 1), "pods": "1000"},
             },

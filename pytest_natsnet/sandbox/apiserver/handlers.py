@@ -492,7 +492,8 @@ class Api:
         namespace = str(target.namespace)
         log = self.cluster.log_path(namespace, target.name, container)
         previous = query.get("previous", "").lower() == "true"
-        start, end = podlogs.segment(log, previous, container, target.name)
+        running = self.cluster.container_running(namespace, target.name, container)
+        start, end = podlogs.segment(log, previous, container, target.name, running)
         lines = int(query["tailLines"]) if query.get("tailLines") else None
         limit = int(query["limitBytes"]) if query.get("limitBytes") else None
         if previous or query.get("follow", "").lower() != "true":
