@@ -492,19 +492,19 @@ class Api:
         namespace = str(target.namespace)
         log = self.cluster.log_path(namespace, target.name, container)
         previous = query.get("previous", "").lower() == "true"
-        running = self.cluster.container_running(namespace, target.name, container)
-        start, end = podlogs.segment(log, previous, container, target.name, running)
+        is_running = self.cluster.container_running(namespace, target.name, container)
+        start, end = podlogs.segment(log, previous, container, target.name, is_running)
         lines = int(query["tailLines"]) if query.get("tailLines") else None
         limit = int(query["limitBytes"]) if query.get("limitBytes") else None
         if previous or query.get("follow", "").lower() != "true":
             return Response(200, podlogs.tail(podlogs.read(log, start, end), lines, limit), TEXT)
         first = podlogs.tail(podlogs.read(log, start, end), lines, None)
 
-        def running() -> bool:
+        def still_running() -> bool:
             return self.cluster.container_running(namespace, target.name, container) and (
                 podlogs.segment(log, False, container, target.name)[0] == start)
 
-        return Stream(200, TEXT, podlogs.follow(log, end, first, running))
+        return Stream(200, TEXT, podlogs.follow(log, end, first, still_running))
 
     def _exec(self, request: Request, target: Target) -> Answer:
         pod = self._existing(target)
