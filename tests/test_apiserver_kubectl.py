@@ -222,6 +222,32 @@ def test_delete_a_namespace_removes_what_is_in_it(api: SandboxApi) -> None:
     assert "short-lived" not in api.kubectl("get", "pods", "-A").stdout
 
 
+def statefulset(name: str, replicas: int = 2) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name, "namespace": NS},
+            "spec": {"replicas": replicas, "podManagementPolicy": "Parallel", "serviceName": name,
+                     "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+                                      {"name": "main", "image": PYTHON_IMAGE, "command": ["sleep", "86400"]}]}}}}
+
+
+def pods_of(api: SandboxApi, app: str) -> list[dict[str, Any]]:
+    listed = json.loads(api.kubectl("-n", NS, "get", "pods", "-l", f"app={app}", "-o", "json").stdout)
+    return list(listed["items"])
+
+
+def test_delete_propagation_orphan_keeps_the_pods_and_foreground_waits_for_them(api: SandboxApi) -> None:
+    api.kubectl("apply", "-f", "-", input=manifest(statefulset("orphans"), statefulset("fore")))
+    for name in ("orphans", "fore"):
+        api.kubectl("-n", NS, "rollout", "status", f"statefulset/{name}", "--timeout=60s")
+    api.kubectl("-n", NS, "delete", "statefulset", "orphans", "--cascade=orphan")
+    kept = pods_of(api, "orphans")
+    assert len(kept) == 2 and all("ownerReferences" not in p["metadata"] for p in kept)
+    api.kubectl("-n", NS, "delete", "statefulset", "fore", "--cascade=foreground", "--timeout=60s")
+    assert api.kubectl("-n", NS, "get", "statefulset", "fore", check=False).returncode == 1
+    assert pods_of(api, "fore") == []  # the owner went only after its pods
+
+
 def test_what_is_not_served_answers_a_status(api: SandboxApi) -> None:
     missing = api.kubectl("get", "--raw", "/apis/example.com/v1/widgets", check=False)
     assert missing.returncode == 1 and "NotFound" in missing.stderr

@@ -150,6 +150,10 @@ class Api:
             found = discovery.api_resource_list(parts[1], parts[2])
             if found is not None:
                 return json_response(200, found)
+        if path == "/openapi/v2":
+            if "protobuf" in accept:
+                return Response(200, b"", discovery.OPENAPI_V2_PROTOBUF)  # an empty Document: no schemas
+            return json_response(200, discovery.openapi_v2())
         if path == "/openapi/v3":
             return json_response(200, discovery.openapi_root())
         if path.startswith("/openapi/v3/"):
