@@ -106,6 +106,16 @@ def time_kubectl_get(binary: str, env: dict[str, str], runs: int) -> list[float]
     return samples
 
 
+def time_kubectl_floor(binary: str, env: dict[str, str], runs: int) -> list[float]:
+    """``kubectl version --client``: the process alone (no request), what any kubectl command costs."""
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        kubectl(binary, env, "version", "--client")
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
 def time_raw_list(client: Client, runs: int) -> list[float]:
     client.request("GET", "/api/v1/pods?limit=500")
     samples = []
@@ -174,14 +184,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             populate(binary, env, args.pods)
             pod_count = len(kubectl(binary, env, "get", "pods", "-A", "--no-headers").splitlines())
             get = time_kubectl_get(binary, env, args.runs)
+            floor = time_kubectl_floor(binary, env, args.runs)
             raw = time_raw_list(Client(ready), args.runs * 5)
             watch = time_watch_delivery(ready, args.runs)
         finally:
             process.send_signal(signal.SIGINT)
             code = process.wait(timeout=60)
-        print(f"sandbox API {ready['server']}, {pod_count} pods, kubectl {binary}; natsnet sandbox up exited {code}")
+        print(f"sandbox API {ready['server']}, {pod_count} pods, kubectl {binary}; natsnet sandbox up exited {code}; "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         print(f"{'metric (ms)':<44} {'min':>8} {'median':>8} {'p90':>8} {'max':>8}  target")
         print(summary(f"kubectl get pods -A (wall, {args.runs} runs)", get, GET_TARGET_MS))
+        print(summary(f"kubectl version --client (no request, {args.runs})", floor, None))
         print(summary(f"GET /api/v1/pods keep-alive ({args.runs * 5} runs)", raw, None))
         print(summary(f"watch: PATCH sent -> MODIFIED read ({args.runs})", watch, WATCH_TARGET_MS))
     return 0

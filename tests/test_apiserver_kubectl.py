@@ -53,6 +53,7 @@ def test_get_pods_in_all_namespaces(api: SandboxApi) -> None:
     assert {p["metadata"]["name"] for p in listed["items"]} >= {"coredns-sandbox", "box"}
     nodes = api.kubectl("get", "nodes").stdout
     assert "sandbox-node" in nodes and "Ready" in nodes
+    assert api.kubectl("auth", "can-i", "create", "pods", "-n", NS).stdout.strip() == "yes"  # a protobuf body
 
 
 def test_apply_client_side_creates_reapplies_and_leaves_unchanged(api: SandboxApi, tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """The protobuf body decoder against bytes captured from real kubectl 1.35.2 (``create ns``, ``create
-configmap``, ``create secret``) and helm 4.1.4 (its release Secret, and the DeleteOptions of its uninstall)."""
+configmap``, ``create secret``, ``auth can-i``) and helm 4.1.4 (its release Secret, and the DeleteOptions of its uninstall)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ def captured(name: str) -> bytes:
                                    "metadata": {"name": "s1", "namespace": "capture-ns"},
                                    "data": {"password": base64.b64encode(b"hunter2").decode()}, "type": "Opaque"}),
         ("helm-delete-options", {"apiVersion": "v1", "kind": "DeleteOptions"}),
+        ("kubectl-auth-can-i", {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                                "metadata": {}, "spec": {"resourceAttributes": {
+                                    "namespace": "default", "verb": "create", "resource": "pods"}}}),
     ],
 )
 def test_captured_bodies_decode_as_their_json(name: str, expected: dict[str, object]) -> None:
