@@ -1,5 +1,6 @@
 """The protobuf body decoder against bytes captured from real kubectl 1.35.2 (``create ns``, ``create
-configmap``, ``create secret``, ``auth can-i``) and helm 4.1.4 (its release Secret, and the DeleteOptions of its uninstall)."""
+configmap``, ``create secret``, ``auth can-i``) and helm 4.1.4 (its release Secret, and the DeleteOptions of
+its uninstall)."""
 
 from __future__ import annotations
 
