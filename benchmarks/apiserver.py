@@ -126,6 +126,18 @@ def time_raw_list(client: Client, runs: int) -> list[float]:
     return samples
 
 
+def time_new_connections(ready: dict[str, Any], runs: int) -> list[float]:
+    """A new TLS connection (handshake with the client certificate) and one GET, as each kubectl process does."""
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        client = Client(ready)
+        client.request("GET", "/api/v1/pods?limit=500")
+        client.connection.close()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
 def time_watch_delivery(ready: dict[str, Any], runs: int) -> list[float]:
     watcher, writer = Client(ready), Client(ready)
     path = (f"/api/v1/namespaces/{NAMESPACE}/configmaps?watch=true&fieldSelector=metadata.name%3Dticks"
@@ -186,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             get = time_kubectl_get(binary, env, args.runs)
             floor = time_kubectl_floor(binary, env, args.runs)
             raw = time_raw_list(Client(ready), args.runs * 5)
+            fresh = time_new_connections(ready, args.runs)
             watch = time_watch_delivery(ready, args.runs)
         finally:
             process.send_signal(signal.SIGINT)
@@ -196,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(summary(f"kubectl get pods -A (wall, {args.runs} runs)", get, GET_TARGET_MS))
         print(summary(f"kubectl version --client (no request, {args.runs})", floor, None))
         print(summary(f"GET /api/v1/pods keep-alive ({args.runs * 5} runs)", raw, None))
+        print(summary(f"TLS handshake + GET /api/v1/pods ({args.runs})", fresh, None))
         print(summary(f"watch: PATCH sent -> MODIFIED read ({args.runs})", watch, WATCH_TARGET_MS))
     return 0
 
