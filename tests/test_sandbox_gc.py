@@ -173,3 +173,34 @@ def test_gc_removes_a_sigkilled_run(crashed_run: tuple[str, Path, subprocess.Pop
     assert processes_mentioning(str(run_dir)) == []
     assert not run_dir.exists()
     assert gc.collect_garbage() == []
+
+
+@needs_root
+def test_natsnet_gc_cleans_after_a_killed_sandbox_up(state_dir: Path, tmp_path: Path) -> None:
+    """``natsnet sandbox up`` registers itself first: SIGKILLed, its netns, processes and directory (keys and
+    kubeconfig included) are what ``natsnet gc`` removes."""
+    env = {**os.environ, "NATSNET_STATE_DIR": str(state_dir)}
+    ready_file = tmp_path / "ready.json"
+    argv = [sys.executable, "-m", "pytest_natsnet.cli", "sandbox", "up", "--dir", str(tmp_path / "up"),
+            "--ready-file", str(ready_file), "--nats-server", str(NATS_SERVER)]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready_file.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready_file.exists(), f"sandbox up did not get ready: {process.stderr.read() if process.stderr else ''}"
+        ready = json.loads(ready_file.read_text())
+        sandbox_id, directory = str(ready["id"]), Path(str(ready["dir"]))
+        assert ours(sandbox_id) and (directory / "kubeconfig").exists()
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        done = subprocess.run([sys.executable, "-m", "pytest_natsnet.cli", "gc"], capture_output=True, text=True,
+                              env=env, timeout=60, check=True)
+        assert f"removed {directory}" in done.stdout
+        assert ours(sandbox_id) == [] and not directory.exists()
+        assert processes_mentioning(str(directory)) == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)

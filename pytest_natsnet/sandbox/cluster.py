@@ -11,7 +11,6 @@ StatefulSets, Deployments, garbage collection, workload status, EndpointSlices) 
 
 from __future__ import annotations
 
-import base64
 import collections
 import contextlib
 import copy
@@ -20,7 +19,6 @@ import ipaddress
 import itertools
 import json
 import os
-import re
 import shutil
 import sys
 import threading
@@ -34,7 +32,6 @@ import pytest_natsnet
 from pytest_natsnet.dnsprofile import DEFAULT_PROFILE, DnsProfile, dns_profile
 from pytest_natsnet.kinds import is_namespaced
 from pytest_natsnet.kube import (
-    NAMESPACE_NAME_LABEL,
     Obj,
     kind,
     labels,
@@ -42,6 +39,7 @@ from pytest_natsnet.kube import (
     namespace_of,
 )
 from pytest_natsnet.sandbox import gc, netns, nft
+from pytest_natsnet.sandbox.admission import NODE_NAME, Admission
 from pytest_natsnet.sandbox.controllers import (
     controller_of,
     deployment_status,
@@ -65,7 +63,7 @@ from pytest_natsnet.sandbox.podfs import (
     materialize_volumes,
     python_mounts,
 )
-from pytest_natsnet.sandbox.store import Event, Forbidden, Invalid, Key, NotFound, Store, key_of
+from pytest_natsnet.sandbox.store import Event, Forbidden, Key, NotFound, Store, key_of
 
 __all__ = ["DNS_IMAGE", "PROBE_IMAGE", "PROBE_PROGRAM", "SandboxCluster"]
 
@@ -77,11 +75,8 @@ FIRST_SERVICE_IP = "198.18.128.11"
 EXTERNAL_FIRST_IP = "198.18.127.1"
 TICK = 0.05
 FULL_RECONCILE = 1.0
-NODE_NAME = "sandbox-node"
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 MAX_EVENTS = 5000
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 PROBE_PROGRAM = Path(pytest_natsnet.__file__).parent / "probe" / "program.py"
 
@@ -89,6 +84,13 @@ PROBE_PROGRAM = Path(pytest_natsnet.__file__).parent / "probe" / "program.py"
 def _ip_allocator(first: str) -> Callable[[], str]:
     counter = itertools.count(int(ipaddress.IPv4Address(first)))
     return lambda: str(ipaddress.IPv4Address(next(counter)))
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return str(uuid.uuid4())
 
 
 def _owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
@@ -111,7 +113,7 @@ class SandboxCluster:
         self.node_resolv = NodeResolv((netns.HUB_ADDRESS,), self.dns.node_search)
         """The node's resolver: its search domains reach every ClusterFirst pod; nothing answers on it."""
         self.hub = f"natsnet-{sandbox_id}-hub"
-        self.store = Store(admit=self._admit, on_change=self._on_change)
+        self.store = Store(admit=Admission(self._allocate_service_ip), on_change=self._on_change)
         self._lock = threading.RLock()
         """Runtime state (pods' processes, network namespaces): held by the reconcile loop while it ticks."""
         self._wake = threading.Event()
@@ -309,74 +311,8 @@ class SandboxCluster:
 
     # -- admission -------------------------------------------------------------------------------------
 
-    def _admit(self, obj: Obj, old: Obj | None) -> None:
-        """Defaulting and the little validation the sandbox does (names), on every create and update."""
-        meta = obj["metadata"]
-        obj_kind, obj_name = kind(obj), str(meta.get("name", ""))
-        pattern = DNS_LABEL if obj_kind in ("Namespace", "Service") else DNS_SUBDOMAIN
-        if old is None and (len(obj_name) > (63 if pattern is DNS_LABEL else 253) or not pattern.match(obj_name)):
-            rule = "RFC 1123 label" if pattern is DNS_LABEL else "RFC 1123 subdomain"
-            raise Invalid(
-                f'{obj_kind} "{obj_name}" is invalid: metadata.name: Invalid value: "{obj_name}": a lowercase '
-                f"{rule} must consist of lower case alphanumeric characters, '-' or '.'",
-                kind=obj_kind, name=obj_name,
-                causes=[{"reason": "FieldValueInvalid", "message": f"Invalid value: {obj_name!r}",
-                         "field": "metadata.name"}])
-        if obj_kind == "Namespace":
-            meta.setdefault("labels", {})[NAMESPACE_NAME_LABEL] = obj_name
-            obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
-            if not meta.get("deletionTimestamp"):
-                obj.setdefault("status", {})["phase"] = "Active"
-        elif obj_kind == "Service":
-            spec = obj.setdefault("spec", {})
-            spec.setdefault("type", "ClusterIP")
-            if spec.get("type") != "ExternalName":
-                if not spec.get("clusterIP"):
-                    spec["clusterIP"] = (old or {}).get("spec", {}).get("clusterIP") or self._next_service_ip()
-                spec["clusterIPs"] = [spec["clusterIP"]]
-                spec.setdefault("sessionAffinity", "None")
-                spec.setdefault("ipFamilies", ["IPv4"])
-                spec.setdefault("ipFamilyPolicy", "SingleStack")
-                spec.setdefault("internalTrafficPolicy", "Cluster")
-            for port in spec.get("ports") or []:
-                port.setdefault("protocol", "TCP")
-                port.setdefault("targetPort", port.get("port"))
-            obj.setdefault("status", {"loadBalancer": {}})
-        elif obj_kind == "Pod":
-            spec = obj.setdefault("spec", {})
-            spec.setdefault("restartPolicy", "Always")
-            spec.setdefault("dnsPolicy", "ClusterFirst")
-            spec.setdefault("terminationGracePeriodSeconds", 30)
-            spec.setdefault("schedulerName", "default-scheduler")
-            spec.setdefault("serviceAccountName", "default")
-            spec.setdefault("nodeName", NODE_NAME)
-            if old is None:
-                obj.setdefault("status", {"phase": "Pending", "conditions": []})
-                obj["status"].setdefault("phase", "Pending")
-                obj["status"].setdefault("qosClass", "BestEffort")
-        elif obj_kind == "StatefulSet":
-            spec = obj.setdefault("spec", {})
-            spec.setdefault("replicas", 1)
-            spec.setdefault("podManagementPolicy", "OrderedReady")
-            spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
-            spec.setdefault("revisionHistoryLimit", 10)
-            if old is None:
-                obj.setdefault("status", {"replicas": 0, "availableReplicas": 0})
-        elif obj_kind == "Deployment":
-            spec = obj.setdefault("spec", {})
-            spec.setdefault("replicas", 1)
-            spec.setdefault("strategy", {"type": "RollingUpdate",
-                                         "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
-            spec.setdefault("revisionHistoryLimit", 10)
-            spec.setdefault("progressDeadlineSeconds", 600)
-            if old is None:
-                obj.setdefault("status", {})
-        elif obj_kind == "Secret":
-            obj.setdefault("type", "Opaque")
-            if obj.get("stringData"):
-                data = obj.setdefault("data", {})
-                for k, v in obj.pop("stringData").items():
-                    data[k] = base64.b64encode(str(v).encode()).decode()
+    def _allocate_service_ip(self) -> str:
+        return self._next_service_ip()
 
     def namespace_accepts(self, namespace: str) -> None:
         """NotFound when the namespace does not exist, Forbidden while it terminates (API creates only)."""
@@ -426,9 +362,11 @@ class SandboxCluster:
                 "conditions": [ready],
                 "addresses": [{"type": "InternalIP", "address": netns.HUB_ADDRESS},
                               {"type": "Hostname", "address": NODE_NAME}],
-                "nodeInfo": {"kubeletVersion": "v1.35.0-natsnet-sandbox", "containerRuntimeVersion": "bwrap://",
-                             "operatingSystem": "linux", "architecture": "amd64",
-                             "kernelVersion": os.uname().release, "osImage": "natsnet sandbox"},
+                "nodeInfo": {"kubeletVersion": "v1.35.0-natsnet-sandbox", "kubeProxyVersion": "",
+                             "containerRuntimeVersion": "bwrap://", "operatingSystem": "linux",
+                             "architecture": "amd64", "kernelVersion": os.uname().release,
+                             "osImage": "natsnet sandbox", "bootID": _boot_id(), "machineID": uuid.uuid4().hex,
+                             "systemUUID": str(uuid.uuid4())},
                 "capacity": {"cpu": str(os.cpu_count() or 1), "pods": "1000"},
                 "allocatable": {"cpu": str(os.cpu_count() or 1), "pods": "1000"},
             },

@@ -500,6 +500,7 @@ class PodRuntime:
             status: dict[str, Any] = {
                 "name": c.name,
                 "image": c.spec.get("image"),
+                "imageID": f"natsnet-sandbox://{c.spec.get('image')}",
                 "restartCount": c.restart_count,
                 "ready": c.ready,
                 "started": c.started,
@@ -519,6 +520,7 @@ class PodRuntime:
                 status["state"] = {"terminated": dict(c.terminated)}
             elif c.running:
                 status["state"] = {"running": {"startedAt": c.started_at_iso}}
+                status["containerID"] = f"bwrap://{c.child_pid}"
             else:
                 status["state"] = {
                     "waiting": {"reason": "CrashLoopBackOff" if c.restart_count else "ContainerCreating"}

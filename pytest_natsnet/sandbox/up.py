@@ -21,7 +21,6 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -29,6 +28,7 @@ from typing import TextIO
 from pytest_natsnet.sandbox.apiserver import pki as pki_module
 from pytest_natsnet.sandbox.apiserver.handlers import Api
 from pytest_natsnet.sandbox.apiserver.server import ApiHttpServer, serve
+from pytest_natsnet.sandbox.apiserver.streams import exec_handler
 from pytest_natsnet.sandbox.cluster import SandboxCluster
 
 DEFAULT_NATS_IMAGE = "nats:2.14.2"
@@ -99,8 +99,7 @@ def _nats_server(explicit: Path | None) -> Path:
 class Sandbox:
     """A running sandbox with its API server; :meth:`close` tears everything down (idempotent)."""
 
-    def __init__(self, options: UpOptions, exec_handler_factory: Callable[[SandboxCluster], object] | None = None
-                 ) -> None:
+    def __init__(self, options: UpOptions) -> None:
         from pytest_natsnet.providers.sandbox_provider import missing_requirements
 
         problems = missing_requirements()
@@ -115,20 +114,17 @@ class Sandbox:
         self.kubeconfig = self.directory / "kubeconfig"
         self._closed = False
         self._options = options
-        self._exec_handler_factory = exec_handler_factory
 
     def start(self) -> None:
         self.cluster.start()
         pki = pki_module.issue(self.directory / "pki", self.id)
-        exec_handler = self._exec_handler_factory(self.cluster) if self._exec_handler_factory else None
-        self.server = serve(
-            lambda url: Api(self.cluster, url.removeprefix("https://"), exec_handler),  # type: ignore[arg-type]
-            pki, self._options.port, access_log=self.directory / "apiserver.log")
+        self.server = serve(lambda url: Api(self.cluster, url.removeprefix("https://"), exec_handler), pki,
+                            self._options.port, access_log=self.directory / "apiserver.log")
         pki_module.write_kubeconfig(self.kubeconfig, self.server.url, pki)
         wait_until_serving(self.server.url, pki)
         if self.ready_file is not None:
             write_ready_file(self.ready_file, {"kubeconfig": str(self.kubeconfig), "server": self.server.url,
-                                               "pid": os.getpid(), "dir": str(self.directory)})
+                                               "pid": os.getpid(), "dir": str(self.directory), "id": self.id})
 
     def close(self) -> None:
         if self._closed:
@@ -145,13 +141,11 @@ class Sandbox:
 
 def run(options: UpOptions, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """The command: 0 after a clean Ctrl-C/SIGTERM teardown, 2 when it cannot start (one line on stderr)."""
-    from pytest_natsnet.sandbox.apiserver.streams import exec_handler
-
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     sandbox: Sandbox | None = None
     try:
-        sandbox = Sandbox(options, exec_handler)
+        sandbox = Sandbox(options)
         sandbox.start()
         out.write(f"export KUBECONFIG={sandbox.kubeconfig}\n")
         out.write(f"# natsnet sandbox {sandbox.id}: API {sandbox.server.url if sandbox.server else ''}, "

@@ -7,6 +7,9 @@
 - ``/openapi/v3``: a root naming one document per group-version, and a minimal document per group-version:
   each resource's item path with its group-version-kind and the ``fieldValidation`` parameter, which is what
   kubectl's and helm's query-parameter verifier looks for. There are no schemas.
+- ``/openapi/v2``: an empty document (no definitions). kubectl falls back to it for what the v3 verifier does
+  not know (a ``kind: List`` file, client-side apply's patch schema) and then skips client-side schema checks
+  and uses its built-in types, as it does for any kind the server has no schema for.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ AGGREGATED_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGro
 KUBERNETES_VERSION = {"major": "1", "minor": "35", "gitVersion": "v1.35.0", "gitCommit": "natsnet-sandbox",
                       "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25",
                       "compiler": "gc", "platform": "linux/amd64"}
+OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
 SUBRESOURCE_VERBS = {"status": ["get", "patch", "update"], "log": ["get"], "exec": ["create", "get"]}
 SUBRESOURCE_KIND = {"log": "Pod", "exec": "PodExecOptions"}
 
@@ -111,6 +115,11 @@ def api_resource_list(group: str, version: str) -> dict[str, Any] | None:
                             "kind": SUBRESOURCE_KIND.get(sub, r.kind), "verbs": SUBRESOURCE_VERBS[sub]})
     return {"kind": "APIResourceList", "apiVersion": "v1",
             "groupVersion": f"{group}/{version}" if group else version, "resources": entries}
+
+
+def openapi_v2() -> dict[str, Any]:
+    return {"swagger": "2.0", "info": {"title": "Kubernetes (natsnet sandbox)", "version": "v1.35.0"},
+            "paths": {}, "definitions": {}}
 
 
 # -- OpenAPI v3 -----------------------------------------------------------------------------------------

@@ -150,6 +150,10 @@ class Api:
             found = discovery.api_resource_list(parts[1], parts[2])
             if found is not None:
                 return json_response(200, found)
+        if path == "/openapi/v2":
+            if "protobuf" in accept:
+                return Response(200, b"", discovery.OPENAPI_V2_PROTOBUF)  # an empty Document: no schemas
+            return json_response(200, discovery.openapi_v2())
         if path == "/openapi/v3":
             return json_response(200, discovery.openapi_root())
         if path.startswith("/openapi/v3/"):
@@ -227,7 +231,7 @@ class Api:
 
     def _object_response(self, request: Request, target: Target, obj: Mapping[str, Any], code: int = 200,
                          warnings: Sequence[str] = ()) -> Response:
-        headers = [("Warning", f'299 - "{w}"') for w in warnings]
+        headers = warning_headers(warnings)
         if tables.wants_table(request.header("accept")):
             table = tables.table(target.resource.kind, [obj], str(obj["metadata"].get("resourceVersion", "")),
                                  request.query.get("includeObject", "Metadata"))
@@ -303,7 +307,7 @@ class Api:
         update_managed_fields(obj, request.query.get("fieldManager", ""), "Update", target.resource.api_version,
                               now_iso())
         if request.query.get("dryRun"):
-            return json_response(201, obj, [("Warning", f'299 - "{w}"') for w in warnings])
+            return json_response(201, obj, warning_headers(warnings))
         made = self.store.create(obj)
         return self._object_response(request, Target(target.resource, target.namespace, made["metadata"]["name"],
                                                      ""), made, 201, warnings)
@@ -349,6 +353,9 @@ class Api:
         if target.subresource not in ("", "status"):
             return self._method_not_allowed(request, target)
         obj, warnings = self._decode_object(request, target)
+        body_name = (obj.get("metadata") or {}).get("name")
+        if body_name and body_name != target.name:
+            raise BadRequest(f"the name of the object ({body_name}) does not match the name on the URL ({target.name})")
         old = self._existing(target)
         update_managed_fields(obj, request.query.get("fieldManager", ""), "Update", target.resource.api_version,
                               now_iso(), target.subresource)
@@ -489,18 +496,19 @@ class Api:
         namespace = str(target.namespace)
         log = self.cluster.log_path(namespace, target.name, container)
         previous = query.get("previous", "").lower() == "true"
-        start, end = podlogs.segment(log, previous, container, target.name)
+        is_running = self.cluster.container_running(namespace, target.name, container)
+        start, end = podlogs.segment(log, previous, container, target.name, is_running)
         lines = int(query["tailLines"]) if query.get("tailLines") else None
         limit = int(query["limitBytes"]) if query.get("limitBytes") else None
         if previous or query.get("follow", "").lower() != "true":
             return Response(200, podlogs.tail(podlogs.read(log, start, end), lines, limit), TEXT)
         first = podlogs.tail(podlogs.read(log, start, end), lines, None)
 
-        def running() -> bool:
+        def still_running() -> bool:
             return self.cluster.container_running(namespace, target.name, container) and (
                 podlogs.segment(log, False, container, target.name)[0] == start)
 
-        return Stream(200, TEXT, podlogs.follow(log, end, first, running))
+        return Stream(200, TEXT, podlogs.follow(log, end, first, still_running))
 
     def _exec(self, request: Request, target: Target) -> Answer:
         pod = self._existing(target)
@@ -516,6 +524,11 @@ class Api:
         except KeyError:
             raise BadRequest(f'container {container} is not running in pod {target.name}') from None
         return self.exec_handler(request, argv)
+
+
+def warning_headers(warnings: Sequence[str]) -> list[tuple[str, str]]:
+    """RFC 7234 warnings, as the API server sends them (code 299, agent "-", quoted text)."""
+    return [("Warning", '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"') for w in warnings]
 
 
 def _dumps(obj: Any) -> bytes:

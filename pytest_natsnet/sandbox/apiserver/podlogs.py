@@ -30,13 +30,16 @@ def pick_container(pod: Mapping[str, Any], wanted: str) -> str:
     return wanted
 
 
-def segment(log: Path, previous: bool, container: str, pod_name: str) -> tuple[int, int]:
-    """The byte range of the current (or previous) start; BadRequest when there is none."""
+def segment(log: Path, previous: bool, container: str, pod_name: str, running: bool = True) -> tuple[int, int]:
+    """The byte range of the current (or previous) start; BadRequest when there is none.
+
+    As the kubelet: while the container waits to restart, both the current and the previous logs are those of
+    the run that just ended."""
     segments = log_segments(log)
     if previous:
-        if len(segments) < 2:
+        if len(segments) < (2 if running else 1):
             raise BadRequest(f'previous terminated container "{container}" in pod "{pod_name}" not found')
-        return segments[-2]
+        return segments[-2] if running else segments[-1]
     if not segments:
         raise BadRequest(f'container "{container}" in pod "{pod_name}" is waiting to start: ContainerCreating')
     return segments[-1]

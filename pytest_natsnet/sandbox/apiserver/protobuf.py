@@ -3,8 +3,8 @@
 Typed clients (helm's release storage, ``kubectl create``) send protobuf with no JSON fallback. A body is the
 magic ``k8s\\0`` followed by a ``runtime.Unknown``: 1 = TypeMeta {1 apiVersion, 2 kind}, 2 = raw (the object's
 message). The kinds decoded here are Secret, ConfigMap, Namespace and DeleteOptions, to the same plain dicts
-their JSON would give. Field numbers are those of k8s.io/api core/v1 and apimachinery meta/v1
-``generated.proto``.
+their JSON would give, and SelfSubjectAccessReview (``kubectl auth can-i``). Field numbers are those of
+k8s.io/api core/v1, authorization/v1 and apimachinery meta/v1 ``generated.proto``.
 """
 
 from __future__ import annotations
@@ -113,8 +113,11 @@ def message(data: bytes, schema: Schema) -> dict[str, Any]:
         elif isinstance(kind, tuple) and kind[0] == "repeated":
             out.setdefault(name, []).append(_decode_value(kind[1], value))
         else:
-            out[name] = _decode_value(kind, value)
-    return out
+            decoded = _decode_value(kind, value)
+            if decoded == "" and kind in ("string", "time"):
+                continue  # gogo-protobuf writes empty optional strings; JSON omits them
+            out[name] = decoded
+    return {k: v for k, v in out.items() if v != {} or k in ("data", "labels", "annotations")}
 
 
 OWNER_REFERENCE: Schema = {1: ("kind", "string"), 3: ("name", "string"), 4: ("uid", "string"),
@@ -138,8 +141,16 @@ DELETE_OPTIONS: Schema = {
     2: ("preconditions", {1: ("uid", "string"), 2: ("resourceVersion", "string")}),
     3: ("orphanDependents", "bool"), 4: ("propagationPolicy", "string"), 5: ("dryRun", ("repeated", "string")),
 }
+RESOURCE_ATTRIBUTES: Schema = {1: ("namespace", "string"), 2: ("verb", "string"), 3: ("group", "string"),
+                               4: ("version", "string"), 5: ("resource", "string"), 6: ("subresource", "string"),
+                               7: ("name", "string")}
+SELF_SUBJECT_ACCESS_REVIEW: Schema = {
+    1: ("metadata", OBJECT_META),
+    2: ("spec", {1: ("resourceAttributes", RESOURCE_ATTRIBUTES),
+                 2: ("nonResourceAttributes", {1: ("path", "string"), 2: ("verb", "string")})}),
+}
 KINDS: dict[str, Schema] = {"Secret": SECRET, "ConfigMap": CONFIG_MAP, "Namespace": NAMESPACE,
-                            "DeleteOptions": DELETE_OPTIONS}
+                            "DeleteOptions": DELETE_OPTIONS, "SelfSubjectAccessReview": SELF_SUBJECT_ACCESS_REVIEW}
 TYPE_META: Schema = {1: ("apiVersion", "string"), 2: ("kind", "string")}
 
 ZERO_TIME = "0001-01-01T00:00:00Z"

@@ -25,7 +25,7 @@ import ssl
 import struct
 import subprocess
 import termios
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pytest_natsnet.sandbox.apiserver.responses import Answer, Request, Upgrade, error
@@ -310,36 +310,31 @@ class ExecSession:
                             pipe.close()
 
 
-def exec_handler(_cluster: object) -> Callable[[Request, list[str]], Answer]:
+def exec_handler(request: Request, argv: list[str]) -> Answer:
     """The exec subresource's answer: a websocket upgrade running ``argv`` (the container's nsenter argv)."""
+    if request.header("upgrade").lower() != "websocket":
+        return error(400, "BadRequest", "Upgrade request required: the sandbox serves exec over WebSocket "
+                                        f"({', '.join(PROTOCOLS)}); SPDY is not supported")
+    protocol = negotiate(request.header("sec-websocket-protocol"))
+    if protocol is None:
+        return error(400, "BadRequest", "unable to upgrade connection: none of the offered subprotocols "
+                                        f"is supported ({', '.join(PROTOCOLS)} are)")
+    key = request.header("sec-websocket-key")
+    if not key:
+        return error(400, "BadRequest", "websocket upgrade without Sec-WebSocket-Key")
+    query = request.query
 
-    def handle(request: Request, argv: list[str]) -> Answer:
-        if request.header("upgrade").lower() != "websocket":
-            return error(400, "BadRequest", "Upgrade request required: the sandbox serves exec over WebSocket "
-                                            f"({', '.join(PROTOCOLS)}); SPDY is not supported")
-        protocol = negotiate(request.header("sec-websocket-protocol"))
-        if protocol is None:
-            return error(400, "BadRequest", "unable to upgrade connection: none of the offered subprotocols "
-                                            f"is supported ({', '.join(PROTOCOLS)} are)")
-        key = request.header("sec-websocket-key")
-        if not key:
-            return error(400, "BadRequest", "websocket upgrade without Sec-WebSocket-Key")
-        query = request.query
+    def flag(name: str, default: bool = False) -> bool:
+        value = query.get(name)
+        return default if value is None else value.lower() in ("true", "1")
 
-        def flag(name: str, default: bool = False) -> bool:
-            value = query.get(name)
-            return default if value is None else value.lower() in ("true", "1")
+    command = list(request.multi.get("command") or [])
+    headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+               ("Sec-WebSocket-Accept", accept_key(key)), ("Sec-WebSocket-Protocol", protocol)]
 
-        command = list(request.multi.get("command") or [])
-        session = ExecSession
-        headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
-                   ("Sec-WebSocket-Accept", accept_key(key)), ("Sec-WebSocket-Protocol", protocol)]
-
-        def run(sock: socket.socket) -> None:
-            sock.settimeout(None)
-            session(sock, argv, command, protocol, flag("stdin"), flag("stdout", True), flag("stderr", True),
+    def run(sock: socket.socket) -> None:
+        sock.settimeout(None)
+        ExecSession(sock, argv, command, protocol, flag("stdin"), flag("stdout", True), flag("stderr", True),
                     flag("tty")).run()
 
-        return Upgrade(headers, run)
-
-    return handle
+    return Upgrade(headers, run)

