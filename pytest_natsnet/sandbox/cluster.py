@@ -73,6 +73,9 @@ DNS_POD_IP = "198.18.0.2"
 FIRST_POD_IP = "198.18.0.10"
 FIRST_SERVICE_IP = "198.18.128.11"
 EXTERNAL_FIRST_IP = "198.18.127.1"
+EXTERNAL_ANNOTATION = "sandbox.natsnet.io/network"
+"""A pod annotated ``external`` runs outside the cluster network: an address that is not a pod's (NetworkPolicy
+sees an outside peer), the node's resolver instead of cluster DNS (which answers nothing), no Service IPs."""
 TICK = 0.05
 FULL_RECONCILE = 1.0
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -134,6 +137,7 @@ class SandboxCluster:
         self._event_seq = itertools.count()
         self._events: collections.deque[Key] = collections.deque()
         self._externals: list[str] = []
+        self._external_pods: set[tuple[str, str]] = set()
         self._namespace_grace: dict[str, int | None] = {}
         self._dirty = True
         self._last_full = 0.0
@@ -598,11 +602,14 @@ class SandboxCluster:
                 self._event(pod, "FailedMount", f"MountVolume.SetUp failed: {error}", "Warning")
             self._set_pending(key, "ContainerCreating", str(error))
             return
-        ip = (
-            DNS_POD_IP
-            if pod["spec"].get("containers", [{}])[0].get("image") == DNS_IMAGE
-            else self._next_pod_ip()
-        )
+        external = ((pod.get("metadata") or {}).get("annotations") or {}).get(EXTERNAL_ANNOTATION) == "external"
+        if external:
+            ip = self._next_external_ip()
+            self._external_pods.add((ns, pod_name))
+        elif pod["spec"].get("containers", [{}])[0].get("image") == DNS_IMAGE:
+            ip = DNS_POD_IP
+        else:
+            ip = self._next_pod_ip()
         pod_netns = f"natsnet-{self.id}-p{next(self._netns_seq)}"
         veth = f"vp{pod_netns.rsplit('-p', 1)[1]}"
         netns.add_netns(pod_netns)
@@ -619,10 +626,14 @@ class SandboxCluster:
 
         pod = self.store.mutate(key, network) or pod
         (pod_dir / "etc").mkdir(parents=True, exist_ok=True)
-        dns_config = pod_dns_config(pod, [DNS_SERVICE_IP], ZONE, self.node_resolv)
-        for warning in dns_config.warnings:
-            self._event(pod, "DNSConfigForming", warning, "Warning")
-        (pod_dir / "etc" / "resolv.conf").write_text(dns_config.resolv_conf())
+        if external:
+            resolv = f"nameserver {netns.HUB_ADDRESS}\n"  # outside: a resolver that knows no cluster names
+        else:
+            dns_config = pod_dns_config(pod, [DNS_SERVICE_IP], ZONE, self.node_resolv)
+            for warning in dns_config.warnings:
+                self._event(pod, "DNSConfigForming", warning, "Warning")
+            resolv = dns_config.resolv_conf()
+        (pod_dir / "etc" / "resolv.conf").write_text(resolv)
         (pod_dir / "etc" / "hosts").write_text(hosts_file(pod, ZONE))
         files = {"/etc/resolv.conf": pod_dir / "etc" / "resolv.conf", "/etc/hosts": pod_dir / "etc" / "hosts"}
         self._runtimes[(ns, pod_name)] = PodRuntime(
@@ -654,6 +665,7 @@ class SandboxCluster:
         self._pending_retry.pop(pod_key, None)
         pod_netns = self._netns_of.pop(pod_key, None)
         self._veth_of.pop(pod_key, None)
+        self._external_pods.discard(pod_key)
         if pod_netns is not None:
             netns.delete_netns(pod_netns)
             self._applied.pop(pod_netns, None)
@@ -695,6 +707,8 @@ class SandboxCluster:
     def _pod_nets(self) -> list[PodNet]:
         nets = []
         for (ns, pod_name), veth in sorted(self._veth_of.items()):
+            if (ns, pod_name) in self._external_pods:
+                continue  # outside the cluster network: an address, not a pod, to NetworkPolicy
             pod = self.store.get(("Pod", ns, pod_name))
             if pod is None or not pod["status"].get("podIP"):
                 continue
@@ -726,7 +740,9 @@ class SandboxCluster:
         policies = self.store.list("NetworkPolicy")
         pod_nets = self._pod_nets()
         service_script = nft.service_ruleset(services, slices, pod_nets, namespaces, policies)
-        for pod_netns in sorted(self._netns_of.values()):
+        for pod_key, pod_netns in sorted(self._netns_of.items()):
+            if pod_key in self._external_pods:
+                continue  # no kube-proxy outside the cluster: Service IPs lead nowhere
             if self._applied.get(pod_netns) != service_script:
                 nft.apply(pod_netns, service_script)
                 self._applied[pod_netns] = service_script

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from pytest_natsnet.dnsprofile import DEFAULT_PROFILE
 from pytest_natsnet.sandbox.apiserver import pki as pki_module
 from pytest_natsnet.sandbox.apiserver.handlers import Api
 from pytest_natsnet.sandbox.apiserver.server import ApiHttpServer, serve
@@ -45,6 +46,9 @@ class UpOptions:
     ready_file: Path | None
     port: int
     nats_server: Path | None
+    dns_profile: str = DEFAULT_PROFILE
+    owner_pid: int | None = None
+    """The run that started this sandbox: when it dies, the sandbox tears itself down (SIGUSR1 detaches it)."""
 
 
 def prepare_directory(directory: Path | None) -> tuple[Path, bool]:
@@ -109,7 +113,7 @@ class Sandbox:
         self.directory, self._remove_directory = prepare_directory(options.directory)
         self.ready_file = options.ready_file
         self.id = uuid.uuid4().hex[:8]
-        self.cluster = SandboxCluster(self.id, self.directory, binary)
+        self.cluster = SandboxCluster(self.id, self.directory, binary, options.dns_profile)
         self.server: ApiHttpServer | None = None
         self.kubeconfig = self.directory / "kubeconfig"
         self._closed = False
@@ -139,10 +143,22 @@ class Sandbox:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def run(options: UpOptions, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """The command: 0 after a clean Ctrl-C/SIGTERM teardown, 2 when it cannot start (one line on stderr)."""
     stop = threading.Event()
+    owner = [options.owner_pid]
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, lambda *_: owner.clear())
     sandbox: Sandbox | None = None
     try:
         sandbox = Sandbox(options)
@@ -153,6 +169,9 @@ def run(options: UpOptions, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
         out.flush()
         while not stop.wait(0.5):
             sandbox.cluster.check()
+            if owner and owner[0] is not None and not _alive(owner[0]):
+                err.write(f"natsnet sandbox up: the run that started it (pid {owner[0]}) is gone; stopping\n")
+                break
         return 0
     except UpError as exc:
         err.write(f"natsnet sandbox up: {exc}\n")
