@@ -65,7 +65,7 @@ class ClusterTools:
 
 def probe_pod_manifest(target: ProbeTarget, annotations: Mapping[str, str] | None = None) -> Obj:
     """A stock Python pod that sleeps; the program is unpacked into it and exec'd."""
-    metadata: dict[str, Any] = {"name": target.name, "namespace": target.namespace, "labels": dict(target.labels)}
+    metadata: dict[str, Any] = {"name": target.pod_name, "namespace": target.namespace, "labels": dict(target.labels)}
     if annotations:
         metadata["annotations"] = dict(annotations)
     return {
@@ -225,7 +225,7 @@ class KubeDeployment(CellHandle):
 
     def _ensure_probe_pod(self, target: ProbeTarget, timeout: float) -> None:
         """Creates the probe pod once, waits until it runs, and unpacks the program into it (one exec)."""
-        key = (target.namespace, target.name)
+        key = (target.namespace, target.pod_name)
         with self._lock:
             if key in self._probe_pods:
                 return
@@ -237,36 +237,36 @@ class KubeDeployment(CellHandle):
         self._client.apply(probe_pod_manifest(target, annotations))
 
         def running() -> tuple[bool, str]:
-            pod = self._client.get("Pod", target.name, target.namespace) or {}
+            pod = self._client.get("Pod", target.pod_name, target.namespace) or {}
             statuses = (pod.get("status") or {}).get("containerStatuses") or []
             started = any((s.get("state") or {}).get("running") for s in statuses)
             return started, f"probe pod phase {(pod.get('status') or {}).get('phase')}"
 
-        wait_until(running, timeout, f"probe pod {target.namespace}/{target.name} running", poll=READY_POLL)
-        result = self._client.exec(target.name, PROBE_CONTAINER, target.namespace,
+        wait_until(running, timeout, f"probe pod {target.namespace}/{target.pod_name} running", poll=READY_POLL)
+        result = self._client.exec(target.pod_name, PROBE_CONTAINER, target.namespace,
                                    ["sh", "-c", f"mkdir -p {PROBE_DIR} && tar -xf - -C {PROBE_DIR}"],
                                    stdin=probe_bundle(), timeout=timeout)
         if result.returncode != 0:
-            raise NatsnetError(f"unpacking the probe program into {target.namespace}/{target.name} failed "
+            raise NatsnetError(f"unpacking the probe program into {target.namespace}/{target.pod_name} failed "
                                f"(exit {result.returncode}): {result.stderr.strip()[-500:]}")
         with self._lock:
             self._probe_pods.add(key)
 
     def probe(self, target: ProbeTarget, batch: Mapping[str, Any], timeout: float) -> dict[str, Any]:
         self._ensure_probe_pod(target, COMMAND_TIMEOUT)
-        result = self._client.exec(target.name, PROBE_CONTAINER, target.namespace,
+        result = self._client.exec(target.pod_name, PROBE_CONTAINER, target.namespace,
                                    ["python3", f"{PROBE_DIR}/program.py"], stdin=json.dumps(dict(batch)),
                                    timeout=timeout)
         try:
             answer: dict[str, Any] = json.loads(result.stdout)
         except ValueError:
-            raise NatsnetError(f"probe in {target.namespace}/{target.name} exited {result.returncode} without a "
+            raise NatsnetError(f"probe in {target.namespace}/{target.pod_name} exited {result.returncode} without a "
                                f"JSON answer: {(result.stdout + result.stderr)[-2000:]}") from None
         return answer
 
     def watch(self, target: ProbeTarget, request: Mapping[str, Any]) -> ExecWatch:
         self._ensure_probe_pod(target, COMMAND_TIMEOUT)
-        stream = self._client.exec_stream(target.name, PROBE_CONTAINER, target.namespace,
+        stream = self._client.exec_stream(target.pod_name, PROBE_CONTAINER, target.namespace,
                                           ["python3", f"{PROBE_DIR}/program.py", "watch"])
         return ExecWatch(stream, request)
 

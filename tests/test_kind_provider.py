@@ -6,7 +6,7 @@ import json
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -14,27 +14,23 @@ from golden_data import rendered_path
 
 from pytest_natsnet import kube
 from pytest_natsnet.errors import NatsnetError
+from pytest_natsnet.kubeclient import KubeClient
 from pytest_natsnet.providers.base import (
     POD_GATE_CONDITION,
-    CellManifests,
-    ChartInstall,
     ClusterAccess,
-    ProbeTarget,
 )
-from pytest_natsnet.providers.existing import ExistingProvider, current_context, default_kubeconfig
+from pytest_natsnet.providers.existing import current_context, default_kubeconfig
 from pytest_natsnet.providers.kind import KindProvider, kind_create_argv
 from pytest_natsnet.providers.kubeapi import (
     WaitTimeout,
     pod_condition_patch,
     pods_needing_gate,
-    probe_pod_manifest,
     statefulset_ready,
     statefulset_settled,
     wait_until,
 )
 from pytest_natsnet.resources import kind_configs_dir
 from pytest_natsnet.settings import NatsnetSettings
-from pytest_natsnet.sources.helm import helm_install_argv
 from pytest_natsnet.tools import Tool
 
 GOLDEN = rendered_path("default")
@@ -84,34 +80,6 @@ class FakeCluster:
         self.deleted = True
 
 
-class FakeReader:
-    """A cell whose StatefulSet becomes ready once the gate was opened."""
-
-    def __init__(self, runner: FakeRunner) -> None:
-        self.runner = runner
-
-    def list(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
-        opened = any("patch" in a for a in self.runner.argvs)
-        if kind == "Pod":
-            conditions = [{"type": POD_GATE_CONDITION, "status": "True"},
-                          {"type": "Ready", "status": "True"}] if opened else []
-            return [{"kind": "Pod", "metadata": {"name": f"nats-{i}"},
-                     "spec": {"readinessGates": [{"conditionType": POD_GATE_CONDITION}]},
-                     "status": {"phase": "Running", "conditions": conditions}} for i in range(3)]
-        if kind == "StatefulSet":
-            ready = 3 if opened else 0
-            return [{"kind": "StatefulSet", "metadata": {"name": "nats", "generation": 1},
-                     "spec": {"replicas": 3}, "status": {"observedGeneration": 1, "readyReplicas": ready}}]
-        return []
-
-
-def _cell(chart: ChartInstall | None = None) -> CellManifests:
-    objects = [o for o in yaml.safe_load_all(GOLDEN.read_text()) if o and "hook" not in str(o["metadata"])]
-    return CellManifests("default", NS, "nats", tuple(objects), "manifests", chart, LABELS)
-
-
-
-
 def _kind(tmp_path: Path, runner: FakeRunner) -> tuple[KindProvider, list[FakeCluster]]:
     made: list[FakeCluster] = []
 
@@ -120,7 +88,7 @@ def _kind(tmp_path: Path, runner: FakeRunner) -> tuple[KindProvider, list[FakeCl
         return made[-1]
 
     provider = KindProvider(NatsnetSettings(), tmp_path / "run", runner=runner, tools=dict(TOOLS),
-                            cluster_factory=factory, reader_factory=lambda k, c: FakeReader(runner))
+                            cluster_factory=factory, client_factory=lambda k, c: cast(KubeClient, None))
     return provider, made
 
 
@@ -195,79 +163,6 @@ def test_old_kind_does_not_enforce_network_policy(tmp_path: Path) -> None:
     assert provider.info.enforces_network_policy is False
 
 
-def _kubectl(*args: str) -> list[str]:
-    return ["/t/kubectl", "--kubeconfig", "KUBECONFIG", "--context", "kind-natsnet", *args]
-
-
-def test_kind_deploy_of_the_golden_default_cell(tmp_path: Path) -> None:
-    runner = FakeRunner()
-    provider, _ = _kind(tmp_path, runner)
-    deployment = provider.deploy(_cell(), timeout=5)
-    kubeconfig = str(tmp_path / "run" / "kubeconfig")
-    calls = [([kubeconfig and ("KUBECONFIG" if a == kubeconfig else a) for a in argv], stdin)
-             for argv, stdin in runner.calls[2:]]
-    assert calls[0] == (_kubectl("apply", "-f", "-"), json.dumps(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": LABELS}}))
-    assert calls[1][0] == _kubectl("apply", "--namespace", NS, "-f", "-")
-    applied = [o for o in yaml.safe_load_all(calls[1][1] or "") if o]
-    assert [kube.kind(o) for o in applied] == [
-        "PodDisruptionBudget", "Secret", "ConfigMap", "Service", "Service", "Deployment", "StatefulSet"]
-    assert [c[0] for c in calls[2:4]] == [
-        _kubectl("get", "pod", "nats-0", "--namespace", NS, "-o", "json"),
-        _kubectl("patch", "pod", "nats-0", "--namespace", NS, "--subresource=status", "--type=json", "-p",
-                 calls[3][0][-1]),
-    ]
-    patch = json.loads(calls[3][0][-1])
-    assert patch[0]["op"] == "add" and patch[0]["path"] == "/status/conditions/-"
-    assert patch[0]["value"]["type"] == POD_GATE_CONDITION and patch[0]["value"]["status"] == "True"
-    assert len([c for c in calls if "patch" in c[0]]) == 3
-    deployment.teardown()
-    assert runner.argvs[-1][-4:] == ["namespace", NS, "--ignore-not-found", "--wait=false"]
-
-
-def test_kind_deploy_with_helm_runs_the_cells_install_argv(tmp_path: Path) -> None:
-    runner = FakeRunner()
-    provider, _ = _kind(tmp_path, runner)
-    kubeconfig = tmp_path / "run" / "kubeconfig"
-    argv = helm_install_argv("/t/helm", "nats", "2.14.2", "nats", NS, [Path("/v/base.yaml")], kubeconfig,
-                             "kind-natsnet", 5, "https://nats-io.github.io/k8s/helm/charts/")
-    chart = ChartInstall("nats", "2.14.2", "https://nats-io.github.io/k8s/helm/charts/", (Path("/v/base.yaml"),))
-    deployment = provider.deploy(_cell(chart), timeout=5)
-    assert runner.argvs[3] == list(argv)
-    applies = [a for a in runner.argvs if a[5:6] == ["apply"]]
-    assert len(applies) == 1 and "--namespace" not in applies[0]  # only the namespace itself
-    deployment.teardown()
-    assert ["/t/helm", "uninstall", "nats", "--namespace", NS, "--kubeconfig", str(kubeconfig),
-            "--kube-context", "kind-natsnet", "--timeout", "120s"] in runner.argvs
-
-
-def test_probe_runs_the_program_in_a_stock_python_pod(tmp_path: Path) -> None:
-    runner = FakeRunner()
-    provider, _ = _kind(tmp_path, runner)
-    deployment = provider.deploy(_cell(), timeout=5)
-    target = ProbeTarget(NS, {"app": "client"})
-    runner.calls.clear()
-    with pytest.raises(json.JSONDecodeError):  # the fake exec answers nothing
-        deployment.probe(target, {"requests": []}, timeout=30)
-    argvs = [a[5:] for a in runner.argvs]
-    assert argvs[0] == ["apply", "-f", "-"]
-    assert json.loads(runner.calls[0][1] or "") == probe_pod_manifest(target)
-    assert argvs[1] == [
-        "wait", "--namespace", NS, "--for=condition=Ready", "pod/natsnet-probe", "--timeout=30s"]
-    assert [a[-3] for a in argvs[2:5]] == ["natsnet-probe:/natsnet/program.py", "natsnet-probe:/natsnet/dns",
-                                           "natsnet-probe:/natsnet/nats"]
-    assert argvs[5] == ["exec", "-i", "--namespace", NS, "natsnet-probe", "-c", "probe", "--", "python3",
-                        "/natsnet/program.py"]
-    assert runner.calls[5][1] == '{"requests": []}'
-
-
-def test_probe_pod_manifest() -> None:
-    pod = probe_pod_manifest(ProbeTarget("ns", {"app": "x"}, name="p"))
-    assert pod["metadata"] == {"name": "p", "namespace": "ns", "labels": {"app": "x"}}
-    assert pod["spec"]["containers"][0]["image"] == "python:3.12-alpine"
-    assert pod["spec"]["containers"][0]["command"][0] == "sleep"
-
-
 @pytest.mark.parametrize(("sts", "ready"), [
     ({"metadata": {"generation": 2}, "spec": {"replicas": 3}, "status": {"observedGeneration": 2,
                                                                           "readyReplicas": 3}}, True),
@@ -305,28 +200,6 @@ def test_wait_until_reports_what_it_waited_for() -> None:
     with pytest.raises(WaitTimeout, match="waiting for the moon; last seen: still dark"):
         wait_until(lambda: (False, "still dark"), timeout=0.2, what="the moon", poll=0.05)
     wait_until(lambda: (True, "ok"), timeout=1, what="x", poll=0.05)
-
-
-def test_existing_provider_context_and_cleanup_by_run_label(tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "config"
-    kubeconfig.write_text("current-context: prod-ish\ncontexts: []\n")
-    runner = FakeRunner()
-    settings = NatsnetSettings(kubeconfig=kubeconfig)
-    provider = ExistingProvider(settings, "r1", runner=runner, tools=dict(TOOLS),
-                                reader_factory=lambda k, c: FakeReader(runner))
-    provider.start()
-    assert provider.info.enforces_network_policy is None
-    attached = ExistingProvider(settings, "r1", runner=runner, tools=dict(TOOLS),
-                                reader_factory=lambda k, c: FakeReader(runner))
-    attached.attach(ClusterAccess(str(kubeconfig), "prod-ish"))
-    attached.stop(keep=False)  # a worker never sweeps the run's namespaces
-    provider.stop(keep=False)
-    base = ["/t/kubectl", "--kubeconfig", str(kubeconfig), "--context", "prod-ish"]
-    assert runner.argvs == [
-        [*base, "version", "-o", "json"],
-        [*base, "delete", "namespace", "--selector",
-         "app.kubernetes.io/managed-by=pytest-natsnet,natsnet.io/run-id=r1", "--wait=false"],
-    ]
 
 
 def test_existing_provider_kubeconfig_resolution(tmp_path: Path) -> None:

@@ -72,6 +72,11 @@ class ProbeTarget:
     name: str = "natsnet-probe"
     external: bool = False
 
+    @property
+    def pod_name(self) -> str:
+        """The probe pod's name: an external client is another pod than the in-cluster one of the same name."""
+        return f"{self.name}-external" if self.external else self.name
+
 
 class CellHandle:
     """What every provider's Deployment shares: the cell it installed and the provider's capabilities."""

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from pytest_natsnet.deployment import ClusterTools, KubeDeployment
+from pytest_natsnet.dnsprofile import dns_profile
 from pytest_natsnet.errors import NatsnetError
 from pytest_natsnet.kubeclient import KubeClient
 from pytest_natsnet.providers.base import CellManifests, ClusterAccess, ProviderInfo
@@ -76,6 +77,7 @@ class SandboxProvider:
         self._access: ClusterAccess | None = None
         self._client: KubeClient | None = None
         self._ready: dict[str, object] = {}
+        self._dns = dns_profile(settings.sandbox_dns)
         self.directory = run_dir / "sandbox"
 
     def _tool(self, name: str) -> Tool:
@@ -94,6 +96,7 @@ class SandboxProvider:
             details=(
                 "sandbox: real nats-server, kernel network namespaces, nftables, Kubernetes DNS spec server, "
                 "served as a Kubernetes API; emulated: kubelet, controllers, kube-proxy, NetworkPolicy, CoreDNS",
+                f"sandbox DNS profile {self._dns.name}: {self._dns.description}",
                 f"sandbox kubeconfig {self._access.kubeconfig if self._access else '(not started)'}",
             ),
             probe_annotations={"external": {EXTERNAL_ANNOTATION: "external"}},
@@ -108,7 +111,7 @@ class SandboxProvider:
         self._run_dir.mkdir(parents=True, exist_ok=True)
         ready_file = self._run_dir / "sandbox-ready.json"
         log_path = self._run_dir / "sandbox.log"
-        argv = up_argv(self.directory, ready_file, os.getpid(), self._settings.sandbox_dns)
+        argv = up_argv(self.directory, ready_file, os.getpid(), self._dns.name)
         with log_path.open("wb") as log:
             # Its own session: a Ctrl-C reaches pytest, which stops the sandbox in order (bounded).
             self._process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
