@@ -64,6 +64,7 @@ class SandboxDeployment(CellHandle):
         super().__init__(cell, info)
         self._cluster = cluster
         self._probe_pods: set[tuple[str, str]] = set()
+        self._watches: list[WatchProcess] = []
 
     @property
     def cluster(self) -> SandboxCluster:
@@ -195,7 +196,9 @@ class SandboxDeployment(CellHandle):
         assert process.stdin is not None
         process.stdin.write(json.dumps(dict(request)) + "\n")
         process.stdin.flush()
-        return WatchProcess(process, stderr_path)
+        handle = WatchProcess(process, stderr_path)
+        self._watches.append(handle)
+        return handle
 
     def logs(self, pod: str, container: str = "nats", namespace: str | None = None) -> str:
         path = self._cluster.log_path(namespace or self.namespace, pod, container)
@@ -233,9 +236,14 @@ class SandboxDeployment(CellHandle):
             shutil.copyfile(query_log, directory / "dns-queries.jsonl")
 
     def teardown(self) -> None:
-        """Stops the sandbox and removes its files; idempotent."""
-        self._cluster.stop()
-        shutil.rmtree(self._cluster.run_dir, ignore_errors=True)
+        """Stops the watchers it started and the sandbox (every process reaped), removes its files; idempotent."""
+        watches, self._watches = self._watches, []
+        for handle in watches:
+            handle.stop()
+        try:
+            self._cluster.stop()
+        finally:
+            shutil.rmtree(self._cluster.run_dir, ignore_errors=True)
 
 
 class SandboxProvider:

@@ -38,7 +38,7 @@ from pytest_natsnet.sandbox.controllers import (
     statefulset_pod,
     statefulset_wanted,
 )
-from pytest_natsnet.sandbox.kubelet import Image, PodRuntime, now_iso
+from pytest_natsnet.sandbox.kubelet import REAP_TIMEOUT, Image, PodRuntime, now_iso
 from pytest_natsnet.sandbox.model import ContainerPort, PodNet
 from pytest_natsnet.sandbox.podfs import (
     Mount,
@@ -49,6 +49,7 @@ from pytest_natsnet.sandbox.podfs import (
     python_mounts,
     resolv_conf,
 )
+from pytest_natsnet.sandbox.reaping import ProcessEntry
 
 ZONE = "cluster.local"
 DNS_SERVICE_IP = "198.18.128.10"
@@ -97,6 +98,7 @@ class SandboxCluster:
         self._next_service_ip = _ip_allocator(FIRST_SERVICE_IP)
         self._next_external_ip = _ip_allocator(EXTERNAL_FIRST_IP)
         self._loop_error: BaseException | None = None
+        self._unreaped: list[ProcessEntry] = []
         self._thread: threading.Thread | None = None
         self._executor: Any = None
         self._event_seq = itertools.count()
@@ -135,20 +137,25 @@ class SandboxCluster:
         raise RuntimeError(f"sandbox {self.id}: cluster DNS was not ready within {timeout:g}s")
 
     def stop(self) -> None:
+        """Ends the reconcile loop, which kills and reaps every pod's processes as it ends, then removes the
+        network namespaces; raises when a process outlived the bounded wait."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=3 * REAP_TIMEOUT)
         with self._lock:
-            for runtime in self._runtimes.values():
-                runtime.kill_all()
-            self._runtimes.clear()
+            left = [*self._unreaped, *self._kill_pods()]
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
-            for ns_name in [*self._netns_of.values(), *self._externals]:
+            for ns_name in [*self._netns_of.values(), *self._externals, self.hub]:
+                gc.kill_netns_processes(ns_name)  # execs into a pod that outlived their caller
                 netns.delete_netns(ns_name)
-            netns.delete_netns(self.hub)
         gc.forget(self.id)
+        if left:
+            raise RuntimeError(
+                f"sandbox {self.id}: {len(left)} process(es) not reaped within {REAP_TIMEOUT:g}s of SIGKILL: "
+                + "; ".join(p.describe() for p in left)
+            )
 
     def check(self) -> None:
         """Raises the reconcile loop's error, if it died."""
@@ -377,6 +384,17 @@ class SandboxCluster:
                 self._wake.clear()
         except BaseException as error:  # the test thread re-raises it through check()
             self._loop_error = error
+        finally:
+            # This thread started every container, and bubblewrap dies with the thread that started it
+            # (PR_SET_PDEATHSIG), orphaning the container's command: kill and reap them in order first.
+            self._unreaped = self._kill_pods()
+
+    def _kill_pods(self) -> list[ProcessEntry]:
+        """Kills every pod's processes and waits, bounded, until they are reaped; returns what is left."""
+        with self._lock:
+            left = [p for runtime in self._runtimes.values() for p in runtime.kill_all()]
+            self._runtimes.clear()
+            return left
 
     def _tick(self, now: float) -> None:
         """The kubelet part runs every tick; controllers and network programming only when something changed

@@ -37,10 +37,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _kill_netns_processes(ns_name: str) -> int:
+def kill_netns_processes(ns_name: str) -> int:
+    """SIGKILLs every process in network namespace ``ns_name`` (never this one); returns how many."""
     killed = 0
+    if not os.path.exists(netns.netns_path(ns_name)):
+        return killed
     for pid in netns.run(["ip", "netns", "pids", ns_name], check=False).split():
-        if pid.isdigit():
+        if pid.isdigit() and int(pid) != os.getpid():
             try:
                 os.kill(int(pid), signal.SIGKILL)
                 killed += 1
@@ -67,7 +70,7 @@ def collect_garbage(force: bool = False) -> list[str]:
             continue
         prefix = str(data.get("netns_prefix", f"natsnet-{state_file.stem}-"))
         for ns_name in [n for n in existing if n.startswith(prefix)]:
-            killed = _kill_netns_processes(ns_name)
+            killed = kill_netns_processes(ns_name)
             netns.delete_netns(ns_name)
             actions.append(f"deleted netns {ns_name} ({killed} processes killed)")
         run_dir = data.get("run_dir")
