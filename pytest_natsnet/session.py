@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pytest_natsnet import kube
 from pytest_natsnet.errors import ConfigError, NatsnetError
+from pytest_natsnet.failures import DeclaredFailure
 from pytest_natsnet.kube import MANAGED_BY_LABEL, MANAGED_BY_VALUE, RUN_ID_LABEL, SCENARIO_LABEL, Obj
 from pytest_natsnet.matrix import Matrix, Scenario, namespace_for
 from pytest_natsnet.providers.base import CellManifests, Deployment, Provider
@@ -39,7 +40,7 @@ class Cell:
     """A test deleted a pod: the next test first waits for the cell to be whole again (see the plugin)."""
 
     @property
-    def expect(self) -> frozenset[str]:
+    def expect(self) -> frozenset[DeclaredFailure]:
         """The documented failures this cell declares (empty: expected healthy)."""
         return self.scenario.expect
 

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_natsnet import kube, natsconf
+from pytest_natsnet.failures import DeclaredFailure
 from pytest_natsnet.table import TruthTable
 
-DNS_BLOCKED = "dns-blocked"
-MESH_SPLIT = "mesh-split"
-ROUTE_TLS_MISMATCH = "route-tls-mismatch"
-LEARNED_URLS_UNREACHABLE = "learned-urls-unreachable"
-KNOWN_FAILURES = frozenset({DNS_BLOCKED, MESH_SPLIT, ROUTE_TLS_MISMATCH, LEARNED_URLS_UNREACHABLE})
+DNS_BLOCKED = DeclaredFailure.DNS_BLOCKED
+MESH_SPLIT = DeclaredFailure.MESH_SPLIT
+ROUTE_TLS_MISMATCH = DeclaredFailure.ROUTE_TLS_MISMATCH
+LEARNED_URLS_UNREACHABLE = DeclaredFailure.LEARNED_URLS_UNREACHABLE
+KNOWN_FAILURES = frozenset(DeclaredFailure)
 DEFAULT_CLIENT_PORT = 4222
 _ENV_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
@@ -94,12 +95,13 @@ def server_confs(pods: Iterable[Mapping[str, Any]], conf_text: str) -> list[Serv
                        natsconf.parse(conf_text, pod_env(p))) for p in pods]
 
 
-def check_failures(failures: Iterable[str]) -> frozenset[str]:
+def check_failures(failures: Iterable[str]) -> frozenset[DeclaredFailure]:
+    """The declared failures as the vocabulary (loaders validate them first: an unknown one is a bug here)."""
     declared = frozenset(failures)
     unknown = sorted(declared - KNOWN_FAILURES)
     if unknown:
         raise ValueError(f"unknown declared failure(s) {unknown}; known: {sorted(KNOWN_FAILURES)}")
-    return declared
+    return frozenset(DeclaredFailure(f) for f in declared)
 
 
 # ---------------------------------------------------------------------------------------------- names
