@@ -1,4 +1,5 @@
-"""What the suites share: applicability, the servers of a cell, their parsed config, bounded polling."""
+"""What the suites share: applicability (declared failures before deploy, observed objects after), the servers
+of a cell, their parsed config, bounded polling."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import pytest
 import tenacity
 
 from pytest_natsnet import kube
@@ -38,8 +40,11 @@ def applies(predicate: Callable[[Scenario], str | None]) -> Callable[[F], F]:
     return decorate
 
 
-def settings_of(scenario: Scenario) -> dict[str, str]:
-    return {axis: setting.name for axis, setting in scenario.settings.items()}
+def require(reason: str | None) -> None:
+    """Skips the running test when it does not apply to its cell: ``reason`` comes from a pure function of
+    :mod:`pytest_natsnet.applicability` over the cell's observed objects (None: it applies)."""
+    if reason is not None:
+        pytest.skip(f"not applicable: {reason}")
 
 
 def declared(*failures: str) -> Callable[[Scenario], str | None]:

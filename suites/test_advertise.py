@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_natsnet import applicability
 from pytest_natsnet.expect.nats import expected_connect_urls, expected_mesh, is_ip, url_host
-from pytest_natsnet.matrix import Scenario
 from pytest_natsnet.probe.model import NatsRequest, Outcome
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.session import Cell
@@ -23,6 +23,7 @@ from pytest_natsnet.suitekit import (
     eventually,
     monitor,
     not_declared,
+    require,
     secret_cert_sans,
     servers,
 )
@@ -94,21 +95,15 @@ def test_distinct_route_peers_per_server(natsnet_cell: Cell, natsnet_probe: Prob
     comparison.assert_same("distinct route peers per server (/routez remote_name)")
 
 
-def _advertising(scenario: Scenario) -> str | None:
-    setting = scenario.settings.get("advertise")
-    if setting is None or setting.name == "none":
-        return "the cell keeps the chart default no_advertise: true (nothing is learned)"
-    return not_declared(DNS_BLOCKED)(scenario)
-
-
-@applies(_advertising)
+@applies(not_declared(DNS_BLOCKED))
 def test_external_clients_cannot_use_cluster_local_names(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
     """A client outside the cluster network and DNS (reaching pods by address, as through a port mapping) learns
     the same URLs as an in-cluster client; names under the cluster domain work only inside."""
     deployment = natsnet_cell.deployment
+    group = servers(deployment)
+    require(applicability.advertising(group.confs))
     if not deployment.info.supports_external_client:
         pytest.skip(f"provider {deployment.info.name} cannot run a client outside the cluster network")
-    group = servers(deployment)
     urls = _direct_urls(natsnet_cell, group)
     tls = client_tls(natsnet_cell.deployment, natsnet_probe)
     seed = urls[group.names[0]]

@@ -13,26 +13,19 @@ from typing import Any
 
 import pytest
 
-from pytest_natsnet import kube
+from pytest_natsnet import applicability, kube
 from pytest_natsnet.expect import netpol
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.probe.model import DnsRequest, Outcome, ProbeRequest, TcpRequest
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.providers.base import Deployment
 from pytest_natsnet.session import Cell
-from pytest_natsnet.suitekit import DNS_BLOCKED, applies, client_service, servers, settings_of, wait_for_log
+from pytest_natsnet.suitekit import DNS_BLOCKED, client_service, require, servers, wait_for_log
 from pytest_natsnet.table import Comparison
 
 DNS_TIMEOUT = 2.0
 LOG_WAIT = 60.0
 _canary: dict[str, bool] = {}
-
-
-def netpol_cell(scenario: Any) -> str | None:
-    setting = settings_of(scenario).get("netpol")
-    if setting in (None, "none") and not scenario.expect & {DNS_BLOCKED}:
-        return "the cell has no NetworkPolicy setting"
-    return None
 
 
 def _policy(name: str, egress: list[Obj] | None) -> Obj:
@@ -159,6 +152,8 @@ def enforcement(deployment: Deployment, probe: Prober) -> bool:
 
 
 def _require_enforcement(cell: Cell, probe: Prober) -> None:
+    deployment = cell.deployment
+    require(applicability.egress_policies(deployment.objects("NetworkPolicy"), deployment.namespace, cell.expect))
     if not enforcement(cell.deployment, probe):
         pytest.skip(
             "not applicable: this cluster does not enforce NetworkPolicy (the canary's default-deny "
@@ -166,7 +161,6 @@ def _require_enforcement(cell: Cell, probe: Prober) -> None:
         )
 
 
-@applies(netpol_cell)
 def test_cell_policies_decide_dns_and_client_traffic(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
     """The cell's own policies, as an application pod in its namespace sees them: DNS over UDP and TCP, the
     client port by IP, a name lookup; a cell that declares dns-blocked must show the servers' DNS errors too."""
@@ -193,7 +187,6 @@ def _scratch(cell: Cell, probe: Prober, suffix: str, egress_rules: list[Obj]) ->
     return egress_table(deployment, probe, namespace)
 
 
-@applies(netpol_cell)
 def test_udp_only_dns_rule_breaks_tcp_dns(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
     """Default-deny egress plus a DNS rule listing only UDP: UDP queries answer, TCP queries time out."""
     _require_enforcement(natsnet_cell, natsnet_probe)
@@ -217,7 +210,6 @@ def test_udp_only_dns_rule_breaks_tcp_dns(natsnet_cell: Cell, natsnet_probe: Pro
     comparison.assert_same("UDP-only DNS egress rule")
 
 
-@applies(netpol_cell)
 def test_dns_allowed_but_client_port_blocked(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
     """The canonical DNS rule alone: names resolve, yet the client port is blocked — "DNS lookup succeeds but
     connection fails"."""

@@ -12,8 +12,8 @@ import re
 
 import pytest
 
+from pytest_natsnet import applicability
 from pytest_natsnet.expect.nats import expected_client_tls, is_ip, route_tls_name, san_covers, url_host
-from pytest_natsnet.matrix import Scenario
 from pytest_natsnet.probe.model import NatsRequest, Outcome, TlsOptions
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.session import Cell
@@ -23,6 +23,7 @@ from pytest_natsnet.suitekit import (
     client_service,
     headless_service,
     not_declared,
+    require,
     secret_cert_sans,
     servers,
     wait_for_log,
@@ -30,13 +31,6 @@ from pytest_natsnet.suitekit import (
 from pytest_natsnet.table import Comparison
 
 LOG_WAIT = 20.0
-
-
-def tls_cell(scenario: Scenario) -> str | None:
-    tls = scenario.settings.get("tls")
-    if scenario.certs is None and (tls is None or tls.name == "off"):
-        return "the cell does not enable TLS"
-    return None
 
 
 def _sans(cell: Cell, secret: str) -> list[str]:
@@ -56,12 +50,13 @@ def _verdict(result_outcome: Outcome, detail: dict[str, object]) -> str:
     return f"fails: {detail.get('error_class', 'error')}"
 
 
-@applies(lambda s: tls_cell(s) or not_declared(DNS_BLOCKED)(s))
+@applies(not_declared(DNS_BLOCKED))
 def test_client_verifies_the_name_it_dialled(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
     """Service FQDN and short name, the headless short name, a pod IP without and with ``tls_hostname``."""
     deployment = natsnet_cell.deployment
-    sans = _sans(natsnet_cell, "nats-client-tls")
     group = servers(deployment)
+    require(applicability.client_tls(group.confs))
+    sans = _sans(natsnet_cell, "nats-client-tls")
     port = group.confs[0].client_port
     service, headless = client_service(deployment), headless_service(deployment)
     fqdn = f"{service}.{deployment.namespace}.svc.cluster.local"
@@ -88,16 +83,15 @@ def test_client_verifies_the_name_it_dialled(natsnet_cell: Cell, natsnet_probe: 
     Comparison.from_dicts(expected, observed, reasons).assert_same(f"client TLS names (SANs: {', '.join(sans)})")
 
 
-@applies(lambda s: tls_cell(s) or not_declared(DNS_BLOCKED)(s))
+@applies(not_declared(DNS_BLOCKED))
 def test_routes_verify_their_literal_hostnames(natsnet_cell: Cell) -> None:
     """Each configured route hostname is verified as written: covered by the route certificate's SANs → no
     handshake error for it; not covered → the server logs the x509 error naming it."""
     deployment = natsnet_cell.deployment
-    sans = _sans(natsnet_cell, "nats-route-tls")
     group = servers(deployment)
+    require(applicability.route_tls(group.confs))
+    sans = _sans(natsnet_cell, "nats-route-tls")
     hosts = sorted({url_host(r) for conf in group.confs for r in conf.routes if conf.route_tls})
-    if not hosts:
-        pytest.skip("routes are not TLS in this cell")
     expected, observed, reasons = {}, {}, {}
     for host in hosts:
         name = host if not is_ip(host) else (route_tls_name(group.confs[0]) or host)
@@ -114,12 +108,13 @@ def test_routes_verify_their_literal_hostnames(natsnet_cell: Cell) -> None:
     Comparison.from_dicts(expected, observed, reasons).assert_same("route TLS hostnames")
 
 
-@applies(lambda s: tls_cell(s) or not_declared(DNS_BLOCKED)(s))
+@applies(not_declared(DNS_BLOCKED))
 def test_learned_urls_are_dialable_with_the_name_the_client_verifies(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
     """After failover a client dials learned URLs; nats-py verifies a learned IP against the seed's hostname
     (``tls_name``) and a learned name against itself: every learned URL must pass that check."""
     deployment = natsnet_cell.deployment
     group = servers(deployment)
+    require(applicability.client_tls(group.confs) or applicability.advertising(group.confs))
     port = group.confs[0].client_port
     service = client_service(deployment)
     seed_host = f"{service}.{deployment.namespace}.svc.cluster.local"
