@@ -24,7 +24,7 @@ def egress_policies(policies: Iterable[Obj], namespace: str, declared: Iterable[
     ]
     if restricting:
         return None
-    return f"no NetworkPolicy in {namespace} restricts egress (none has policyTypes Egress)"
+    return "no NetworkPolicy in the cell's namespace restricts egress (none has policyTypes Egress)"
 
 
 def client_tls(servers: Sequence[ServerConf]) -> str | None:

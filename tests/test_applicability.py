@@ -56,7 +56,9 @@ def applying(values_file: Path | None) -> set[str]:
 def test_the_base_alone_brings_only_the_readiness_gate() -> None:
     reasons = decisions(None)
     assert applying(None) == {"dns_records not-ready pod"}
-    assert reasons["dns_egress"] == "no NetworkPolicy in natsnet restricts egress (none has policyTypes Egress)"
+    assert reasons["dns_egress"] == (
+        "no NetworkPolicy in the cell's namespace restricts egress (none has policyTypes Egress)"
+    )
     assert reasons["tls_names clients"] == "no server's nats.conf has a tls block for clients"
     assert reasons["tls_names routes"] == "no server's nats.conf has a cluster.tls block"
     assert reasons["advertise learned URLs"] == (
