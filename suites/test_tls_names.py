@@ -13,7 +13,14 @@ import re
 import pytest
 
 from pytest_natsnet import applicability
-from pytest_natsnet.expect.nats import expected_client_tls, is_ip, route_tls_name, san_covers, url_host
+from pytest_natsnet.expect.nats import (
+    expected_client_tls,
+    is_ip,
+    route_tls_name,
+    san_covers,
+    target_of,
+    url_host,
+)
 from pytest_natsnet.probe.model import NatsRequest, Outcome, TlsOptions
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.session import Cell
@@ -21,16 +28,20 @@ from pytest_natsnet.suitekit import (
     DNS_BLOCKED,
     applies,
     client_service,
+    eventually,
     headless_service,
+    log_lines,
     not_declared,
+    observe_mesh,
     require,
     secret_cert_sans,
     servers,
-    wait_for_log,
 )
-from pytest_natsnet.table import Comparison
+from pytest_natsnet.table import Comparison, TruthTable
 
-LOG_WAIT = 20.0
+LOG_WAIT = 30.0
+"""Bound for each route hostname's outcome: its route formed, or its handshake error logged."""
+X509_LOGGED = "x509 error logged"
 
 
 def _sans(cell: Cell, secret: str) -> list[str]:
@@ -84,27 +95,35 @@ def test_client_verifies_the_name_it_dialled(natsnet_cell: Cell, natsnet_probe: 
 
 
 @applies(not_declared(DNS_BLOCKED))
-def test_routes_verify_their_literal_hostnames(natsnet_cell: Cell) -> None:
-    """Each configured route hostname is verified as written: covered by the route certificate's SANs → no
-    handshake error for it; not covered → the server logs the x509 error naming it."""
+def test_routes_verify_their_literal_hostnames(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
+    """Each configured route hostname is verified as written: covered by the route certificate's SANs → the
+    route to that server forms; not covered → the server logs the x509 error naming it."""
     deployment = natsnet_cell.deployment
     group = servers(deployment)
     require(applicability.route_tls(group.confs))
     sans = _sans(natsnet_cell, "nats-route-tls")
     hosts = sorted({url_host(r) for conf in group.confs for r in conf.routes if conf.route_tls})
-    expected, observed, reasons = {}, {}, {}
-    for host in hosts:
-        name = host if not is_ip(host) else (route_tls_name(group.confs[0]) or host)
-        covered = san_covers(sans, name)
-        pattern = rf"TLS route handshake error.*x509: .*not {re.escape(name)}\b"
-        lines = (
-            wait_for_log(deployment, group.names, pattern, LOG_WAIT)
-            if not covered
-            else [line for line in wait_for_log(deployment, group.names, pattern, 0.0)]
-        )
-        expected[host] = "verifies" if covered else "x509 error logged"
-        observed[host] = "x509 error logged" if lines else "verifies"
-        reasons[host] = f"verified as {name}: {'covered' if covered else 'not covered'} by {', '.join(sans)}"
+    verified_as = {h: h if not is_ip(h) else (route_tls_name(group.confs[0]) or h) for h in hosts}
+    expected = {h: "route forms" if san_covers(sans, name) else X509_LOGGED for h, name in verified_as.items()}
+
+    def outcome(host: str, mesh: TruthTable[bool]) -> str:
+        """What happened to the routes dialled as ``host``: the x509 error, the route, or nothing yet."""
+        pattern = rf"TLS route handshake error.*x509: .*not {re.escape(verified_as[host])}\b"
+        if log_lines(deployment, group.names, pattern):
+            return X509_LOGGED
+        target = target_of(host, group.confs)
+        dialers = [c for c in group.confs if c is not target and host in map(url_host, c.routes)]
+        formed = target is not None and any(mesh.get(d.name, target.name) for d in dialers)
+        return "route forms" if formed else "nothing yet"
+
+    def settled() -> tuple[bool, dict[str, str]]:
+        mesh = observe_mesh(natsnet_probe, group).table
+        observed = {host: outcome(host, mesh) for host in hosts}
+        return "nothing yet" not in observed.values(), observed
+
+    _, observed, _ = eventually(settled, LOG_WAIT, interval=0.5)
+    reasons = {h: f"verified as {name}: {'covered' if expected[h] != X509_LOGGED else 'not covered'} by "
+               f"{', '.join(sans)}" for h, name in verified_as.items()}  # fmt: skip
     Comparison.from_dicts(expected, observed, reasons).assert_same("route TLS hostnames")
 
 

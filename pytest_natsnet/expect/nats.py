@@ -272,6 +272,58 @@ def _gossip_verdict(dialer: ServerConf, target: ServerConf, failures: frozenset[
     return _dial_verdict(dialer, url_host(gossip_address(target)), failures, sans)
 
 
+UNRESOLVED_ROUTE = re.compile(r'Error trying to connect to route.*lookup for host "(?P<host>[^"]+)".*no such host')
+"""nats-server's log line for a route whose host has no DNS record (NXDOMAIN)."""
+
+
+def unretried_gossip_lookups(
+    servers: Sequence[ServerConf],
+    replaced: str,
+    publishes_not_ready: bool,
+    logs_since_replacement: Mapping[str, Iterable[str]],
+) -> dict[tuple[str, str], str]:
+    """Routes to a replaced server that stay missing, each with the log line that explains it (real NATS
+    behaviour, not a flake): a peer learns the replaced server's gossip address, a DNS name, while the new pod is
+    not Ready; with ``publishNotReadyAddresses: false`` the name has no record yet, the lookup is NXDOMAIN, the
+    peer logs ``lookup for host ... no such host`` once and, the route being implicit (learned by gossip, not
+    configured), never retries it.
+
+    ``replaced`` and the keys of ``logs_since_replacement`` are pod names; the result maps (peer, replaced) server
+    names, in both orders, to the explanation.
+    """
+    target = next((s for s in servers if s.pod == replaced), None)
+    host = url_host(gossip_address(target)) if target is not None else ""
+    if target is None or publishes_not_ready or is_ip(host):
+        return {}
+    missing: dict[tuple[str, str], str] = {}
+    for peer in servers:
+        if peer.pod == replaced or any(target_of(url_host(r), servers) is target for r in peer.routes):
+            continue  # a configured route is retried until the name resolves
+        for line in logs_since_replacement.get(peer.pod, ()):
+            match = UNRESOLVED_ROUTE.search(line)
+            if match and match.group("host").lower().rstrip(".") == host.rstrip("."):
+                why = (f"implicit route not retried: {peer.name} looked up {host} while {replaced} was not Ready "
+                       f"(publishNotReadyAddresses: false): {line.strip()}")
+                missing[(peer.name, target.name)] = missing[(target.name, peer.name)] = why
+                break
+    return missing
+
+
+def allowing_missing(
+    expected: MeshExpectation, observed: TruthTable[bool], explained: Mapping[tuple[str, str], str]
+) -> MeshExpectation:
+    """``expected`` where each explained route that is indeed missing is expected missing, with its reason."""
+    table = TruthTable(expected.table.rows, expected.table.cols, False)
+    reasons = dict(expected.reasons)
+    for key, value in expected.table.as_dict().items():
+        table.set(*key, value)
+    for (a, b), why in explained.items():
+        if not observed.get(a, b) and not observed.get(b, a):
+            table.set(a, b, False)
+            reasons[(a, b)] = why
+    return MeshExpectation(table, reasons)
+
+
 def observed_mesh(names: Sequence[str], routez: Mapping[str, Mapping[str, Any]]) -> TruthTable[bool]:
     """From each server's ``/routez``: (A, B) is True when B is among A's distinct ``remote_name``s."""
     table = TruthTable(names, names, False)
