@@ -107,14 +107,19 @@ def test_external_clients_cannot_use_cluster_local_names(natsnet_cell: Cell, nat
     urls = _direct_urls(natsnet_cell, group)
     tls = client_tls(natsnet_cell.deployment, natsnet_probe)
     seed = urls[group.names[0]]
-    first = natsnet_probe.run([NatsRequest("seed", (seed,), tls, wait_discovered=2.0)], external=True)["seed"]
-    assert first.outcome is Outcome.OK, f"external client could not reach {seed}: {dict(first.detail)}"
-    learned = sorted({str(u) for u in first.detail.get("discovered_servers") or []} - {seed})
     mesh = expected_mesh(group.confs, natsnet_cell.expect).table
     scheme = "tls" if natsnet_cell.tls is not None else "nats"
     advertised = expected_connect_urls(group.confs, mesh)[group.conf(group.names[0]).name]
-    assert set(learned) == {f"{scheme}://{u}" for u in advertised} - {seed}, (
-        f"the external client learned {learned}; the servers' config says {sorted(advertised)}")
+    wanted = sorted({f"{scheme}://{u}" for u in advertised} - {seed})
+
+    def learn() -> tuple[bool, list[str]]:
+        first = natsnet_probe.run([NatsRequest("seed", (seed,), tls, wait_discovered=2.0)], external=True)["seed"]
+        assert first.outcome is Outcome.OK, f"external client could not reach {seed}: {dict(first.detail)}"
+        learned = sorted({str(u) for u in first.detail.get("discovered_servers") or []} - {seed})
+        return learned == wanted, learned
+
+    done, learned, _ = eventually(learn, MESH_TIMEOUT, interval=1.0)
+    assert done, f"the external client learned {learned}; the servers' config says {sorted(advertised)}"
     if not learned:
         return  # the seed server has no routed peer (a declared mesh failure): nothing to dial
     requests = [NatsRequest(u, (u,), tls, roundtrip=False, connect_timeout=2.0) for u in learned]

@@ -160,7 +160,9 @@ def test_not_ready_pod_follows_publish_not_ready_addresses(
         comparison.assert_same(f"{qname} while {pod_name} is not ready")
     finally:
         deployment.set_pod_condition(pod_name, POD_GATE_CONDITION, True)
+    ready_again = {"ready": True, "serving": True, "terminating": False}
+    done, conditions, _ = eventually(lambda: ((c := _endpoint(deployment, pod_name)) == ready_again, c), DNS_TTL_GRACE)
+    assert done, f"{pod_name} did not turn ready again in its EndpointSlice; last conditions: {conditions}"
     done, comparison, seconds = eventually(dns_matches_objects, DNS_TTL_GRACE, interval=1.0)
     record_property("ready_again_dns_seconds", round(seconds, 2))
-    assert _endpoint(deployment, pod_name) == {"ready": True, "serving": True, "terminating": False}
     comparison.assert_same(f"{qname} once {pod_name} is ready again")
