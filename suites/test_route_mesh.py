@@ -8,6 +8,7 @@ that explains it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NoReturn
 
 import pytest
 
@@ -83,7 +84,9 @@ def _wait_for_mesh(
     return done, comparison, observation, seconds
 
 
-def _fail(title: str, comparison: Comparison[bool], observation: MeshObservation, cell: Cell, group: Servers) -> None:
+def _fail(
+    title: str, comparison: Comparison[bool], observation: MeshObservation, cell: Cell, group: Servers
+) -> NoReturn:
     pytest.fail(
         comparison.render(title, lambda v: "." if v else "X")
         + "".join(f"\n{why}" for why in observation.unanswered.values())

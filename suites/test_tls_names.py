@@ -15,6 +15,8 @@ import pytest
 from pytest_natsnet import applicability
 from pytest_natsnet.expect.nats import (
     expected_client_tls,
+    expected_connect_urls,
+    expected_mesh,
     is_ip,
     route_tls_name,
     san_covers,
@@ -42,6 +44,8 @@ from pytest_natsnet.table import Comparison, TruthTable
 LOG_WAIT = 30.0
 """Bound for each route hostname's outcome: its route formed, or its handshake error logged."""
 X509_LOGGED = "x509 error logged"
+LEARN_BOUND = 30.0
+"""The servers' INFO lists every advertised URL once the mesh has formed."""
 
 
 def _sans(cell: Cell, secret: str) -> list[str]:
@@ -138,13 +142,22 @@ def test_learned_urls_are_dialable_with_the_name_the_client_verifies(natsnet_cel
     service = client_service(deployment)
     seed_host = f"{service}.{deployment.namespace}.svc.cluster.local"
     assert natsnet_probe.ca_pem is not None
-    first = natsnet_probe.run(
-        [NatsRequest("seed", (f"tls://{seed_host}:{port}",), TlsOptions(natsnet_probe.ca_pem), wait_discovered=2.0)]
-    )["seed"]
-    assert first.outcome is Outcome.OK, f"seed connect failed: {dict(first.detail)}"
-    pool = list({str(p["url"]): p for p in first.detail.get("servers") or [] if p.get("discovered")}.values())
+    seed = NatsRequest("seed", (f"tls://{seed_host}:{port}",), TlsOptions(natsnet_probe.ca_pem), wait_discovered=2.0)
+    mesh = expected_mesh(group.confs, natsnet_cell.expect).table
+
+    def learned() -> tuple[bool, tuple[str, list[dict[str, object]]]]:
+        """The URLs the client learned, once they are every URL its server advertises (bounded)."""
+        first = natsnet_probe.run([seed])["seed"]
+        assert first.outcome is Outcome.OK, f"seed connect failed: {dict(first.detail)}"
+        server = str((first.detail.get("server_info") or {}).get("server_name"))
+        pool = list({str(p["url"]): p for p in first.detail.get("servers") or [] if p.get("discovered")}.values())
+        advertised = {f"tls://{u}" for u in expected_connect_urls(group.confs, mesh).get(server, ())}
+        return {str(p["url"]) for p in pool} >= advertised - {seed.servers[0]}, (server, pool)
+
+    done, (server, pool), _ = eventually(learned, LEARN_BOUND, interval=0.5)
+    assert done, f"the client of {server} learned {[p['url'] for p in pool]}, less than its server advertises"
     if not pool:
-        pytest.skip("the servers advertise no client URLs (no_advertise): nothing is learned")
+        pytest.skip(f"not applicable: {server} advertises no other server (it has no routed peer)")
     requests, expected, reasons = [], {}, {}
     for entry in pool:
         host = url_host(str(entry["url"]))
