@@ -7,6 +7,7 @@ when what they depend on changes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import ipaddress
@@ -113,16 +114,21 @@ class SandboxCluster:
         gc.record(
             self.id, {"pid": os.getpid(), "run_dir": str(self.run_dir), "netns_prefix": f"natsnet-{self.id}-"}
         )
-        netns.create_hub(self.hub)
-        nft.enable_bridge_conntrack(self.hub)
-        self._executor = netns.executor_in(self.hub, workers=8)
-        (self.run_dir / "dns").mkdir(exist_ok=True)
-        self._write_dns_objects()
-        self.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}}])
-        self.apply(self._kube_dns_objects(), "kube-system")
-        self._thread = threading.Thread(target=self._loop, name=f"sandbox-{self.id}", daemon=True)
-        self._thread.start()
-        self._wait_for_dns(timeout=30.0)
+        try:
+            netns.create_hub(self.hub)
+            nft.enable_bridge_conntrack(self.hub)
+            self._executor = netns.executor_in(self.hub, workers=8)
+            (self.run_dir / "dns").mkdir(exist_ok=True)
+            self._write_dns_objects()
+            self.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}}])
+            self.apply(self._kube_dns_objects(), "kube-system")
+            self._thread = threading.Thread(target=self._loop, name=f"sandbox-{self.id}", daemon=True)
+            self._thread.start()
+            self._wait_for_dns(timeout=30.0)
+        except BaseException:  # a start that fails (cluster DNS never ready ...) leaves nothing behind
+            with contextlib.suppress(Exception):
+                self.stop()
+            raise
 
     def _wait_for_dns(self, timeout: float) -> None:
         """Like a fresh kind cluster, the sandbox is handed out once its cluster DNS answers."""
