@@ -132,9 +132,14 @@ def test_not_ready_pod_follows_publish_not_ready_addresses(
     pnra = bool(kube.spec(headless).get("publishNotReadyAddresses", False))
     qname = fqdn(pod_name, kube.name(headless), deployment.namespace, "svc", ZONE)
 
-    def dns_matches_objects() -> tuple[bool, Comparison]:
+    def expectation() -> DnsExpectation:
+        """What the objects (EndpointSlices, the headless Service) say ``qname`` answers now."""
         rows = [r for r in _expectations(deployment) if r.query == (qname, "A") and not r.search]
-        comparison = _check(natsnet_probe, rows, "udp")
+        assert len(rows) == 1, f"expected one expectation for {qname} A, found {len(rows)}"
+        return rows[0]
+
+    def dns_matches_objects() -> tuple[bool, Comparison]:
+        comparison = _check(natsnet_probe, [expectation()], "udp")
         return comparison.is_same, comparison
 
     deployment.set_pod_condition(pod_name, POD_GATE_CONDITION, False)
@@ -152,10 +157,9 @@ def test_not_ready_pod_follows_publish_not_ready_addresses(
         done, comparison, seconds = eventually(dns_matches_objects, DNS_TTL_GRACE, interval=1.0)
         record_property("not_ready_dns_seconds", round(seconds, 2))
         expected_rcode = "NOERROR" if pnra else "NXDOMAIN"
-        assert comparison.cells, f"no expectation for {qname}"
-        assert next(iter(comparison.cells.values())).expected.rcode == expected_rcode, (
-            f"objects say {qname} should be {next(iter(comparison.cells.values())).expected}, but with "
-            f"publishNotReadyAddresses={pnra} the spec says {expected_rcode}"
+        assert expectation().rcode == expected_rcode, (
+            f"objects say {qname} answers {expectation().rcode}, but with publishNotReadyAddresses={pnra} the "
+            f"spec says {expected_rcode}"
         )
         comparison.assert_same(f"{qname} while {pod_name} is not ready")
     finally:
