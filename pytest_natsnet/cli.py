@@ -60,7 +60,7 @@ def _cell_row(scenario: Scenario) -> dict[str, object]:
         "id": scenario.id,
         "settings": {axis: s.name for axis, s in scenario.settings.items()},
         "values_files": [f.name for f in scenario.values_files],
-        "expect": sorted(scenario.expect),
+        "expect": sorted(failure.value for failure in scenario.expect),
         "certs": scenario.certs,
     }
 

@@ -111,9 +111,13 @@ class ExecWatch:
     def _read(self) -> None:
         buffer = ""
         while self._stream.is_open():
-            self._stream.update(timeout=0.5)
-            buffer += self._stream.read_stdout(timeout=0) or ""
-            self._stderr.append(self._stream.read_stderr(timeout=0) or "")
+            try:
+                self._stream.update(timeout=0.5)
+                buffer += self._stream.read_stdout(timeout=0) or ""
+                self._stderr.append(self._stream.read_stderr(timeout=0) or "")
+            except Exception as error:  # the connection went away (the cluster or the pod is gone)
+                self._stderr.append(f"\n(watch stream closed: {error})")
+                break
             *lines, buffer = buffer.split("\n")
             for line in lines:
                 with contextlib.suppress(ValueError):
@@ -148,6 +152,7 @@ class KubeDeployment(CellHandle):
         self._tools = tools
         self._namespaces: list[str] = [cell.namespace]
         self._probe_pods: set[tuple[str, str]] = set()
+        self._watches: list[ExecWatch] = []
         self._lock = threading.Lock()
 
     @property
@@ -268,7 +273,10 @@ class KubeDeployment(CellHandle):
         self._ensure_probe_pod(target, COMMAND_TIMEOUT)
         stream = self._client.exec_stream(target.pod_name, PROBE_CONTAINER, target.namespace,
                                           ["python3", f"{PROBE_DIR}/program.py", "watch"])
-        return ExecWatch(stream, request)
+        watch = ExecWatch(stream, request)
+        with self._lock:
+            self._watches.append(watch)
+        return watch
 
     # -- logs, evidence, teardown ----------------------------------------------------------------------------
 
@@ -301,7 +309,11 @@ class KubeDeployment(CellHandle):
                     (directory / f"{namespace}-{kube.name(pod)}-{container['name']}.log").write_text(text)
 
     def teardown(self) -> None:
-        """``helm uninstall`` (helm cells), then the cell's namespaces; idempotent."""
+        """Stops the cell's watches, ``helm uninstall`` (helm cells), then the cell's namespaces; idempotent."""
+        with self._lock:
+            watches, self._watches = self._watches, []
+        for watch in watches:
+            watch.stop(timeout=5.0)
         chart = self._cell.chart
         if chart is not None and self._tools.helm:
             argv = helm_uninstall_argv(self._tools.helm, self.release, self.namespace, self._tools.kubeconfig,

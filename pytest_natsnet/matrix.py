@@ -15,6 +15,7 @@ import yaml
 from allpairspy import AllPairs
 
 from pytest_natsnet.errors import ConfigError
+from pytest_natsnet.failures import DeclaredFailure, parse_declared
 from pytest_natsnet.resources import charts_values_dir
 
 MATRIX_FILE = "matrix.yaml"
@@ -33,7 +34,7 @@ class Setting:
     name: str
     id: str | None
     files: tuple[Path, ...] = ()
-    expect: frozenset[str] = frozenset()
+    expect: frozenset[DeclaredFailure] = frozenset()
     certs: str | None = None
 
 
@@ -63,7 +64,7 @@ class Scenario:
     id: str
     settings: Mapping[str, Setting]
     values_files: tuple[Path, ...]
-    expect: frozenset[str] = frozenset()
+    expect: frozenset[DeclaredFailure] = frozenset()
     certs: str | None = None
     origin: str = "matrix"
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -141,7 +142,7 @@ def _load_setting(path: Path, axis: str, name: str, raw: Any, is_default: bool) 
         name=name,
         id=setting_id,
         files=_files(_string_list(body.get("files"), path, f"{key}.files"), path, f"{key}.files"),
-        expect=frozenset(_string_list(body.get("expect"), path, f"{key}.expect")),
+        expect=parse_declared(_string_list(body.get("expect"), path, f"{key}.expect"), f"{path} key {key}.expect"),
         certs=certs,
     )
 
@@ -382,7 +383,7 @@ def scenarios_from_values_dir(directory: Path, base: Sequence[Path]) -> list[Sce
     for path in sorted(directory.glob("*.yaml")):
         load_values(path)
         text = path.read_text(encoding="utf-8")
-        expect = _header_field(text, EXPECT_HEADER, path) or []
+        expect = parse_declared(_header_field(text, EXPECT_HEADER, path) or [], f"{path} header {EXPECT_HEADER[:-1]}")
         certs_field = _header_field(text, CERTS_HEADER, path)
         certs = certs_field[0] if certs_field else None
         if certs is not None and certs not in CERTS_KINDS:
@@ -393,7 +394,7 @@ def scenarios_from_values_dir(directory: Path, base: Sequence[Path]) -> list[Sce
             id=stem,
             settings={},
             values_files=(*base, path),
-            expect=frozenset(expect),
+            expect=expect,
             certs=certs,
             origin=f"values-dir {directory}",
         ))

@@ -14,7 +14,8 @@ import pytest
 from pytest_natsnet import parallel
 from pytest_natsnet import plan as plan_module
 from pytest_natsnet import settings as settings_module
-from pytest_natsnet.errors import NatsnetError
+from pytest_natsnet.errors import ConfigError, NatsnetError
+from pytest_natsnet.failures import parse_declared
 from pytest_natsnet.matrix import (
     Matrix,
     Scenario,
@@ -41,6 +42,7 @@ run_key = pytest.StashKey[NatsnetRun]()
 scenarios_key = pytest.StashKey[list[Scenario]]()
 cell_order_key = pytest.StashKey[list[Scenario]]()
 recorder_key = pytest.StashKey[ReportRecorder]()
+marker_errors_key = pytest.StashKey[list[str]]()
 
 NATSNET_FIXTURES = {"natsnet_scenario", "natsnet_cell", "natsnet_deployment", "natsnet_probe"}
 SETTLE_TIMEOUT = 180.0
@@ -207,11 +209,14 @@ def _values_marker_scenario(metafunc: pytest.Metafunc, matrix: Matrix) -> Scenar
         if not path.is_file():
             pytest.fail(f"natsnet_values on {metafunc.definition.nodeid}: {path} does not exist", pytrace=False)
     scenario_id = marker_scenario_id(metafunc.definition.name)
+    expect = marker.kwargs.get("expect", ())
     return Scenario(
         id=scenario_id,
         settings={},
         values_files=(*matrix.base, *files),
-        expect=frozenset(marker.kwargs.get("expect", ())),
+        expect=parse_declared(
+            [expect] if isinstance(expect, str) else expect, f"natsnet_values on {metafunc.definition.nodeid} expect"
+        ),
         certs=marker.kwargs.get("certs"),
         origin="marker",
     )
@@ -223,7 +228,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     run = metafunc.config.stash.get(run_key, None)
     if run is None:
         return  # disabled: the item is skipped in collection_modifyitems
-    own = _values_marker_scenario(metafunc, run.matrix)
+    try:
+        own, problem = _values_marker_scenario(metafunc, run.matrix), None
+    except ConfigError as error:
+        own, problem = None, str(error)
+    if problem is not None:  # one line: a usage error once collection ends; an xdist worker cannot raise one,
+        if hasattr(metafunc.config, "workerinput"):  # there it is the module's collection error
+            pytest.fail(problem, pytrace=False)
+        metafunc.config.stash.setdefault(marker_errors_key, []).append(problem)
+        metafunc.parametrize("natsnet_scenario", [], indirect=True, scope="session")
+        return
     scenarios = [own] if own is not None else metafunc.config.stash[scenarios_key]
     applies = getattr(metafunc.function, "natsnet_applies", None)
     params = []
@@ -236,6 +250,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    marker_errors = config.stash.get(marker_errors_key, [])
+    if marker_errors:
+        raise pytest.UsageError(*marker_errors)
     enabled = run_key in config.stash
     order: list[Scenario] = []
     for item in items:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pytest_natsnet.assembly import assemble_cell
 from pytest_natsnet.errors import ConfigError, NatsnetError
+from pytest_natsnet.failures import DeclaredFailure
 from pytest_natsnet.matrix import Matrix, Scenario
 from pytest_natsnet.plan import RunPlan
 from pytest_natsnet.providers.base import CellManifests, ClusterAccess, Deployment, Provider
@@ -34,7 +35,7 @@ class Cell:
     """A test deleted a pod: the next test first waits for the cell to be whole again (see the plugin)."""
 
     @property
-    def expect(self) -> frozenset[str]:
+    def expect(self) -> frozenset[DeclaredFailure]:
         """The documented failures this cell declares (empty: expected healthy)."""
         return self.scenario.expect
 

@@ -1,4 +1,5 @@
-"""What the suites share: applicability, the servers of a cell, their parsed config, bounded polling."""
+"""What the suites share: applicability (declared failures before deploy, observed objects after), the servers
+of a cell, their parsed config, bounded polling."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pytest_natsnet.expect.nats import (  # noqa: F401 (re-exported for the suit
     MESH_SPLIT,
     ROUTE_TLS_MISMATCH,
     ServerConf,
+    observed_mesh,
     server_confs,
 )
 from pytest_natsnet.kube import Obj
@@ -25,6 +27,7 @@ from pytest_natsnet.probe.model import HttpRequest, Outcome, TlsOptions
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.providers.base import Deployment
 from pytest_natsnet.report.grid import NOT_APPLICABLE_PREFIX, not_applicable_reason  # noqa: F401 (re-exported)
+from pytest_natsnet.table import TruthTable
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,8 +54,11 @@ def applies(predicate: Callable[[Scenario], str | None]) -> Callable[[F], F]:
     return decorate
 
 
-def settings_of(scenario: Scenario) -> dict[str, str]:
-    return {axis: setting.name for axis, setting in scenario.settings.items()}
+def require(reason: str | None) -> None:
+    """Skips the running test when it does not apply to its cell: ``reason`` comes from a pure function of
+    :mod:`pytest_natsnet.applicability` over the cell's observed objects (None: it applies)."""
+    if reason is not None:
+        pytest.skip(f"not applicable: {reason}")
 
 
 def declared(*failures: str) -> Callable[[Scenario], str | None]:
@@ -196,22 +202,43 @@ def wait_for_log(deployment: Deployment, pods: list[str], pattern: str, timeout:
     return lines
 
 
-def monitor(probe: Prober, group: Servers, path: str) -> dict[str, dict[str, Any]]:
-    """``GET <path>`` of every server's monitoring port, from a client pod of the cell's namespace."""
+def monitor_answers(probe: Prober, group: Servers, path: str) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """``GET <path>`` of every server's monitoring port, from a client pod of the cell's namespace: the JSON bodies
+    of the servers that answered, and for the others why not (a server still starting refuses)."""
     requests = [
         HttpRequest(f"{path}:{name}", f"http://{group.ip(name)}:{monitor_port(pod)}{path}")
         for name, pod in zip(group.names, group.pods, strict=True)
     ]
     results = probe.run(requests)
-    bodies = {}
+    bodies, unanswered = {}, {}
     for name in group.names:
         result = results[f"{path}:{name}"]
-        if result.outcome is not Outcome.OK or not isinstance(result.detail.get("json"), dict):
-            raise AssertionError(
-                f"GET {path} of {name} from a client pod gave {result.raw_outcome}: {dict(result.detail)}"
-            )
-        bodies[name] = dict(result.detail["json"])
+        if result.outcome is Outcome.OK and isinstance(result.detail.get("json"), dict):
+            bodies[name] = dict(result.detail["json"])
+        else:
+            unanswered[name] = f"GET {path} of {name} gave {result.raw_outcome}: {dict(result.detail)}"
+    return bodies, unanswered
+
+
+def monitor(probe: Prober, group: Servers, path: str) -> dict[str, dict[str, Any]]:
+    """``GET <path>`` of every server's monitoring port; every server must answer."""
+    bodies, unanswered = monitor_answers(probe, group, path)
+    if unanswered:
+        raise AssertionError("; ".join(unanswered.values()))
     return bodies
+
+
+@dataclass(frozen=True)
+class MeshObservation:
+    """Who routes to whom (``/routez`` distinct ``remote_name``), and the servers that did not answer."""
+
+    table: TruthTable[bool]
+    unanswered: dict[str, str]
+
+
+def observe_mesh(probe: Prober, group: Servers) -> MeshObservation:
+    bodies, unanswered = monitor_answers(probe, group, "/routez")
+    return MeshObservation(observed_mesh([group.conf(n).name for n in group.names], bodies), unanswered)
 
 
 def client_service(deployment: Deployment) -> str:

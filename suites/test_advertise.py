@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_natsnet import applicability
 from pytest_natsnet.expect.nats import expected_connect_urls, expected_mesh, is_ip, url_host
-from pytest_natsnet.matrix import Scenario
 from pytest_natsnet.probe.model import NatsRequest, Outcome
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.session import Cell
@@ -21,8 +21,9 @@ from pytest_natsnet.suitekit import (
     applies,
     client_tls,
     eventually,
-    monitor,
+    monitor_answers,
     not_declared,
+    require,
     secret_cert_sans,
     servers,
 )
@@ -82,44 +83,43 @@ def test_distinct_route_peers_per_server(natsnet_cell: Cell, natsnet_probe: Prob
     expected = {name: sum(expected_table.get(name, other) for other in names) for name in names}
 
     def observe() -> tuple[bool, Comparison[int]]:
-        routez = monitor(natsnet_probe, group, "/routez")
+        routez, _ = monitor_answers(natsnet_probe, group, "/routez")  # a server not answering yet has no peers
         observed = {
-            group.conf(n).name: len({str(r.get("remote_name")) for r in routez[n].get("routes") or []})
+            group.conf(n).name: len({str(r.get("remote_name")) for r in routez.get(n, {}).get("routes") or []})
             for n in group.names
         }
         comparison = Comparison.from_dicts(expected, observed)
         return comparison.is_same, comparison
 
-    _, comparison, _ = eventually(observe, MESH_TIMEOUT if not natsnet_cell.expect else 4.0, interval=0.5)
+    _, comparison, _ = eventually(observe, MESH_TIMEOUT, interval=0.5)
     comparison.assert_same("distinct route peers per server (/routez remote_name)")
 
 
-def _advertising(scenario: Scenario) -> str | None:
-    setting = scenario.settings.get("advertise")
-    if setting is None or setting.name == "none":
-        return "the cell keeps the chart default no_advertise: true (nothing is learned)"
-    return not_declared(DNS_BLOCKED)(scenario)
-
-
-@applies(_advertising)
+@applies(not_declared(DNS_BLOCKED))
 def test_external_clients_cannot_use_cluster_local_names(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
     """A client outside the cluster network and DNS (reaching pods by address, as through a port mapping) learns
     the same URLs as an in-cluster client; names under the cluster domain work only inside."""
     deployment = natsnet_cell.deployment
+    group = servers(deployment)
+    require(applicability.advertising(group.confs))
     if not deployment.info.supports_external_client:
         pytest.skip(f"provider {deployment.info.name} cannot run a client outside the cluster network")
-    group = servers(deployment)
     urls = _direct_urls(natsnet_cell, group)
     tls = client_tls(natsnet_cell.deployment, natsnet_probe)
     seed = urls[group.names[0]]
-    first = natsnet_probe.run([NatsRequest("seed", (seed,), tls, wait_discovered=2.0)], external=True)["seed"]
-    assert first.outcome is Outcome.OK, f"external client could not reach {seed}: {dict(first.detail)}"
-    learned = sorted({str(u) for u in first.detail.get("discovered_servers") or []} - {seed})
     mesh = expected_mesh(group.confs, natsnet_cell.expect).table
     scheme = "tls" if natsnet_cell.tls is not None else "nats"
     advertised = expected_connect_urls(group.confs, mesh)[group.conf(group.names[0]).name]
-    assert set(learned) == {f"{scheme}://{u}" for u in advertised} - {seed}, (
-        f"the external client learned {learned}; the servers' config says {sorted(advertised)}")
+    wanted = sorted({f"{scheme}://{u}" for u in advertised} - {seed})
+
+    def learn() -> tuple[bool, list[str]]:
+        first = natsnet_probe.run([NatsRequest("seed", (seed,), tls, wait_discovered=2.0)], external=True)["seed"]
+        assert first.outcome is Outcome.OK, f"external client could not reach {seed}: {dict(first.detail)}"
+        learned = sorted({str(u) for u in first.detail.get("discovered_servers") or []} - {seed})
+        return learned == wanted, learned
+
+    done, learned, _ = eventually(learn, MESH_TIMEOUT, interval=1.0)
+    assert done, f"the external client learned {learned}; the servers' config says {sorted(advertised)}"
     if not learned:
         return  # the seed server has no routed peer (a declared mesh failure): nothing to dial
     requests = [NatsRequest(u, (u,), tls, roundtrip=False, connect_timeout=2.0) for u in learned]

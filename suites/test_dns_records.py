@@ -10,12 +10,20 @@ import statistics
 
 import pytest
 
-from pytest_natsnet import kube
+from pytest_natsnet import applicability, kube
 from pytest_natsnet.expect.dns import DnsExpectation, compare, expected_records, fqdn
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.providers.base import POD_GATE_CONDITION, Deployment
 from pytest_natsnet.session import Cell
-from pytest_natsnet.suitekit import DNS_BLOCKED, applies, eventually, headless_service, not_declared, servers
+from pytest_natsnet.suitekit import (
+    DNS_BLOCKED,
+    applies,
+    eventually,
+    headless_service,
+    not_declared,
+    require,
+    servers,
+)
 from pytest_natsnet.table import Comparison
 
 ZONE = "cluster.local"
@@ -100,14 +108,6 @@ def test_resolv_conf_is_cluster_first(natsnet_cell: Cell, natsnet_probe: Prober)
     Comparison.from_dicts(expected, observed).assert_same("resolv.conf of a ClusterFirst pod")
 
 
-def _gated(deployment: Deployment) -> str | None:
-    for pod in servers(deployment).pods:
-        gates = [g.get("conditionType") for g in kube.spec(pod).get("readinessGates") or []]
-        if POD_GATE_CONDITION in gates:
-            return kube.name(pod)
-    return None
-
-
 def _endpoint(deployment: Deployment, pod_name: str) -> dict[str, object] | None:
     for eps in deployment.objects("EndpointSlice"):
         if not kube.labels(eps).get("kubernetes.io/service-name", "").endswith("headless"):
@@ -125,19 +125,21 @@ def test_not_ready_pod_follows_publish_not_ready_addresses(
     """Force one server not-ready (readinessGate): with publishNotReadyAddresses its EndpointSlice entry is
     ready=true/serving=false and its name resolves; without, ready=false and the name is NXDOMAIN; then back."""
     deployment = natsnet_cell.deployment
-    pod_name = servers(deployment).names[-1]
-    if _gated(deployment) is None:
-        pytest.skip(
-            f"the cell's pods declare no readinessGate {POD_GATE_CONDITION}: add "
-            "charts-values/readiness-gate.yaml to its values to test publishNotReadyAddresses"
-        )
+    group = servers(deployment)
+    require(applicability.readiness_gate(group.pods, POD_GATE_CONDITION))
+    pod_name = group.names[-1]
     headless = kube.find(deployment.objects("Service"), "Service", headless_service(deployment)) or {}
     pnra = bool(kube.spec(headless).get("publishNotReadyAddresses", False))
     qname = fqdn(pod_name, kube.name(headless), deployment.namespace, "svc", ZONE)
 
-    def dns_matches_objects() -> tuple[bool, Comparison]:
+    def expectation() -> DnsExpectation:
+        """What the objects (EndpointSlices, the headless Service) say ``qname`` answers now."""
         rows = [r for r in _expectations(deployment) if r.query == (qname, "A") and not r.search]
-        comparison = _check(natsnet_probe, rows, "udp")
+        assert len(rows) == 1, f"expected one expectation for {qname} A, found {len(rows)}"
+        return rows[0]
+
+    def dns_matches_objects() -> tuple[bool, Comparison]:
+        comparison = _check(natsnet_probe, [expectation()], "udp")
         return comparison.is_same, comparison
 
     deployment.set_pod_condition(pod_name, POD_GATE_CONDITION, False)
@@ -155,15 +157,16 @@ def test_not_ready_pod_follows_publish_not_ready_addresses(
         done, comparison, seconds = eventually(dns_matches_objects, DNS_TTL_GRACE, interval=1.0)
         record_property("not_ready_dns_seconds", round(seconds, 2))
         expected_rcode = "NOERROR" if pnra else "NXDOMAIN"
-        assert comparison.cells, f"no expectation for {qname}"
-        assert next(iter(comparison.cells.values())).expected.rcode == expected_rcode, (
-            f"objects say {qname} should be {next(iter(comparison.cells.values())).expected}, but with "
-            f"publishNotReadyAddresses={pnra} the spec says {expected_rcode}"
+        assert expectation().rcode == expected_rcode, (
+            f"objects say {qname} answers {expectation().rcode}, but with publishNotReadyAddresses={pnra} the "
+            f"spec says {expected_rcode}"
         )
         comparison.assert_same(f"{qname} while {pod_name} is not ready")
     finally:
         deployment.set_pod_condition(pod_name, POD_GATE_CONDITION, True)
+    ready_again = {"ready": True, "serving": True, "terminating": False}
+    done, conditions, _ = eventually(lambda: ((c := _endpoint(deployment, pod_name)) == ready_again, c), DNS_TTL_GRACE)
+    assert done, f"{pod_name} did not turn ready again in its EndpointSlice; last conditions: {conditions}"
     done, comparison, seconds = eventually(dns_matches_objects, DNS_TTL_GRACE, interval=1.0)
     record_property("ready_again_dns_seconds", round(seconds, 2))
-    assert _endpoint(deployment, pod_name) == {"ready": True, "serving": True, "terminating": False}
     comparison.assert_same(f"{qname} once {pod_name} is ready again")

@@ -7,10 +7,19 @@ that explains it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NoReturn
+
 import pytest
 
 from pytest_natsnet import kube
-from pytest_natsnet.expect.nats import expected_mesh, observed_mesh, url_host
+from pytest_natsnet.expect.nats import (
+    MeshExpectation,
+    allowing_missing,
+    expected_mesh,
+    unretried_gossip_lookups,
+    url_host,
+)
 from pytest_natsnet.probe.model import Outcome, RelayRequest
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.session import Cell
@@ -18,13 +27,16 @@ from pytest_natsnet.suitekit import (
     DNS_BLOCKED,
     MESH_SPLIT,
     ROUTE_TLS_MISMATCH,
+    MeshObservation,
     Servers,
     applies,
     client_tls,
     eventually,
+    headless_service,
     log_lines,
     monitor,
     not_declared,
+    observe_mesh,
     secret_cert_sans,
     servers,
     wait_for_log,
@@ -32,10 +44,7 @@ from pytest_natsnet.suitekit import (
 from pytest_natsnet.table import Comparison, TruthTable
 
 MESH_TIMEOUT = 30.0
-"""Bound for a healthy mesh to form (explicit routes retry every second)."""
-SETTLE = 4.0
-"""A declared-failure cell is judged after its routes had this long to (not) form: several retry rounds."""
-
+"""Bound for a mesh to reach what is expected (explicit routes retry every second)."""
 LOG_WAIT = 60.0
 """A blocked DNS lookup is logged only when Go's resolver gives up (about 40 s with ndots:5)."""
 
@@ -56,46 +65,66 @@ def _explain(cell: Cell, group: Servers) -> str:
     return "\n".join(["server log lines about routes:", *lines[-12:]] if lines else ["(no route errors logged)"])
 
 
-def _observe(probe: Prober, group: Servers) -> TruthTable[bool]:
-    return observed_mesh([group.conf(n).name for n in group.names], monitor(probe, group, "/routez"))
+def _compare(expected: MeshExpectation, observation: MeshObservation) -> Comparison[bool]:
+    return Comparison.from_tables(expected.table, observation.table, expected.reasons)
+
+
+def _wait_for_mesh(
+    probe: Prober, group: Servers, expect: Callable[[MeshObservation], MeshExpectation]
+) -> tuple[bool, Comparison[bool], MeshObservation, float]:
+    """Polls ``/routez`` until the mesh is what ``expect`` says for it, bounded by MESH_TIMEOUT; a server that does
+    not answer yet (still starting) is polled again."""
+
+    def matches() -> tuple[bool, tuple[Comparison[bool], MeshObservation]]:
+        observation = observe_mesh(probe, group)
+        comparison = _compare(expect(observation), observation)
+        return comparison.is_same and not observation.unanswered, (comparison, observation)
+
+    done, (comparison, observation), seconds = eventually(matches, MESH_TIMEOUT, interval=0.2)
+    return done, comparison, observation, seconds
+
+
+def _fail(
+    title: str, comparison: Comparison[bool], observation: MeshObservation, cell: Cell, group: Servers
+) -> NoReturn:
+    pytest.fail(
+        comparison.render(title, lambda v: "." if v else "X")
+        + "".join(f"\n{why}" for why in observation.unanswered.values())
+        + "\n"
+        + _explain(cell, group),
+        pytrace=False,
+    )
 
 
 def test_route_mesh_matches_the_expectation(
     natsnet_cell: Cell, natsnet_probe: Prober, record_property: pytest.RecordProperty
 ) -> None:
-    """N×N truth table of who routes to whom; healthy cells: full mesh; declared failures: the predicted islands."""
+    """N×N truth table of who routes to whom; healthy cells: full mesh; declared failures: the predicted islands,
+    and the server log line that explains them."""
     group = servers(natsnet_cell.deployment)
     record_property("time_to_ready_seconds", round(natsnet_cell.deploy_seconds, 2))
     expected = expected_mesh(group.confs, natsnet_cell.expect, _route_sans(natsnet_cell))
-    declared = bool(set(DECLARED_MESH_FAILURES) & natsnet_cell.expect)
-
-    def matches() -> tuple[bool, Comparison[bool]]:
-        comparison = Comparison.from_tables(expected.table, _observe(natsnet_probe, group), expected.reasons)
-        return comparison.is_same, comparison
-
-    if declared:
-        eventually(lambda: (False, None), SETTLE)
-        done, comparison = matches()
-        seconds = SETTLE
-    else:
-        done, comparison, seconds = eventually(matches, MESH_TIMEOUT, interval=0.2)
-        record_property("time_to_mesh_seconds", round(seconds + natsnet_cell.deploy_seconds, 2))
+    declared = sorted(set(DECLARED_MESH_FAILURES) & natsnet_cell.expect)
+    done, comparison, observation, seconds = _wait_for_mesh(natsnet_probe, group, lambda _: expected)
     if not done:
-        pytest.fail(
-            comparison.render(
-                f"route mesh of {natsnet_cell.scenario.id} after {seconds:.1f}s", lambda v: "." if v else "X"
-            )
-            + "\n"
-            + _explain(natsnet_cell, group),
-            pytrace=False,
-        )
-    for failure in sorted(set(DECLARED_MESH_FAILURES) & natsnet_cell.expect):
+        _fail(f"route mesh of {natsnet_cell.scenario.id} after {seconds:.1f}s", comparison, observation,
+              natsnet_cell, group)  # fmt: skip
+    if not declared:
+        record_property("time_to_mesh_seconds", round(seconds + natsnet_cell.deploy_seconds, 2))
+        return
+    for failure in declared:
         lines = wait_for_log(natsnet_cell.deployment, group.names, EXPLANATIONS[failure], LOG_WAIT)
         assert lines, (
-            f"the cell declares {failure} and the mesh shows it, but no server logged the reason "
-            f"(pattern {EXPLANATIONS[failure]!r}):\n{_explain(natsnet_cell, group)}"
+            f"the cell declares {failure} and the mesh shows it, but no server logged the reason within "
+            f"{LOG_WAIT:g}s (pattern {EXPLANATIONS[failure]!r}):\n{_explain(natsnet_cell, group)}"
         )
         record_property(f"explained_by_{failure}", lines[0][:300])
+    # The reason is logged: the missing routes were tried and failed, they are not merely late. Judge again.
+    observation = observe_mesh(natsnet_probe, group)
+    comparison = _compare(expected, observation)
+    if not comparison.is_same or observation.unanswered:
+        _fail(f"route mesh of {natsnet_cell.scenario.id} once the failure was logged", comparison, observation,
+              natsnet_cell, group)  # fmt: skip
 
 
 def test_configured_routes_equal_the_rendered_ones(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
@@ -122,8 +151,9 @@ def test_messages_cross_exactly_the_routes(natsnet_cell: Cell, natsnet_probe: Pr
     names = {n: group.conf(n).name for n in group.names}
     pairs = [(a, b) for a in group.names for b in group.names if a != b]
     requests = [RelayRequest(f"{a}>{b}", (urls[a],), (urls[b],), tls) for a, b in pairs]  # type: ignore[arg-type]
-    if not set(DECLARED_MESH_FAILURES) & natsnet_cell.expect:
-        eventually(lambda: (_observe(natsnet_probe, group).as_dict() == expected.table.as_dict(), None), MESH_TIMEOUT)
+    done, comparison, observation, _ = _wait_for_mesh(natsnet_probe, group, lambda _: expected)
+    if not done:  # the routes are not what test_route_mesh_matches_the_expectation expects: nothing to relay over
+        _fail("route mesh before relaying messages", comparison, observation, natsnet_cell, group)
     results = natsnet_probe.run(requests)
     labels = [names[n] for n in group.names]
     want, got = TruthTable(labels, labels, False), TruthTable(labels, labels, False)
@@ -147,6 +177,7 @@ def test_replaced_pod_rejoins_with_a_new_ip(
     victim = before.names[-1]
     old_ip = before.ip(victim)
     old_uid = before.pods[-1]["metadata"].get("uid")
+    log_offsets = {pod: len(deployment.logs(pod).splitlines()) for pod in before.names if pod != victim}
     deployment.delete("Pod", victim)
     natsnet_cell.disturbed = True
 
@@ -165,18 +196,20 @@ def test_replaced_pod_rejoins_with_a_new_ip(
         f"{victim} came back with the same IP {old_ip}: the test proves nothing about re-resolution"
     )
     expected = expected_mesh(after.confs, natsnet_cell.expect, _route_sans(natsnet_cell))
+    headless = kube.find(deployment.objects("Service"), "Service", headless_service(deployment)) or {}
+    publishes_not_ready = bool(kube.spec(headless).get("publishNotReadyAddresses", False))
 
-    def full() -> tuple[bool, Comparison[bool]]:
-        comparison = Comparison.from_tables(expected.table, _observe(natsnet_probe, after), expected.reasons)
-        return comparison.is_same, comparison
+    def expect(observation: MeshObservation) -> MeshExpectation:
+        """The full mesh, except routes that real NATS leaves missing, each explained by its log line."""
+        since = {pod: deployment.logs(pod).splitlines()[log_offsets.get(pod, 0) :] for pod in after.names}
+        explained = unretried_gossip_lookups(after.confs, victim, publishes_not_ready, since)
+        return allowing_missing(expected, observation.table, explained)
 
-    done, comparison, seconds = eventually(full, MESH_TIMEOUT, interval=0.2)
+    done, comparison, observation, seconds = _wait_for_mesh(natsnet_probe, after, expect)
     record_property("time_to_mesh_after_replacement_seconds", round(seconds, 2))
     if not done:
-        pytest.fail(
-            comparison.render(f"mesh after replacing {victim} ({old_ip} -> {new_ip})", lambda v: "." if v else "X")
-            + "\n"
-            + _explain(natsnet_cell, after),
-            pytrace=False,
-        )
+        _fail(f"mesh after replacing {victim} ({old_ip} -> {new_ip})", comparison, observation, natsnet_cell, after)
+    unretried = [c.reason for c in comparison.cells.values() if c.reason.startswith("implicit route not retried")]
+    if unretried:
+        record_property("routes_left_missing_by_nats", unretried[0][:300])
     assert kube.name(after.pods[-1]) == victim

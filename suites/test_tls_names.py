@@ -12,8 +12,17 @@ import re
 
 import pytest
 
-from pytest_natsnet.expect.nats import expected_client_tls, is_ip, route_tls_name, san_covers, url_host
-from pytest_natsnet.matrix import Scenario
+from pytest_natsnet import applicability
+from pytest_natsnet.expect.nats import (
+    expected_client_tls,
+    expected_connect_urls,
+    expected_mesh,
+    is_ip,
+    route_tls_name,
+    san_covers,
+    target_of,
+    url_host,
+)
 from pytest_natsnet.probe.model import NatsRequest, Outcome, TlsOptions
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.session import Cell
@@ -21,22 +30,22 @@ from pytest_natsnet.suitekit import (
     DNS_BLOCKED,
     applies,
     client_service,
+    eventually,
     headless_service,
+    log_lines,
     not_declared,
+    observe_mesh,
+    require,
     secret_cert_sans,
     servers,
-    wait_for_log,
 )
-from pytest_natsnet.table import Comparison
+from pytest_natsnet.table import Comparison, TruthTable
 
-LOG_WAIT = 20.0
-
-
-def tls_cell(scenario: Scenario) -> str | None:
-    tls = scenario.settings.get("tls")
-    if scenario.certs is None and (tls is None or tls.name == "off"):
-        return "the cell does not enable TLS"
-    return None
+LOG_WAIT = 30.0
+"""Bound for each route hostname's outcome: its route formed, or its handshake error logged."""
+X509_LOGGED = "x509 error logged"
+LEARN_BOUND = 30.0
+"""The servers' INFO lists every advertised URL once the mesh has formed."""
 
 
 def _sans(cell: Cell, secret: str) -> list[str]:
@@ -56,12 +65,13 @@ def _verdict(result_outcome: Outcome, detail: dict[str, object]) -> str:
     return f"fails: {detail.get('error_class', 'error')}"
 
 
-@applies(lambda s: tls_cell(s) or not_declared(DNS_BLOCKED)(s))
+@applies(not_declared(DNS_BLOCKED))
 def test_client_verifies_the_name_it_dialled(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
     """Service FQDN and short name, the headless short name, a pod IP without and with ``tls_hostname``."""
     deployment = natsnet_cell.deployment
-    sans = _sans(natsnet_cell, "nats-client-tls")
     group = servers(deployment)
+    require(applicability.client_tls(group.confs))
+    sans = _sans(natsnet_cell, "nats-client-tls")
     port = group.confs[0].client_port
     service, headless = client_service(deployment), headless_service(deployment)
     fqdn = f"{service}.{deployment.namespace}.svc.cluster.local"
@@ -88,49 +98,66 @@ def test_client_verifies_the_name_it_dialled(natsnet_cell: Cell, natsnet_probe: 
     Comparison.from_dicts(expected, observed, reasons).assert_same(f"client TLS names (SANs: {', '.join(sans)})")
 
 
-@applies(lambda s: tls_cell(s) or not_declared(DNS_BLOCKED)(s))
-def test_routes_verify_their_literal_hostnames(natsnet_cell: Cell) -> None:
-    """Each configured route hostname is verified as written: covered by the route certificate's SANs → no
-    handshake error for it; not covered → the server logs the x509 error naming it."""
+@applies(not_declared(DNS_BLOCKED))
+def test_routes_verify_their_literal_hostnames(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
+    """Each configured route hostname is verified as written: covered by the route certificate's SANs → the
+    route to that server forms; not covered → the server logs the x509 error naming it."""
     deployment = natsnet_cell.deployment
-    sans = _sans(natsnet_cell, "nats-route-tls")
     group = servers(deployment)
+    require(applicability.route_tls(group.confs))
+    sans = _sans(natsnet_cell, "nats-route-tls")
     hosts = sorted({url_host(r) for conf in group.confs for r in conf.routes if conf.route_tls})
-    if not hosts:
-        pytest.skip("routes are not TLS in this cell")
-    expected, observed, reasons = {}, {}, {}
-    for host in hosts:
-        name = host if not is_ip(host) else (route_tls_name(group.confs[0]) or host)
-        covered = san_covers(sans, name)
-        pattern = rf"TLS route handshake error.*x509: .*not {re.escape(name)}\b"
-        lines = (
-            wait_for_log(deployment, group.names, pattern, LOG_WAIT)
-            if not covered
-            else [line for line in wait_for_log(deployment, group.names, pattern, 0.0)]
-        )
-        expected[host] = "verifies" if covered else "x509 error logged"
-        observed[host] = "x509 error logged" if lines else "verifies"
-        reasons[host] = f"verified as {name}: {'covered' if covered else 'not covered'} by {', '.join(sans)}"
+    verified_as = {h: h if not is_ip(h) else (route_tls_name(group.confs[0]) or h) for h in hosts}
+    expected = {h: "route forms" if san_covers(sans, name) else X509_LOGGED for h, name in verified_as.items()}
+
+    def outcome(host: str, mesh: TruthTable[bool]) -> str:
+        """What happened to the routes dialled as ``host``: the x509 error, the route, or nothing yet."""
+        pattern = rf"TLS route handshake error.*x509: .*not {re.escape(verified_as[host])}\b"
+        if log_lines(deployment, group.names, pattern):
+            return X509_LOGGED
+        target = target_of(host, group.confs)
+        dialers = [c for c in group.confs if c is not target and host in map(url_host, c.routes)]
+        formed = target is not None and any(mesh.get(d.name, target.name) for d in dialers)
+        return "route forms" if formed else "nothing yet"
+
+    def settled() -> tuple[bool, dict[str, str]]:
+        mesh = observe_mesh(natsnet_probe, group).table
+        observed = {host: outcome(host, mesh) for host in hosts}
+        return "nothing yet" not in observed.values(), observed
+
+    _, observed, _ = eventually(settled, LOG_WAIT, interval=0.5)
+    reasons = {h: f"verified as {name}: {'covered' if expected[h] != X509_LOGGED else 'not covered'} by "
+               f"{', '.join(sans)}" for h, name in verified_as.items()}  # fmt: skip
     Comparison.from_dicts(expected, observed, reasons).assert_same("route TLS hostnames")
 
 
-@applies(lambda s: tls_cell(s) or not_declared(DNS_BLOCKED)(s))
+@applies(not_declared(DNS_BLOCKED))
 def test_learned_urls_are_dialable_with_the_name_the_client_verifies(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
     """After failover a client dials learned URLs; nats-py verifies a learned IP against the seed's hostname
     (``tls_name``) and a learned name against itself: every learned URL must pass that check."""
     deployment = natsnet_cell.deployment
     group = servers(deployment)
+    require(applicability.client_tls(group.confs) or applicability.advertising(group.confs))
     port = group.confs[0].client_port
     service = client_service(deployment)
     seed_host = f"{service}.{deployment.namespace}.svc.cluster.local"
     assert natsnet_probe.ca_pem is not None
-    first = natsnet_probe.run(
-        [NatsRequest("seed", (f"tls://{seed_host}:{port}",), TlsOptions(natsnet_probe.ca_pem), wait_discovered=2.0)]
-    )["seed"]
-    assert first.outcome is Outcome.OK, f"seed connect failed: {dict(first.detail)}"
-    pool = list({str(p["url"]): p for p in first.detail.get("servers") or [] if p.get("discovered")}.values())
+    seed = NatsRequest("seed", (f"tls://{seed_host}:{port}",), TlsOptions(natsnet_probe.ca_pem), wait_discovered=2.0)
+    mesh = expected_mesh(group.confs, natsnet_cell.expect).table
+
+    def learned() -> tuple[bool, tuple[str, list[dict[str, object]]]]:
+        """The URLs the client learned, once they are every URL its server advertises (bounded)."""
+        first = natsnet_probe.run([seed])["seed"]
+        assert first.outcome is Outcome.OK, f"seed connect failed: {dict(first.detail)}"
+        server = str((first.detail.get("server_info") or {}).get("server_name"))
+        pool = list({str(p["url"]): p for p in first.detail.get("servers") or [] if p.get("discovered")}.values())
+        advertised = {f"tls://{u}" for u in expected_connect_urls(group.confs, mesh).get(server, ())}
+        return {str(p["url"]) for p in pool} >= advertised - {seed.servers[0]}, (server, pool)
+
+    done, (server, pool), _ = eventually(learned, LEARN_BOUND, interval=0.5)
+    assert done, f"the client of {server} learned {[p['url'] for p in pool]}, less than its server advertises"
     if not pool:
-        pytest.skip("the servers advertise no client URLs (no_advertise): nothing is learned")
+        pytest.skip(f"not applicable: {server} advertises no other server (it has no routed peer)")
     requests, expected, reasons = [], {}, {}
     for entry in pool:
         host = url_host(str(entry["url"]))

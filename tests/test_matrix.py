@@ -148,7 +148,7 @@ axes:
     default: short
     settings:
       short: {}
-      fqdn: {id: routes-fqdn, files: [fqdn.yaml], expect: [x]}
+      fqdn: {id: routes-fqdn, files: [fqdn.yaml], expect: [mesh-split]}
 exclude:
   - {tls: "on", routes: fqdn}
 matrices:

@@ -177,6 +177,54 @@ def test_values_dir_with_invalid_yaml_names_the_file(pytester: pytest.Pytester,
     assert_one_clear_line(result, str(values / "broken.yaml"), "invalid YAML")
 
 
+VALID_FAILURES = "use one of dns-blocked, mesh-split, route-tls-mismatch, learned-urls-unreachable"
+
+
+def test_a_bad_declared_failure_in_matrix_yaml_is_one_line_at_startup(
+    pytester: pytest.Pytester, sandbox_collectable: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_natsnet import matrix as matrix_module
+
+    shipped = matrix_module.charts_values_dir()
+    charts = pytester.mkdir("charts-values")
+    for path in shipped.glob("*.yaml"):
+        (charts / path.name).write_text(path.read_text())
+    text = (charts / "matrix.yaml").read_text()
+    (charts / "matrix.yaml").write_text(text.replace("expect: [learned-urls-unreachable]",
+                                                     "expect: [learned-url-unreachable]"))
+    monkeypatch.setattr(matrix_module, "charts_values_dir", lambda: charts)
+    pytester.makepyfile(test_mine=USES_SCENARIO)
+    result = pytester.runpytest(*COLLECT_ON_SANDBOX, "test_mine.py")
+    assert_one_clear_line(result, f"{charts / 'matrix.yaml'} key axes.advertise.settings.unreachable.expect",
+                          "unknown declared failure 'learned-url-unreachable'", VALID_FAILURES)
+
+
+def test_a_bad_declared_failure_in_a_marker_is_one_line_at_startup(pytester: pytest.Pytester,
+                                                                   sandbox_collectable: None) -> None:
+    pytester.makefile(".yaml", my_values="config:\n  cluster:\n    replicas: 3\n")
+    pytester.makepyfile(test_bug="""
+        import pytest
+
+        @pytest.mark.natsnet_values("my_values.yaml", expect=["mesh-spilt"])
+        def test_routes_break(natsnet_cell):
+            raise AssertionError("never runs")
+    """)
+    result = pytester.runpytest(*RUN_ON_SANDBOX, "test_bug.py")
+    assert_one_clear_line(result, "natsnet_values on test_bug.py::test_routes_break expect",
+                          "unknown declared failure 'mesh-spilt'", VALID_FAILURES)
+
+
+def test_a_bad_declared_failure_in_a_values_file_header_is_one_line_at_startup(
+    pytester: pytest.Pytester, sandbox_collectable: None
+) -> None:
+    values = pytester.mkdir("values")
+    (values / "my-cell.yaml").write_text("# natsnet-expect: dns-blokced, mesh-split\nconfig: {}\n")
+    pytester.makepyfile(test_mine=USES_SCENARIO)
+    result = pytester.runpytest(*COLLECT_ON_SANDBOX, f"--natsnet-values-dir={values}", "test_mine.py")
+    assert_one_clear_line(result, f"{values / 'my-cell.yaml'} header natsnet-expect",
+                          "unknown declared failure 'dns-blokced'", VALID_FAILURES)
+
+
 def test_unknown_scenario_glob_lists_the_cells(pytester: pytest.Pytester, sandbox_collectable: None) -> None:
     pytester.makepyfile(test_mine=USES_SCENARIO)
     result = pytester.runpytest(*COLLECT_ON_SANDBOX, "--natsnet-scenario=no-such-cell*", "test_mine.py")

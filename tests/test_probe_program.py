@@ -423,7 +423,9 @@ def queue_lines(stream: Any) -> Lines:
     return Lines(stream)
 
 
-def wait_for_event(lines: Lines, wanted: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> None:
+def wait_for_event(
+    lines: Lines, wanted: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -433,8 +435,8 @@ def wait_for_event(lines: Lines, wanted: Callable[[dict[str, Any]], bool], timeo
         if line is None:
             break
         lines.seen.append(line)
-        if wanted(json.loads(line)):
-            return
+        if wanted(event := json.loads(line)):
+            return dict(event)
     pytest.fail(f"no matching watch event within {timeout} s; got:\n{''.join(lines.seen)}", pytrace=False)
 
 
@@ -457,8 +459,8 @@ def test_watch_reconnects_to_learned_url_after_server_dies(tmp_path: Path) -> No
             lines = queue_lines(watcher.stdout)
             wait_for_event(lines, lambda e: e["event"] == "message" and e["seq"] >= 5)
             first.process.kill()
-            wait_for_event(lines, lambda e: e["event"] == "reconnected")
-            wait_for_event(lines, lambda e: e["event"] == "message")
+            back = wait_for_event(lines, lambda e: e["event"] == "reconnected")
+            wait_for_event(lines, lambda e: e["event"] == "message" and e["seq"] >= back["next_seq"])
             watcher.stdin.close()  # EOF stops the watcher
             watcher.wait(timeout=10)
             err = watcher.stderr.read() if watcher.stderr else ""
@@ -475,12 +477,34 @@ def test_watch_reconnects_to_learned_url_after_server_dies(tmp_path: Path) -> No
     assert names.index("disconnected") < names.index("reconnected")
     reconnected = events[names.index("reconnected")]
     assert (reconnected["url"], reconnected["server_name"]) == (second.url, second.name)
-    after = [e for e in events[names.index("reconnected"):] if e["event"] == "message"]
-    assert after, "no message received after the reconnect"
+    after = [e for e in events if e["event"] == "message" and e["seq"] >= reconnected["next_seq"]]
+    assert after, "no message published after the reconnect was received"
     summary = events[-1]
     assert summary["reconnects"] == 1 and summary["last_url"] == second.url
     assert summary["received"] > 0 and summary["sent"] >= summary["received"] - 1
     assert all({"mono", "ts"} <= set(e) for e in events)
+
+
+def test_watch_errors_say_which_urls_failed_since_they_worked(tmp_path: Path) -> None:
+    with nats_cluster(tmp_path) as (first, second):
+        request = {"servers": [first.url], "duration": 15.0, "dont_randomize": True, "tls": None,
+                   "reconnect_time_wait": 0.1, "connect_timeout": 0.5}
+        watcher = subprocess.Popen([sys.executable, str(PROGRAM), "watch"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert watcher.stdin is not None and watcher.stdout is not None
+            watcher.stdin.write(json.dumps(request) + "\n")
+            watcher.stdin.flush()
+            lines = queue_lines(watcher.stdout)
+            wait_for_event(lines, lambda e: e["event"] == "connected" and len(e["connect_urls"]) == 2)
+            first.process.kill()
+            second.process.kill()
+            gave_up = wait_for_event(lines, lambda e: e["event"] == "error" and bool(e.get("pool")) and all(
+                p["failed_attempts"] >= 1 for p in e["pool"]))
+        finally:
+            watcher.kill()
+            watcher.wait()
+    assert {p["url"]: p["discovered"] for p in gave_up["pool"]} == {first.url: False, second.url: True}
 
 
 def test_watch_stops_on_stdin_eof_and_sigterm(cluster: list[NatsNode]) -> None:

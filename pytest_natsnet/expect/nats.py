@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_natsnet import kube, natsconf
+from pytest_natsnet.failures import DeclaredFailure
 from pytest_natsnet.table import TruthTable
 
-DNS_BLOCKED = "dns-blocked"
-MESH_SPLIT = "mesh-split"
-ROUTE_TLS_MISMATCH = "route-tls-mismatch"
-LEARNED_URLS_UNREACHABLE = "learned-urls-unreachable"
-KNOWN_FAILURES = frozenset({DNS_BLOCKED, MESH_SPLIT, ROUTE_TLS_MISMATCH, LEARNED_URLS_UNREACHABLE})
+DNS_BLOCKED = DeclaredFailure.DNS_BLOCKED
+MESH_SPLIT = DeclaredFailure.MESH_SPLIT
+ROUTE_TLS_MISMATCH = DeclaredFailure.ROUTE_TLS_MISMATCH
+LEARNED_URLS_UNREACHABLE = DeclaredFailure.LEARNED_URLS_UNREACHABLE
+KNOWN_FAILURES = frozenset(DeclaredFailure)
 DEFAULT_CLIENT_PORT = 4222
 _ENV_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
@@ -94,12 +95,13 @@ def server_confs(pods: Iterable[Mapping[str, Any]], conf_text: str) -> list[Serv
                        natsconf.parse(conf_text, pod_env(p))) for p in pods]
 
 
-def check_failures(failures: Iterable[str]) -> frozenset[str]:
+def check_failures(failures: Iterable[str]) -> frozenset[DeclaredFailure]:
+    """The declared failures as the vocabulary (loaders validate them first: an unknown one is a bug here)."""
     declared = frozenset(failures)
     unknown = sorted(declared - KNOWN_FAILURES)
     if unknown:
         raise ValueError(f"unknown declared failure(s) {unknown}; known: {sorted(KNOWN_FAILURES)}")
-    return declared
+    return frozenset(DeclaredFailure(f) for f in declared)
 
 
 # ---------------------------------------------------------------------------------------------- names
@@ -268,6 +270,58 @@ def _gossip_verdict(dialer: ServerConf, target: ServerConf, failures: frozenset[
     if MESH_SPLIT in failures and target.advertise:
         return f"mesh-split: {target.name} advertises {target.advertise}"
     return _dial_verdict(dialer, url_host(gossip_address(target)), failures, sans)
+
+
+UNRESOLVED_ROUTE = re.compile(r'Error trying to connect to route.*lookup for host "(?P<host>[^"]+)".*no such host')
+"""nats-server's log line for a route whose host has no DNS record (NXDOMAIN)."""
+
+
+def unretried_gossip_lookups(
+    servers: Sequence[ServerConf],
+    replaced: str,
+    publishes_not_ready: bool,
+    logs_since_replacement: Mapping[str, Iterable[str]],
+) -> dict[tuple[str, str], str]:
+    """Routes to a replaced server that stay missing, each with the log line that explains it (real NATS
+    behaviour, not a flake): a peer learns the replaced server's gossip address, a DNS name, while the new pod is
+    not Ready; with ``publishNotReadyAddresses: false`` the name has no record yet, the lookup is NXDOMAIN, the
+    peer logs ``lookup for host ... no such host`` once and, the route being implicit (learned by gossip, not
+    configured), never retries it.
+
+    ``replaced`` and the keys of ``logs_since_replacement`` are pod names; the result maps (peer, replaced) server
+    names, in both orders, to the explanation.
+    """
+    target = next((s for s in servers if s.pod == replaced), None)
+    host = url_host(gossip_address(target)) if target is not None else ""
+    if target is None or publishes_not_ready or is_ip(host):
+        return {}
+    missing: dict[tuple[str, str], str] = {}
+    for peer in servers:
+        if peer.pod == replaced or any(target_of(url_host(r), servers) is target for r in peer.routes):
+            continue  # a configured route is retried until the name resolves
+        for line in logs_since_replacement.get(peer.pod, ()):
+            match = UNRESOLVED_ROUTE.search(line)
+            if match and match.group("host").lower().rstrip(".") == host.rstrip("."):
+                why = (f"implicit route not retried: {peer.name} looked up {host} while {replaced} was not Ready "
+                       f"(publishNotReadyAddresses: false): {line.strip()}")
+                missing[(peer.name, target.name)] = missing[(target.name, peer.name)] = why
+                break
+    return missing
+
+
+def allowing_missing(
+    expected: MeshExpectation, observed: TruthTable[bool], explained: Mapping[tuple[str, str], str]
+) -> MeshExpectation:
+    """``expected`` where each explained route that is indeed missing is expected missing, with its reason."""
+    table = TruthTable(expected.table.rows, expected.table.cols, False)
+    reasons = dict(expected.reasons)
+    for key, value in expected.table.as_dict().items():
+        table.set(*key, value)
+    for (a, b), why in explained.items():
+        if not observed.get(a, b) and not observed.get(b, a):
+            table.set(a, b, False)
+            reasons[(a, b)] = why
+    return MeshExpectation(table, reasons)
 
 
 def observed_mesh(names: Sequence[str], routez: Mapping[str, Mapping[str, Any]]) -> TruthTable[bool]:

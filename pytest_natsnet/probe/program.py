@@ -356,6 +356,12 @@ def pool_of(nc: Any) -> list[Json]:
             for srv in list(getattr(nc, "_server_pool", []))]
 
 
+def attempts_of(nc: Any) -> list[Json]:
+    """The server pool with each URL's failed attempts since it last worked (nats-py resets them on connect)."""
+    return [{"url": srv.uri.geturl(), "failed_attempts": int(srv.reconnects), "discovered": bool(srv.discovered)}
+            for srv in list(getattr(nc, "_server_pool", []))]
+
+
 def connected_url(nc: Any) -> str | None:
     url = getattr(nc, "connected_url", None)
     return None if url is None else str(url.geturl())
@@ -609,14 +615,14 @@ async def watch(request: Json, emit: EventWriter, stop: asyncio.Event) -> None:
     async def on_disconnected() -> None:
         emit("disconnected", url=connected_url(nc))
 
-    async def on_reconnected() -> None:
-        emit("reconnected", **where(), connect_urls=server_info(nc).get("connect_urls"))
+    async def on_reconnected() -> None:  # subscriptions were replayed: messages from next_seq on are new
+        emit("reconnected", **where(), connect_urls=server_info(nc).get("connect_urls"), next_seq=counters["sent"])
 
     async def on_discovered() -> None:
         emit("discovered", servers=[str(u.geturl()) for u in nc.discovered_servers])
 
-    async def on_error(err: Exception) -> None:
-        emit("error", text=error_text(err))
+    async def on_error(err: Exception) -> None:  # after a failed attempt: which URLs have failed since they worked
+        emit("error", text=error_text(err), pool=attempts_of(nc))
 
     async def on_lame_duck() -> None:
         emit("lame_duck", url=connected_url(nc))

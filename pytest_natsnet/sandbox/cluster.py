@@ -52,7 +52,7 @@ from pytest_natsnet.sandbox.controllers import (
     statefulset_wanted,
 )
 from pytest_natsnet.sandbox.images import DNS_IMAGE, PROBE_IMAGE, ImageCatalog, package_root
-from pytest_natsnet.sandbox.kubelet import PodRuntime, now_iso
+from pytest_natsnet.sandbox.kubelet import REAP_TIMEOUT, PodRuntime, now_iso
 from pytest_natsnet.sandbox.model import ContainerPort, PodNet
 from pytest_natsnet.sandbox.poddns import NodeResolv, pod_dns_config
 from pytest_natsnet.sandbox.podfs import (
@@ -66,6 +66,7 @@ from pytest_natsnet.sandbox.podfs import (
 from pytest_natsnet.sandbox.store import Event, Forbidden, Key, NotFound, Store, key_of
 
 __all__ = ["DNS_IMAGE", "PROBE_IMAGE", "PROBE_PROGRAM", "SandboxCluster"]
+from pytest_natsnet.sandbox.reaping import ProcessEntry
 
 ZONE = "cluster.local"
 DNS_SERVICE_IP = "198.18.128.10"
@@ -132,6 +133,7 @@ class SandboxCluster:
         self._next_service_ip = _ip_allocator(FIRST_SERVICE_IP)
         self._next_external_ip = _ip_allocator(EXTERNAL_FIRST_IP)
         self._loop_error: BaseException | None = None
+        self._unreaped: list[ProcessEntry] = []
         self._thread: threading.Thread | None = None
         self._executor: Any = None
         self._event_seq = itertools.count()
@@ -150,18 +152,23 @@ class SandboxCluster:
         gc.record(
             self.id, {"pid": os.getpid(), "run_dir": str(self.run_dir), "netns_prefix": f"natsnet-{self.id}-"}
         )
-        netns.create_hub(self.hub)
-        nft.enable_bridge_conntrack(self.hub)
-        self._executor = netns.executor_in(self.hub, workers=8)
-        (self.run_dir / "dns").mkdir(exist_ok=True)
-        self._write_dns_objects()
-        self.store.create(self._node())
-        self.store.create(self._storage_class())
-        self.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in SYSTEM_NAMESPACES])
-        self.apply(self._kube_dns_objects(), "kube-system")
-        self._thread = threading.Thread(target=self._loop, name=f"sandbox-{self.id}", daemon=True)
-        self._thread.start()
-        self._wait_for_dns(timeout=30.0)
+        try:
+            netns.create_hub(self.hub)
+            nft.enable_bridge_conntrack(self.hub)
+            self._executor = netns.executor_in(self.hub, workers=8)
+            (self.run_dir / "dns").mkdir(exist_ok=True)
+            self._write_dns_objects()
+            self.store.create(self._node())
+            self.store.create(self._storage_class())
+            self.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in SYSTEM_NAMESPACES])
+            self.apply(self._kube_dns_objects(), "kube-system")
+            self._thread = threading.Thread(target=self._loop, name=f"sandbox-{self.id}", daemon=True)
+            self._thread.start()
+            self._wait_for_dns(timeout=30.0)
+        except BaseException:  # a start that fails (cluster DNS never ready ...) leaves nothing behind
+            with contextlib.suppress(Exception):
+                self.stop()
+            raise
 
     def _wait_for_dns(self, timeout: float) -> None:
         """Like a fresh kind cluster, the sandbox is handed out once its cluster DNS answers."""
@@ -175,22 +182,26 @@ class SandboxCluster:
         raise RuntimeError(f"sandbox {self.id}: cluster DNS was not ready within {timeout:g}s")
 
     def stop(self) -> None:
+        """Ends the reconcile loop, which kills and reaps every pod's processes as it ends, then removes the
+        network namespaces; raises when a process outlived the bounded wait."""
         self._stop.set()
         self._wake.set()
         self.store.close_watches()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=3 * REAP_TIMEOUT)
         with self._lock:
-            for runtime in self._runtimes.values():
-                runtime.kill_all()
-            self._runtimes.clear()
+            left = [*self._unreaped, *self._kill_pods()]
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
-            for ns_name in [*self._netns_of.values(), *self._externals]:
-                gc.kill_netns_processes(ns_name)  # exec'd commands (kubectl exec) live there too
+            for ns_name in [*self._netns_of.values(), *self._externals, self.hub]:
+                gc.kill_netns_processes(ns_name)  # execs into a pod that outlived their caller
                 netns.delete_netns(ns_name)
-            netns.delete_netns(self.hub)
         gc.forget(self.id)
+        if left:
+            raise RuntimeError(
+                f"sandbox {self.id}: {len(left)} process(es) not reaped within {REAP_TIMEOUT:g}s of SIGKILL: "
+                + "; ".join(p.describe() for p in left)
+            )
 
     def check(self) -> None:
         """Raises the reconcile loop's error, if it died."""
@@ -442,6 +453,17 @@ class SandboxCluster:
                 self._wake.wait(TICK)
         except BaseException as error:  # the test thread re-raises it through check()
             self._loop_error = error
+        finally:
+            # This thread started every container, and bubblewrap dies with the thread that started it
+            # (PR_SET_PDEATHSIG), orphaning the container's command: kill and reap them in order first.
+            self._unreaped = self._kill_pods()
+
+    def _kill_pods(self) -> list[ProcessEntry]:
+        """Kills every pod's processes and waits, bounded, until they are reaped; returns what is left."""
+        with self._lock:
+            left = [p for runtime in self._runtimes.values() for p in runtime.kill_all()]
+            self._runtimes.clear()
+            return left
 
     def _tick(self, now: float) -> None:
         """The kubelet part runs every tick; controllers and network programming only when something changed
@@ -667,6 +689,7 @@ class SandboxCluster:
         self._veth_of.pop(pod_key, None)
         self._external_pods.discard(pod_key)
         if pod_netns is not None:
+            gc.kill_netns_processes(pod_netns)  # what a container's command left (a shell's background job), execs
             netns.delete_netns(pod_netns)
             self._applied.pop(pod_netns, None)
         try:

@@ -38,10 +38,12 @@ def _alive(pid: int) -> bool:
 
 
 def kill_netns_processes(ns_name: str) -> int:
-    """SIGKILLs every process in the network namespace; returns how many."""
+    """SIGKILLs every process in network namespace ``ns_name`` (never this one); returns how many."""
     killed = 0
+    if not os.path.exists(netns.netns_path(ns_name)):
+        return killed
     for pid in netns.run(["ip", "netns", "pids", ns_name], check=False).split():
-        if pid.isdigit():
+        if pid.isdigit() and int(pid) != os.getpid():
             try:
                 os.kill(int(pid), signal.SIGKILL)
                 killed += 1

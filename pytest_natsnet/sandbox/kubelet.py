@@ -23,9 +23,12 @@ from typing import Any
 
 from pytest_natsnet.sandbox.podenv import container_env, expand_args
 from pytest_natsnet.sandbox.podfs import POD_PATH, Mount, bwrap_argv, container_mounts
+from pytest_natsnet.sandbox.reaping import ProcessEntry, wait_reaped
 
 RESTART_BACKOFF_START = 10.0
 RESTART_BACKOFF_MAX = 300.0
+REAP_TIMEOUT = 10.0
+"""Bound for a killed pod's processes to be reaped."""
 
 
 def now_iso() -> str:
@@ -274,12 +277,34 @@ class PodRuntime:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
 
-    def kill_all(self) -> None:
+    def kill_all(self, timeout: float = REAP_TIMEOUT) -> list[ProcessEntry]:
+        """SIGKILLs every process of the pod and waits, bounded, until each is reaped; returns what is left.
+
+        The order matters: the container's command first, so that bubblewrap (its parent) reaps it and exits;
+        killing the whole group at once would orphan the command, and an orphan stays a zombie until this
+        machine's init gets round to it. Then whatever is left of each container's session, and preStop hooks.
+        """
+        for hook in self.prestop.values():
+            if hook.poll() is None:
+                hook.kill()
+        sessions = []
         for c in self.containers:
-            if c.process is not None and c.process.poll() is None:
+            if c.process is None or c.process.poll() is not None:
+                continue
+            sessions.append(c.process.pid)
+            if c.child_pid is not None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(c.process.pid, signal.SIGKILL)
-                c.process.wait(timeout=10)
+                    os.kill(c.child_pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                c.process.wait(timeout=timeout)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(c.process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                c.process.wait(timeout=timeout)
+        for hook in self.prestop.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                hook.wait(timeout=timeout)
+        return wait_reaped(sessions, timeout)
 
     # -- probes ----------------------------------------------------------------------------------------
 
@@ -485,10 +510,6 @@ class PodRuntime:
         alive = [c for c in self.containers if c.running]
         if alive:
             return False
-        for hook in self.prestop.values():
-            if hook.poll() is None:
-                hook.kill()
-                hook.wait()
         self.kill_all()
         return True
 

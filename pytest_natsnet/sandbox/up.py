@@ -26,11 +26,13 @@ from pathlib import Path
 from typing import TextIO
 
 from pytest_natsnet.dnsprofile import DEFAULT_PROFILE
+from pytest_natsnet.sandbox import reaping
 from pytest_natsnet.sandbox.apiserver import pki as pki_module
 from pytest_natsnet.sandbox.apiserver.handlers import Api
 from pytest_natsnet.sandbox.apiserver.server import ApiHttpServer, serve
 from pytest_natsnet.sandbox.apiserver.streams import exec_handler
 from pytest_natsnet.sandbox.cluster import SandboxCluster
+from pytest_natsnet.sandbox.kubelet import REAP_TIMEOUT
 
 DEFAULT_NATS_IMAGE = "nats:2.14.2"
 READY_TIMEOUT = 30.0
@@ -163,6 +165,7 @@ def run(options: UpOptions, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, lambda *_: owner.clear())
     sandbox: Sandbox | None = None
+    reaping.become_subreaper()  # a pod's orphaned processes are ours to reap, not the machine's init's
     try:
         sandbox = Sandbox(options)
         sandbox.start()
@@ -186,5 +189,9 @@ def run(options: UpOptions, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
         if sandbox is not None:
             with contextlib.suppress(Exception):
                 sandbox.close()
+        left = reaping.reap_children(REAP_TIMEOUT)
+        if left:
+            err.write(f"natsnet sandbox up: {len(left)} process(es) not reaped: "
+                      f"{'; '.join(p.describe() for p in left)}\n")
         for sig, handler in previous.items():
             signal.signal(sig, handler)

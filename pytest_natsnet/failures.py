@@ -1,0 +1,38 @@
+"""The declared failures: the one vocabulary of ``expect`` (matrix.yaml, the natsnet_values marker, the
+``# natsnet-expect:`` header of a values file), checked when those are loaded, never in the middle of a suite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+
+from pytest_natsnet.errors import ConfigError
+
+
+class DeclaredFailure(StrEnum):
+    """A documented failure a cell reproduces; a cell that declares none is expected healthy."""
+
+    DNS_BLOCKED = "dns-blocked"
+    """Pods in the cell's namespace cannot reach kube-dns (NetworkPolicy egress)."""
+    MESH_SPLIT = "mesh-split"
+    """The route mesh does not fully form."""
+    ROUTE_TLS_MISMATCH = "route-tls-mismatch"
+    """Route TLS handshakes fail hostname verification."""
+    LEARNED_URLS_UNREACHABLE = "learned-urls-unreachable"
+    """Advertised client URLs cannot be used by in-cluster clients."""
+
+
+def valid_names() -> str:
+    return ", ".join(failure.value for failure in DeclaredFailure)
+
+
+def parse_declared(names: Iterable[object], where: str) -> frozenset[DeclaredFailure]:
+    """The declared failures named by ``names``; an unknown name is a :class:`ConfigError` naming ``where``,
+    the bad name(s) and the valid ones."""
+    known = {failure.value: failure for failure in DeclaredFailure}
+    wanted = list(names)
+    unknown = [name for name in wanted if not isinstance(name, str) or name not in known]
+    if unknown:
+        bad = ", ".join(repr(name) for name in unknown)
+        raise ConfigError(where, f"unknown declared failure {bad}", f"use one of {valid_names()}")
+    return frozenset(known[str(name)] for name in wanted)

@@ -1,0 +1,61 @@
+"""The mesh after a pod replacement: routes real NATS leaves missing (an implicit route whose gossiped name was
+NXDOMAIN while the new pod was not Ready) are expected missing only with the log line that explains them."""
+
+from __future__ import annotations
+
+from pytest_natsnet.expect.nats import ServerConf, allowing_missing, expected_mesh, unretried_gossip_lookups
+from pytest_natsnet.table import TruthTable
+
+NS = "natsnet-r1-pnra-false-advertise-dns-routes-seed"
+SEED = "nats://nats-0.nats-headless:6222"
+
+
+def fqdn(pod: str) -> str:
+    return f"{pod}.nats-headless.{NS}.svc.cluster.local"
+
+
+def server(ordinal: int, routes: list[str], advertise: bool = True) -> ServerConf:
+    pod = f"nats-{ordinal}"
+    cluster: dict[str, object] = {"port": 6222, "routes": routes}
+    if advertise:
+        cluster["advertise"] = f"{fqdn(pod)}:6222"
+    return ServerConf(pod, f"198.18.0.{20 + ordinal}", {"server_name": pod, "cluster": cluster})
+
+
+SEEDED = [server(i, [SEED]) for i in range(3)]
+NXDOMAIN_LINE = (
+    f'[1] 2026/11/29 03:10:01.000000 [ERR] Error trying to connect to route (attempt 1): lookup for host '
+    f'"{fqdn("nats-2")}": lookup {fqdn("nats-2")} on 198.18.128.10:53: no such host'
+)
+
+
+def test_a_gossiped_name_that_was_nxdomain_leaves_that_route_missing() -> None:
+    explained = unretried_gossip_lookups(SEEDED, "nats-2", False, {"nats-1": ["[INF] hello", NXDOMAIN_LINE]})
+    assert set(explained) == {("nats-1", "nats-2"), ("nats-2", "nats-1")}
+    assert explained[("nats-1", "nats-2")].startswith("implicit route not retried: nats-1 looked up nats-2.")
+    assert NXDOMAIN_LINE in explained[("nats-1", "nats-2")]
+
+
+def test_nothing_is_left_missing_without_every_condition() -> None:
+    logs = {"nats-1": [NXDOMAIN_LINE]}
+    assert unretried_gossip_lookups(SEEDED, "nats-2", True, logs) == {}  # pnra: the name resolves while not Ready
+    assert unretried_gossip_lookups(SEEDED, "nats-2", False, {"nats-1": ["[INF] nothing failed"]}) == {}
+    by_ip = [server(i, [SEED], advertise=False) for i in range(3)]
+    assert unretried_gossip_lookups(by_ip, "nats-2", False, logs) == {}  # gossip by pod IP: no lookup
+    short = [server(i, [f"nats://nats-{j}.nats-headless:6222" for j in range(3)]) for i in range(3)]
+    assert unretried_gossip_lookups(short, "nats-2", False, logs) == {}  # a configured route is retried
+    other = NXDOMAIN_LINE.replace("nats-2", "nats-9")
+    assert unretried_gossip_lookups(SEEDED, "nats-2", False, {"nats-1": [other]}) == {}
+
+
+def test_an_explained_route_is_expected_missing_only_when_it_is_missing() -> None:
+    full = expected_mesh(SEEDED)
+    explained = unretried_gossip_lookups(SEEDED, "nats-2", False, {"nats-1": [NXDOMAIN_LINE]})
+    split = TruthTable(full.table.rows, full.table.cols, False)
+    for a, b in full.table.grid_keys():
+        split.set(a, b, full.table.get(a, b) and {a, b} != {"nats-1", "nats-2"})
+    expected = allowing_missing(full, split, explained)
+    assert expected.table.as_dict() == split.as_dict()
+    assert expected.reasons[("nats-2", "nats-1")] == explained[("nats-2", "nats-1")]
+    assert allowing_missing(full, full.table, explained).table.as_dict() == full.table.as_dict()
+    assert full.table.get("nats-1", "nats-2")  # the expectation it started from is unchanged

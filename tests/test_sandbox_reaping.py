@@ -1,0 +1,64 @@
+"""Finding a sandbox's processes by session (zombies included), waiting until they are reaped; a failed start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_natsnet.providers.sandbox_provider import missing_requirements
+from pytest_natsnet.sandbox import gc, netns
+from pytest_natsnet.sandbox.cluster import SandboxCluster
+from pytest_natsnet.sandbox.reaping import in_sessions, parse_stat, wait_reaped
+
+
+def test_parse_stat_keeps_a_command_with_spaces_and_parentheses() -> None:
+    entry = parse_stat("4242 (my (odd) cmd) Z 1 4242 4240 0 -1 4194560 0 0")
+    assert (entry.pid, entry.command, entry.state, entry.ppid, entry.session) == (4242, "my (odd) cmd", "Z", 1, 4240)
+    assert entry.describe() == "4242 my (odd) cmd (state Z, parent 1)"
+
+
+def test_a_zombie_counts_until_it_is_reaped() -> None:
+    process = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        assert [p.command for p in in_sessions([process.pid])] == ["sleep"]
+        os.kill(process.pid, signal.SIGKILL)
+        left = wait_reaped([process.pid], timeout=0.3)  # killed, but its parent (this test) has not reaped it
+        assert [(p.pid, p.state) for p in left] == [(process.pid, "Z")]
+    finally:
+        process.kill()
+        process.wait()
+    assert wait_reaped([process.pid], timeout=5.0) == []
+
+
+def test_no_session_means_nothing_to_wait_for() -> None:
+    assert in_sessions([]) == [] and wait_reaped([], timeout=0.0) == []
+
+
+def test_a_sandbox_that_fails_to_start_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its cluster DNS never gets ready (as under a heavy load): the DNS server it started is reaped, its network
+    namespaces and its record under the state directory are gone."""
+    if missing_requirements():
+        pytest.skip("; ".join(missing_requirements()))
+    monkeypatch.setattr(gc, "STATE_DIR", tmp_path / "state")
+    started: list[int] = []
+
+    def never_ready(self: SandboxCluster, timeout: float) -> None:
+        deadline = time.monotonic() + 10
+        while not started and time.monotonic() < deadline:  # until the DNS server process runs
+            started.extend(c.process.pid for r in self._runtimes.values() for c in r.containers if c.process)
+            time.sleep(0.02)
+        raise RuntimeError(f"sandbox {self.id}: cluster DNS was not ready within {timeout:g}s")
+
+    monkeypatch.setattr(SandboxCluster, "_wait_for_dns", never_ready)
+    cluster = SandboxCluster(f"tr{os.getpid()}", tmp_path / "run", Path("/nonexistent/nats-server"))
+    with pytest.raises(RuntimeError, match="cluster DNS was not ready"):
+        cluster.start()
+    assert started, "the DNS server never started: the test proves nothing"
+    assert in_sessions(started) == []
+    assert [n for n in netns.list_netns() if n.startswith(f"natsnet-{cluster.id}-")] == []
+    assert list((tmp_path / "state").glob("*.json")) == []
