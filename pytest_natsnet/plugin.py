@@ -299,7 +299,7 @@ def pytest_runtest_makereport(
     scenario = _scenario_of(item)
     if isinstance(scenario, Scenario) and isinstance(report, pytest.TestReport):
         report.natsnet_cell = scenario.id  # type: ignore[attr-defined]
-        report.natsnet_declared = sorted(scenario.expect)  # type: ignore[attr-defined]
+        report.natsnet_declared = sorted(str(f) for f in scenario.expect)  # type: ignore[attr-defined]
         cell = (getattr(item, "funcargs", None) or {}).get("natsnet_cell")
         run = item.config.stash.get(run_key, None)
         if isinstance(cell, Cell) and run is not None:

@@ -192,3 +192,11 @@ def test_a_failed_deployed_cell_names_its_evidence_in_junit_and_summary(pytester
         "*natsnet: key timings per cell*",
         "default  * s",
     ])
+
+
+def test_a_cell_that_declares_failures_reports_across_xdist(fake_suites: pytest.Pytester) -> None:
+    """Reports cross from workers to the controller as plain data: a declared failure is a string there."""
+    result = fake_suites.runpytest(*RUN, "-n", "2", "--dist", "loadgroup", "--natsnet-scenario=tls-bad-sans",
+                                   "test_beta.py")
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-2000:]
