@@ -15,7 +15,7 @@ from pytest_natsnet.kube import MANAGED_BY_LABEL, MANAGED_BY_VALUE, RUN_ID_LABEL
 from pytest_natsnet.matrix import Scenario, namespace_for
 from pytest_natsnet.providers.base import CellManifests
 from pytest_natsnet.settings import NatsnetSettings
-from pytest_natsnet.tlsgen import CertificateAuthority, TlsMaterial, tls_material
+from pytest_natsnet.tlsgen import DEFAULT_DOMAIN, CertificateAuthority, TlsMaterial, tls_material
 from pytest_natsnet.tools import Runner
 
 RELEASE = "nats"
@@ -50,6 +50,7 @@ def assemble_cell(
     workdir: Path | None = None,
     runner: Runner | None = None,
     namespace: str | None = None,
+    cluster_domain: str = DEFAULT_DOMAIN,
 ) -> tuple[CellManifests, TlsMaterial | None]:
     """Renders the cell from ``source`` and adds what the chart expects to exist: the TLS Secrets its values
     mount (signed by ``certificate_authority()``, asked only when needed). ``workdir`` keeps the helm source's
@@ -63,7 +64,7 @@ def assemble_cell(
     tls = None
     present = {kube.name(o) for o in kube.of_kind(objects, "Secret")}
     if scenario.certs or set(TLS_SECRETS) & (secrets_referenced(objects) - present):
-        tls = tls_material(certificate_authority(), scenario.certs or "good", namespace)
+        tls = tls_material(certificate_authority(), scenario.certs or "good", namespace, RELEASE, cluster_domain)
         objects = [*tls.secrets, *objects]
     cell = CellManifests(scenario.id, namespace, RELEASE, tuple(objects), source, rendered.chart,
                          cell_labels(run_id, scenario.id))

@@ -127,3 +127,20 @@ def is_cached(profile: DnsProfile, qname: str, zone: str) -> bool:
     name, zone = qname.rstrip(".").lower(), zone.rstrip(".").lower()
     in_cluster_zone = name == zone or name.endswith("." + zone)
     return profile.cache.cluster_zone or not in_cluster_zone
+
+
+def corefile(profile: DnsProfile, zone: str = "cluster.local") -> str:
+    """The Corefile a kubeadm cluster with this profile's behaviour would carry (``kube-system/coredns``): what the
+    sandbox publishes, so that reading the cluster's DNS domain and cache works as on kind."""
+    lines = [".:53 {", "    errors", "    health {", "       lameduck 5s", "    }", "    ready",
+             f"    kubernetes {zone} in-addr.arpa ip6.arpa {{", "       pods insecure",
+             "       fallthrough in-addr.arpa ip6.arpa", f"       ttl {profile.ttl}", "    }",
+             "    prometheus :9153", "    forward . /etc/resolv.conf {", "       max_concurrent 1000", "    }"]
+    if profile.cache is not None:
+        if profile.cache.cluster_zone:
+            lines.append(f"    cache {profile.cache.max_ttl}")
+        else:
+            lines += [f"    cache {profile.cache.max_ttl} {{", f"       disable success {zone}",
+                      f"       disable denial {zone}", "    }"]
+    lines += ["    loop", "    reload", "    loadbalance", "}"]
+    return "\n".join(lines) + "\n"

@@ -151,7 +151,7 @@ def check_egress(deployment: Deployment, probe: Prober, namespace: str, bound: f
     dns = peer_of(_kube_dns(deployment))
     group = servers(deployment)
     target, port = peer_of(group.pods[0]), group.confs[0].client_port
-    fqdn = f"{client_service(deployment)}.{deployment.namespace}.svc.cluster.local."
+    fqdn = f"{client_service(deployment)}.{deployment.namespace}.svc.{deployment.info.cluster_domain}."
     requests: list[ProbeRequest] = [
         DnsRequest("dns-udp", fqdn, "A", "udp", timeout=DNS_TIMEOUT),
         DnsRequest("dns-tcp", fqdn, "A", "tcp", timeout=DNS_TIMEOUT),

@@ -8,9 +8,11 @@ the API's own Status message in one line.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import threading
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,16 +52,29 @@ def _status_message(body: bytes | str) -> str:
     return str(status.get("message") or status.get("reason") or status)[:500] if isinstance(status, dict) else ""
 
 
+def _loopback(url: str) -> bool:
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class KubeClient:
     """One cluster (kubeconfig file and context). Thread-safe: the client's connection pool is shared."""
 
     def __init__(self, kubeconfig: Path | str, context: str | None = None) -> None:
-        from kubernetes import config
+        from kubernetes import client, config
 
+        configuration = client.Configuration()
         # persist_config=False: never write refreshed credentials back into the user's kubeconfig.
-        self.api = config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=str(kubeconfig), context=context, persist_config=False
-        )
+        config.load_kube_config(config_file=str(kubeconfig), context=context,  # type: ignore[no-untyped-call]
+                                client_configuration=configuration, persist_config=False)
+        if _loopback(configuration.host):
+            configuration.proxy = None  # as kubectl (Go's ProxyFromEnvironment): loopback never goes via a proxy
+        self.api = client.ApiClient(configuration)
         self.kubeconfig = Path(kubeconfig)
         self.context = context
         self._lock = threading.Lock()
@@ -84,7 +99,7 @@ class KubeClient:
                                               body=body, auth_settings=["BearerToken"])
         try:
             response = self.api.call_api(*serialized, _request_timeout=timeout)
-            response.read()
+            response.read()  # type: ignore[no-untyped-call]
         except Exception as error:  # urllib3/ssl errors: the cluster did not answer
             raise KubeError(method, path, 0, f"no answer: {error}") from None
         status, data = int(response.status), response.data or b""

@@ -136,3 +136,17 @@ def pod_security_problems(client: KubeClient, namespace: str, pods: Sequence[Obj
                             "label the run's namespaces pod-security.kubernetes.io/enforce=privileged or relax "
                             "the cluster's default Pod Security level")
     return problems
+
+
+def preflight_problems(client: KubeClient, namespace: str, labels: dict[str, str], pods: Sequence[Obj]) -> list[str]:
+    """Every reason the run cannot work on this cluster, one line each: RBAC (reviews asked for ``namespace``, a
+    namespace like the run's), then Pod Security (``pods`` dry-run in a short-lived namespace carrying ``labels``,
+    removed again)."""
+    problems = missing_permissions(lambda review: client.create(review), namespace)
+    if problems:
+        return problems  # without the rights, the dry run below would only repeat them
+    client.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}})
+    try:
+        return pod_security_problems(client, namespace, pods)
+    finally:
+        client.delete("Namespace", namespace, None)

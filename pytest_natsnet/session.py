@@ -20,7 +20,7 @@ from pytest_natsnet.plan import RunPlan
 from pytest_natsnet.providers.base import CellManifests, ClusterAccess, Deployment, Provider
 from pytest_natsnet.report.progress import Progress
 from pytest_natsnet.settings import NatsnetSettings
-from pytest_natsnet.tlsgen import CertificateAuthority, TlsMaterial, new_ca
+from pytest_natsnet.tlsgen import DEFAULT_DOMAIN, CertificateAuthority, TlsMaterial, new_ca
 
 
 @dataclass
@@ -148,14 +148,15 @@ class NatsnetRun:
                 self._ca = new_ca(f"pytest-natsnet run {self.run_id}")
             return self._ca
 
-    def manifests(self, scenario: Scenario) -> tuple[CellManifests, TlsMaterial | None]:
+    def manifests(self, scenario: Scenario, cluster_domain: str = DEFAULT_DOMAIN
+                  ) -> tuple[CellManifests, TlsMaterial | None]:
         """The cell as it is deployed (see ``assembly.assemble_cell``)."""
         return assemble_cell(self.settings, scenario, self.run_id, self.source, self._certificate_authority,
-                             workdir=self.run_dir / "cells" / scenario.id)
+                             workdir=self.run_dir / "cells" / scenario.id, cluster_domain=cluster_domain)
 
     def _deploy(self, scenario: Scenario) -> Cell:
-        cell, tls = self.manifests(scenario)
         provider = self.provider()
+        cell, tls = self.manifests(scenario, provider.info.cluster_domain)
         started = time.monotonic()
         with self.progress.step(f"deploying cell {scenario.id}"):
             deployment = provider.deploy(cell, self.settings.timeout)

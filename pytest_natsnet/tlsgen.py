@@ -107,23 +107,26 @@ def issue(ca: CertificateAuthority, common_name: str, sans: list[str]) -> LeafCe
     return LeafCertificate(cert_pem=cert.public_bytes(serialization.Encoding.PEM), key_pem=key_pem)
 
 
-def client_sans(namespace: str, release: str = "nats") -> list[str]:
+DEFAULT_DOMAIN = "cluster.local"
+
+
+def client_sans(namespace: str, release: str = "nats", domain: str = DEFAULT_DOMAIN) -> list[str]:
     """The client Service's names at every search-path depth, and every pod through the headless Service."""
     headless = f"{release}-headless"
     return [
         release,
         f"{release}.{namespace}",
         f"{release}.{namespace}.svc",
-        f"{release}.{namespace}.svc.cluster.local",
+        f"{release}.{namespace}.svc.{domain}",
         f"*.{headless}",
-        f"*.{headless}.{namespace}.svc.cluster.local",
+        f"*.{headless}.{namespace}.svc.{domain}",
     ]
 
 
-def route_sans(namespace: str, certs: str, release: str = "nats") -> list[str]:
+def route_sans(namespace: str, certs: str, release: str = "nats", domain: str = DEFAULT_DOMAIN) -> list[str]:
     """``good``: short and FQDN pod names; ``fqdn-only``: only the FQDN (short route URLs then fail)."""
     headless = f"{release}-headless"
-    fqdn = f"*.{headless}.{namespace}.svc.cluster.local"
+    fqdn = f"*.{headless}.{namespace}.svc.{domain}"
     if certs == "good":
         return [f"*.{headless}", fqdn]
     if certs == "fqdn-only":
@@ -145,11 +148,13 @@ def _secret(name: str, namespace: str, secret_type: str, data: dict[str, bytes])
     }
 
 
-def tls_material(ca: CertificateAuthority, certs: str, namespace: str, release: str = "nats") -> TlsMaterial:
-    """The cell's certificates for its ``certs`` setting, as the chart's three Secrets."""
-    client = issue(ca, f"{release}.{namespace}.svc.cluster.local", client_sans(namespace, release))
-    route_name = f"{release}-headless.{namespace}.svc.cluster.local"
-    route = issue(ca, route_name, route_sans(namespace, certs, release))
+def tls_material(ca: CertificateAuthority, certs: str, namespace: str, release: str = "nats",
+                 domain: str = DEFAULT_DOMAIN) -> TlsMaterial:
+    """The cell's certificates for its ``certs`` setting, as the chart's three Secrets (names in ``domain``, the
+    cluster's DNS domain)."""
+    client = issue(ca, f"{release}.{namespace}.svc.{domain}", client_sans(namespace, release, domain))
+    route_name = f"{release}-headless.{namespace}.svc.{domain}"
+    route = issue(ca, route_name, route_sans(namespace, certs, release, domain))
     secrets = (
         _secret(CA_SECRET, namespace, "Opaque", {"ca.crt": ca.cert_pem}),
         _secret(CLIENT_SECRET, namespace, "kubernetes.io/tls",

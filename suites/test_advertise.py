@@ -129,7 +129,7 @@ def test_external_clients_cannot_use_cluster_local_names(natsnet_cell: Cell, nat
     expected, observed, reasons = {}, {}, {}
     for url in learned:
         host = url_host(url)
-        cluster_local = host.endswith(".cluster.local")
+        cluster_local = host.endswith(f".{natsnet_cell.deployment.info.cluster_domain}")
         expected[url] = ("fails" if unreachable else "ok", "ok" if is_ip(host) else "fails")
         observed[url] = tuple("ok" if r[url].outcome is Outcome.OK else "fails" for r in (inside, outside))
         reasons[url] = (

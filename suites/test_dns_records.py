@@ -26,7 +26,6 @@ from pytest_natsnet.suitekit import (
 )
 from pytest_natsnet.table import Comparison
 
-ZONE = "cluster.local"
 DNS_TTL_GRACE = 30.0
 """Seconds a DNS change may take to show: record TTL (CoreDNS default 5 s) plus controller lag, bounded."""
 
@@ -41,7 +40,7 @@ def _expectations(deployment: Deployment, other: str | None = None) -> list[DnsE
         deployment.objects("Service"),
         deployment.objects("EndpointSlice"),
         deployment.objects("Pod"),
-        ZONE,
+        deployment.info.cluster_domain,
         other,
     )
 
@@ -94,10 +93,10 @@ def test_resolv_conf_is_cluster_first(natsnet_cell: Cell, natsnet_probe: Prober)
     nameservers = [line[1] for line in lines if line[0] == "nameserver"]
     search = next((line[1:] for line in lines if line[0] == "search"), [])
     options = [opt for line in lines if line[0] == "options" for opt in line[1:]]
-    ns = deployment.namespace
+    ns, zone = deployment.namespace, deployment.info.cluster_domain
     expected = {
         "nameserver": [kube.spec(kube_dns)["clusterIP"]],
-        "search (first three)": [f"{ns}.svc.{ZONE}", f"svc.{ZONE}", ZONE],
+        "search (first three)": [f"{ns}.svc.{zone}", f"svc.{zone}", zone],
         "ndots": ["ndots:5"],
     }
     observed = {
@@ -130,7 +129,7 @@ def test_not_ready_pod_follows_publish_not_ready_addresses(
     pod_name = group.names[-1]
     headless = kube.find(deployment.objects("Service"), "Service", headless_service(deployment)) or {}
     pnra = bool(kube.spec(headless).get("publishNotReadyAddresses", False))
-    qname = fqdn(pod_name, kube.name(headless), deployment.namespace, "svc", ZONE)
+    qname = fqdn(pod_name, kube.name(headless), deployment.namespace, "svc", deployment.info.cluster_domain)
 
     def expectation() -> DnsExpectation:
         """What the objects (EndpointSlices, the headless Service) say ``qname`` answers now."""

@@ -74,7 +74,7 @@ def test_client_verifies_the_name_it_dialled(natsnet_cell: Cell, natsnet_probe: 
     sans = _sans(natsnet_cell, "nats-client-tls")
     port = group.confs[0].client_port
     service, headless = client_service(deployment), headless_service(deployment)
-    fqdn = f"{service}.{deployment.namespace}.svc.cluster.local"
+    fqdn = f"{service}.{deployment.namespace}.svc.{deployment.info.cluster_domain}"
     pod_ip = group.ip(group.names[0])
     cases = {
         f"tls://{fqdn}": (fqdn, None),
@@ -140,7 +140,7 @@ def test_learned_urls_are_dialable_with_the_name_the_client_verifies(natsnet_cel
     require(applicability.client_tls(group.confs) or applicability.advertising(group.confs))
     port = group.confs[0].client_port
     service = client_service(deployment)
-    seed_host = f"{service}.{deployment.namespace}.svc.cluster.local"
+    seed_host = f"{service}.{deployment.namespace}.svc.{deployment.info.cluster_domain}"
     assert natsnet_probe.ca_pem is not None
     seed = NatsRequest("seed", (f"tls://{seed_host}:{port}",), TlsOptions(natsnet_probe.ca_pem), wait_discovered=2.0)
     mesh = expected_mesh(group.confs, natsnet_cell.expect).table

@@ -80,6 +80,17 @@ class FakeCluster:
         self.deleted = True
 
 
+class FakeClient:
+    """The API as discover_facts reads it (a cluster with a kube-dns Service and no Corefile); these tests are
+    about kind's argv. The kube path itself is tested against the sandbox API (test_kube_path.py)."""
+
+    def get(self, kind: str, name: str, namespace: str | None) -> None:
+        return None
+
+    def list(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+        return [{"metadata": {"name": "kube-dns"}, "spec": {"selector": {"k8s-app": "kube-dns"}}}]
+
+
 def _kind(tmp_path: Path, runner: FakeRunner) -> tuple[KindProvider, list[FakeCluster]]:
     made: list[FakeCluster] = []
 
@@ -88,7 +99,7 @@ def _kind(tmp_path: Path, runner: FakeRunner) -> tuple[KindProvider, list[FakeCl
         return made[-1]
 
     provider = KindProvider(NatsnetSettings(), tmp_path / "run", runner=runner, tools=dict(TOOLS),
-                            cluster_factory=factory, client_factory=lambda k, c: cast(KubeClient, None))
+                            cluster_factory=factory, client_factory=lambda k, c: cast(KubeClient, FakeClient()))
     return provider, made
 
 

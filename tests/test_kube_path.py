@@ -143,3 +143,36 @@ def test_a_helm_cell_is_a_real_release(helm_cell: KubeDeployment, sandbox_api: S
     assert len([p for p in helm_cell.objects("Pod") if kube.name(p).startswith("nats-mini-")]) == 2
     helm_cell.teardown()
     assert _releases(sandbox_api, real_helm, helm_cell.namespace) == []
+
+
+def test_the_cluster_domain_and_dns_pods_are_read_from_the_cluster(sandbox_api: SandboxApi) -> None:
+    """The suites do not assume cluster.local: the domain comes from CoreDNS's Corefile (the sandbox publishes one,
+    as kubeadm does), the DNS pods from the kube-dns Service's selector."""
+    from pytest_natsnet.preflight import discover_facts
+
+    client = KubeClient(sandbox_api.kubeconfig)
+    facts = discover_facts(client)
+    assert (facts.domain, facts.dns_selector, facts.notes) == ("cluster.local", (("k8s-app", "kube-dns"),), ())
+    corefile = client.get("ConfigMap", "coredns", "kube-system")
+    assert corefile is not None
+    def corefile_map(data: dict[str, str]) -> dict[str, object]:
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "coredns", "namespace": "kube-system"},
+                "data": data}
+
+    client.apply(corefile_map({"Corefile": corefile["data"]["Corefile"].replace("cluster.local", "corp.example")}))
+    try:
+        assert discover_facts(client).domain == "corp.example"
+    finally:
+        client.apply(corefile_map(dict(corefile["data"])))
+
+
+def test_the_existing_provider_checks_rbac_and_pod_security_up_front(sandbox_api: SandboxApi, real_helm: str) -> None:
+    """The preflight runs on start: every review is asked (the sandbox's certificate is cluster-admin: all allowed)
+    and the probe and a chart-like pod pass a dry run in a short-lived namespace, which is removed."""
+    tools = {"kubectl": _tool("kubectl", sandbox_api.kubectl_bin), "helm": _tool("helm", real_helm)}
+    provider = ExistingProvider(NatsnetSettings(kubeconfig=sandbox_api.kubeconfig), "pf1", tools=tools)
+    provider.start()
+    assert provider.info.cluster_domain == "cluster.local"
+    wait_until(lambda: ("natsnet-pf1-preflight" not in _namespaces(sandbox_api.kubeconfig), "still there"), 60,
+               "the preflight namespace removed", poll=0.5)
+    provider.stop(keep=False)

@@ -32,6 +32,8 @@ class ProviderInfo:
     """Lines for the run header: which binaries and versions, why this provider was chosen."""
     probe_annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Annotations a probe pod carries to be placed (``external``: outside the cluster network)."""
+    cluster_domain: str = "cluster.local"
+    """The cluster's DNS domain (read from the cluster where it says; see ``preflight.discover_facts``)."""
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import yaml
 
-from pytest_natsnet.deployment import ClusterTools, KubeDeployment
+from pytest_natsnet.deployment import ClusterTools, KubeDeployment, probe_pod_manifest
 from pytest_natsnet.errors import ConfigError
-from pytest_natsnet.kube import MANAGED_BY_LABEL, MANAGED_BY_VALUE, RUN_ID_LABEL
+from pytest_natsnet.kube import MANAGED_BY_LABEL, MANAGED_BY_VALUE, RUN_ID_LABEL, Obj
 from pytest_natsnet.kubeclient import KubeClient
-from pytest_natsnet.providers.base import CellManifests, ClusterAccess, ProviderInfo
+from pytest_natsnet.preflight import ClusterFacts, discover_facts, preflight_problems
+from pytest_natsnet.providers.base import CellManifests, ClusterAccess, ProbeTarget, ProviderInfo
 from pytest_natsnet.providers.kind import ClientFactory
 from pytest_natsnet.providers.kubeapi import kubectl_argv
 from pytest_natsnet.settings import NatsnetSettings
@@ -38,6 +39,12 @@ def current_context(kubeconfig: Path) -> str:
     return str(context)
 
 
+def nats_like_pod(namespace: str) -> Obj:
+    """A pod as the chart's: the nats image, no securityContext (what a ``restricted`` Pod Security level refuses)."""
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "natsnet-preflight-nats", "namespace": namespace},
+            "spec": {"containers": [{"name": "nats", "image": "nats:2.14.2-alpine"}]}}
+
+
 def run_selector(run_id: str) -> str:
     return f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{RUN_ID_LABEL}={run_id}"
 
@@ -61,6 +68,7 @@ class ExistingProvider:
         self._tools = dict(tools or {})
         self._client_factory = client_factory
         self._client: KubeClient | None = None
+        self._facts = ClusterFacts()
         self._owner = False
         self.kubeconfig = settings.kubeconfig or default_kubeconfig(env)
         self.context = settings.context
@@ -82,7 +90,8 @@ class ExistingProvider:
             enforces_network_policy=None,
             supports_readiness_gates=True,
             supports_external_client=False,
-            details=(f"context {self.context} of {self.kubeconfig}", self._tool("kubectl").label),
+            details=(f"context {self.context} of {self.kubeconfig}", self._tool("kubectl").label, *self._facts.notes),
+            cluster_domain=self._facts.domain,
         )
 
     def start(self) -> ClusterAccess:
@@ -93,7 +102,15 @@ class ExistingProvider:
                               "pass --natsnet-kubeconfig FILE or set $KUBECONFIG")
         self.context = self.context or current_context(self.kubeconfig)
         self._kubectl("version", "-o", "json")
-        self._client = self._client_factory(self.kubeconfig, self.context)
+        client = self._client_factory(self.kubeconfig, self.context)
+        self._facts = discover_facts(client)
+        preflight_namespace = f"natsnet-{self._run_id}-preflight"
+        labels = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, RUN_ID_LABEL: self._run_id}
+        pods = [probe_pod_manifest(ProbeTarget(preflight_namespace)), nats_like_pod(preflight_namespace)]
+        problems = preflight_problems(client, preflight_namespace, labels, pods)
+        if problems:
+            raise ConfigError(f"--natsnet-provider=existing (context {self.context})", "; ".join(problems))
+        self._client = client
         self._owner = True
         return ClusterAccess(str(self.kubeconfig), self.context)
 
@@ -103,6 +120,7 @@ class ExistingProvider:
             return
         self.kubeconfig, self.context = Path(access.kubeconfig), access.context
         self._client = self._client_factory(self.kubeconfig, self.context)
+        self._facts = discover_facts(self._client)
 
     def deploy(self, cell: CellManifests, timeout: float) -> KubeDeployment:
         if self._client is None:

@@ -12,6 +12,7 @@ from typing import Any
 from pytest_natsnet.deployment import ClusterTools, KubeDeployment
 from pytest_natsnet.errors import CommandError, NatsnetError
 from pytest_natsnet.kubeclient import KubeClient
+from pytest_natsnet.preflight import ClusterFacts, discover_facts
 from pytest_natsnet.providers.base import CellManifests, ClusterAccess, ProviderInfo
 from pytest_natsnet.resources import kind_configs_dir
 from pytest_natsnet.settings import NatsnetSettings
@@ -91,6 +92,7 @@ class KindProvider:
         self._client_factory = client_factory
         self._cluster: Any = None
         self._client: KubeClient | None = None
+        self._facts = ClusterFacts()
         self._access: ClusterAccess | None = None
         self._owner = False
         self.created = False
@@ -116,7 +118,9 @@ class KindProvider:
                 f"kubeconfig {self.kubeconfig}",
                 kind.label,
                 self._tool("kubectl").label,
+                *self._facts.notes,
             ),
+            cluster_domain=self._facts.domain,
         )
 
     def _context(self) -> str:
@@ -158,6 +162,7 @@ class KindProvider:
         self._owner = True
         self._access = ClusterAccess(str(self.kubeconfig), self._context(), self.created)
         self._client = self._client_factory(self.kubeconfig, self._context())
+        self._facts = discover_facts(self._client)
         return self._access
 
     def attach(self, access: ClusterAccess) -> None:
@@ -169,6 +174,7 @@ class KindProvider:
         self.kubeconfig.chmod(0o600)
         self._access = ClusterAccess(str(self.kubeconfig), access.context, created=False)
         self._client = self._client_factory(self.kubeconfig, access.context)
+        self._facts = discover_facts(self._client)
 
     def deploy(self, cell: CellManifests, timeout: float) -> KubeDeployment:
         if self._access is None:

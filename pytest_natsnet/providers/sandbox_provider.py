@@ -22,6 +22,7 @@ from pytest_natsnet.deployment import ClusterTools, KubeDeployment
 from pytest_natsnet.dnsprofile import dns_profile
 from pytest_natsnet.errors import NatsnetError
 from pytest_natsnet.kubeclient import KubeClient
+from pytest_natsnet.preflight import ClusterFacts, discover_facts
 from pytest_natsnet.providers.base import CellManifests, ClusterAccess, ProviderInfo
 from pytest_natsnet.sandbox.cluster import EXTERNAL_ANNOTATION
 from pytest_natsnet.settings import NatsnetSettings
@@ -76,6 +77,7 @@ class SandboxProvider:
         self._process: subprocess.Popen[bytes] | None = None
         self._access: ClusterAccess | None = None
         self._client: KubeClient | None = None
+        self._facts = ClusterFacts()
         self._ready: dict[str, object] = {}
         self._dns = dns_profile(settings.sandbox_dns)
         self.directory = run_dir / "sandbox"
@@ -98,8 +100,10 @@ class SandboxProvider:
                 "served as a Kubernetes API; emulated: kubelet, controllers, kube-proxy, NetworkPolicy, CoreDNS",
                 f"sandbox DNS profile {self._dns.name}: {self._dns.description}",
                 f"sandbox kubeconfig {self._access.kubeconfig if self._access else '(not started)'}",
+                *self._facts.notes,
             ),
             probe_annotations={"external": {EXTERNAL_ANNOTATION: "external"}},
+            cluster_domain=self._facts.domain,
         )
 
     def start(self) -> ClusterAccess:
@@ -127,6 +131,7 @@ class SandboxProvider:
         self._ready = json.loads(ready_file.read_text())
         self._access = ClusterAccess(str(self._ready["kubeconfig"]), None, created=True)
         self._client = KubeClient(self._access.kubeconfig)
+        self._facts = discover_facts(self._client)
         return self._access
 
     def attach(self, access: ClusterAccess) -> None:
@@ -139,6 +144,7 @@ class SandboxProvider:
         own.chmod(0o600)
         self._access = ClusterAccess(str(own), access.context, created=False)
         self._client = KubeClient(own)
+        self._facts = discover_facts(self._client)
 
     def deploy(self, cell: CellManifests, timeout: float) -> KubeDeployment:
         if self._access is None:

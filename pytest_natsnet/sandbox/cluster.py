@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest_natsnet
-from pytest_natsnet.dnsprofile import DEFAULT_PROFILE, DnsProfile, dns_profile
+from pytest_natsnet.dnsprofile import DEFAULT_PROFILE, DnsProfile, corefile, dns_profile
 from pytest_natsnet.kinds import is_namespaced
 from pytest_natsnet.kube import (
     Obj,
@@ -402,6 +402,12 @@ class SandboxCluster:
     def _kube_dns_objects(self) -> list[Obj]:
         selector = {"k8s-app": "kube-dns"}
         return [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "coredns"},
+                "data": {"Corefile": corefile(self.dns, ZONE)},
+            },
             {
                 "apiVersion": "v1",
                 "kind": "Service",
