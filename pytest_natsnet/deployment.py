@@ -15,6 +15,7 @@ import json
 import subprocess
 import tarfile
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,43 @@ def probe_bundle() -> bytes:
     return buffer.getvalue()
 
 
+class ProbeSession:
+    """One ``program.py serve`` per probe pod, kept open: each batch is a line in and an answer line out over the
+    same exec, so the interpreter and its imports start once per pod instead of once per probe."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._buffer = ""
+        self.lock = threading.Lock()
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._stream.is_open())
+
+    def ask(self, batch: Mapping[str, Any], timeout: float) -> str:
+        """The answer line to ``batch``; raises NatsnetError when the session ends or the deadline passes."""
+        self._stream.write_stdin(json.dumps(dict(batch)) + "\n")
+        deadline = time.monotonic() + timeout
+        while "\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.close()
+                raise NatsnetError(f"the probe did not answer within {timeout:g}s")
+            if not self._stream.is_open():
+                stderr = self._stream.read_stderr(timeout=0) or ""
+                raise NatsnetError(f"the probe session ended: {stderr.strip()[-1000:] or 'no output'}")
+            self._stream.update(timeout=min(left, 1.0))
+            self._buffer += self._stream.read_stdout(timeout=0) or ""
+        line, self._buffer = self._buffer.split("\n", 1)
+        return line
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._stream.close_channel(0)
+        with contextlib.suppress(Exception):
+            self._stream.close()
+
+
 class ExecWatch:
     """A running ``watch`` probe over exec: JSON-line events collected by a reader thread; ``stop`` closes its
     stdin (the program then writes its summary and exits), bounded."""
@@ -153,6 +191,7 @@ class KubeDeployment(CellHandle):
         self._namespaces: list[str] = [cell.namespace]
         self._probe_pods: set[tuple[str, str]] = set()
         self._watches: list[ExecWatch] = []
+        self._sessions: dict[tuple[str, str], ProbeSession] = {}
         self._lock = threading.Lock()
 
     @property
@@ -257,16 +296,28 @@ class KubeDeployment(CellHandle):
         with self._lock:
             self._probe_pods.add(key)
 
+    def _session(self, target: ProbeTarget) -> ProbeSession:
+        key = (target.namespace, target.pod_name)
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is not None and session.alive:
+                return session
+            stream = self._client.exec_stream(target.pod_name, PROBE_CONTAINER, target.namespace,
+                                              ["python3", f"{PROBE_DIR}/program.py", "serve"])
+            session = self._sessions[key] = ProbeSession(stream)
+            return session
+
     def probe(self, target: ProbeTarget, batch: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+        """Runs ``batch`` in the target's probe pod (created and prepared once), through its probe session."""
         self._ensure_probe_pod(target, COMMAND_TIMEOUT)
-        result = self._client.exec(target.pod_name, PROBE_CONTAINER, target.namespace,
-                                   ["python3", f"{PROBE_DIR}/program.py"], stdin=json.dumps(dict(batch)),
-                                   timeout=timeout)
+        session = self._session(target)
+        with session.lock:
+            line = session.ask(batch, timeout)
         try:
-            answer: dict[str, Any] = json.loads(result.stdout)
+            answer: dict[str, Any] = json.loads(line)
         except ValueError:
-            raise NatsnetError(f"probe in {target.namespace}/{target.pod_name} exited {result.returncode} without a "
-                               f"JSON answer: {(result.stdout + result.stderr)[-2000:]}") from None
+            raise NatsnetError(f"probe in {target.namespace}/{target.pod_name} answered no JSON: {line[-2000:]}"
+                               ) from None
         return answer
 
     def watch(self, target: ProbeTarget, request: Mapping[str, Any]) -> ExecWatch:
@@ -312,8 +363,11 @@ class KubeDeployment(CellHandle):
         """Stops the cell's watches, ``helm uninstall`` (helm cells), then the cell's namespaces; idempotent."""
         with self._lock:
             watches, self._watches = self._watches, []
+            sessions, self._sessions = list(self._sessions.values()), {}
         for watch in watches:
             watch.stop(timeout=5.0)
+        for session in sessions:
+            session.close()
         chart = self._cell.chart
         if chart is not None and self._tools.helm:
             argv = helm_uninstall_argv(self._tools.helm, self.release, self.namespace, self._tools.kubeconfig,

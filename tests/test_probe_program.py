@@ -603,3 +603,15 @@ def test_dns_truncated_answer_with_tcp_blocked_fails_like_the_resolvers(tmp_path
     result = answer["results"][0]
     assert result["outcome"] == "refused"
     assert (result["detail"]["truncated"], result["detail"]["tcp_retry"]) == (True, True)
+
+
+def test_serve_answers_one_line_per_batch_line_in_one_process() -> None:
+    """``serve``: the probe session of a probe pod; a bad line gets its own error answer and the next still works."""
+    tcp = {"key": "t", "kind": "tcp", "host": "127.0.0.1", "port": 9, "timeout": 0.5}
+    batches = [json.dumps({"requests": [tcp]}), "not json", json.dumps({"requests": [{**tcp, "key": "u"}]})]
+    done = run_program("\n".join(batches) + "\n", "serve")
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 0 and len(answers) == 3
+    assert [r["key"] for r in answers[0]["results"]] == ["t"]
+    assert answers[1]["error"].startswith("batch is not valid JSON")
+    assert [r["key"] for r in answers[2]["results"]] == ["u"]

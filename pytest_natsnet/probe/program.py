@@ -4,6 +4,7 @@ Self-contained (stdlib + dnspython + nats-py, no pytest_natsnet import): it is c
 
     python3 program.py < batch.json > answer.json      # {"requests": [...], "concurrency": 8}
     python3 program.py watch < request.json             # JSON lines until duration, SIGTERM or stdin EOF
+    python3 program.py serve < batches.jsonl            # one answer line per batch line, until stdin EOF
 
 It never raises across the boundary: a check that could not run is ``probe-error`` with the error text.
 Test hooks: ``NATSNET_PROBE_RESOLV_CONF`` (resolv.conf path) and ``NATSNET_PROBE_DNS_PORT`` (nameserver port).
@@ -712,9 +713,24 @@ def run_watch() -> int:
     return 0
 
 
+def serve(stdin: Any = None, stdout: Any = None) -> int:
+    """``serve``: one batch per line on stdin, its answer as one line on stdout, until stdin ends. One process
+    answers every batch of a probe pod: the interpreter and its imports start once, not once per batch."""
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    for line in stdin:
+        if not line.strip():
+            continue
+        stdout.write(json.dumps(answer_batch(line), default=str) + "\n")
+        stdout.flush()
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv[1:2] == ["watch"]:
         return run_watch()
+    if argv[1:2] == ["serve"]:
+        return serve()
     answer = answer_batch(sys.stdin.read())
     json.dump(answer, sys.stdout, default=str)
     sys.stdout.write("\n")
