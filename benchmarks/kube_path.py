@@ -8,7 +8,8 @@ Ready (the chart's readiness probe starts after 10 s: the sandbox's share is the
 probe (probe pod created, program unpacked, probe session started), ``--probes`` more probes (a TCP connect to
 the client Service, one batch each over the open session), and teardown. kubectl runs through a wrapper that
 counts its invocations; the API server's access log gives the requests per cell (paths under the cell's
-namespace, and the cluster-wide ones made while the cell was handled). Prints a table; exits 0: it reports, it asserts nothing.
+namespace, and the cluster-wide ones made while the cell was handled). Prints a table; exits 0: it reports, it
+asserts nothing.
 """
 
 from __future__ import annotations
