@@ -1,0 +1,131 @@
+"""The whole matrix in minutes (issue #13): wall time, CPU and peak memory of plain ``pytest --natsnet`` runs.
+
+Usage (root): ``.venv/bin/python benchmarks/scale.py [--matrix smoke] [--cells N] [-- extra pytest args]``
+
+Runs ``pytest --natsnet`` over the shipped suites on the sandbox exactly as a user would (no ``-n``: the plugin
+chooses the workers), optionally on the first ``--cells N`` cells of the matrix, while sampling every process of
+the run (pytest, its xdist workers, ``natsnet sandbox up``, the pods' processes: the whole tree) five times a
+second. Prints the wall time, the run's CPU seconds (user + system of every process seen, summed at its last
+sample) and the peak resident memory of the tree, per run and per cell, and where the CPU went by command.
+Exits 0: it reports, it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLOCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class Sample:
+    ppid: int
+    cpu: float
+    rss: int
+    command: str
+
+
+def snapshot() -> dict[tuple[int, int], Sample]:
+    """Every process: (pid, start time) -> parent, CPU seconds, resident bytes, command."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(") ", 1)[1].split()
+        ppid, cpu = int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK
+        found[(int(entry), int(fields[19]))] = Sample(ppid, cpu, int(fields[21]) * PAGE, command.strip())
+    return found
+
+
+def label(command: str) -> str:
+    """A short name for where CPU went: the program, or for Python what it runs."""
+    words = command.split()
+    if not words:
+        return "(exited)"
+    program = words[0].rsplit("/", 1)[-1]
+    if program.startswith("python") and len(words) > 1:
+        target = words[2] if words[1] == "-m" and len(words) > 2 else words[1]
+        return f"python {target.rsplit('/', 1)[-1]} {' '.join(words[3:4]) if words[1] == '-m' else ''}".strip()
+    return program
+
+
+def measure(argv: list[str]) -> tuple[float, float, int, dict[str, float], int]:
+    """Runs ``argv``; returns wall seconds, CPU seconds, peak RSS bytes, CPU by label, pytest's exit status."""
+    started = time.monotonic()
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    root = next((key for key in snapshot() if key[0] == process.pid), (process.pid, 0))
+    tree = {root}  # (pid, start time): a pid reused by someone else's process is not ours
+    last: dict[tuple[int, int], Sample] = {}
+    peak = 0
+    while process.poll() is None:
+        snap = snapshot()
+        grew = True
+        while grew:
+            grew = False
+            for key, sample in snap.items():
+                parent = next((p for p in tree if p[0] == sample.ppid), None)
+                if key not in tree and parent is not None and parent[1] <= key[1]:
+                    tree.add(key)
+                    grew = True
+        mine = {key: s for key, s in snap.items() if key in tree}
+        last.update(mine)
+        peak = max(peak, sum(s.rss for s in mine.values()))
+        time.sleep(0.2)
+    output = process.stdout.read() if process.stdout else ""
+    wall = time.monotonic() - started
+    by_label: dict[str, float] = collections.defaultdict(float)
+    for sample in last.values():
+        by_label[label(sample.command)] += sample.cpu
+    summary = [line for line in output.splitlines() if " passed" in line or " failed" in line][-1:]
+    print("  " + (summary[0].strip("= ") if summary else output[-500:]))
+    return wall, sum(by_label.values()), peak, dict(by_label), process.returncode
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--matrix", default="smoke", choices=("smoke", "pairwise", "full"))
+    parser.add_argument("--cells", type=int, help="only the first N cells of the matrix")
+    args, extra = parser.parse_known_args()
+    extra = [a for a in extra if a != "--"]
+    argv = [sys.executable, "-m", "pytest", "--natsnet", "--natsnet-provider=sandbox", "--natsnet-source=reference",
+            f"--natsnet-matrix={args.matrix}", "-p", "no:cacheprovider", "-o", "testpaths=suites", "-q", *extra]
+    cells = None
+    if args.cells:
+        sys.path.insert(0, str(ROOT))
+        from pytest_natsnet.matrix import expand, load_matrix
+
+        chosen = expand(load_matrix(), args.matrix)[: args.cells]
+        argv += [f"--natsnet-scenario={s.id}" for s in chosen]
+        cells = len(chosen)
+    if cells is None:
+        sys.path.insert(0, str(ROOT))
+        from pytest_natsnet.matrix import expand, load_matrix
+
+        cells = len(expand(load_matrix(), args.matrix))
+    print(f"{args.matrix}, {cells} cells: {' '.join(argv[3:])}")
+    wall, cpu, peak, by_label, status = measure(argv)
+    print(f"  wall {wall:.1f} s, CPU {cpu:.1f} s ({cpu / wall:.2f} cores busy), peak RSS {peak / 2**20:.0f} MiB; "
+          f"per cell: CPU {cpu / cells:.2f} s, memory {peak / 2**20 / cells:.0f} MiB; pytest exit {status}; "
+          f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print("  CPU by program:")
+    for name, seconds in sorted(by_label.items(), key=lambda kv: -kv[1])[:12]:
+        print(f"    {seconds:8.1f} s  {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
