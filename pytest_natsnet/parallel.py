@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 WORKER_AND_CELL_MB = 300
-"""Resident memory of one pytest-xdist worker with one sandbox cell (3 nats-server, DNS, probes), rounded up
-from ``benchmarks/cell_cost.py``."""
+"""Resident memory of one pytest-xdist worker with one sandbox cell (3 nats-server, probe sessions, its share of
+the sandbox): ``benchmarks/scale.py`` measured 294 MiB per cell for the smoke matrix (peak of the whole run)."""
 CELLS_PER_CPU = 8
 """Cells that overlap well per CPU: a cell is mostly waiting (see ``benchmarks/README.md``)."""
 
