@@ -28,6 +28,7 @@ from pytest_natsnet.matrix import (
 )
 from pytest_natsnet.plan import RunPlan
 from pytest_natsnet.prober import Prober
+from pytest_natsnet.providers import header_lines, machine_problems
 from pytest_natsnet.providers.base import Deployment
 from pytest_natsnet.report.grid import not_applicable_reason
 from pytest_natsnet.report.progress import Progress
@@ -77,12 +78,9 @@ def _plan(config: pytest.Config, settings: NatsnetSettings) -> RunPlan:
         if getattr(config.option, flag, False):
             return plan_module.undecided(settings, run_id, why)
     plan = plan_module.decide(settings, run_id)
-    if plan.provider == "sandbox":
-        from pytest_natsnet.providers.sandbox_provider import missing_requirements
-
-        problems = missing_requirements()
-        if problems:
-            raise pytest.UsageError(f"--natsnet-provider=sandbox ({plan.provider_reason}): {'; '.join(problems)}")
+    problems = machine_problems(plan.provider)
+    if problems:
+        raise pytest.UsageError(f"--natsnet-provider={plan.provider} ({plan.provider_reason}): {'; '.join(problems)}")
     return plan
 
 
@@ -177,13 +175,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"natsnet: provider {run.plan.provider} ({run.plan.provider_reason}), run id {run.run_id}",
         f"natsnet: source {run.plan.source} ({run.plan.source_reason})",
     ]
-    if run.plan.decided and run.plan.provider == "sandbox":
-        from pytest_natsnet.sandbox.natsbin import find_nats_server
-
-        binary = find_nats_server(f"nats:{run.settings.chart_version}-alpine")
-        lines.append(
-            "natsnet: sandbox runs " + (binary.describe() if binary else "no nats-server (not found)")
-        )
+    if run.plan.decided:
+        lines += header_lines(run.plan.provider, run.settings)
     return lines
 
 

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_natsnet.assembly import assemble_cell
-from pytest_natsnet.errors import ConfigError, NatsnetError
+from pytest_natsnet.errors import NatsnetError
 from pytest_natsnet.failures import DeclaredFailure
 from pytest_natsnet.matrix import Matrix, Scenario
 from pytest_natsnet.plan import RunPlan
+from pytest_natsnet.providers import make_provider
 from pytest_natsnet.providers.base import CellManifests, ClusterAccess, Deployment, Provider
 from pytest_natsnet.report.progress import Progress
 from pytest_natsnet.settings import NatsnetSettings
@@ -38,24 +39,6 @@ class Cell:
     def expect(self) -> frozenset[DeclaredFailure]:
         """The documented failures this cell declares (empty: expected healthy)."""
         return self.scenario.expect
-
-
-def make_provider(name: str, settings: NatsnetSettings, run_id: str, run_dir: Path) -> Provider:
-    if name == "sandbox":
-        from pytest_natsnet.providers.sandbox_provider import SandboxProvider
-
-        return SandboxProvider(settings, run_dir)
-    if name == "kind":
-        from pytest_natsnet.providers.kind import KindProvider
-
-        return KindProvider(settings, run_dir)
-    if name == "existing":
-        from pytest_natsnet.providers.existing import ExistingProvider
-
-        return ExistingProvider(settings, run_id)
-    raise ConfigError(
-        "--natsnet-provider", f"unknown provider {name!r}", "use auto, kind, existing or sandbox"
-    )
 
 
 def repro_command(settings: NatsnetSettings, scenario: Scenario, provider: str, source: str) -> str:
@@ -212,7 +195,7 @@ class NatsnetRun:
                 f"values files: {', '.join(str(p) for p in scenario.values_files) or '(pre-rendered)'}\n"
                 f"declared failures: {', '.join(sorted(scenario.expect)) or 'none (expected healthy)'}\n"
             )
-        if not self.kept(scenario.id) or self.provider_name == "sandbox":  # the in-process sandbox ends with pytest
+        if not self.kept(scenario.id):
             cell.deployment.teardown()
         return evidence
 
@@ -226,7 +209,7 @@ class NatsnetRun:
                 cell = future.result(timeout=self.settings.timeout + 60)
             except BaseException:  # a failed deploy left its own state to the provider's stop()
                 continue
-            if scenario_id in self._released or (self.kept(scenario_id) and self.provider_name != "sandbox"):
+            if scenario_id in self._released or self.kept(scenario_id):
                 continue
             try:
                 cell.deployment.teardown()  # idempotent
