@@ -154,6 +154,15 @@ class KubeDeployment(CellHandle):
     def client(self) -> KubeClient:
         return self._client
 
+    @property
+    def tools(self) -> ClusterTools:
+        return self._tools
+
+    @property
+    def manifests(self) -> CellManifests:
+        """The cell as it was rendered for install (TLS Secrets included: write it only redacted)."""
+        return self._cell
+
     # -- install ---------------------------------------------------------------------------------------------
 
     def install(self, timeout: float) -> None:

@@ -28,7 +28,7 @@ from pytest_natsnet.matrix import (
 from pytest_natsnet.plan import RunPlan
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.providers.base import Deployment
-from pytest_natsnet.report.grid import not_applicable_reason
+from pytest_natsnet.report.grid import failure_message, not_applicable_reason
 from pytest_natsnet.report.progress import Progress
 from pytest_natsnet.report.recorder import EVIDENCE_PROPERTY, ReportRecorder, progress_emitter
 from pytest_natsnet.report.terminal import cells_line
@@ -315,6 +315,10 @@ class FailedCells:
         cell = getattr(report, "natsnet_cell", None)
         if cell is not None and report.failed:
             self.run.failed_cells.add(str(cell))
+            name = report.nodeid if report.when == "call" else f"{report.nodeid} (error in {report.when})"
+            crash = getattr(report.longrepr, "reprcrash", None)
+            text = failure_message(getattr(crash, "message", None), report.longreprtext)
+            self.run.failures.setdefault(str(cell), []).append((name, text))
 
 
 class NatsnetReport:

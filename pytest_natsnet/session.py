@@ -85,6 +85,8 @@ class NatsnetRun:
     prefetch_window: int = 0
     """How many cells (this one included) deploy ahead; 0 means --natsnet-parallel."""
     failed_cells: set[str] = field(default_factory=set)
+    failures: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    """Cell -> its failed tests (node id, failure text) as this process saw them: the evidence README's input."""
     progress: Progress = field(default_factory=Progress)
     """Says what a long step (cluster start, a cell's deploy) is doing while the main thread waits on it."""
     _provider: Provider | None = None
@@ -203,13 +205,15 @@ class NatsnetRun:
         failed = scenario.id in self.failed_cells
         evidence = None
         if failed or self.settings.keep == "always":
+            from pytest_natsnet.evidence.cell import capture
+
             evidence = self.evidence_dir(scenario)
-            cell.deployment.collect(evidence)
-            (evidence / "REPRODUCE.txt").write_text(
-                f"{repro_command(self.settings, scenario, self.provider_name, self.source)}\n"
-                f"values files: {', '.join(str(p) for p in scenario.values_files) or '(pre-rendered)'}\n"
-                f"declared failures: {', '.join(sorted(scenario.expect)) or 'none (expected healthy)'}\n"
-            )
+            with self.progress.step(f"writing the evidence of cell {scenario.id}"):
+                capture(evidence, scenario, cell.deployment, failed=failed,
+                        kept=self.kept(scenario.id) and self.provider_name != "sandbox",
+                        failures=self.failures.get(scenario.id, []),
+                        reproduce=repro_command(self.settings, scenario, self.provider_name, self.source),
+                        provider=self._provider)
         if not self.kept(scenario.id) or self.provider_name == "sandbox":  # the in-process sandbox ends with pytest
             cell.deployment.teardown()
         return evidence

@@ -150,6 +150,10 @@ class SandboxProvider:
         deployment.install(timeout)
         return deployment
 
+    def dns_query_log(self) -> Path:
+        """The sandbox DNS server's query log (one JSON line per query), for evidence: its pods log no queries."""
+        return self.directory / "dns" / "queries.jsonl"
+
     def stop(self, keep: bool) -> None:
         if self._process is None:
             self._access = None
