@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pytest_natsnet import runrecord
 from pytest_natsnet.assembly import assemble_cell
 from pytest_natsnet.errors import ConfigError, NatsnetError
 from pytest_natsnet.matrix import Matrix, Scenario
@@ -91,6 +92,7 @@ class NatsnetRun:
     """Says what a long step (cluster start, a cell's deploy) is doing while the main thread waits on it."""
     _provider: Provider | None = None
     _access: ClusterAccess | None = None
+    _record: runrecord.RunRecord | None = None
     _released: set[str] = field(default_factory=set)
     _ca: CertificateAuthority | None = None
     _futures: dict[str, concurrent.futures.Future[Cell]] = field(default_factory=dict)
@@ -124,10 +126,33 @@ class NatsnetRun:
                 if self.plan.cluster:
                     provider.attach(ClusterAccess.from_wire(self.plan.cluster))
                 else:
-                    with self.progress.step(f"starting the {self.provider_name} cluster"):
-                        self._access = provider.start()
+                    record = self._record_run()
+                    try:
+                        with self.progress.step(f"starting the {self.provider_name} cluster"):
+                            self._access = provider.start()
+                    except BaseException:
+                        if record is not None:
+                            runrecord.remove(record)
+                        raise
+                    if record is not None:
+                        self._record = runrecord.update(
+                            record, kubeconfig=self._access.kubeconfig, context=self._access.context or "",
+                            created_cluster=self._access.created, cluster_ready=True,
+                            sandbox_pid=int(getattr(provider, "process_id", 0) or 0))
                 self._provider = provider
             return self._provider
+
+    def _record_run(self) -> runrecord.RunRecord | None:
+        """The run's record (``natsnet gc`` cleans up after a run that dies); None when it cannot be written."""
+        cluster = self.settings.cluster_name if self.provider_name == "kind" else ""
+        record = runrecord.new_record(self.run_id, self.provider_name, self.run_dir, cluster)
+        try:
+            runrecord.write(record)
+        except OSError as error:
+            print(f"natsnet: cannot record the run in {runrecord.records_dir()} ({error}): natsnet gc will not "
+                  "find what a crash of this run leaves", file=sys.stderr)
+            return None
+        return record
 
     def start_cluster(self) -> ClusterAccess:
         """The owner (the xdist controller) starts the cluster before the workers exist; the plan then carries
@@ -239,3 +264,9 @@ class NatsnetRun:
         if self._provider is not None:
             keep = self.settings.keep == "always" or (self.settings.keep == "on-failure" and bool(self.failed_cells))
             self._provider.stop(keep=keep)
+            if self._record is not None:
+                if keep:
+                    runrecord.update(self._record, kept=True)
+                else:
+                    runrecord.remove(self._record)
+                self._record = None
