@@ -59,8 +59,12 @@ def _check_line(check: Check) -> str:
     extra = ""
     if check.answers():
         extra = f" {', '.join(check.answers())}"
-    elif detail.get("error"):
-        extra = f" ({detail['error']})"
+    elif detail.get("last_attempt_error") or detail.get("error"):
+        extra = f" ({detail.get('last_attempt_error') or detail['error']})"
+    elif detail.get("published") is not None:
+        extra = f" ({detail['published']} published, none received)"
+    elif isinstance(detail.get("roundtrip"), dict) and detail["roundtrip"].get("error"):
+        extra = f" ({detail['roundtrip']['error']})"
     return f"probe: {check.subject} → {check.outcome}{extra}"
 
 
@@ -246,7 +250,9 @@ def peers_hidden_not_ready(obs: Observations, reach: Sequence[Reach]) -> list[Fi
                         f"{conditions or 'absent'}")
     if check is not None and check.result is not None:
         evidence.append(_check_line(check))
-    evidence += _log_evidence(_log_lines(obs, "dns", contains="no such host"))
+    lookups = _log_lines(obs, "dns", contains="no such host")
+    about = [line for line in lookups if f'"{name}.' in line.text]
+    evidence += _log_evidence([*about, *(line for line in lookups if line not in about)])
     return [Finding(P.PEERS_HIDDEN_NOT_READY, summary, culprits, tuple(evidence[:MAX_EVIDENCE]))]
 
 
@@ -398,11 +404,8 @@ def roundtrip_failed(obs: Observations, reach: Sequence[Reach]) -> list[Finding]
               if c is not None and c.result is not None and not c.works]
     if not failed:
         return []
-    first = failed[0]
-    detail = first.result.detail if first.result else {}
-    error = detail.get("last_attempt_error") or detail.get("error") or (detail.get("roundtrip") or {}).get("error")
-    summary = f"messages do not flow: {first.subject} → {first.outcome}" + (f" ({error})" if error else "")
-    return [Finding(P.ROUNDTRIP_FAILED, summary, (), tuple(_check_line(c) for c in failed))]
+    summary = "messages do not flow: " + _check_line(failed[0]).removeprefix("probe: ")
+    return [Finding(P.ROUNDTRIP_FAILED, summary, (), tuple(_check_line(c) for c in failed[1:]))]
 
 
 Detector = Callable[[Observations, Sequence[Reach]], list[Finding]]
