@@ -128,16 +128,22 @@ def base_name(qname: str, search: Sequence[str]) -> str:
 
 
 def failing(rows: Sequence[NameSummary], search: Sequence[str] = ()) -> list[tuple[str, Counter[str]]]:
-    """The names that never got NOERROR in any search-list form, with their rcodes (the search list's own
-    NXDOMAINs on the way to an answer are not failures)."""
-    answered: set[str] = set()
+    """The names that got no NOERROR in any search-list form, grouped by the name asked for, with their rcodes.
+    The search list's own NXDOMAINs on the way to an answer (``nats.ns.svc.cluster.local.ns.svc.cluster.local``)
+    are not failures."""
+    suffixes = [d.rstrip(".").lower() for d in search]
+    answered = {r.qname.rstrip(".") for r in rows if r.rcodes.get("NOERROR")}
+    answered |= {base_name(name, search) for name in answered}
     codes: dict[str, Counter[str]] = {}
     for row in rows:
-        base = base_name(row.qname, search)
         if row.rcodes.get("NOERROR"):
-            answered.add(base)
-        codes.setdefault(base, Counter()).update(row.rcodes)
-    return [(base, count) for base, count in codes.items() if base not in answered]
+            continue
+        name = row.qname.rstrip(".").lower()
+        forms = [name, *(name[: -len(s) - 1] for s in suffixes if name.endswith("." + s))]
+        if any(form in answered for form in forms):
+            continue
+        codes.setdefault(base_name(name, search), Counter()).update(row.rcodes)
+    return list(codes.items())
 
 
 def headline(rows: Sequence[NameSummary], search: Sequence[str] = ()) -> str:
