@@ -167,7 +167,15 @@ class KubeDeployment(CellHandle):
 
     def install(self, timeout: float) -> None:
         """Creates the labelled namespace, installs the cell (``helm install`` or server-side apply) and waits
-        until every pod of the StatefulSet is Ready."""
+        until every pod of the StatefulSet is Ready. A failure carries this deployment (``natsnet_deployment``):
+        the run writes the cell's evidence from it, then tears it down."""
+        try:
+            self._install(timeout)
+        except NatsnetError as error:
+            error.natsnet_deployment = self  # type: ignore[attr-defined]
+            raise
+
+    def _install(self, timeout: float) -> None:
         self._client.apply(self._namespace_object(self.namespace, {}))
         chart = self._cell.chart
         if chart is not None and self._tools.helm:

@@ -289,6 +289,8 @@ def pytest_runtest_makereport(
             report.natsnet_deploy_seconds = cell.deploy_seconds  # type: ignore[attr-defined]
             if report.failed:  # the cell's evidence is written when it is released
                 _add_property(item, report, EVIDENCE_PROPERTY, str(run.evidence_dir(scenario)))
+        elif run is not None and report.failed and scenario.id in run.deploy_evidence:
+            _add_property(item, report, EVIDENCE_PROPERTY, str(run.deploy_evidence[scenario.id]))
     return report
 
 
@@ -438,8 +440,9 @@ def natsnet_cell(
     try:
         cell = natsnet_run.cell(natsnet_scenario)
     except NatsnetError as error:
-        natsnet_run.failed_cells.add(natsnet_scenario.id)
-        pytest.fail(f"cell {natsnet_scenario.id} could not be deployed: {error}", pytrace=False)
+        evidence = natsnet_run.release_failed_deploy(natsnet_scenario, error)
+        where = f" (evidence: {evidence})" if evidence else ""
+        pytest.fail(f"cell {natsnet_scenario.id} could not be deployed{where}: {error}", pytrace=False)
     yield cell
     evidence = natsnet_run.release(natsnet_scenario)
     if evidence is not None:

@@ -88,6 +88,8 @@ class NatsnetRun:
     failed_cells: set[str] = field(default_factory=set)
     failures: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     """Cell -> its failed tests (node id, failure text) as this process saw them: the evidence README's input."""
+    deploy_evidence: dict[str, Path] = field(default_factory=dict)
+    """Cells whose deploy failed -> their evidence directory (written when the deploy failed)."""
     progress: Progress = field(default_factory=Progress)
     """Says what a long step (cluster start, a cell's deploy) is doing while the main thread waits on it."""
     _provider: Provider | None = None
@@ -241,6 +243,29 @@ class NatsnetRun:
                         provider=self._provider)
         if not self.kept(scenario.id) or self.provider_name == "sandbox":  # the in-process sandbox ends with pytest
             cell.deployment.teardown()
+        return evidence
+
+    def release_failed_deploy(self, scenario: Scenario, error: BaseException) -> Path | None:
+        """A cell whose deploy failed: its evidence, when the deployment got as far as existing (a cell whose pods
+        never became Ready is where evidence matters most), then its teardown unless kept."""
+        self.failed_cells.add(scenario.id)
+        deployment = getattr(error, "natsnet_deployment", None)
+        if deployment is None or scenario.id in self._released:
+            return self.deploy_evidence.get(scenario.id)
+        self._released.add(scenario.id)
+        self.failures.setdefault(scenario.id, []).append((f"deploy of cell {scenario.id}", str(error)))
+        from pytest_natsnet.evidence.cell import capture
+
+        evidence = self.evidence_dir(scenario)
+        with self.progress.step(f"writing the evidence of cell {scenario.id}"):
+            capture(evidence, scenario, deployment, failed=True,
+                    kept=self.kept(scenario.id) and self.provider_name != "sandbox",
+                    failures=self.failures[scenario.id],
+                    reproduce=repro_command(self.settings, scenario, self.provider_name, self.source),
+                    provider=self._provider)
+        self.deploy_evidence[scenario.id] = evidence
+        if not self.kept(scenario.id) or self.provider_name == "sandbox":
+            deployment.teardown()
         return evidence
 
     def finish(self) -> None:

@@ -89,3 +89,36 @@ def test_a_failed_cell_leaves_a_bundle_that_explains_it(pytester: pytest.Pyteste
     rendered = (tls_bundle / "manifests" / "rendered.yaml").read_text()
     assert "redactedData" in rendered and "tls.key: '(redacted: " in rendered
     assert not list((pytester.path / "state" / "runs").glob("*.json")), "the run's record outlived the run"
+
+
+NEVER_READY = """
+import pytest
+
+
+@pytest.mark.natsnet_values("never-ready.yaml")
+def test_never_ready(natsnet_deployment):
+    pass
+"""
+
+
+def test_a_cell_that_never_becomes_ready_leaves_a_bundle_too(pytester: pytest.Pytester, sandbox_collectable: None,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deploy times out (every server exits at start): the cell's evidence is written before it is torn down,
+    the test points at it, and the bundle says why the servers are not Ready."""
+    monkeypatch.setenv("NATSNET_STATE_DIR", str(pytester.path / "state"))
+    shutil.copy(DATA / "never-ready.yaml", pytester.path / "never-ready.yaml")
+    pytester.makepyfile(test_never_ready=NEVER_READY)
+    result = pytester.runpytest("--natsnet", "--natsnet-provider=sandbox", "--natsnet-source=reference",
+                                "--natsnet-timeout=15", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
+                                "--junitxml=junit.xml", "test_never_ready.py")
+    result.assert_outcomes(errors=1)
+    evidence = {Path(str(p.get("value"))) for p in ET.parse(pytester.path / "junit.xml").iter("property")
+                if p.get("name") == "natsnet_evidence"}
+    assert len(evidence) == 1, evidence
+    (bundle,) = evidence
+    head = (bundle / "README.md").read_text().split("# The Debugging Flow")[0]
+    assert "- `deploy of cell never-ready`: timed out after 15s waiting for StatefulSet ready" in head, head
+    assert "(`pods-not-ready`): servers are not all Ready: nats-0 is not Ready" in head, head
+    assert 'unknown field "no_such_setting"' in head, head
+    assert keymaterial.scan(bundle) == []
+    result.stdout.fnmatch_lines(["*cell never-ready could not be deployed (evidence: *never-ready)*"])

@@ -220,6 +220,15 @@ def _not_ready_reason(pod: dict[str, object]) -> str:
     gates = [c for c in conditions if isinstance(c, dict) and "/" in str(c.get("type")) and c.get("status") != "True"]
     if gates:
         return f"readiness gate {gates[0].get('type')} is {gates[0].get('status')}"
+    statuses = status.get("containerStatuses") or []
+    for container in statuses if isinstance(statuses, list) else []:
+        state = container.get("state") or {}
+        waiting, terminated = state.get("waiting") or {}, state.get("terminated") or {}
+        if waiting.get("reason") or terminated:
+            why = waiting.get("reason") or f"exited {terminated.get('exitCode')} {terminated.get('reason') or ''}"
+            return f"container {container.get('name')}: {str(why).strip()}"
+        if not container.get("ready", True) and not state.get("running"):
+            return f"container {container.get('name')} is not running"
     ready = next((c for c in conditions if isinstance(c, dict) and c.get("type") == "Ready"), {})
     reason = " ".join(str(ready.get(k)) for k in ("reason", "message") if ready.get(k))
     return reason or "Ready is not True"
@@ -393,8 +402,9 @@ def pods_not_ready(obs: Observations, reach: Sequence[Reach]) -> list[Finding]:
         return []
     warnings = [e for e in obs.of_kind("Event") if e.get("type") == "Warning"
                 and (e.get("involvedObject") or {}).get("name") in {s.pod for s in obs.servers}]
-    evidence = [f"event {(e.get('involvedObject') or {}).get('name')}: {e.get('reason')}: {e.get('message')}"
-                for e in warnings[-3:]]
+    evidence = _log_evidence(_log_lines(obs, "fatal"))
+    evidence += [f"event {(e.get('involvedObject') or {}).get('name')}: {e.get('reason')}: {e.get('message')}"
+                 for e in warnings[-3:]]
     return [Finding(P.PODS_NOT_READY, "servers are not all Ready: " + "; ".join(problems[:3]), (), tuple(evidence))]
 
 

@@ -81,7 +81,8 @@ class LogLine:
     text: str
     """The first occurrence, as logged."""
     category: str
-    """``route-created``, ``route-closed``, ``route-error``, ``dns``, ``tls``, ``auth``, ``self``, ``duplicate``."""
+    """``fatal`` (the server exits), ``route-created``, ``route-closed``, ``route-error``, ``dns``, ``tls``,
+    ``auth``, ``self``, ``duplicate``."""
     count: int = 1
     """How often the same message (timestamps, connection ids and ephemeral ports aside) was logged."""
     last: str = ""

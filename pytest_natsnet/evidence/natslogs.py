@@ -15,6 +15,7 @@ _UDP_SOURCE = re.compile(r"(read|write) udp (\S+):\d+->")
 _SHA = re.compile(r"SHA-256: [0-9a-f]+")
 
 RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("fatal", re.compile(r"^nats-server: |\[FTL\]")),
     ("dns", re.compile(r"lookup .*(i/o timeout|no such host|server misbehaving|connection refused)")),
     ("tls", re.compile(r"TLS (route )?handshake error|x509:|tls: ")),
     ("auth", re.compile(r"[Aa]uthorization|[Aa]uthentication (error|violation)")),
@@ -24,7 +25,7 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("route-created", re.compile(r"Route connection created")),
     ("route-closed", re.compile(r"Route(r)? connection closed")),
 )
-PROBLEMS = ("dns", "tls", "auth", "duplicate", "route-error")
+PROBLEMS = ("fatal", "dns", "tls", "auth", "duplicate", "route-error")
 
 
 def category(line: str) -> str | None:
