@@ -58,7 +58,7 @@ def _namespaces(record: RunRecord, dry_run: bool, say: Say) -> bool:
     try:
         client = KubeClient(record.kubeconfig, record.context or None)
         found = client.list("Namespace", None, run_selector(record.run_id))
-    except (NatsnetError, Exception) as error:  # the kubernetes client raises its own config errors
+    except Exception as error:  # KubeError, and the kubernetes client's own config and connection errors
         say(f"run {record.run_id}: cluster {record.context or record.kubeconfig} does not answer ({error}); "
             "record kept, run gc again when it does")
         return False

@@ -43,8 +43,16 @@ def process_start(pid: int) -> str:
     return fields_after_name[19] if len(fields_after_name) > 19 else ""
 
 
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def alive(pid: int, started: str = "") -> bool:
-    """Whether ``pid`` runs and, when ``started`` is known, is the same process that started then."""
+    """Whether ``pid`` runs (an exited process its parent has not reaped does not) and, when ``started`` is known,
+    is the same process that started then."""
     if pid <= 0:
         return False
     try:
@@ -53,6 +61,8 @@ def alive(pid: int, started: str = "") -> bool:
         return False
     except PermissionError:
         pass
+    if _zombie(pid):
+        return False
     return not started or not process_start(pid) or process_start(pid) == started
 
 

@@ -91,6 +91,21 @@ def test_a_reused_pid_is_not_the_owner(state: Path, tmp_path: Path) -> None:
     assert "forgot run reuse1" in _gc()
 
 
+def test_include_kept_stops_a_kept_sandbox_and_forgets_the_run(state: Path, tmp_path: Path) -> None:
+    sandbox = subprocess.Popen(["sleep", "60"])
+    try:
+        _record(tmp_path, "kept02", provider="sandbox", kept=True, sandbox_pid=sandbox.pid)
+        assert any(line.startswith("run kept02: kept on purpose") for line in _gc()) and sandbox.poll() is None
+        assert f"would stop kept sandbox of run kept02 (pid {sandbox.pid})" in _gc(dry_run=True, include_kept=True)
+        said = _gc(include_kept=True)
+        assert f"stopped the kept sandbox of run kept02 (pid {sandbox.pid})" in said and "forgot run kept02" in said
+        assert sandbox.wait(timeout=5) == -15
+    finally:
+        if sandbox.poll() is None:
+            sandbox.kill()
+            sandbox.wait()
+
+
 @pytest.fixture
 def fake_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     calls = tmp_path / "kind-calls"

@@ -21,9 +21,10 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("auth", re.compile(r"[Aa]uthorization|[Aa]uthentication (error|violation)")),
     ("self", re.compile(r"Detected route to self")),
     ("duplicate", re.compile(r"duplicate (server )?name", re.I)),
-    ("route-error", re.compile(r"Error trying to connect to route|route.*(refused|timeout|reset)", re.I)),
+    ("route-error", re.compile(r"Error trying to connect to route")),
     ("route-created", re.compile(r"Route connection created")),
     ("route-closed", re.compile(r"Route(r)? connection closed")),
+    ("route-error", re.compile(r"route.*(refused|timeout|reset)", re.I)),
 )
 PROBLEMS = ("fatal", "dns", "tls", "auth", "duplicate", "route-error")
 
