@@ -159,6 +159,12 @@ class KubeDeployment(CellHandle):
         return self._tools
 
     @property
+    def namespaces(self) -> list[str]:
+        """The cell's namespace first, then those its tests created (other clients, canaries)."""
+        with self._lock:
+            return list(self._namespaces)
+
+    @property
     def manifests(self) -> CellManifests:
         """The cell as it was rendered for install (TLS Secrets included: write it only redacted)."""
         return self._cell

@@ -38,7 +38,10 @@ def _bundle(tmp_path: Path, failed: bool = True) -> tuple[Path, Raw]:
                     for n in NAMES},
               dns_log=[json.dumps({"ts": 1.0, "client": "10.0.0.10:1", "qname": "nats.shop.svc.cluster.local.",
                                    "qtype": "A", "rcode": "NOERROR"})],
-              dns_log_sources=["the provider's DNS query log (1 lines)"])
+              dns_log_sources=["the provider's DNS query log (1 lines)"],
+              others={"shop-other": {"NetworkPolicy": [dict(BUG_EGRESS, metadata={"name": "other-policy",
+                                                                                   "namespace": "shop-other"})]}},
+              other_logs={"shop-other": {"natsnet-probe.probe": f"probe log\n{key_pem}"}})
     ctx = BundleContext(
         title="cell netpol", verdict="failed" if failed else "kept", declared=("dns-blocked",) if failed else (),
         failures=(TestFailure("suites/test_route_mesh.py::test_full_mesh[netpol]", MESH_FAILURE),) if failed else (),
@@ -74,7 +77,9 @@ def test_every_file_the_readme_lists_exists_and_the_raw_material_is_beside_it(tm
     assert {"README.md", "REPRODUCE.txt", "findings.json", "tests/failures.md", "values/01-my-values.yaml",
             "manifests/rendered.yaml", "objects/Secret.redacted.yaml", "logs/nats-0.nats.log",
             "probes/checks.json", "network/reachability.md", "dns/summary.md", "dns/queries.log.gz",
-            "nats/nats-0-routez.json"} <= set(listed)
+            "nats/nats-0-routez.json", "namespaces/shop-other/NetworkPolicy.yaml",
+            "namespaces/shop-other/logs/natsnet-probe.probe.log"} <= set(listed)
+    assert "other-policy" in (root / "namespaces/shop-other/NetworkPolicy.yaml").read_text()
     assert (root / "values/01-my-values.yaml").read_text() == "config:\n  cluster:\n    enabled: true\n"
     assert "route mesh of netpol" in (root / "tests/failures.md").read_text()
     assert json.loads((root / "findings.json").read_text())[0]["pattern"] == "dns-blocked"

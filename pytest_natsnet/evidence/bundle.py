@@ -117,6 +117,11 @@ def write_bundle(directory: Path, ctx: BundleContext, obs: Observations, finding
         out.yaml("objects/Secret.redacted.yaml", raw.secrets)
     for name, text in sorted(raw.logs.items()):
         out.text(f"logs/{name}.log", text)
+    for namespace, kinds in raw.others.items():
+        for kind, items in kinds.items():
+            out.yaml(f"namespaces/{namespace}/{kind}.yaml", items)
+        for name, text in sorted(raw.other_logs.get(namespace, {}).items()):
+            out.text(f"namespaces/{namespace}/logs/{name}.log", text)
     for server, bodies in obs.monitor.items():
         for path, body in bodies.items():
             out.json(f"nats/{server}{path.replace('/', '-')}.json", body)

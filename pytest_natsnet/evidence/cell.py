@@ -69,7 +69,8 @@ def capture(
         log_path = query_log() if callable(query_log) else None
         obs, raw = observe(deployment, ProbeTarget(deployment.namespace, dict(CLIENT_LABELS)),
                            release=deployment.release, client=deployment.client,
-                           extra_dns_log=lambda: sandbox_dns_lines(log_path))
+                           extra_dns_log=lambda: sandbox_dns_lines(log_path),
+                           other_namespaces=deployment.namespaces[1:])
         findings = analyse(obs)
         tools = deployment.tools
         ctx = BundleContext(

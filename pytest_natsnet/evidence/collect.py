@@ -49,6 +49,10 @@ class Raw:
     """Batch name -> the probe program's raw answer (resolv.conf, hostname, results)."""
     cluster: dict[str, Any] = field(default_factory=dict)
     """``/version`` and the nodes' ``nodeInfo``, when readable."""
+    others: dict[str, dict[str, list[Obj]]] = field(default_factory=dict)
+    """The cell's other namespaces (made by its tests) -> kind -> objects."""
+    other_logs: dict[str, dict[str, str]] = field(default_factory=dict)
+    """The cell's other namespaces -> ``<pod>.<container>`` -> log."""
 
 
 @dataclass
@@ -234,8 +238,10 @@ def observe(
     read_log: LogReader | None = None,
     client: Any = None,
     extra_dns_log: Callable[[], Iterable[str]] | None = None,
+    other_namespaces: Sequence[str] = (),
 ) -> tuple[Observations, Raw]:
-    """Walks the Debugging Flow for ``deployment``'s namespace, probing from ``target`` (created if needed)."""
+    """Walks the Debugging Flow for ``deployment``'s namespace, probing from ``target`` (created if needed);
+    ``other_namespaces`` (those the cell's tests made) are only dumped: objects and logs."""
     clock = Budget(budget)
     namespace = deployment.namespace
     read = read_log or (lambda pod, container, ns: deployment.logs(pod, container, ns))
@@ -307,6 +313,12 @@ def observe(
             gaps.append(f"the provider's DNS query log could not be read: {error}")
     _dns_log(dns_pods, read, extra, namespace, client_ips, raw)
     timings["dns log"] = time.monotonic() - started
+    started = time.monotonic()
+    for other in other_namespaces:
+        raw.others[other] = {kind: items for kind in NAMESPACE_KINDS if (items := _list(deployment, kind, other, gaps))}
+        raw.other_logs[other] = _read_logs(raw.others[other].get("Pod", []), other, read)
+    if other_namespaces:
+        timings["other namespaces"] = time.monotonic() - started
     timings["total"] = time.monotonic() - clock.started
     return dataclasses.replace(obs, gaps=tuple(gaps), timings=timings), raw
 
