@@ -34,7 +34,8 @@ def pod(name: str, *, ready: bool = True, restarts: int = 0, gate: bool | None =
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": NS, "labels": dict(SERVER_LABELS if labels is None else labels)},
             "spec": {"hostname": name, "subdomain": "nats-headless",
-                     "containers": [{"name": "nats", "image": "nats:2.14.2-alpine", "ports": PORTS}]},
+                     "containers": [{"name": "nats", "image": "nats:2.14.2-alpine", "ports": PORTS}],
+                     "readinessGates": [{"conditionType": "natsnet.io/ready"}] if gate is not None else []},
             "status": {"phase": "Running", "podIP": IPS.get(name, "10.0.0.99"), "conditions": conditions,
                        "containerStatuses": statuses}}
 

@@ -48,6 +48,21 @@ def _tls(cert: CertInfo, routes: list[str] | None = None) -> dict[str, object]:
             "route_cert": "Secret nats-route-tls/tls.crt"}
 
 
+def _ungated_with_reloader(name: str) -> dict[str, object]:
+    obj = pod(name, ready=False, gate=False)
+    obj["status"]["conditions"] = [c for c in obj["status"]["conditions"] if c["type"] == "Ready"]
+    obj["status"]["containerStatuses"].insert(0, {"name": "reloader", "ready": False,
+                                                  "state": {"waiting": {"reason": "ImageNotEmulated"}}})
+    return obj
+
+
+def _probe_failing(name: str) -> dict[str, object]:
+    obj = pod(name, ready=False)
+    obj["status"]["containerStatuses"] = [{"name": "nats", "ready": False, "restartCount": 0,
+                                           "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]
+    return obj
+
+
 def _advertise(address: str) -> list[object]:
     return [server(n, cluster={"advertise": address}) for n in NAMES]
 
@@ -138,6 +153,12 @@ CASES = (
     Case("a split mesh with no known cause", lambda: healthy(mesh={"nats-0": ["nats-1"], "nats-1": ["nats-0"],
                                                                    "nats-2": []}),
          (P.MESH_INCOMPLETE,), ("nats-0 routes to 1 of 2 peers (not nats-2)",)),
+    Case("a replaced pod whose readiness gate is not set yet, beside a container the sandbox does not run",
+         lambda: healthy(pods=[pod("nats-0"), pod("nats-1"), _ungated_with_reloader("nats-2")]), (P.PODS_NOT_READY,),
+         ("nats-2 is not Ready (readiness gate natsnet.io/ready is not set)",)),
+    Case("a server whose readiness probe fails", lambda: healthy(
+        pods=[pod("nats-0"), pod("nats-1"), _probe_failing("nats-2")]), (P.PODS_NOT_READY,),
+         ("nats-2 is not Ready (container nats is running but not ready (readiness probe failing))",)),
     Case("restarts", lambda: healthy(pods=[pod("nats-0", restarts=2), pod("nats-1"), pod("nats-2")]),
          (P.PODS_NOT_READY,), ("nats-0 restarted 2 times; last exit 1 Error",)),
     Case("a round trip that fails", lambda: healthy(outcomes={plan.RELAY_KEY: ("failed", {"published": 30})}),

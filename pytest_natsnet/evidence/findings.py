@@ -9,8 +9,9 @@ nothing shows enforced is left out, so a healthy deployment yields no finding.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pytest_natsnet import kube
 from pytest_natsnet.evidence import patterns as P
@@ -213,23 +214,34 @@ def _endpoint_conditions(obs: Observations, service: str, pod: str) -> str | Non
     return None
 
 
-def _not_ready_reason(pod: dict[str, object]) -> str:
+NOT_A_CAUSE = ("ImageNotEmulated",)
+"""Container states that do not keep a pod from being Ready (the sandbox creates, but does not run, the chart's
+reloader and exporter)."""
+
+
+def _not_ready_reason(pod: Mapping[str, Any]) -> str:
+    """Why a pod is not Ready: a container that is not running (its nats container first), else a readiness gate
+    not True (or not set), else a failing readiness probe, else the Ready condition's reason."""
     status = pod.get("status") or {}
-    assert isinstance(status, dict)
-    conditions = status.get("conditions") or []
-    gates = [c for c in conditions if isinstance(c, dict) and "/" in str(c.get("type")) and c.get("status") != "True"]
-    if gates:
-        return f"readiness gate {gates[0].get('type')} is {gates[0].get('status')}"
-    statuses = status.get("containerStatuses") or []
-    for container in statuses if isinstance(statuses, list) else []:
+    conditions = {str(c.get("type")): c for c in status.get("conditions") or []}
+    statuses = sorted(status.get("containerStatuses") or [], key=lambda c: c.get("name") != "nats")
+    for container in statuses:
         state = container.get("state") or {}
         waiting, terminated = state.get("waiting") or {}, state.get("terminated") or {}
+        if waiting.get("reason") in NOT_A_CAUSE:
+            continue
         if waiting.get("reason") or terminated:
             why = waiting.get("reason") or f"exited {terminated.get('exitCode')} {terminated.get('reason') or ''}"
             return f"container {container.get('name')}: {str(why).strip()}"
-        if not container.get("ready", True) and not state.get("running"):
-            return f"container {container.get('name')} is not running"
-    ready = next((c for c in conditions if isinstance(c, dict) and c.get("type") == "Ready"), {})
+    for gate in kube.spec(pod).get("readinessGates") or []:
+        condition = conditions.get(str(gate.get("conditionType")))
+        if condition is None:
+            return f"readiness gate {gate.get('conditionType')} is not set"
+        if condition.get("status") != "True":
+            return f"readiness gate {gate.get('conditionType')} is {condition.get('status')}"
+    if any(c.get("name") == "nats" and c.get("ready") is False for c in statuses):
+        return "container nats is running but not ready (readiness probe failing)"
+    ready = conditions.get("Ready") or {}
     reason = " ".join(str(ready.get(k)) for k in ("reason", "message") if ready.get(k))
     return reason or "Ready is not True"
 
