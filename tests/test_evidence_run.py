@@ -84,7 +84,9 @@ def test_a_failed_cell_leaves_a_bundle_that_explains_it(pytester: pytest.Pyteste
         assert keymaterial.scan(bundle) == [], "key material in the bundle"
         timings = json.loads((bundle / "timings.json").read_text())
         print(f"{cell}: evidence collected in {timings['total']:.1f} s")  # shown with -s
-        result.stdout.fnmatch_lines([f"{cell} (expected healthy); evidence: {bundle.relative_to(pytester.path)}"])
+        pattern = expectations[test].split("`")[1]
+        result.stdout.fnmatch_lines([f"{cell} (expected healthy); evidence: {bundle.relative_to(pytester.path)}",
+                                     f"  why: [[]{pattern}] routes cannot form: *"])
     tls_bundle = evidence["test_routes_form_over_tls[routes-form-over-tls]"]
     rendered = (tls_bundle / "manifests" / "rendered.yaml").read_text()
     assert "redactedData" in rendered and "tls.key: '(redacted: " in rendered
