@@ -108,6 +108,11 @@ def cluster_port(config: Mapping[str, Any]) -> int:
     return int((config.get("cluster") or {}).get("port") or DEFAULT_CLUSTER_PORT)
 
 
+def bracketed(host: str) -> str:
+    """A host for a URL: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 def nameserver(resolv_conf: str) -> str | None:
     for line in resolv_conf.splitlines():
         fields = line.split()
@@ -213,7 +218,7 @@ def first_batch(obs: Observations) -> list[Check]:
             checks.append(_check(TcpRequest(tcp_key(kube.name(pod), port), ip, port, timeout=TCP_TIMEOUT), 6,
                                  f"TCP {ip}:{port} ({kube.name(pod)} {what})"))
         for path in ("/varz", "/routez"):
-            checks.append(_check(HttpRequest(monitor_key(kube.name(pod), path), f"http://{ip}:{mport}{path}",
+            checks.append(_check(HttpRequest(monitor_key(kube.name(pod), path), f"http://{bracketed(ip)}:{mport}{path}",
                                              timeout=HTTP_TIMEOUT), 5, f"GET {path} of {kube.name(pod)}"))
     server_ip = nameserver(obs.probe.resolv_conf) if obs.probe else None
     if server_ip:
@@ -333,7 +338,8 @@ def _roundtrip(obs: Observations, tls: ClientTls | None, resolving: bool) -> lis
                           fqdn(kube.name(client), obs.namespace, "svc", obs.zone).rstrip(".") if client else ""]
             hostname = client_tls_name(obs, [c for c in candidates if c])
         options = TlsOptions(tls.ca_pem, hostname) if tls else None
-        relay = RelayRequest(RELAY_KEY, (f"{scheme}://{ips[0]}:{port}",), (f"{scheme}://{ips[1]}:{port}",),
+        relay = RelayRequest(RELAY_KEY, (f"{scheme}://{bracketed(ips[0])}:{port}",),
+                             (f"{scheme}://{bracketed(ips[1])}:{port}",),
                              tls=options, connect_timeout=NATS_TIMEOUT, timeout=RELAY_TIMEOUT)
         checks.append(_check(relay, 8, f"publish on {kube.name(first)}, subscribe on {kube.name(last)} "
                                        "(a message must cross the routes)"))
