@@ -232,15 +232,7 @@ class NatsnetRun:
         failed = scenario.id in self.failed_cells
         evidence = None
         if failed or self.settings.keep == "always":
-            from pytest_natsnet.evidence.cell import capture
-
-            evidence = self.evidence_dir(scenario)
-            with self.progress.step(f"writing the evidence of cell {scenario.id}"):
-                capture(evidence, scenario, cell.deployment, failed=failed,
-                        kept=self.kept(scenario.id) and self.provider_name != "sandbox",
-                        failures=self.failures.get(scenario.id, []),
-                        reproduce=repro_command(self.settings, scenario, self.provider_name, self.source),
-                        provider=self._provider)
+            evidence = self._write_evidence(scenario, cell.deployment, failed)
         if not self.kept(scenario.id) or self.provider_name == "sandbox":  # the in-process sandbox ends with pytest
             cell.deployment.teardown()
         return evidence
@@ -254,18 +246,22 @@ class NatsnetRun:
             return self.deploy_evidence.get(scenario.id)
         self._released.add(scenario.id)
         self.failures.setdefault(scenario.id, []).append((f"deploy of cell {scenario.id}", str(error)))
+        evidence = self.deploy_evidence[scenario.id] = self._write_evidence(scenario, deployment, True)
+        if not self.kept(scenario.id) or self.provider_name == "sandbox":
+            deployment.teardown()
+        return evidence
+
+    def _write_evidence(self, scenario: Scenario, deployment: Deployment, failed: bool) -> Path:
+        """The cell's evidence bundle (``evidence/cell.py``), written while the cell still exists."""
         from pytest_natsnet.evidence.cell import capture
 
         evidence = self.evidence_dir(scenario)
         with self.progress.step(f"writing the evidence of cell {scenario.id}"):
-            capture(evidence, scenario, deployment, failed=True,
+            capture(evidence, scenario, deployment, failed=failed,
                     kept=self.kept(scenario.id) and self.provider_name != "sandbox",
-                    failures=self.failures[scenario.id],
+                    failures=self.failures.get(scenario.id, []),
                     reproduce=repro_command(self.settings, scenario, self.provider_name, self.source),
                     provider=self._provider)
-        self.deploy_evidence[scenario.id] = evidence
-        if not self.kept(scenario.id) or self.provider_name == "sandbox":
-            deployment.teardown()
         return evidence
 
     def finish(self) -> None:

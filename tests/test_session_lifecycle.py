@@ -137,3 +137,28 @@ def test_a_worker_records_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     _cells(run, ["default"])
     assert runrecord.load_all() == ([], [])
     run.finish()
+
+
+def test_a_failed_deploy_gets_its_evidence_then_its_teardown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The install error carries the deployment: the run writes the cell's evidence from it, once, and removes
+    the cell (nothing else would: a failed deploy never becomes a cell)."""
+    from pytest_natsnet.errors import NatsnetError
+
+    run, log = _run(tmp_path, monkeypatch, "never")
+    scenario = expand(run.matrix, "smoke")[0]
+
+    def failing_deploy(cell: CellManifests, timeout: float) -> Any:
+        error = NatsnetError("timed out waiting for StatefulSet ready")
+        error.natsnet_deployment = FakeDeployment(cell, log)  # type: ignore[attr-defined]
+        raise error
+
+    monkeypatch.setattr(FakeProvider, "deploy", lambda self, cell, timeout: failing_deploy(cell, timeout))
+    with pytest.raises(NatsnetError) as raised:
+        run.cell(scenario)
+    evidence = run.release_failed_deploy(scenario, raised.value)
+    assert evidence == run.evidence_dir(scenario) and (evidence / "REPRODUCE.txt").is_file()
+    assert run.release_failed_deploy(scenario, raised.value) == evidence, "written once"
+    assert scenario.id in run.failed_cells and run.deploy_evidence == {scenario.id: evidence}
+    assert run.failures[scenario.id] == [(f"deploy of cell {scenario.id}", "timed out waiting for StatefulSet ready")]
+    run.finish()
+    assert log.count(f"teardown {scenario.id}") == 1
