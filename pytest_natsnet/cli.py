@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--out", type=Path, metavar="DIR",
                         help="Bundle directory (default: natsnet-doctor/<namespace>-<UTC time>)")
     doctor.add_argument("--timeout", type=float, default=60.0, help="Seconds for the flow's probes (default 60)")
+    doctor.add_argument("--probe-labels", metavar="K=V[,K=V]",
+                        help="Labels of the probe pod (default app.kubernetes.io/name=natsnet-client): your clients' "
+                             "labels, to probe as the namespace's NetworkPolicies treat them")
     sandbox = commands.add_parser("sandbox", help="A sandbox cluster of its own, served as a Kubernetes API")
     sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True)
     up = sandbox_commands.add_parser(
@@ -134,9 +137,11 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from pytest_natsnet.doctor.command import DoctorOptions, run
+    from pytest_natsnet.doctor.command import DoctorOptions, parse_labels, run
 
-    return run(DoctorOptions(args.namespace, args.release, args.kubeconfig, args.context, args.out, args.timeout))
+    labels = parse_labels(args.probe_labels) if args.probe_labels is not None else None
+    return run(DoctorOptions(args.namespace, args.release, args.kubeconfig, args.context, args.out, args.timeout,
+                             probe_labels=labels))
 
 
 def _sandbox_up(args: argparse.Namespace) -> int:

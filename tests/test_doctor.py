@@ -182,3 +182,18 @@ def test_a_namespace_that_does_not_exist_is_one_line(sandbox: SandboxApi, tmp_pa
         "namespace the NATS release runs in")
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "bundle").exists()
+
+
+@pytest.mark.parametrize(("labels", "says"), [
+    ("app.kubernetes.io/name=nats,app.kubernetes.io/instance=nats,app.kubernetes.io/component=nats",
+     "Service nats, nats-headless selects them: the probe pod would become its endpoint"),
+    ("just-a-word", "'just-a-word' is not key=value"),
+])
+def test_probe_labels_that_would_disturb_the_deployment_are_refused(
+        labels: str, says: str, cells: dict[str, KubeDeployment], sandbox: SandboxApi, tmp_path: Path) -> None:
+    deployment = cells["healthy"]
+    before = _state(deployment)
+    done = _doctor(sandbox, deployment.namespace, tmp_path / "bundle", "--probe-labels", labels)
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert _state(deployment) == before and not (tmp_path / "bundle").exists()

@@ -9,10 +9,12 @@ import datetime
 import shutil
 import sys
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from pytest_natsnet import kube
 from pytest_natsnet.deployment import ClusterTools, KubeDeployment
 from pytest_natsnet.errors import ConfigError, NatsnetError
 from pytest_natsnet.evidence.bundle import write_bundle
@@ -37,6 +39,27 @@ class DoctorOptions:
     out: Path | None = None
     timeout: float = DEFAULT_TIMEOUT
     kubectl: str | None = None
+    probe_labels: Mapping[str, str] | None = None
+    """The probe pod's labels (default: an application client's, ``app.kubernetes.io/name=natsnet-client``): give
+    your clients' labels to probe as they are let through the namespace's NetworkPolicies."""
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """``k=v,k2=v2`` -> labels; ConfigError naming the option otherwise."""
+    labels = {}
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--probe-labels {text}", f"{item!r} is not key=value", "write k=v[,k2=v2]")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def _selected_by(client: KubeClient, namespace: str, labels: Mapping[str, str]) -> list[str]:
+    """The Services of the namespace whose selector the labels match (a probe pod with them would be an
+    endpoint)."""
+    return [kube.name(s) for s in client.list("Service", namespace)
+            if kube.service_selector_matches(kube.spec(s).get("selector"), labels)]
 
 
 def _cluster(options: DoctorOptions) -> tuple[Path, str]:
@@ -73,7 +96,13 @@ def examine(options: DoctorOptions, say: TextIO = sys.stderr) -> tuple[Observati
     tools = ClusterTools(kubectl, None, kubeconfig, context)
     cell = CellManifests("doctor", options.namespace, options.release, (), "existing")
     deployment = KubeDeployment(cell, info, client, tools)
-    target = ProbeTarget(options.namespace, dict(CLIENT_LABELS), name=f"{PROBE_PREFIX}-{uuid.uuid4().hex[:6]}")
+    labels = dict(options.probe_labels if options.probe_labels is not None else CLIENT_LABELS)
+    endpoints_of = _selected_by(client, options.namespace, labels)
+    if endpoints_of:
+        raise ConfigError(f"--probe-labels {','.join(f'{k}={v}' for k, v in labels.items())}",
+                          f"Service {', '.join(endpoints_of)} selects them: the probe pod would become its endpoint",
+                          "give labels a client carries, not a server")
+    target = ProbeTarget(options.namespace, labels, name=f"{PROBE_PREFIX}-{uuid.uuid4().hex[:6]}")
     say.write(f"natsnet doctor: walking the Debugging Flow in {options.namespace} (context {context}) from probe "
               f"pod {target.pod_name} …\n")
     try:
