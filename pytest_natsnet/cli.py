@@ -1,4 +1,4 @@
-"""``natsnet`` command line: ``render`` (list cells, print a cell's manifests), ``gc`` and ``sandbox up``."""
+"""``natsnet`` command line: ``render`` (list cells, print a cell's manifests), ``doctor``, ``gc``, ``sandbox up``."""
 
 from __future__ import annotations
 
@@ -35,7 +35,23 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--chart", default=DEFAULT_CHART, help="Chart for --source helm")
     render.add_argument("--chart-version", default=DEFAULT_CHART_VERSION, help="Chart version")
     render.add_argument("--helm", help="helm binary (else $NATSNET_HELM, PATH, pinned download)")
-    commands.add_parser("gc", help="Remove sandbox leftovers of dead runs")
+    gc = commands.add_parser("gc", help="Remove what dead runs left: sandboxes, and namespaces and kind clusters of "
+                                        "their run records")
+    gc.add_argument("--dry-run", action="store_true", help="List what would be removed; remove nothing")
+    gc.add_argument("--include-kept", action="store_true",
+                    help="Also remove what runs kept on purpose (--natsnet-keep)")
+    doctor = commands.add_parser("doctor", help="Walk the Debugging Flow against a live NATS deployment and print "
+                                                "the findings (read-only; writes an evidence bundle)")
+    doctor.add_argument("--namespace", required=True, help="Namespace of the NATS release")
+    doctor.add_argument("--release", default="nats", help="Helm release name (default nats)")
+    doctor.add_argument("--kubeconfig", type=Path, help="Kubeconfig (default: $KUBECONFIG or ~/.kube/config)")
+    doctor.add_argument("--context", help="Kubeconfig context (default: its current context)")
+    doctor.add_argument("--out", type=Path, metavar="DIR",
+                        help="Bundle directory (default: natsnet-doctor/<namespace>-<UTC time>)")
+    doctor.add_argument("--timeout", type=float, default=60.0, help="Seconds for the flow's probes (default 60)")
+    doctor.add_argument("--probe-labels", metavar="K=V[,K=V]",
+                        help="Labels of the probe pod (default app.kubernetes.io/name=natsnet-client): your clients' "
+                             "labels, to probe as the namespace's NetworkPolicies treat them")
     sandbox = commands.add_parser("sandbox", help="A sandbox cluster of its own, served as a Kubernetes API")
     sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True)
     up = sandbox_commands.add_parser(
@@ -113,13 +129,19 @@ def render_text(args: argparse.Namespace) -> str:
     return documents(cell)
 
 
-def _gc() -> int:
-    """Removes what crashed sandbox runs left behind (found from their state files), one line per action."""
-    from pytest_natsnet.sandbox import gc
+def _gc(args: argparse.Namespace) -> int:
+    """Removes what dead runs left behind (found from their records), one line per action."""
+    from pytest_natsnet import rungc
 
-    for line in gc.collect_garbage():
-        print(line)
-    return 0
+    return rungc.main(dry_run=args.dry_run, include_kept=args.include_kept)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from pytest_natsnet.doctor.command import DoctorOptions, parse_labels, run
+
+    labels = parse_labels(args.probe_labels) if args.probe_labels is not None else None
+    return run(DoctorOptions(args.namespace, args.release, args.kubeconfig, args.context, args.out, args.timeout,
+                             probe_labels=labels))
 
 
 def _sandbox_up(args: argparse.Namespace) -> int:
@@ -133,7 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "gc":
-            return _gc()
+            return _gc(args)
+        if args.command == "doctor":
+            return _doctor(args)
         if args.command == "sandbox":
             return _sandbox_up(args)
         if args.list:

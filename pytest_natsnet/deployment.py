@@ -198,11 +198,34 @@ class KubeDeployment(CellHandle):
     def client(self) -> KubeClient:
         return self._client
 
+    @property
+    def tools(self) -> ClusterTools:
+        return self._tools
+
+    @property
+    def namespaces(self) -> list[str]:
+        """The cell's namespace first, then those its tests created (other clients, canaries)."""
+        with self._lock:
+            return list(self._namespaces)
+
+    @property
+    def manifests(self) -> CellManifests:
+        """The cell as it was rendered for install (TLS Secrets included: write it only redacted)."""
+        return self._cell
+
     # -- install ---------------------------------------------------------------------------------------------
 
     def install(self, timeout: float) -> None:
         """Creates the labelled namespace, installs the cell (``helm install`` or server-side apply) and waits
-        until every pod of the StatefulSet is Ready."""
+        until every pod of the StatefulSet is Ready. A failure carries this deployment (``natsnet_deployment``):
+        the run writes the cell's evidence from it, then tears it down."""
+        try:
+            self._install(timeout)
+        except NatsnetError as error:
+            error.natsnet_deployment = self  # type: ignore[attr-defined]
+            raise
+
+    def _install(self, timeout: float) -> None:
         self._client.apply(self._namespace_object(self.namespace, {}))
         chart = self._cell.chart
         if chart is not None and self._tools.helm:

@@ -30,7 +30,7 @@ from pytest_natsnet.plan import RunPlan
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.providers import header_lines, machine_problems
 from pytest_natsnet.providers.base import Deployment
-from pytest_natsnet.report.grid import not_applicable_reason
+from pytest_natsnet.report.grid import failure_message, not_applicable_reason
 from pytest_natsnet.report.progress import Progress
 from pytest_natsnet.report.recorder import EVIDENCE_PROPERTY, ReportRecorder, progress_emitter
 from pytest_natsnet.report.terminal import cells_line
@@ -299,6 +299,8 @@ def pytest_runtest_makereport(
             report.natsnet_deploy_seconds = cell.deploy_seconds  # type: ignore[attr-defined]
             if report.failed:  # the cell's evidence is written when it is released
                 _add_property(item, report, EVIDENCE_PROPERTY, str(run.evidence_dir(scenario)))
+        elif run is not None and report.failed and scenario.id in run.deploy_evidence:
+            _add_property(item, report, EVIDENCE_PROPERTY, str(run.deploy_evidence[scenario.id]))
     return report
 
 
@@ -325,6 +327,10 @@ class FailedCells:
         cell = getattr(report, "natsnet_cell", None)
         if cell is not None and report.failed:
             self.run.failed_cells.add(str(cell))
+            name = report.nodeid if report.when == "call" else f"{report.nodeid} (error in {report.when})"
+            crash = getattr(report.longrepr, "reprcrash", None)
+            text = failure_message(getattr(crash, "message", None), report.longreprtext)
+            self.run.failures.setdefault(str(cell), []).append((name, text))
 
 
 class NatsnetReport:
@@ -444,8 +450,9 @@ def natsnet_cell(
     try:
         cell = natsnet_run.cell(natsnet_scenario)
     except NatsnetError as error:
-        natsnet_run.failed_cells.add(natsnet_scenario.id)
-        pytest.fail(f"cell {natsnet_scenario.id} could not be deployed: {error}", pytrace=False)
+        evidence = natsnet_run.release_failed_deploy(natsnet_scenario, error)
+        where = f" (evidence: {evidence})" if evidence else ""
+        pytest.fail(f"cell {natsnet_scenario.id} could not be deployed{where}: {error}", pytrace=False)
     yield cell
     evidence = natsnet_run.release(natsnet_scenario)
     if evidence is not None:

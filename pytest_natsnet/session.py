@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pytest_natsnet import runrecord
 from pytest_natsnet.assembly import assemble_cell
 from pytest_natsnet.errors import NatsnetError
 from pytest_natsnet.failures import DeclaredFailure
 from pytest_natsnet.matrix import Matrix, Scenario
 from pytest_natsnet.plan import RunPlan
-from pytest_natsnet.providers import make_provider
+from pytest_natsnet.providers import make_provider, recorded_cluster_name
 from pytest_natsnet.providers.base import CellManifests, ClusterAccess, Deployment, Provider
 from pytest_natsnet.report.progress import Progress
 from pytest_natsnet.settings import NatsnetSettings
@@ -69,10 +70,15 @@ class NatsnetRun:
     prefetch_window: int = 0
     """How many cells (this one included) deploy ahead; 0 means --natsnet-parallel."""
     failed_cells: set[str] = field(default_factory=set)
+    failures: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    """Cell -> its failed tests (node id, failure text) as this process saw them: the evidence README's input."""
+    deploy_evidence: dict[str, Path] = field(default_factory=dict)
+    """Cells whose deploy failed -> their evidence directory (written when the deploy failed)."""
     progress: Progress = field(default_factory=Progress)
     """Says what a long step (cluster start, a cell's deploy) is doing while the main thread waits on it."""
     _provider: Provider | None = None
     _access: ClusterAccess | None = None
+    _record: runrecord.RunRecord | None = None
     _released: set[str] = field(default_factory=set)
     _ca: CertificateAuthority | None = None
     _futures: dict[str, concurrent.futures.Future[Cell]] = field(default_factory=dict)
@@ -106,10 +112,33 @@ class NatsnetRun:
                 if self.plan.cluster:
                     provider.attach(ClusterAccess.from_wire(self.plan.cluster))
                 else:
-                    with self.progress.step(f"starting the {self.provider_name} cluster"):
-                        self._access = provider.start()
+                    record = self._record_run()
+                    try:
+                        with self.progress.step(f"starting the {self.provider_name} cluster"):
+                            self._access = provider.start()
+                    except BaseException:
+                        if record is not None:
+                            runrecord.remove(record)
+                        raise
+                    if record is not None:
+                        self._record = runrecord.update(
+                            record, kubeconfig=self._access.kubeconfig, context=self._access.context or "",
+                            created_cluster=self._access.created, cluster_ready=True,
+                            sandbox_pid=int(getattr(provider, "process_id", 0) or 0))
                 self._provider = provider
             return self._provider
+
+    def _record_run(self) -> runrecord.RunRecord | None:
+        """The run's record (``natsnet gc`` cleans up after a run that dies); None when it cannot be written."""
+        cluster = recorded_cluster_name(self.provider_name, self.settings)
+        record = runrecord.new_record(self.run_id, self.provider_name, self.run_dir, cluster)
+        try:
+            runrecord.write(record)
+        except OSError as error:
+            print(f"natsnet: cannot record the run in {runrecord.records_dir()} ({error}): natsnet gc will not "
+                  "find what a crash of this run leaves", file=sys.stderr)
+            return None
+        return record
 
     def start_cluster(self) -> ClusterAccess:
         """The owner (the xdist controller) starts the cluster before the workers exist; the plan then carries
@@ -188,15 +217,36 @@ class NatsnetRun:
         failed = scenario.id in self.failed_cells
         evidence = None
         if failed or self.settings.keep == "always":
-            evidence = self.evidence_dir(scenario)
-            cell.deployment.collect(evidence)
-            (evidence / "REPRODUCE.txt").write_text(
-                f"{repro_command(self.settings, scenario, self.provider_name, self.source)}\n"
-                f"values files: {', '.join(str(p) for p in scenario.values_files) or '(pre-rendered)'}\n"
-                f"declared failures: {', '.join(sorted(scenario.expect)) or 'none (expected healthy)'}\n"
-            )
+            evidence = self._write_evidence(scenario, cell.deployment, failed)
         if not self.kept(scenario.id):
             cell.deployment.teardown()
+        return evidence
+
+    def release_failed_deploy(self, scenario: Scenario, error: BaseException) -> Path | None:
+        """A cell whose deploy failed: its evidence, when the deployment got as far as existing (a cell whose pods
+        never became Ready is where evidence matters most), then its teardown unless kept."""
+        self.failed_cells.add(scenario.id)
+        deployment = getattr(error, "natsnet_deployment", None)
+        if deployment is None or scenario.id in self._released:
+            return self.deploy_evidence.get(scenario.id)
+        self._released.add(scenario.id)
+        self.failures.setdefault(scenario.id, []).append((f"deploy of cell {scenario.id}", str(error)))
+        evidence = self.deploy_evidence[scenario.id] = self._write_evidence(scenario, deployment, True)
+        if not self.kept(scenario.id):
+            deployment.teardown()
+        return evidence
+
+    def _write_evidence(self, scenario: Scenario, deployment: Deployment, failed: bool) -> Path:
+        """The cell's evidence bundle (``evidence/cell.py``), written while the cell still exists."""
+        from pytest_natsnet.evidence.cell import capture
+
+        evidence = self.evidence_dir(scenario)
+        with self.progress.step(f"writing the evidence of cell {scenario.id}"):
+            capture(evidence, scenario, deployment, failed=failed,
+                    kept=self.kept(scenario.id),
+                    failures=self.failures.get(scenario.id, []),
+                    reproduce=repro_command(self.settings, scenario, self.provider_name, self.source),
+                    provider=self._provider)
         return evidence
 
     def finish(self) -> None:
@@ -220,3 +270,9 @@ class NatsnetRun:
         if self._provider is not None:
             keep = self.settings.keep == "always" or (self.settings.keep == "on-failure" and bool(self.failed_cells))
             self._provider.stop(keep=keep)
+            if self._record is not None:
+                if keep:
+                    runrecord.update(self._record, kept=True)
+                else:
+                    runrecord.remove(self._record)
+                self._record = None

@@ -121,6 +121,7 @@ def test_gc_removes_what_a_dead_run_left_and_says_so(
     (state / "deadbeef.json").write_text(json.dumps(
         {"pid": 2**22 + 1, "run_dir": str(run_dir), "netns_prefix": "natsnet-test-none-"}))
     monkeypatch.setattr(gc, "STATE_DIR", state)
+    monkeypatch.setenv("NATSNET_STATE_DIR", str(state))  # run records too (none here)
     assert cli.main(["gc"]) == 0
     assert capsys.readouterr().out.splitlines() == [f"removed {run_dir}"]
     assert not run_dir.exists() and not (state / "deadbeef.json").exists()

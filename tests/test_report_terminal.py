@@ -82,6 +82,22 @@ def test_failed_cells_show_declared_failures_evidence_and_the_differing_rows(tmp
     ]
 
 
+def test_a_failed_cell_says_why_with_its_first_finding(tmp_path: Path) -> None:
+    from pytest_natsnet.report.recorder import first_findings
+
+    evidence = tmp_path / "natsnet-evidence" / "abc123" / "tls-bad-sans"
+    evidence.mkdir(parents=True)
+    grid = build_grid(run(str(evidence)))
+    assert first_findings(grid) == {}
+    (evidence / "findings.json").write_text('[{"pattern": "route-tls-mismatch", "summary": "routes cannot form"}, '
+                                            '{"pattern": "mesh-incomplete", "summary": "..."}]')
+    why = first_findings(grid)
+    assert why == {"tls-bad-sans": "[route-tls-mismatch] routes cannot form"}
+    assert failure_lines(grid, cwd=tmp_path, why=why)[:2] == [
+        "tls-bad-sans (declares mesh-split); evidence: natsnet-evidence/abc123/tls-bad-sans",
+        "  why: [route-tls-mismatch] routes cannot form"]
+
+
 @pytest.mark.parametrize(
     ("evidence", "says"),
     [(None, "no evidence (the cell was not deployed)"),

@@ -57,6 +57,7 @@ class FakeProvider:
 def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: str, cluster: dict[str, str] | None = None
          ) -> tuple[NatsnetRun, list[str]]:
     log: list[str] = []
+    monkeypatch.setenv("NATSNET_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setattr(session, "make_provider", lambda *args: FakeProvider(log))
     settings = NatsnetSettings(enabled=True, keep=keep, evidence_dir=tmp_path / "evidence")
     plan = RunPlan("abc123", "fake", "test", "reference", "test", True, cluster or {})
@@ -107,3 +108,57 @@ def test_the_controller_starts_the_cluster_and_hands_its_access_on(
     assert ClusterAccess.from_wire(RunPlan.from_wire(run.plan.to_wire()).cluster) == access
     run.finish()
     assert log == ["start", "stop keep=False"]
+
+
+@pytest.mark.parametrize(("keep", "failed", "kept"), [("never", [], None), ("on-failure", ["default"], True),
+                                                      ("on-failure", [], None), ("always", [], True)])
+def test_the_owner_records_the_run_until_it_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: str,
+                                                 failed: list[str], kept: bool | None) -> None:
+    """The record names the cluster while the run lives (what natsnet gc needs after a crash); a run that ends
+    removes it, or marks it kept when it keeps its cells."""
+    from pytest_natsnet import runrecord
+
+    run, _ = _run(tmp_path, monkeypatch, keep)
+    run.start_cluster()
+    (record,), _ = runrecord.load_all()
+    assert (record.run_id, record.provider, record.kubeconfig, record.context) == ("abc123", "fake", "/kubeconfig",
+                                                                                     "ctx")
+    assert record.created_cluster and record.cluster_ready and record.owner_alive() and not record.kept
+    _cells(run, failed)
+    run.finish()
+    records, _ = runrecord.load_all()
+    assert [r.kept for r in records] == ([] if kept is None else [True])
+
+
+def test_a_worker_records_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_natsnet import runrecord
+
+    run, _ = _run(tmp_path, monkeypatch, "never", ClusterAccess("/controller", "ctx", True).to_wire())
+    _cells(run, ["default"])
+    assert runrecord.load_all() == ([], [])
+    run.finish()
+
+
+def test_a_failed_deploy_gets_its_evidence_then_its_teardown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The install error carries the deployment: the run writes the cell's evidence from it, once, and removes
+    the cell (nothing else would: a failed deploy never becomes a cell)."""
+    from pytest_natsnet.errors import NatsnetError
+
+    run, log = _run(tmp_path, monkeypatch, "never")
+    scenario = expand(run.matrix, "smoke")[0]
+
+    def failing_deploy(cell: CellManifests, timeout: float) -> Any:
+        error = NatsnetError("timed out waiting for StatefulSet ready")
+        error.natsnet_deployment = FakeDeployment(cell, log)  # type: ignore[attr-defined]
+        raise error
+
+    monkeypatch.setattr(FakeProvider, "deploy", lambda self, cell, timeout: failing_deploy(cell, timeout))
+    with pytest.raises(NatsnetError) as raised:
+        run.cell(scenario)
+    evidence = run.release_failed_deploy(scenario, raised.value)
+    assert evidence == run.evidence_dir(scenario) and (evidence / "REPRODUCE.txt").is_file()
+    assert run.release_failed_deploy(scenario, raised.value) == evidence, "written once"
+    assert scenario.id in run.failed_cells and run.deploy_evidence == {scenario.id: evidence}
+    assert run.failures[scenario.id] == [(f"deploy of cell {scenario.id}", "timed out waiting for StatefulSet ready")]
+    run.finish()
+    assert log.count(f"teardown {scenario.id}") == 1

@@ -44,3 +44,8 @@ def header_lines(name: str, settings: NatsnetSettings) -> list[str]:
 
     binary = find_nats_server(f"nats:{settings.chart_version}-alpine")
     return ["natsnet: sandbox runs " + (binary.describe() if binary else "no nats-server (not found)")]
+
+
+def recorded_cluster_name(name: str, settings: NatsnetSettings) -> str:
+    """The cluster a run record names for ``natsnet gc`` (kind's cluster; the others have none to delete)."""
+    return settings.cluster_name if name == "kind" else ""

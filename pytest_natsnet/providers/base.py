@@ -165,7 +165,8 @@ class Deployment(Protocol):
         ...
 
     def collect(self, directory: Path) -> None:
-        """Writes evidence: every object of the cell's namespaces as YAML and every container log."""
+        """Writes a plain dump: every object of the cell's namespaces as YAML and every container log (the
+        fallback when the evidence bundle, ``evidence/cell.py``, cannot be written)."""
         ...
 
     def teardown(self) -> None:

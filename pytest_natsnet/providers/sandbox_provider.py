@@ -156,6 +156,15 @@ class SandboxProvider:
         deployment.install(timeout)
         return deployment
 
+    @property
+    def process_id(self) -> int:
+        """The pid of the ``natsnet sandbox up`` this run started (0 when attached or stopped)."""
+        return self._process.pid if self._process is not None else 0
+
+    def dns_query_log(self) -> Path:
+        """The sandbox DNS server's query log (one JSON line per query), for evidence: its pods log no queries."""
+        return self.directory / "dns" / "queries.jsonl"
+
     def stop(self, keep: bool) -> None:
         if self._process is None:
             self._access = None

@@ -92,7 +92,7 @@ class ReportRecorder:
                 for text, color in line:
                     terminal.write(text, **({color: True} if color else {}))
                 terminal.line("")
-            failures = failure_lines(grid)
+            failures = failure_lines(grid, why=first_findings(grid))
             if failures:
                 terminal.write_sep("-", "natsnet: failed cells: tables and evidence")
                 for text in failures:
@@ -106,6 +106,24 @@ class ReportRecorder:
             terminal.write_line(f"natsnet: report written to {self.html_written}")
         if self.html_error is not None:
             terminal.write_line(self.html_error, red=True)
+
+
+def first_findings(grid: Grid) -> dict[str, str]:
+    """Failed cell -> ``[pattern] summary`` of the first finding in its evidence bundle (``findings.json``), for
+    the cells whose bundle has one."""
+    import json
+
+    found = {}
+    for cell in grid.failed_cells:
+        evidence = grid.summaries[cell].evidence
+        if evidence is None:
+            continue
+        try:
+            findings = json.loads((Path(evidence) / "findings.json").read_text(encoding="utf-8"))
+            found[cell] = f"[{findings[0]['pattern']}] {findings[0]['summary']}"
+        except (OSError, ValueError, IndexError, KeyError, TypeError):
+            continue
+    return found
 
 
 def progress_emitter(config: pytest.Config) -> Callable[[str], None] | None:

@@ -4,7 +4,7 @@ the header line naming the cells that will run. Pure: the plugin writes the line
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pytest_natsnet.report.grid import (
@@ -91,13 +91,16 @@ def evidence_text(evidence: str | None, cwd: Path | None = None) -> str:
     return f"evidence: {where}" if Path(evidence).is_dir() else f"evidence: {where} (not written)"
 
 
-def failure_lines(grid: Grid, cwd: Path | None = None) -> list[str]:
-    """Per failed cell: its declared failures and evidence, then each failed test and its tables (compact)."""
+def failure_lines(grid: Grid, cwd: Path | None = None, why: Mapping[str, str] | None = None) -> list[str]:
+    """Per failed cell: its declared failures and evidence, the evidence's first finding (``why``), then each
+    failed test and its tables (compact)."""
     lines: list[str] = []
     for cell in grid.failed_cells:
         summary = grid.summaries[cell]
         declared = f"declares {', '.join(summary.declared)}" if summary.declared else "expected healthy"
         lines.append(f"{cell} ({declared}); {evidence_text(summary.evidence, cwd)}")
+        if why and why.get(cell):
+            lines.append(f"  why: {why[cell]}")
         for group in failures_of(grid, cell):
             lines += [f"  {test}" for test in group.tests]
             lines += [f"{INDENT}{line}".rstrip() for line in group.text.splitlines()]
