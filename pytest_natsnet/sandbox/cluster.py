@@ -667,6 +667,7 @@ class SandboxCluster:
             self._images,
             self._executor,
             functools.partial(self._event, pod),
+            admitted_at=now,
         )
         self._event(pod, "Scheduled", f"Successfully assigned {ns}/{pod_name} to {NODE_NAME}", "Normal")
         # The service proxy must be programmed before the containers start.
