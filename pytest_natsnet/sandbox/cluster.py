@@ -667,7 +667,7 @@ class SandboxCluster:
             self._images,
             self._executor,
             functools.partial(self._event, pod),
-            admitted_at=now,
+            admitted_at=time.monotonic(),  # not the tick's start: creating many pods makes a tick long
         )
         self._event(pod, "Scheduled", f"Successfully assigned {ns}/{pod_name} to {NODE_NAME}", "Normal")
         # The service proxy must be programmed before the containers start.

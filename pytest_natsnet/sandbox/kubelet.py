@@ -316,7 +316,7 @@ class PodRuntime:
             os.close(read_fd)
         if c.child_pid is not None:
             _wait_for_exec(c.child_pid, timeout=5.0)
-        c.started_at = now
+        c.started_at = time.monotonic()  # when it runs, not when the tick began (bubblewrap takes its time)
         c.started_at_iso = now_iso()
         c.started = "startupProbe" not in c.spec
         c.ready = False
