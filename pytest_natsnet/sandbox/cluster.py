@@ -670,9 +670,9 @@ class SandboxCluster:
             admitted_at=time.monotonic(),  # not the tick's start: creating many pods makes a tick long
         )
         self._event(pod, "Scheduled", f"Successfully assigned {ns}/{pod_name} to {NODE_NAME}", "Normal")
-        # The service proxy must be programmed before the containers start.
+        # The service proxy must be programmed before the containers start: at the end of this tick (dirty), once
+        # for every pod admitted in it; the containers start in the next tick.
         self._applied.pop(pod_netns, None)
-        self._program_network()
         self._dirty = True
 
     def _set_pending(self, key: Key, reason: str, message: str) -> None:
