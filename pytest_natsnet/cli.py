@@ -68,7 +68,21 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"What cluster DNS behaves like (default {DEFAULT_PROFILE}; see --natsnet-sandbox-dns)")
     up.add_argument("--owner-pid", type=int, metavar="PID",
                     help="Stop when this process ends (the pytest run that started it); SIGUSR1 detaches")
+    up.add_argument("--policy-delay", type=_seconds, default=0.0, metavar="SECONDS",
+                    help="Seconds a new pod's traffic passes before its NetworkPolicies hold, as while kindnet's "
+                         "kube-network-policies has not learned it (default 0: from its first packet)")
     return parser
+
+
+def _seconds(text: str) -> float:
+    """A non-negative number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 or a positive number of seconds")
+    return value
 
 
 def _cell_row(scenario: Scenario) -> dict[str, object]:
@@ -148,7 +162,7 @@ def _sandbox_up(args: argparse.Namespace) -> int:
     from pytest_natsnet.sandbox import up
 
     return up.run(up.UpOptions(args.dir, args.ready_file, args.port, args.nats_server, args.dns_profile,
-                               args.owner_pid))
+                               args.owner_pid, args.policy_delay))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

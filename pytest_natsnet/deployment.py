@@ -363,6 +363,13 @@ class KubeDeployment(CellHandle):
             previous = ""
         return previous + self._client.logs(pod, container, where)
 
+    def read_file(self, pod: str, path: str, container: str = "nats") -> str:
+        result = self._client.exec(pod, container, self.namespace, ["cat", path], timeout=COMMAND_TIMEOUT)
+        if result.returncode != 0:
+            raise NatsnetError(f"reading {path} in {self.namespace}/{pod} ({container}) failed "
+                               f"(exit {result.returncode}): {result.stderr.strip()[-500:]}")
+        return result.stdout
+
     def collect(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         for namespace in list(self._namespaces):

@@ -13,6 +13,7 @@ from typing import Any
 
 from pytest_natsnet import kube
 from pytest_natsnet.expect import netpol
+from pytest_natsnet.expect.policytiming import LEARN_WINDOW
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.probe.model import DnsRequest, Outcome, ProbeRequest, ProbeResult, TcpRequest
 from pytest_natsnet.prober import Prober
@@ -194,7 +195,11 @@ def scratch_namespace(deployment: Deployment, suffix: str, policies: Sequence[Ob
 
 def enforces_network_policy(deployment: Deployment, probe: Prober) -> bool:
     """Whether the cluster enforces NetworkPolicy: a pod of a default-deny-egress namespace must not reach a
-    server that a pod of a namespace without policies reaches. Known providers say so; others run the canary."""
+    server that a pod of a namespace without policies reaches. Known providers say so; others run the canary.
+
+    The denied pod is new, and a policy engine may filter a pod only once it has learned it (kind's
+    kube-network-policies: ``expect.policytiming``): its connections are tried again until one is blocked,
+    bounded by that learning window, before the cluster is said not to enforce."""
     if deployment.info.enforces_network_policy is False:
         return False
     if deployment.namespace not in _enforcing:
@@ -207,6 +212,8 @@ def enforces_network_policy(deployment: Deployment, probe: Prober) -> bool:
             f"canary baseline: a pod without policies cannot reach {target.host}:{target.port} "
             f"({reachable.raw_outcome}); the cluster network itself is broken"
         )
-        denied = probe.run([target], namespace=denied_namespace)["canary"]
-        _enforcing[deployment.namespace] = denied.outcome is Outcome.BLOCKED
+        blocked, _, _ = eventually(
+            lambda: (probe.run([target], namespace=denied_namespace)["canary"].outcome is Outcome.BLOCKED, None),
+            LEARN_WINDOW, interval=0.5)
+        _enforcing[deployment.namespace] = blocked
     return _enforcing[deployment.namespace]

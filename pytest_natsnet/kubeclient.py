@@ -8,6 +8,7 @@ the API's own Status message in one line.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import threading
@@ -42,6 +43,24 @@ class ExecResult:
     stdout: str
     stderr: str
     returncode: int
+
+
+def exit_code(status: bytes | str) -> int | None:
+    """The exit code in an exec's error-channel Status (``Success``: 0; else the ``ExitCode`` cause), as the
+    kubernetes client's ``WSClient.returncode`` reads it; None when there is none."""
+    try:
+        answer = json.loads(status or "null")
+    except ValueError:
+        return None
+    if not isinstance(answer, dict):
+        return None
+    if answer.get("status") == "Success":
+        return 0
+    for cause in (answer.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode":
+            with contextlib.suppress(TypeError, ValueError):
+                return int(cause.get("message"))
+    return None
 
 
 def _status_message(body: bytes | str) -> str:
@@ -175,6 +194,8 @@ class KubeClient:
     def exec(self, pod: str, container: str, namespace: str, command: Sequence[str], stdin: bytes | str = b"",
              timeout: float = REQUEST_TIMEOUT) -> ExecResult:
         """Runs ``command`` in the container with ``stdin`` (then closed), bounded by ``timeout``."""
+        from websocket import WebSocketConnectionClosedException
+
         ws = self.exec_stream(pod, container, namespace, command)
         try:
             if stdin:
@@ -183,17 +204,24 @@ class KubeClient:
             deadline = time.monotonic() + timeout
             stdout: list[str] = []
             stderr: list[str] = []
+            closed_early = False
             while ws.is_open():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise NatsnetError(f"exec {' '.join(command)} in {namespace}/{pod} did not end within "
                                        f"{timeout:g}s")
-                ws.update(timeout=min(left, 1.0))
+                try:
+                    ws.update(timeout=min(left, 1.0))
+                except WebSocketConnectionClosedException:
+                    # The server closed the connection right after its Close frame, before the client's reply
+                    # went out: every frame before it (output, the exit status) is already buffered.
+                    closed_early = True
+                    break
                 stdout.append(ws.read_stdout(timeout=0) or "")
                 stderr.append(ws.read_stderr(timeout=0) or "")
             stdout.append(ws.read_stdout(timeout=0) or "")
             stderr.append(ws.read_stderr(timeout=0) or "")
-            code = ws.returncode
+            code = exit_code(ws.read_channel(3, timeout=0)) if closed_early else ws.returncode
         finally:
             ws.close()
         return ExecResult("".join(stdout), "".join(stderr), int(code if code is not None else -1))

@@ -77,6 +77,9 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("kubectl", "Path to the kubectl binary (else $NATSNET_KUBECTL, PATH, or a pinned download)"),
     _Option("sandbox-dns", "DNS profile of the sandbox: TTL, cache, upstream, node search domains "
             f"(default: {DEFAULT_PROFILE}, what the pinned kind node image does)", tuple(PROFILES)),
+    _Option("sandbox-policy-delay", "Seconds a new pod's traffic passes on the sandbox before its NetworkPolicies "
+            "hold, as while kind's kube-network-policies has not learned the pod (default: 0, from its first "
+            "packet)"),
 )
 
 
@@ -118,6 +121,16 @@ def parse_positive_int(flag: str, value: str) -> int:
     if number < 1:
         raise pytest.UsageError(f"{flag}: must be at least 1, given {number}")
     return number
+
+
+def parse_non_negative_seconds(flag: str, value: str) -> float:
+    try:
+        seconds = float(str(value).strip())
+    except ValueError:
+        raise pytest.UsageError(f"{flag}: {value!r} is not a number; give e.g. {flag}=2") from None
+    if not 0 <= seconds < float("inf"):
+        raise pytest.UsageError(f"{flag}: must be 0 or a positive number of seconds, given {value!r}")
+    return seconds
 
 
 def parse_seconds(flag: str, value: str) -> float:
@@ -223,6 +236,8 @@ class NatsnetSettings:
     kubectl: str | None = None
     sandbox_dns: str = DEFAULT_PROFILE
     """The sandbox's DNS profile (:mod:`pytest_natsnet.dnsprofile`)."""
+    sandbox_policy_delay: float = 0.0
+    """Seconds before NetworkPolicy holds for a new pod on the sandbox (``SandboxCluster.policy_delay``)."""
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> NatsnetSettings:
@@ -291,6 +306,9 @@ class NatsnetSettings:
         timeout, _ = get("timeout")
         if timeout is not None:
             values["timeout"] = parse_seconds("--natsnet-timeout", timeout)
+        delay, _ = get("sandbox-policy-delay")
+        if delay is not None:
+            values["sandbox_policy_delay"] = parse_non_negative_seconds("--natsnet-sandbox-policy-delay", delay)
         evidence, base = get("evidence-dir")
         values["evidence_dir"] = (base / Path(evidence or DEFAULT_EVIDENCE_DIR)).resolve()
         report, base = get("report")

@@ -1,26 +1,39 @@
 """What the suites share: applicability (declared failures before deploy, observed objects after), the servers
-of a cell, their parsed config, bounded polling."""
+of a cell, their parsed config, bounded polling, and the bounds of those polls.
+
+No bound here assumes the sandbox's timing: what DNS can make a cluster wait (a cached answer, a resolver giving
+up) comes from the cluster's DNS profile (``ProviderInfo.dns_profile``) and the pods' own resolv.conf through the
+pure rules of :mod:`pytest_natsnet.expect.dnstiming`; the constants below bound what the cluster's controllers
+and nats-server take beyond that."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 import pytest
 import tenacity
 
 from pytest_natsnet import kube
+from pytest_natsnet.dnsprofile import DnsProfile, dns_profile
+from pytest_natsnet.expect.dnstiming import change_visible_within, give_up_seconds, parse_resolv_conf
 from pytest_natsnet.expect.nats import (  # noqa: F401 (re-exported for the suites)
     DNS_BLOCKED,
     LEARNED_URLS_UNREACHABLE,
     MESH_SPLIT,
     ROUTE_TLS_MISMATCH,
+    MeshExpectation,
     ServerConf,
+    allowing_present,
+    is_ip,
     observed_mesh,
     server_confs,
+    url_host,
 )
+from pytest_natsnet.expect.policytiming import route_starts, routes_before_enforcement, server_starts
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.matrix import Scenario
 from pytest_natsnet.probe.model import HttpRequest, Outcome, TlsOptions
@@ -230,15 +243,44 @@ def monitor(probe: Prober, group: Servers, path: str) -> dict[str, dict[str, Any
 
 @dataclass(frozen=True)
 class MeshObservation:
-    """Who routes to whom (``/routez`` distinct ``remote_name``), and the servers that did not answer."""
+    """Who routes to whom (``/routez`` distinct ``remote_name``), the servers that did not answer, and the
+    ``/routez`` bodies (by pod name)."""
 
     table: TruthTable[bool]
     unanswered: dict[str, str]
+    routez: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def observe_mesh(probe: Prober, group: Servers) -> MeshObservation:
     bodies, unanswered = monitor_answers(probe, group, "/routez")
-    return MeshObservation(observed_mesh([group.conf(n).name for n in group.names], bodies), unanswered)
+    return MeshObservation(observed_mesh([group.conf(n).name for n in group.names], bodies), unanswered, bodies)
+
+
+def mesh_expectation(
+    declared: frozenset[str], probe: Prober, group: Servers, expected: MeshExpectation
+) -> Callable[[MeshObservation], MeshExpectation]:
+    """What an observed mesh must be: ``expected``; in a cell that declares dns-blocked, routes that formed before
+    the cell's NetworkPolicy held (or were gossiped over those) are accepted too, each with its reason, as kind's
+    kube-network-policies can let them form (:mod:`pytest_natsnet.expect.policytiming`)."""
+    if DNS_BLOCKED not in declared:
+        return lambda _observation: expected
+    varz, _ = monitor_answers(probe, group, "/varz")
+    starts = server_starts(varz)
+
+    def expect(observation: MeshObservation) -> MeshExpectation:
+        early = routes_before_enforcement(expected.table, route_starts(observation.routez), starts)
+        return allowing_present(expected, observation.table, early)
+
+    return expect
+
+
+def routes_beyond(expected: MeshExpectation, tolerated: MeshExpectation) -> list[str]:
+    """The routes ``tolerated`` accepts that ``expected`` does not, as ``a - b: reason`` lines (one per pair)."""
+    lines = []
+    for (a, b), value in sorted(tolerated.table.as_dict().items()):
+        if value and a < b and not expected.table.get(a, b):
+            lines.append(f"{a} - {b}: {tolerated.reasons.get((a, b), '')}")
+    return lines
 
 
 def client_service(deployment: Deployment) -> str:
@@ -266,3 +308,102 @@ def client_tls(deployment: Deployment, probe: Prober, hostname: str | None = Non
         names = [s for s in sans if "*" not in s]
         hostname = max(names, key=len) if names else None
     return probe.tls(hostname)
+
+
+NODE_PORT_SERVICE = "natsnet-external"
+NODE_PORT_WAIT = 30.0
+"""Bound for a NodePort Service to get its port and its pod's ready endpoint (API server and controllers)."""
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+
+
+def node_address(nodes: Sequence[Obj]) -> str | None:
+    """The address a client outside the cluster reaches the first node on: its ExternalIP, else its InternalIP
+    (a kind node's address on the docker network, which the runner routes to)."""
+    for address_type in ("ExternalIP", "InternalIP"):
+        for node in nodes:
+            for address in (node.get("status") or {}).get("addresses") or []:
+                if address.get("type") == address_type and address.get("address"):
+                    return str(address["address"])
+    return None
+
+
+@contextlib.contextmanager
+def exposed_on_node_port(deployment: Deployment, pod_name: str, port: int) -> Iterator[tuple[str, int]]:
+    """One server's ``port`` the way a cluster exposes it to the outside: a NodePort Service selecting the pod
+    (by its StatefulSet pod-name label); yields (node address, nodePort) once the pod is its ready endpoint, and
+    deletes the Service afterwards."""
+    service: Obj = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": NODE_PORT_SERVICE},
+        "spec": {"type": "NodePort", "selector": {POD_NAME_LABEL: pod_name},
+                 "ports": [{"name": "client", "port": port, "targetPort": port, "protocol": "TCP"}]},
+    }
+    deployment.apply([service])
+    try:
+        def published() -> tuple[bool, str]:
+            svc = kube.find(deployment.objects("Service"), "Service", NODE_PORT_SERVICE) or {}
+            ports = [int(p["nodePort"]) for p in kube.spec(svc).get("ports") or [] if p.get("nodePort")]
+            ready = [e for s in deployment.objects("EndpointSlice")
+                     if kube.labels(s).get("kubernetes.io/service-name") == NODE_PORT_SERVICE
+                     for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready")]
+            return bool(ports and ready), f"nodePorts {ports}, ready endpoints {len(ready)}"
+
+        done, state, _ = eventually(published, NODE_PORT_WAIT, interval=0.5)
+        assert done, f"NodePort Service {NODE_PORT_SERVICE} for {pod_name} not ready in {NODE_PORT_WAIT:g}s: {state}"
+        address = node_address(deployment.objects("Node"))
+        assert address is not None, "no node reports an ExternalIP or InternalIP address"
+        svc = kube.find(deployment.objects("Service"), "Service", NODE_PORT_SERVICE) or {}
+        yield address, int(kube.spec(svc)["ports"][0]["nodePort"])
+    finally:
+        deployment.delete("Service", NODE_PORT_SERVICE)
+
+
+CONTROLLER_LAG = 10.0
+"""Bound for a cluster's controllers to follow an object change (the EndpointSlice controller, the informers of
+CoreDNS and kube-proxy: about a second on kind), with room for a loaded machine."""
+MESH_SETTLE = 30.0
+"""What a route mesh needs beyond DNS: nats-server retries explicit routes every second, then gossips implicit
+routes and reports them in ``/routez``."""
+LOG_MARGIN = 15.0
+"""From a resolver giving up to the failure being in the server's log and read: the route retry (1 s) and the
+suites' polling, with room for a loaded machine."""
+
+
+def cluster_dns(deployment: Deployment) -> DnsProfile:
+    """The DNS profile of the cell's cluster (the sandbox's own; kind's pinned node image; else that default)."""
+    return dns_profile(deployment.info.dns_profile)
+
+
+def dns_change_timeout(deployment: Deployment, qnames: Sequence[str]) -> float:
+    """Bound for cluster DNS to answer ``qnames`` the way the objects now say: the controllers' lag plus the
+    longest time the profile's cache may keep the old answer (``expect.dnstiming.change_visible_within``)."""
+    return change_visible_within(cluster_dns(deployment), qnames, CONTROLLER_LAG)
+
+
+def route_qnames(namespace: str, group: Servers, zone: str = "cluster.local") -> list[str]:
+    """The in-zone names the servers' route hosts resolve as (a short name through the namespace's search
+    domain, an FQDN as it is); IPs need no lookup."""
+    names = set()
+    for conf in group.confs:
+        for route in conf.routes:
+            host = url_host(route).rstrip(".")
+            if not is_ip(host):
+                names.add(host if host.endswith(f".{zone}") else f"{host}.{namespace}.svc.{zone}")
+    return sorted(names)
+
+
+def mesh_timeout(deployment: Deployment, group: Servers) -> float:
+    """Bound for a mesh to become what is expected: ``MESH_SETTLE`` plus the time cluster DNS may keep answering
+    a route host the old way from its cache (NXDOMAIN looked up before the peer was published, or a replaced
+    pod's old IP: 30 s with the pinned kind image's CoreDNS, 0 without a cluster-zone cache)."""
+    return change_visible_within(cluster_dns(deployment), route_qnames(deployment.namespace, group), MESH_SETTLE)
+
+
+def route_lookup_failure_timeout(deployment: Deployment, group: Servers) -> float:
+    """Bound for a server whose DNS is blocked to log a failed route lookup: Go's resolver (nats-server's) gives
+    up on a route host after ``give_up_seconds`` of the server's own resolv.conf (every search domain, attempts
+    and timeouts: 50 s on kind with a runner's search domain), plus ``LOG_MARGIN``."""
+    conf = parse_resolv_conf(deployment.read_file(group.names[0], "/etc/resolv.conf"))
+    hosts = {url_host(r) for c in group.confs for r in c.routes if not is_ip(url_host(r))}
+    return max((give_up_seconds(conf, host, "go") for host in hosts), default=0.0) + LOG_MARGIN

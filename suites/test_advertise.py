@@ -1,8 +1,9 @@
 """advertise: what each server tells its clients (INFO ``connect_urls``) and what peers dial for gossip.
 
 Without ``client_advertise`` the URLs are pod IPs; with it, the advertised names; ``no_advertise: true`` (the
-chart default) gives none. A wrong ``cluster.advertise`` splits a gossip-built mesh. Names have boundaries: an
-external client (outside the cluster network and its DNS) cannot use cluster-local advertised names.
+chart default) gives none. A wrong ``cluster.advertise`` splits a gossip-built mesh. Names and addresses have
+boundaries: an external client (outside the cluster network and its DNS, reaching a server through a NodePort)
+can use none of the advertised URLs.
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ from pytest_natsnet.suitekit import (
     applies,
     client_tls,
     eventually,
-    monitor_answers,
+    exposed_on_node_port,
+    mesh_expectation,
+    mesh_timeout,
     not_declared,
+    observe_mesh,
     require,
     secret_cert_sans,
     servers,
 )
 from pytest_natsnet.table import Comparison
-
-MESH_TIMEOUT = 30.0
 
 
 def _direct_urls(cell: Cell, group: Servers) -> dict[str, str]:
@@ -41,15 +43,17 @@ def test_each_server_advertises_the_expected_client_urls(natsnet_cell: Cell, nat
     """A client connected straight to each server (by pod IP) receives that server's ``connect_urls``: every
     routed server's client URL (pod IP, or ``client_advertise``), or nothing under ``no_advertise``."""
     group = servers(natsnet_cell.deployment)
-    mesh = expected_mesh(group.confs, natsnet_cell.expect).table
-    expected = {
-        group.conf(n).name: urls
-        for n, urls in ((n, expected_connect_urls(group.confs, mesh)[group.conf(n).name]) for n in group.names)
-    }
+    predicted = expected_mesh(group.confs, natsnet_cell.expect)
+    expect = mesh_expectation(natsnet_cell.expect, natsnet_probe, group, predicted)
     urls = _direct_urls(natsnet_cell, group)
     tls = client_tls(natsnet_cell.deployment, natsnet_probe)
 
     def observe() -> tuple[bool, Comparison[frozenset[str]]]:
+        mesh = predicted.table
+        if DNS_BLOCKED in natsnet_cell.expect:  # with the routes it formed before its policy held
+            mesh = expect(observe_mesh(natsnet_probe, group)).table
+        expected = {group.conf(n).name: expected_connect_urls(group.confs, mesh)[group.conf(n).name]
+                    for n in group.names}
         results = natsnet_probe.run([NatsRequest(n, (urls[n],), tls, roundtrip=False) for n in group.names])
         observed = {}
         for n in group.names:
@@ -65,7 +69,7 @@ def test_each_server_advertises_the_expected_client_urls(natsnet_cell: Cell, nat
         )
         return comparison.is_same, comparison
 
-    _, comparison, _ = eventually(observe, MESH_TIMEOUT, interval=0.5)
+    _, comparison, _ = eventually(observe, mesh_timeout(natsnet_cell.deployment, group), interval=0.5)
     comparison.assert_same(
         f"INFO connect_urls per server ({natsnet_cell.scenario.id})",
         lambda v: ", ".join(sorted(v)) or "(none)",
@@ -76,14 +80,15 @@ def test_distinct_route_peers_per_server(natsnet_cell: Cell, natsnet_probe: Prob
     """Distinct ``remote_name`` count per server (a wrong ``cluster.advertise`` with seed routes shows a star:
     the seed sees everyone, the others only the seed) — never ``num_routes``, which counts pooled connections."""
     group = servers(natsnet_cell.deployment)
-    expected_table = expected_mesh(
-        group.confs, natsnet_cell.expect, secret_cert_sans(natsnet_cell.deployment, "nats-route-tls")
-    ).table
+    expect = mesh_expectation(natsnet_cell.expect, natsnet_probe, group, expected_mesh(
+        group.confs, natsnet_cell.expect, secret_cert_sans(natsnet_cell.deployment, "nats-route-tls")))
     names = [group.conf(n).name for n in group.names]
-    expected = {name: sum(expected_table.get(name, other) for other in names) for name in names}
 
     def observe() -> tuple[bool, Comparison[int]]:
-        routez, _ = monitor_answers(natsnet_probe, group, "/routez")  # a server not answering yet has no peers
+        observation = observe_mesh(natsnet_probe, group)  # a server not answering yet has no peers
+        expected_table = expect(observation).table  # a DNS-blocked cell's routes from before its policy
+        expected = {name: sum(expected_table.get(name, other) for other in names) for name in names}
+        routez = observation.routez
         observed = {
             group.conf(n).name: len({str(r.get("remote_name")) for r in routez.get(n, {}).get("routes") or []})
             for n in group.names
@@ -91,37 +96,40 @@ def test_distinct_route_peers_per_server(natsnet_cell: Cell, natsnet_probe: Prob
         comparison = Comparison.from_dicts(expected, observed)
         return comparison.is_same, comparison
 
-    _, comparison, _ = eventually(observe, MESH_TIMEOUT, interval=0.5)
+    _, comparison, _ = eventually(observe, mesh_timeout(natsnet_cell.deployment, group), interval=0.5)
     comparison.assert_same("distinct route peers per server (/routez remote_name)")
 
 
 @applies(not_declared(DNS_BLOCKED))
 def test_external_clients_cannot_use_cluster_local_names(natsnet_cell: Cell, natsnet_probe: Prober) -> None:
-    """A client outside the cluster network and DNS (reaching pods by address, as through a port mapping) learns
-    the same URLs as an in-cluster client; names under the cluster domain work only inside."""
+    """A client outside the cluster network and its DNS reaches a server the way a cluster exposes it, through a
+    NodePort Service on the node's address, and learns the same URLs as an in-cluster client; from outside none
+    of them works: pod IPs are not routed outside the cluster network (kind, most clusters) and names under the
+    cluster domain are known to cluster DNS only. Inside, each works unless the cell declares it unreachable."""
     deployment = natsnet_cell.deployment
     group = servers(deployment)
     require(applicability.advertising(group.confs))
     if not deployment.info.supports_external_client:
         pytest.skip(f"provider {deployment.info.name} cannot run a client outside the cluster network")
-    urls = _direct_urls(natsnet_cell, group)
     tls = client_tls(natsnet_cell.deployment, natsnet_probe)
-    seed = urls[group.names[0]]
     mesh = expected_mesh(group.confs, natsnet_cell.expect).table
     scheme = "tls" if natsnet_cell.tls is not None else "nats"
-    advertised = expected_connect_urls(group.confs, mesh)[group.conf(group.names[0]).name]
-    wanted = sorted({f"{scheme}://{u}" for u in advertised} - {seed})
+    seed_server = group.names[0]
+    advertised = expected_connect_urls(group.confs, mesh)[group.conf(seed_server).name]
+    wanted = sorted({f"{scheme}://{u}" for u in advertised})
+    with exposed_on_node_port(deployment, seed_server, group.conf(seed_server).client_port) as (node, port):
+        seed = f"{scheme}://{node}:{port}"
 
-    def learn() -> tuple[bool, list[str]]:
-        first = natsnet_probe.run([NatsRequest("seed", (seed,), tls, wait_discovered=2.0)], external=True)["seed"]
-        assert first.outcome is Outcome.OK, f"external client could not reach {seed}: {dict(first.detail)}"
-        learned = sorted({str(u) for u in first.detail.get("discovered_servers") or []} - {seed})
-        return learned == wanted, learned
+        def learn() -> tuple[bool, list[str]]:
+            first = natsnet_probe.run([NatsRequest("seed", (seed,), tls, wait_discovered=2.0)], external=True)["seed"]
+            assert first.outcome is Outcome.OK, f"external client could not reach {seed}: {dict(first.detail)}"
+            learned = sorted({str(u) for u in first.detail.get("discovered_servers") or []} - {seed})
+            return learned == wanted, learned
 
-    done, learned, _ = eventually(learn, MESH_TIMEOUT, interval=1.0)
-    assert done, f"the external client learned {learned}; the servers' config says {sorted(advertised)}"
+        done, learned, _ = eventually(learn, mesh_timeout(deployment, group), interval=1.0)
+    assert done, f"the external client learned {learned} through {seed}; the servers' config says {wanted}"
     if not learned:
-        return  # the seed server has no routed peer (a declared mesh failure): nothing to dial
+        return  # the seed server advertises nothing (no routed peer: a declared mesh failure): nothing to dial
     requests = [NatsRequest(u, (u,), tls, roundtrip=False, connect_timeout=2.0) for u in learned]
     inside = natsnet_probe.run(requests)
     outside = natsnet_probe.run(requests, external=True)
@@ -129,18 +137,16 @@ def test_external_clients_cannot_use_cluster_local_names(natsnet_cell: Cell, nat
     expected, observed, reasons = {}, {}, {}
     for url in learned:
         host = url_host(url)
-        cluster_local = host.endswith(f".{natsnet_cell.deployment.info.cluster_domain}")
-        expected[url] = ("fails" if unreachable else "ok", "ok" if is_ip(host) else "fails")
+        expected[url] = ("fails" if unreachable else "ok", "fails")
         observed[url] = tuple("ok" if r[url].outcome is Outcome.OK else "fails" for r in (inside, outside))
-        reasons[url] = (
-            "declared unreachable"
-            if unreachable
+        inside_reason = "declared unreachable" if unreachable else "reachable in the cluster network"
+        outside_reason = (
+            "a pod IP: not routed outside the cluster network" if is_ip(host)
             else "cluster-local name: only cluster DNS knows it"
-            if cluster_local
-            else "an address: routable from both"
-            if is_ip(host)
-            else "a name no DNS here knows"
+            if host.endswith(f".{natsnet_cell.deployment.info.cluster_domain}")
+            else "a name no DNS outside knows"
         )
+        reasons[url] = f"{inside_reason}; outside: {outside_reason}"
     Comparison.from_dicts(expected, observed, reasons).assert_same(
         "learned URLs dialled (in-cluster client, external client)", lambda v: " / ".join(v)
     )

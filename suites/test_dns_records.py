@@ -16,8 +16,10 @@ from pytest_natsnet.prober import Prober
 from pytest_natsnet.providers.base import POD_GATE_CONDITION, Deployment
 from pytest_natsnet.session import Cell
 from pytest_natsnet.suitekit import (
+    CONTROLLER_LAG,
     DNS_BLOCKED,
     applies,
+    dns_change_timeout,
     eventually,
     headless_service,
     not_declared,
@@ -25,9 +27,6 @@ from pytest_natsnet.suitekit import (
     servers,
 )
 from pytest_natsnet.table import Comparison
-
-DNS_TTL_GRACE = 30.0
-"""Seconds a DNS change may take to show: record TTL (CoreDNS default 5 s) plus controller lag, bounded."""
 
 
 def _other_namespace(deployment: Deployment) -> str:
@@ -122,7 +121,8 @@ def test_not_ready_pod_follows_publish_not_ready_addresses(
     natsnet_cell: Cell, natsnet_probe: Prober, record_property: pytest.RecordProperty
 ) -> None:
     """Force one server not-ready (readinessGate): with publishNotReadyAddresses its EndpointSlice entry is
-    ready=true/serving=false and its name resolves; without, ready=false and the name is NXDOMAIN; then back."""
+    ready=true/serving=false and its name resolves; without, ready=false and the name is NXDOMAIN; then back.
+    DNS may follow each change only once its cache lets it: the wait is the cluster's DNS profile's bound."""
     deployment = natsnet_cell.deployment
     group = servers(deployment)
     require(applicability.readiness_gate(group.pods, POD_GATE_CONDITION))
@@ -130,6 +130,8 @@ def test_not_ready_pod_follows_publish_not_ready_addresses(
     headless = kube.find(deployment.objects("Service"), "Service", headless_service(deployment)) or {}
     pnra = bool(kube.spec(headless).get("publishNotReadyAddresses", False))
     qname = fqdn(pod_name, kube.name(headless), deployment.namespace, "svc", deployment.info.cluster_domain)
+    dns_wait = dns_change_timeout(deployment, [qname])
+    record_property("dns_change_timeout_seconds", dns_wait)
 
     def expectation() -> DnsExpectation:
         """What the objects (EndpointSlices, the headless Service) say ``qname`` answers now."""
@@ -145,7 +147,7 @@ def test_not_ready_pod_follows_publish_not_ready_addresses(
     try:
         done, conditions, seconds = eventually(
             lambda: ((c := _endpoint(deployment, pod_name)) is not None and c.get("serving") is False, c),
-            DNS_TTL_GRACE,
+            CONTROLLER_LAG,
         )
         assert done, f"{pod_name} did not turn not-ready in its EndpointSlice; last conditions: {conditions}"
         Comparison.from_dicts(
@@ -153,7 +155,7 @@ def test_not_ready_pod_follows_publish_not_ready_addresses(
             {k: conditions.get(k) for k in ("ready", "serving")},
             {"ready": f"publishNotReadyAddresses={pnra}", "serving": "pod not Ready"},
         ).assert_same(f"EndpointSlice conditions of not-ready {pod_name}")
-        done, comparison, seconds = eventually(dns_matches_objects, DNS_TTL_GRACE, interval=1.0)
+        done, comparison, seconds = eventually(dns_matches_objects, dns_wait, interval=1.0)
         record_property("not_ready_dns_seconds", round(seconds, 2))
         expected_rcode = "NOERROR" if pnra else "NXDOMAIN"
         assert expectation().rcode == expected_rcode, (
@@ -164,8 +166,8 @@ def test_not_ready_pod_follows_publish_not_ready_addresses(
     finally:
         deployment.set_pod_condition(pod_name, POD_GATE_CONDITION, True)
     ready_again = {"ready": True, "serving": True, "terminating": False}
-    done, conditions, _ = eventually(lambda: ((c := _endpoint(deployment, pod_name)) == ready_again, c), DNS_TTL_GRACE)
+    done, conditions, _ = eventually(lambda: ((c := _endpoint(deployment, pod_name)) == ready_again, c), CONTROLLER_LAG)
     assert done, f"{pod_name} did not turn ready again in its EndpointSlice; last conditions: {conditions}"
-    done, comparison, seconds = eventually(dns_matches_objects, DNS_TTL_GRACE, interval=1.0)
+    done, comparison, seconds = eventually(dns_matches_objects, dns_wait, interval=1.0)
     record_property("ready_again_dns_seconds", round(seconds, 2))
     comparison.assert_same(f"{qname} once {pod_name} is ready again")

@@ -23,6 +23,7 @@ from pytest_natsnet.suitekit import (
     client_service,
     client_tls,
     eventually,
+    mesh_timeout,
     not_declared,
     servers,
 )
@@ -33,8 +34,6 @@ RECONNECT_BOUND = 45.0
 """Lame duck grace (the chart: 10 s) + closing + reconnect attempts, bounded."""
 DELIVERY_BOUND = 10.0
 """A message published after the reconnect comes back through the replayed subscription within this."""
-LEARN_BOUND = 30.0
-"""The servers' INFO reaches the full list once the mesh has formed."""
 
 
 def _scheme(cell: Cell) -> str:
@@ -80,7 +79,7 @@ def test_client_learns_the_advertised_urls(natsnet_cell: Cell, natsnet_probe: Pr
         )
         return comparison.is_same, comparison
 
-    _, comparison, _ = eventually(learned, LEARN_BOUND, interval=0.5)
+    _, comparison, _ = eventually(learned, mesh_timeout(deployment, group), interval=0.5)
     comparison.assert_same(f"what a client of {seed} learns", lambda urls: ", ".join(sorted(urls)) or "(none)")
 
 

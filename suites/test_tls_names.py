@@ -33,6 +33,7 @@ from pytest_natsnet.suitekit import (
     eventually,
     headless_service,
     log_lines,
+    mesh_timeout,
     not_declared,
     observe_mesh,
     require,
@@ -41,11 +42,7 @@ from pytest_natsnet.suitekit import (
 )
 from pytest_natsnet.table import Comparison, TruthTable
 
-LOG_WAIT = 30.0
-"""Bound for each route hostname's outcome: its route formed, or its handshake error logged."""
 X509_LOGGED = "x509 error logged"
-LEARN_BOUND = 30.0
-"""The servers' INFO lists every advertised URL once the mesh has formed."""
 
 
 def _sans(cell: Cell, secret: str) -> list[str]:
@@ -125,7 +122,7 @@ def test_routes_verify_their_literal_hostnames(natsnet_cell: Cell, natsnet_probe
         observed = {host: outcome(host, mesh) for host in hosts}
         return "nothing yet" not in observed.values(), observed
 
-    _, observed, _ = eventually(settled, LOG_WAIT, interval=0.5)
+    _, observed, _ = eventually(settled, mesh_timeout(deployment, group), interval=0.5)  # route formed, or x509 logged
     reasons = {h: f"verified as {name}: {'covered' if expected[h] != X509_LOGGED else 'not covered'} by "
                f"{', '.join(sans)}" for h, name in verified_as.items()}  # fmt: skip
     Comparison.from_dicts(expected, observed, reasons).assert_same("route TLS hostnames")
@@ -154,7 +151,7 @@ def test_learned_urls_are_dialable_with_the_name_the_client_verifies(natsnet_cel
         advertised = {f"tls://{u}" for u in expected_connect_urls(group.confs, mesh).get(server, ())}
         return {str(p["url"]) for p in pool} >= advertised - {seed.servers[0]}, (server, pool)
 
-    done, (server, pool), _ = eventually(learned, LEARN_BOUND, interval=0.5)
+    done, (server, pool), _ = eventually(learned, mesh_timeout(deployment, group), interval=0.5)
     assert done, f"the client of {server} learned {[p['url'] for p in pool]}, less than its server advertises"
     if not pool:
         pytest.skip(f"not applicable: {server} advertises no other server (it has no routed peer)")

@@ -30,12 +30,19 @@ def pod(name: str, command: list[str], image: str = PYTHON_IMAGE, **spec: Any) -
                      "containers": [{"name": "main", "image": image, "command": command}], **spec}}
 
 
+CRASH_TWICE = ("n=$(($(cat /state/runs 2>/dev/null || echo 0) + 1)); echo $n > /state/runs; echo run at $(date +%s); "
+               "sleep 2; [ $n -ge 3 ] && exec sleep 86400; exit 1")
+
+
 @pytest.fixture(scope="module")
 def api(sandbox_api: SandboxApi) -> SandboxApi:
-    """The namespace, a stdlib-only python pod, and a pod that crashes once a run (for logs --previous; the
-    kubelet's first restart backoff is 10 s, which runs while the other tests do)."""
+    """The namespace, a stdlib-only python pod, and a pod whose first two runs crash and whose third keeps
+    running (for logs --previous; the kubelet restarts it at once the first time, then after a 10 s back-off,
+    while the other tests run; a crashing container waiting out its back-off shows its last run as both the
+    current and the previous log, as on a kubelet)."""
     sandbox_api.kubectl("create", "namespace", NS)
-    crasher = pod("crasher", ["sh", "-c", "echo run at $(date +%s); sleep 2; exit 1"])
+    crasher = pod("crasher", ["sh", "-c", CRASH_TWICE], volumes=[{"name": "state", "emptyDir": {}}])
+    crasher["spec"]["containers"][0]["volumeMounts"] = [{"name": "state", "mountPath": "/state"}]
     box = pod("box", ["sleep", "86400"])
     sandbox_api.kubectl("apply", "-f", "-", input=manifest(crasher, box))
     sandbox_api.kubectl("-n", NS, "wait", "--for=condition=Ready", "pod/box", "--timeout=60s")
@@ -195,8 +202,11 @@ def test_logs_of_the_previous_run(api: SandboxApi) -> None:
     assert restarts(api, "crasher") >= 1, "the crashing container was not restarted within 60 s"
     previous = api.kubectl("-n", NS, "logs", "crasher", "--previous").stdout
     assert previous.startswith("run at ") and len(previous.splitlines()) == 1
-    deadline = time.monotonic() + 60  # once it runs again, the current log is the new run's
-    while restarts(api, "crasher") < 2 and time.monotonic() < deadline:
+    deadline = time.monotonic() + 60  # once its third run is running, the current log is that run's
+    while time.monotonic() < deadline:
+        if restarts(api, "crasher") < 2:
+            time.sleep(0.5)
+            continue
         current = api.kubectl("-n", NS, "logs", "crasher").stdout
         again = api.kubectl("-n", NS, "logs", "crasher", "--previous").stdout
         if current and current != again:  # (a run that just started may not have written yet)

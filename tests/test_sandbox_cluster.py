@@ -8,6 +8,7 @@ the fixture asserts at teardown that none is left.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -367,38 +368,48 @@ def test_kind_profile_dns_serves_a_deleted_service_from_its_cache(golden: dict[s
 # --- container restarts ------------------------------------------------------------------------------
 
 
-def test_an_exiting_container_restarts_with_doubling_backoff(
+def _pod(pod_name: str, command: str, **spec: Any) -> Obj:
+    container: dict[str, Any] = {"name": "main", "image": PROBE_IMAGE, "command": ["sh", "-c", command]}
+    container.update(spec.pop("container", {}))
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod_name},
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [container], **spec}}
+
+
+def _restart_count(sandbox: Sandbox, namespace: str, pod_name: str) -> int:
+    statuses = sandbox.pods(namespace)[pod_name]["status"].get("containerStatuses") or [{}]
+    return int(statuses[0].get("restartCount", 0))
+
+
+def _events(sandbox: Sandbox, namespace: str, pod_name: str, reason: str) -> list[str]:
+    return [e["message"] for e in sandbox.cluster.list_objects("Event", namespace)
+            if e["reason"] == reason and e["involvedObject"]["name"] == pod_name]
+
+
+def test_the_first_restart_is_immediate_then_back_off_doubles(
     golden: dict[str, Sandbox], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """kuberuntime ``doBackOff``: no back-off for the first exit, then the initial window, doubling."""
     monkeypatch.setattr(kubelet, "RESTART_BACKOFF_START", 0.3)
     sandbox = golden["default"]
-    crasher = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "crasher"},
-        "spec": {
-            "terminationGracePeriodSeconds": 0,
-            "containers": [
-                {"name": "main", "image": PROBE_IMAGE, "command": ["sh", "-c", "sleep 0.1; exit 3"]}
-            ],
-        },
-    }
-    sandbox.cluster.apply([crasher], "crash")
+    crasher = _pod("crasher", "sleep 0.1; exit 3")
+    once = _pod("once", "test -f /state/crashed && exec sleep 1000; touch /state/crashed; exit 3",
+                container={"volumeMounts": [{"name": "state", "mountPath": "/state"}]},
+                volumes=[{"name": "state", "emptyDir": {}}])
+    sandbox.cluster.apply([crasher, once], "crash")
     try:
-        def restarts() -> int:
-            statuses = sandbox.pods("crash")["crasher"]["status"].get("containerStatuses") or [{}]
-            return int(statuses[0].get("restartCount", 0))
-
-        assert eventually(lambda: restarts() >= 3, True, timeout=10), f"restartCount {restarts()}"
+        assert eventually(lambda: _restart_count(sandbox, "crash", "crasher") >= 4, True, timeout=15), (
+            f"restartCount {_restart_count(sandbox, 'crash', 'crasher')}")
         status = sandbox.pods("crash")["crasher"]["status"]["containerStatuses"][0]
         assert status["lastState"] == {"terminated": {"exitCode": 3}}
-        backoffs = [e["message"] for e in sandbox.cluster.list_objects("Event", "crash")
-                    if e["reason"] == "BackOff" and e["involvedObject"]["name"] == "crasher"]
+        backoffs = _events(sandbox, "crash", "crasher", "BackOff")
         assert [m.rsplit("restarting in ", 1)[1] for m in backoffs[:3]] == ["0.3s", "0.6s", "1.2s"]
         assert all("code 3" in m for m in backoffs)
+        assert eventually(lambda: _restart_count(sandbox, "crash", "once"), 1, timeout=10) == 1
+        assert _events(sandbox, "crash", "once", "BackOff") == [], "the first restart waited for a back-off"
     finally:
         sandbox.cluster.delete("Pod", "crasher", "crash", grace=0)
-    assert eventually(lambda: "crasher" in sandbox.pods("crash"), False, timeout=5) is False
+        sandbox.cluster.delete("Pod", "once", "crash", grace=0)
+    assert eventually(lambda: {"crasher", "once"} & set(sandbox.pods("crash")), set(), timeout=5) == set()
 
 
 def test_an_unsupported_env_source_is_a_config_error_not_a_crash(golden: dict[str, Sandbox]) -> None:
@@ -428,6 +439,85 @@ def test_an_unsupported_env_source_is_a_config_error_not_a_crash(golden: dict[st
         sandbox.cluster.check()  # the reconcile loop survived
     finally:
         sandbox.cluster.delete("Pod", "bad-env", "bad", grace=0)
+
+
+# --- kubelet fidelity: termination, liveness kills ---------------------------------------------------
+
+HTTP_GET = "import sys, urllib.request\nprint(urllib.request.urlopen(sys.argv[1], timeout=2).status)\n"
+
+
+def _conditions(sandbox: Sandbox, namespace: str, service: str, pod_name: str) -> dict[str, Any] | None:
+    for eps in sandbox.cluster.list_objects("EndpointSlice", namespace):
+        if eps["metadata"]["labels"].get("kubernetes.io/service-name") != service:
+            continue
+        for endpoint in eps.get("endpoints") or []:
+            if endpoint["targetRef"]["name"] == pod_name:
+                return dict(endpoint["conditions"])
+    return None
+
+
+def test_a_terminating_pod_stays_ready_and_serving_until_its_containers_stop(golden: dict[str, Sandbox]) -> None:
+    """kubelet ``prober/worker.go``: once the pod has a deletionTimestamp only liveness and startup stop, so the
+    pod stays Ready while its preStop hook runs; the EndpointSlice says ready=false, serving=true,
+    terminating=true (``endpointslice`` ``podToEndpoint``), and kube-proxy, with no ready endpoint left, sends
+    ClusterIP traffic to the serving terminating one (``pkg/proxy`` ``CategorizeEndpoints``)."""
+    sandbox = golden["default"]
+    server = _pod("lame", "exec python3 -m http.server 8080", terminationGracePeriodSeconds=30, container={
+        "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1},
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
+        "ports": [{"name": "http", "containerPort": 8080}]})
+    server["metadata"]["labels"] = {"app": "lame"}
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lame"},
+               "spec": {"selector": {"app": "lame"}, "ports": [{"port": 80, "targetPort": "http"}]}}
+    sandbox.cluster.apply([server, _pod("lame-client", "exec sleep 1000"), service], "lame")
+    try:
+        wait_until([sandbox], lambda s: pod_is_ready(s.pods("lame")["lame"])
+                   and s.pods("lame")["lame-client"]["status"].get("phase") == "Running", 20, "lame pods up")
+        url = f"http://{sandbox.cluster.list_objects('Service', 'lame')[0]['spec']['clusterIP']}/"
+        sandbox.cluster.delete("Pod", "lame", "lame")
+        terminating = {"ready": False, "serving": True, "terminating": True}
+        observed = eventually(lambda: _conditions(sandbox, "lame", "lame", "lame"), terminating, timeout=3)
+        assert observed == terminating
+        pod = sandbox.pods("lame")["lame"]
+        assert pod["metadata"].get("deletionTimestamp") and pod_is_ready(pod), pod["status"]
+        assert sandbox.run_in_pod("lame", "lame-client", "main", ["python3", "-c", HTTP_GET, url]).strip() == "200"
+        assert eventually(lambda: "lame" in sandbox.pods("lame"), False, timeout=15) is False
+    finally:
+        for pod_name in ("lame", "lame-client"):
+            with contextlib.suppress(Exception):
+                sandbox.cluster.delete("Pod", pod_name, "lame", grace=0)
+
+
+def test_a_liveness_kill_runs_prestop_and_never_freezes_the_sandbox(golden: dict[str, Sandbox]) -> None:
+    """kuberuntime ``killContainer``: a liveness failure runs the preStop hook, then SIGTERM, then SIGKILL after
+    the rest of the grace period; the first restart is immediate. The kill is a state the reconcile loop
+    advances: another pod starts while the stubborn one sits out its grace period."""
+    sandbox = golden["default"]
+    state = {"volumeMounts": [{"name": "state", "mountPath": "/state"}]}
+    stubborn = _pod("stubborn", "trap '' TERM; while true; do sleep 1; done", terminationGracePeriodSeconds=8,
+                    volumes=[{"name": "state", "emptyDir": {}}], container={
+                        **state,
+                        "livenessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 1},
+                        "lifecycle": {"preStop": {"exec": {"command": ["touch", "/state/prestop"]}}}})
+    sandbox.cluster.apply([stubborn], "liveness")
+    try:
+        killing = eventually(lambda: bool(_events(sandbox, "liveness", "stubborn", "Killing")), True, timeout=15)
+        assert killing, "the liveness probe never killed the container"
+        killed_at = time.monotonic()
+        sandbox.cluster.apply([_pod("bystander", "exec sleep 1000")], "liveness")
+        running = eventually(lambda: sandbox.pods("liveness")["bystander"]["status"].get("phase"), "Running", 5)
+        assert running == "Running", "the sandbox froze while a container sat out its grace period"
+        assert time.monotonic() - killed_at < 5, "bystander started only after the stubborn container's kill"
+        assert _restart_count(sandbox, "liveness", "stubborn") == 0, "SIGKILL came before the grace period ended"
+        assert eventually(lambda: _restart_count(sandbox, "liveness", "stubborn") >= 1, True, timeout=15)
+        assert time.monotonic() - killed_at >= 5, "the stubborn container was killed before its grace period"
+        out = sandbox.run_in_pod("liveness", "stubborn", "main", ["sh", "-c", "test -f /state/prestop && echo ran"])
+        assert out.strip() == "ran", "the preStop hook did not run before the liveness kill"
+        assert _events(sandbox, "liveness", "stubborn", "BackOff") == [], "the first restart waited for a back-off"
+    finally:
+        for pod_name in ("stubborn", "bystander"):
+            with contextlib.suppress(Exception):
+                sandbox.cluster.delete("Pod", pod_name, "liveness", grace=0)
 
 
 # --- pod deletion (last: it changes the default cluster) ---------------------------------------------

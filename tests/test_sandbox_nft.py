@@ -11,7 +11,7 @@ import pytest
 from pytest_natsnet.errors import ConfigError
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.sandbox.model import ContainerPort, PodNet
-from pytest_natsnet.sandbox.nft import policy_ruleset, service_ruleset
+from pytest_natsnet.sandbox.nft import node_ruleset, policy_ruleset, service_ruleset
 
 # --- helpers ----------------------------------------------------------------------
 
@@ -503,3 +503,79 @@ def test_hairpin_chains_only_with_policies() -> None:
     script = service_ruleset([], [], PODS, NAMESPACES, [])
     assert not any(name.startswith("hairpin_") for name in chains(script))
     assert service_ruleset([], []) == script
+
+
+# --- node_ruleset (kube-proxy NodePorts on the node, the outside bridge) ----------------------------------
+
+
+def node_service(svc_type: str, node_port: int | None, **extra: Any) -> Obj:
+    port: dict[str, Any] = {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    if node_port is not None:
+        port["nodePort"] = node_port
+    obj = service("a", "web", "198.18.128.20", port)
+    obj["spec"].update({"type": svc_type, **extra})
+    return obj
+
+
+NODE_ADDRESSES = ("198.18.0.1", "198.19.0.1")
+
+
+def node_script(*services: Obj, slices: tuple[Obj, ...] | None = None) -> str:
+    ready = endpoint_slice("a", "web", WEB_SLICE_PORTS, ("198.18.0.10", {"ready": True}))
+    return node_ruleset(list(services), list(slices if slices is not None else (ready,)), NODE_ADDRESSES, "br0",
+                        "br1")
+
+
+@pytest.mark.parametrize(
+    ("svc", "dnat"),
+    [
+        pytest.param(node_service("NodePort", 30080), ["198.18.0.10:8080"], id="nodeport"),
+        pytest.param(node_service("LoadBalancer", 30080), ["198.18.0.10:8080"], id="loadbalancer-by-its-nodeport"),
+        pytest.param(node_service("ClusterIP", None), [], id="clusterip-has-none"),
+        pytest.param(node_service("NodePort", None), [], id="no-nodeport-allocated"),
+    ],
+)
+def test_node_ports_dnat_on_every_node_address(svc: Obj, dnat: list[str]) -> None:
+    script = node_script(svc)
+    assert dnat_targets(script) == dnat
+    if dnat:
+        assert "ip daddr { 198.18.0.1, 198.19.0.1 } tcp dport 30080 goto np_30080_tcp" in chains(script)["nodeports"][1]
+
+
+def test_node_port_masquerades_unless_external_traffic_policy_is_local() -> None:
+    cluster = chains(node_script(node_service("NodePort", 30080)))["np_30080_tcp_ep0"][0]
+    local = chains(node_script(node_service("NodePort", 30080, externalTrafficPolicy="Local")))["np_30080_tcp_ep0"][0]
+    assert "ct mark set 0x4e51 dnat to 198.18.0.10:8080" in cluster
+    assert "ct mark set" not in local and "dnat to 198.18.0.10:8080" in local
+
+
+def test_node_port_without_ready_endpoints_gets_no_rule_and_falls_back_to_serving_terminating() -> None:
+    gone = endpoint_slice("a", "web", WEB_SLICE_PORTS, ("198.18.0.10", {"ready": False, "serving": False}))
+    assert dnat_targets(node_script(node_service("NodePort", 30080), slices=(gone,))) == []
+    draining = endpoint_slice("a", "web", WEB_SLICE_PORTS,
+                              ("198.18.0.10", {"ready": False, "serving": True, "terminating": True}))
+    assert dnat_targets(node_script(node_service("NodePort", 30080), slices=(draining,))) == ["198.18.0.10:8080"]
+
+
+def test_the_outside_bridge_forwards_only_what_a_node_port_translated() -> None:
+    forward = chains(node_script())["from_outside"]
+    assert forward[1:] == [
+        'iifname "br1" oifname "br0" ct state established,related accept',
+        'iifname "br1" oifname "br0" ct status dnat counter accept comment "a NodePort translated it"',
+        'iifname "br1" oifname "br0" counter drop comment "outside the cluster: no route into the pod or Service '
+        'network"',
+    ]
+
+
+def test_node_port_flows_meet_the_target_pods_ingress_policies() -> None:
+    web = PodNet("a", "web", {"app": "web"}, "198.18.0.10", "vp1", (ContainerPort("http", 8080),))
+    policy = {"kind": "NetworkPolicy", "metadata": {"name": "only-runner", "namespace": "a"},
+              "spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "198.19.0.0/16"}}]}]}}
+    script = node_ruleset([node_service("NodePort", 30080)], [], NODE_ADDRESSES, "br0", "br1", [web], {"a": {}},
+                          [policy])
+    found = chains(script)
+    assert found["nodeport_ingress"][1].startswith(
+        'ct state new ct status dnat oifname "br0" ip daddr 198.18.0.10 jump nodeport_ingress_0_a_web')
+    assert found["nodeport_ingress_0_a_web"][0].startswith("ip saddr 198.19.0.0/16 counter return")
+    assert found["nodeport_ingress_0_a_web"][-1].startswith("counter drop")
+    assert "nodeport_ingress_0_a_web" not in chains(node_script())

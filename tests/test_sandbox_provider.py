@@ -157,10 +157,13 @@ def test_probes_run_inside_the_cluster_network_and_outside_it(deployed: KubeDepl
     inside = _probe(deployed, ProbeTarget(NAMESPACE, {"app": "client"}), DnsRequest("dns", service, "A"),
                     TcpRequest("tcp", cluster_ip, 4222, timeout=2.0))
     assert inside["dns"].outcome is Outcome.NOERROR and inside["tcp"].outcome is Outcome.ALLOWED
+    pod_ip = str((kube.find(deployed.objects("Pod"), "Pod", "nats-0") or {})["status"]["podIP"])
     outside = _probe(deployed, ProbeTarget(NAMESPACE, {"app": "client"}, external=True),
-                     DnsRequest("dns", service, "A", timeout=2.0), TcpRequest("tcp", cluster_ip, 4222, timeout=2.0))
+                     DnsRequest("dns", service, "A", timeout=2.0), TcpRequest("tcp", cluster_ip, 4222, timeout=2.0),
+                     TcpRequest("pod", pod_ip, 4222, timeout=2.0))
     assert outside["dns"].outcome is not Outcome.NOERROR, "cluster DNS answered a client outside the cluster"
     assert outside["tcp"].outcome is not Outcome.ALLOWED, "a Service IP was reachable from outside the cluster"
+    assert outside["pod"].outcome is not Outcome.ALLOWED, "a pod IP was reachable from outside the cluster"
 
 
 def test_a_readiness_gate_flips_through_a_status_patch(deployed: KubeDeployment) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +34,23 @@ def test_a_zombie_counts_until_it_is_reaped() -> None:
         process.kill()
         process.wait()
     assert wait_reaped([process.pid], timeout=5.0) == []
+
+
+ADOPTER = """
+import subprocess, sys, time
+from pytest_natsnet.sandbox.reaping import become_subreaper, in_sessions, wait_reaped
+assert become_subreaper()
+leader = subprocess.Popen(["sh", "-c", "sleep 0.3 & kill -9 $$"], start_new_session=True)
+leader.wait()  # the shell is gone; its sleep is an orphan, adopted here, a zombie once it ends
+time.sleep(0.6)
+print(sorted(p.state for p in in_sessions([leader.pid])), wait_reaped([leader.pid], timeout=3.0))
+"""
+
+
+def test_a_zombie_adopted_as_subreaper_is_reaped_while_waiting() -> None:
+    """``natsnet sandbox up`` adopts its pods' orphans: a killed shell's child must not hold up a teardown."""
+    done = subprocess.run([sys.executable, "-c", ADOPTER], capture_output=True, text=True, timeout=30, check=True)
+    assert done.stdout.strip() == "['Z'] []", done.stdout + done.stderr
 
 
 def test_no_session_means_nothing_to_wait_for() -> None:

@@ -1,11 +1,28 @@
-"""The suites' shared helpers: bounded polling and applicability."""
+"""The suites' shared helpers: bounded polling, applicability, and the bounds of the polls (derived from the
+cluster's DNS profile and the servers' own resolv.conf, never from the sandbox's timing)."""
 
 from __future__ import annotations
 
 import itertools
 
+import pytest
+
+from pytest_natsnet.expect.nats import ServerConf
 from pytest_natsnet.matrix import Scenario
-from pytest_natsnet.suitekit import eventually, not_declared
+from pytest_natsnet.providers.base import ProviderInfo
+from pytest_natsnet.suitekit import (
+    CONTROLLER_LAG,
+    LOG_MARGIN,
+    MESH_SETTLE,
+    Servers,
+    dns_change_timeout,
+    eventually,
+    mesh_timeout,
+    node_address,
+    not_declared,
+    route_lookup_failure_timeout,
+    route_qnames,
+)
 
 
 def test_eventually_returns_as_soon_as_done() -> None:
@@ -26,3 +43,82 @@ def test_not_declared_names_the_declared_failure() -> None:
     predicate = not_declared("dns-blocked")
     assert predicate(healthy) is None
     assert "dns-blocked" in str(predicate(broken))
+
+
+# --- bounds derived from the cluster's DNS profile and the pods' resolv.conf -------------------------------
+
+KIND_RESOLV = ("search natsnet.svc.cluster.local svc.cluster.local cluster.local runner.internal\n"
+               "nameserver 198.18.128.10\noptions ndots:5\n")
+
+
+class FakeDeployment:
+    """Just what the bounds read: the namespace, the provider's DNS profile, a server's resolv.conf."""
+
+    def __init__(self, profile: str, resolv: str = KIND_RESOLV) -> None:
+        self.namespace = "natsnet"
+        self.info = ProviderInfo("fake", True, True, False, dns_profile=profile)
+        self._resolv = resolv
+
+    def read_file(self, pod: str, path: str, container: str = "nats") -> str:
+        assert path == "/etc/resolv.conf"
+        return self._resolv
+
+
+def group(*routes: str) -> Servers:
+    pods = [{"metadata": {"name": f"nats-{i}"}, "status": {"podIP": f"198.18.0.{10 + i}"}} for i in range(3)]
+    confs = [ServerConf(f"nats-{i}", f"198.18.0.{10 + i}", {"server_name": f"nats-{i}",
+                                                         "cluster": {"routes": list(routes)}}) for i in range(3)]
+    return Servers(pods, confs)
+
+
+SHORT = ("nats://nats-0.nats-headless:6222", "nats://nats-1.nats-headless:6222")
+FQDN = ("nats://nats-0.nats-headless.natsnet.svc.cluster.local:6222",)
+
+
+def test_route_hosts_are_judged_by_the_in_zone_name_they_resolve_as() -> None:
+    assert route_qnames("natsnet", group(*SHORT, "nats://198.18.0.10:6222")) == [
+        "nats-0.nats-headless.natsnet.svc.cluster.local", "nats-1.nats-headless.natsnet.svc.cluster.local"]
+    assert route_qnames("natsnet", group(*FQDN)) == ["nats-0.nats-headless.natsnet.svc.cluster.local"]
+
+
+@pytest.mark.parametrize(
+    ("profile", "mesh", "dns_change"),
+    [
+        ("kind-1.31", MESH_SETTLE + 30, CONTROLLER_LAG + 30),  # cache 30 keeps cluster answers and NXDOMAIN
+        ("kind-1.32", MESH_SETTLE, CONTROLLER_LAG),  # no cluster-zone cache
+        ("fast", MESH_SETTLE, CONTROLLER_LAG),
+    ],
+)
+def test_mesh_and_dns_bounds_follow_the_clusters_dns_profile(profile: str, mesh: float, dns_change: float) -> None:
+    deployment = FakeDeployment(profile)
+    assert mesh_timeout(deployment, group(*SHORT)) == mesh  # type: ignore[arg-type]
+    qname = "nats-2.nats-headless.natsnet.svc.cluster.local"
+    assert dns_change_timeout(deployment, [qname]) == dns_change  # type: ignore[arg-type]
+
+
+def test_a_mesh_of_ip_routes_waits_for_no_dns() -> None:
+    assert mesh_timeout(FakeDeployment("kind-1.31"), group("nats://198.18.0.10:6222")) == MESH_SETTLE  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("resolv", "give_up"),
+    [
+        (KIND_RESOLV, 50.0),  # Go: 5 names (4 search domains + the bare name) x 2 attempts x 5 s
+        ("search natsnet.svc.cluster.local svc.cluster.local cluster.local\nnameserver 198.18.128.10\n"
+         "options ndots:5\n", 40.0),
+        ("nameserver 198.18.128.10\noptions ndots:5 timeout:1 attempts:1\n", 1.0),
+    ],
+)
+def test_the_route_lookup_failure_bound_comes_from_the_servers_resolv_conf(resolv: str, give_up: float) -> None:
+    deployment = FakeDeployment("kind-1.31", resolv)
+    assert route_lookup_failure_timeout(deployment, group(*SHORT)) == give_up + LOG_MARGIN  # type: ignore[arg-type]
+
+
+def test_node_address_prefers_an_external_ip() -> None:
+    internal = {"status": {"addresses": [{"type": "InternalIP", "address": "172.18.0.2"},
+                                         {"type": "Hostname", "address": "kind-control-plane"}]}}
+    external = {"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.5"},
+                                         {"type": "ExternalIP", "address": "203.0.113.7"}]}}
+    assert node_address([internal]) == "172.18.0.2"
+    assert node_address([internal, external]) == "203.0.113.7"
+    assert node_address([{"status": {}}]) is None

@@ -324,6 +324,22 @@ def allowing_missing(
     return MeshExpectation(table, reasons)
 
 
+def allowing_present(
+    expected: MeshExpectation, observed: TruthTable[bool], explained: Mapping[tuple[str, str], str]
+) -> MeshExpectation:
+    """``expected`` where each explained route that is indeed present is expected present, with its reason
+    (routes a DNS-blocked cell formed before its NetworkPolicy held: ``expect.policytiming``)."""
+    table = TruthTable(expected.table.rows, expected.table.cols, False)
+    reasons = dict(expected.reasons)
+    for key, value in expected.table.as_dict().items():
+        table.set(*key, value)
+    for (a, b), why in explained.items():
+        if observed.get(a, b) or observed.get(b, a):
+            table.set(a, b, True)
+            reasons[(a, b)] = why
+    return MeshExpectation(table, reasons)
+
+
 def observed_mesh(names: Sequence[str], routez: Mapping[str, Mapping[str, Any]]) -> TruthTable[bool]:
     """From each server's ``/routez``: (A, B) is True when B is among A's distinct ``remote_name``s."""
     table = TruthTable(names, names, False)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from pytest_natsnet.dnsprofile import DEFAULT_PROFILE
 from pytest_natsnet.kube import Obj
 
 POD_GATE_CONDITION = "natsnet.io/ready"
@@ -34,6 +35,10 @@ class ProviderInfo:
     """Annotations a probe pod carries to be placed (``external``: outside the cluster network)."""
     cluster_domain: str = "cluster.local"
     """The cluster's DNS domain (read from the cluster where it says; see ``preflight.discover_facts``)."""
+    dns_profile: str = DEFAULT_PROFILE
+    """The cluster DNS behaviour waits are derived from (a :mod:`pytest_natsnet.dnsprofile` name): the sandbox's
+    own profile; on kind the pinned node image's (the default); on an existing cluster the same default, the
+    conservative choice (Kubernetes 1.31 caches cluster answers and NXDOMAIN for 30 s)."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,10 @@ class Deployment(Protocol):
 
     def logs(self, pod: str, container: str = "nats", namespace: str | None = None) -> str:
         """The container's log (all restarts, oldest first)."""
+        ...
+
+    def read_file(self, pod: str, path: str, container: str = "nats") -> str:
+        """A file as the container sees it (``cat`` under exec), e.g. its ``/etc/resolv.conf``."""
         ...
 
     def collect(self, directory: Path) -> None:

@@ -59,11 +59,14 @@ def missing_requirements() -> list[str]:
     return problems
 
 
-def up_argv(directory: Path, ready_file: Path, owner_pid: int, dns_profile: str | None = None) -> list[str]:
+def up_argv(directory: Path, ready_file: Path, owner_pid: int, dns_profile: str | None = None,
+            policy_delay: float = 0.0) -> list[str]:
     argv = [sys.executable, "-m", "pytest_natsnet.cli", "sandbox", "up", "--dir", str(directory),
             "--ready-file", str(ready_file), "--owner-pid", str(owner_pid)]
     if dns_profile:
         argv += ["--dns-profile", dns_profile]
+    if policy_delay:
+        argv += ["--policy-delay", f"{policy_delay:g}"]
     return argv
 
 
@@ -99,11 +102,15 @@ class SandboxProvider:
                 "sandbox: real nats-server, kernel network namespaces, nftables, Kubernetes DNS spec server, "
                 "served as a Kubernetes API; emulated: kubelet, controllers, kube-proxy, NetworkPolicy, CoreDNS",
                 f"sandbox DNS profile {self._dns.name}: {self._dns.description}",
+                f"sandbox NetworkPolicy holds for a new pod {self._settings.sandbox_policy_delay:g}s after it starts"
+                + (" (from its first packet)" if not self._settings.sandbox_policy_delay else
+                   " (as while kind's kube-network-policies has not learned it)"),
                 f"sandbox kubeconfig {self._access.kubeconfig if self._access else '(not started)'}",
                 *self._facts.notes,
             ),
             probe_annotations={"external": {EXTERNAL_ANNOTATION: "external"}},
             cluster_domain=self._facts.domain,
+            dns_profile=self._dns.name,
         )
 
     def start(self) -> ClusterAccess:
@@ -115,7 +122,7 @@ class SandboxProvider:
         self._run_dir.mkdir(parents=True, exist_ok=True)
         ready_file = self._run_dir / "sandbox-ready.json"
         log_path = self._run_dir / "sandbox.log"
-        argv = up_argv(self.directory, ready_file, os.getpid(), self._dns.name)
+        argv = up_argv(self.directory, ready_file, os.getpid(), self._dns.name, self._settings.sandbox_policy_delay)
         with log_path.open("wb") as log:
             # Its own session: a Ctrl-C reaches pytest, which stops the sandbox in order (bounded).
             self._process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -17,10 +17,12 @@ DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 
 
 class Admission:
-    """The store's ``admit`` hook; ``allocate_service_ip`` hands out ClusterIPs."""
+    """The store's ``admit`` hook; ``allocate_service_ip`` hands out ClusterIPs, ``allocate_node_port`` NodePorts."""
 
-    def __init__(self, allocate_service_ip: Callable[[], str]) -> None:
+    def __init__(self, allocate_service_ip: Callable[[], str],
+                 allocate_node_port: Callable[[], int] | None = None) -> None:
         self._allocate_service_ip = allocate_service_ip
+        self._allocate_node_port = allocate_node_port
 
     def __call__(self, obj: Obj, old: Obj | None) -> None:
         """Defaulting and the little validation the sandbox does (names), on every create and update."""
@@ -54,6 +56,8 @@ class Admission:
             for port in spec.get("ports") or []:
                 port.setdefault("protocol", "TCP")
                 port.setdefault("targetPort", port.get("port"))
+            if spec.get("type") in ("NodePort", "LoadBalancer"):
+                self._node_ports(spec, old)
             obj.setdefault("status", {"loadBalancer": {}})
         elif obj_kind == "Pod":
             spec = obj.setdefault("spec", {})
@@ -91,3 +95,20 @@ class Admission:
                 for k, v in obj.pop("stringData").items():
                     data[k] = base64.b64encode(str(v).encode()).decode()
 
+
+    def _node_ports(self, spec: Obj, old: Obj | None) -> None:
+        """NodePort and LoadBalancer Services: ``externalTrafficPolicy`` defaults to Cluster and every port gets a
+        ``nodePort`` (kept across updates, as the API server's allocator does; a LoadBalancer Service may opt out
+        with ``allocateLoadBalancerNodePorts: false``)."""
+        spec.setdefault("externalTrafficPolicy", "Cluster")
+        if spec.get("type") == "LoadBalancer":
+            spec.setdefault("allocateLoadBalancerNodePorts", True)
+            if not spec["allocateLoadBalancerNodePorts"]:
+                return
+        if self._allocate_node_port is None:
+            return
+        allocated = {(p.get("port"), p.get("protocol", "TCP")): p.get("nodePort")
+                     for p in ((old or {}).get("spec") or {}).get("ports") or []}
+        for port in spec.get("ports") or []:
+            if not port.get("nodePort"):
+                port["nodePort"] = allocated.get((port.get("port"), port["protocol"])) or self._allocate_node_port()

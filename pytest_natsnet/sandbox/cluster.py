@@ -19,6 +19,7 @@ import ipaddress
 import itertools
 import json
 import os
+import random
 import shutil
 import sys
 import threading
@@ -51,19 +52,16 @@ from pytest_natsnet.sandbox.controllers import (
     statefulset_status,
     statefulset_wanted,
 )
-from pytest_natsnet.sandbox.images import DNS_IMAGE, PROBE_IMAGE, ImageCatalog, package_root
+from pytest_natsnet.sandbox.images import DNS_IMAGE, PROBE_IMAGE, ImageCatalog
 from pytest_natsnet.sandbox.kubelet import REAP_TIMEOUT, PodRuntime, now_iso
 from pytest_natsnet.sandbox.model import ContainerPort, PodNet
 from pytest_natsnet.sandbox.poddns import NodeResolv, pod_dns_config
 from pytest_natsnet.sandbox.podfs import (
-    Mount,
     VolumeNotReady,
-    bwrap_argv,
     hosts_file,
     materialize_volumes,
-    python_mounts,
 )
-from pytest_natsnet.sandbox.store import Event, Forbidden, Key, NotFound, Store, key_of
+from pytest_natsnet.sandbox.store import Event, Forbidden, Invalid, Key, NotFound, Store, key_of
 
 __all__ = ["DNS_IMAGE", "PROBE_IMAGE", "PROBE_PROGRAM", "SandboxCluster"]
 from pytest_natsnet.sandbox.reaping import ProcessEntry
@@ -73,10 +71,13 @@ DNS_SERVICE_IP = "198.18.128.10"
 DNS_POD_IP = "198.18.0.2"
 FIRST_POD_IP = "198.18.0.10"
 FIRST_SERVICE_IP = "198.18.128.11"
-EXTERNAL_FIRST_IP = "198.18.127.1"
+EXTERNAL_FIRST_IP = "198.19.0.10"
 EXTERNAL_ANNOTATION = "sandbox.natsnet.io/network"
-"""A pod annotated ``external`` runs outside the cluster network: an address that is not a pod's (NetworkPolicy
-sees an outside peer), the node's resolver instead of cluster DNS (which answers nothing), no Service IPs."""
+"""A pod annotated ``external`` runs outside the cluster network, as a CI runner next to a kind cluster: on the
+outside bridge, with a route to the node's address only (no pod IP, no Service IP), the node's resolver instead of
+cluster DNS (which answers nothing); it reaches the cluster through NodePorts on the node's address."""
+NODE_PORT_RANGE = (30000, 32767)
+"""The API server's default ``--service-node-port-range``."""
 TICK = 0.05
 FULL_RECONCILE = 1.0
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -108,8 +109,17 @@ def _owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
 class SandboxCluster:
     """A Kubernetes-shaped world in network namespaces. All public methods are thread-safe."""
 
-    def __init__(self, sandbox_id: str, run_dir: Path, nats_server: Path, dns: str = DEFAULT_PROFILE) -> None:
+    def __init__(self, sandbox_id: str, run_dir: Path, nats_server: Path, dns: str = DEFAULT_PROFILE,
+                 policy_delay: float = 0.0) -> None:
         self.id = sandbox_id
+        self.policy_delay = policy_delay
+        """Seconds a new pod's traffic passes before NetworkPolicy holds for it (and before it counts as a peer):
+        kube-network-policies enforces a pod once it has learned it (its podIP through the API, then a rate-limited
+        nftables sync); 0, the default, enforces from the pod's first packet. Flows that began earlier stay allowed,
+        as on kind (established connections are never judged)."""
+        self._policy_learned: dict[tuple[str, str], float] = {}
+        self._policy_pending = float("inf")
+        """When the next pod is learned (the network is programmed again then)."""
         self.run_dir = run_dir
         self.nats_server = nats_server
         self.dns: DnsProfile = dns_profile(dns)
@@ -117,7 +127,8 @@ class SandboxCluster:
         self.node_resolv = NodeResolv((netns.HUB_ADDRESS,), self.dns.node_search)
         """The node's resolver: its search domains reach every ClusterFirst pod; nothing answers on it."""
         self.hub = f"natsnet-{sandbox_id}-hub"
-        self.store = Store(admit=Admission(self._allocate_service_ip), on_change=self._on_change)
+        self.store = Store(admit=Admission(self._allocate_service_ip, self._allocate_node_port),
+                           on_change=self._on_change)
         self._lock = threading.RLock()
         """Runtime state (pods' processes, network namespaces): held by the reconcile loop while it ticks."""
         self._wake = threading.Event()
@@ -138,7 +149,6 @@ class SandboxCluster:
         self._executor: Any = None
         self._event_seq = itertools.count()
         self._events: collections.deque[Key] = collections.deque()
-        self._externals: list[str] = []
         self._external_pods: set[tuple[str, str]] = set()
         self._namespace_grace: dict[str, int | None] = {}
         self._dirty = True
@@ -193,7 +203,7 @@ class SandboxCluster:
             left = [*self._unreaped, *self._kill_pods()]
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
-            for ns_name in [*self._netns_of.values(), *self._externals, self.hub]:
+            for ns_name in [*self._netns_of.values(), self.hub]:
                 gc.kill_netns_processes(ns_name)  # execs into a pod that outlived their caller
                 netns.delete_netns(ns_name)
         gc.forget(self.id)
@@ -297,27 +307,6 @@ class SandboxCluster:
             except KeyError:
                 return False
 
-    def external_argv(self, command: Sequence[str]) -> list[str]:
-        """A client outside the cluster network: on the pod bridge, without cluster DNS or ClusterIPs."""
-        with self._lock:
-            ns_name = f"natsnet-{self.id}-x{len(self._externals)}"
-            directory = self.run_dir / "external" / ns_name
-            directory.mkdir(parents=True, exist_ok=True)
-            netns.add_netns(ns_name)
-            self._externals.append(ns_name)
-            netns.attach_pod(self.hub, ns_name, f"vx{len(self._externals)}", self._next_external_ip())
-            (directory / "resolv.conf").write_text(f"nameserver {netns.HUB_ADDRESS}\n")
-            (directory / "hosts").write_text("127.0.0.1\tlocalhost\n")
-        argv = bwrap_argv(
-            hostname="external-client",
-            files={"/etc/resolv.conf": directory / "resolv.conf", "/etc/hosts": directory / "hosts"},
-            mounts=[*python_mounts(), Mount(package_root(), str(package_root()), True)],
-            binaries={},
-            env={"PATH": "/usr/bin:/bin"},
-            command=command,
-        )
-        return ["ip", "netns", "exec", ns_name, *argv]
-
     def dns_query_log(self) -> Path:
         return self.run_dir / "dns" / "queries.jsonl"
 
@@ -328,6 +317,15 @@ class SandboxCluster:
 
     def _allocate_service_ip(self) -> str:
         return self._next_service_ip()
+
+    def _allocate_node_port(self) -> int:
+        """A free port of the node-port range, at random like the API server's allocator."""
+        used = {int(p["nodePort"]) for svc in self.store.list("Service")
+                for p in (svc.get("spec") or {}).get("ports") or [] if p.get("nodePort")}
+        free = [port for port in range(NODE_PORT_RANGE[0], NODE_PORT_RANGE[1] + 1) if port not in used]
+        if not free:
+            raise Invalid("Service: spec.ports.nodePort: the node port range is full", kind="Service")
+        return random.choice(free)
 
     def namespace_accepts(self, namespace: str) -> None:
         """NotFound when the namespace does not exist, Forbidden while it terminates (API creates only)."""
@@ -492,7 +490,7 @@ class SandboxCluster:
                 continue
             if runtime.take_changed():
                 self._write_pod_status(key, runtime)
-        if self._dirty or now - self._last_full >= FULL_RECONCILE:
+        if self._dirty or now - self._last_full >= FULL_RECONCILE or now >= self._policy_pending:
             self._dirty = False
             self._last_full = now
             self._reconcile_namespaces()
@@ -641,9 +639,11 @@ class SandboxCluster:
         pod_netns = f"natsnet-{self.id}-p{next(self._netns_seq)}"
         veth = f"vp{pod_netns.rsplit('-p', 1)[1]}"
         netns.add_netns(pod_netns)
-        netns.attach_pod(self.hub, pod_netns, veth, ip)
+        (netns.attach_outside if external else netns.attach_pod)(self.hub, pod_netns, veth, ip)
         self._netns_of[(ns, pod_name)] = pod_netns
         self._veth_of[(ns, pod_name)] = veth
+        if self.policy_delay > 0:
+            self._policy_learned[(ns, pod_name)] = now + self.policy_delay
 
         def network(p: Obj) -> None:
             p["status"].update({"podIP": ip, "podIPs": [{"ip": ip}], "hostIP": netns.HUB_ADDRESS,
@@ -673,11 +673,12 @@ class SandboxCluster:
             self._images,
             self._executor,
             functools.partial(self._event, pod),
+            admitted_at=time.monotonic(),  # not the tick's start: creating many pods makes a tick long
         )
         self._event(pod, "Scheduled", f"Successfully assigned {ns}/{pod_name} to {NODE_NAME}", "Normal")
-        # The service proxy must be programmed before the containers start.
+        # The service proxy must be programmed before the containers start: at the end of this tick (dirty), once
+        # for every pod admitted in it; the containers start in the next tick.
         self._applied.pop(pod_netns, None)
-        self._program_network()
         self._dirty = True
 
     def _set_pending(self, key: Key, reason: str, message: str) -> None:
@@ -694,6 +695,7 @@ class SandboxCluster:
         pod_netns = self._netns_of.pop(pod_key, None)
         self._veth_of.pop(pod_key, None)
         self._external_pods.discard(pod_key)
+        self._policy_learned.pop(pod_key, None)
         if pod_netns is not None:
             gc.kill_netns_processes(pod_netns)  # what a container's command left (a shell's background job), execs
             netns.delete_netns(pod_netns)
@@ -733,11 +735,14 @@ class SandboxCluster:
 
     # -- network programming ---------------------------------------------------------------------------
 
-    def _pod_nets(self) -> list[PodNet]:
+    def _pod_nets(self, now: float) -> list[PodNet]:
+        """The pods NetworkPolicy knows: not the outside clients, not the pods still to be learned."""
         nets = []
         for (ns, pod_name), veth in sorted(self._veth_of.items()):
             if (ns, pod_name) in self._external_pods:
                 continue  # outside the cluster network: an address, not a pod, to NetworkPolicy
+            if self._policy_learned.get((ns, pod_name), 0.0) > now:
+                continue  # not learned yet: neither filtered nor a peer a podSelector can match
             pod = self.store.get(("Pod", ns, pod_name))
             if pod is None or not pod["status"].get("podIP"):
                 continue
@@ -767,7 +772,9 @@ class SandboxCluster:
         slices = self.store.list("EndpointSlice")
         namespaces = {name(o): labels(o) for o in self.store.list("Namespace")}
         policies = self.store.list("NetworkPolicy")
-        pod_nets = self._pod_nets()
+        now = time.monotonic()
+        pod_nets = self._pod_nets(now)
+        self._policy_pending = min((t for t in self._policy_learned.values() if t > now), default=float("inf"))
         service_script = nft.service_ruleset(services, slices, pod_nets, namespaces, policies)
         for pod_key, pod_netns in sorted(self._netns_of.items()):
             if pod_key in self._external_pods:
@@ -775,7 +782,9 @@ class SandboxCluster:
             if self._applied.get(pod_netns) != service_script:
                 nft.apply(pod_netns, service_script)
                 self._applied[pod_netns] = service_script
-        policy_script = nft.policy_ruleset(pod_nets, namespaces, policies)
+        policy_script = nft.policy_ruleset(pod_nets, namespaces, policies) + nft.node_ruleset(
+            services, slices, (netns.HUB_ADDRESS, netns.OUTSIDE_ADDRESS), netns.HUB_BRIDGE, netns.OUTSIDE_BRIDGE,
+            pod_nets, namespaces, policies)
         if self._applied.get(self.hub) != policy_script:
             nft.apply(self.hub, policy_script)
             self._applied[self.hub] = policy_script

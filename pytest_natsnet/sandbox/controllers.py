@@ -205,9 +205,10 @@ def refresh_pod_conditions(pod: Obj, now: str) -> None:
     by_type = {c["type"]: c for c in status.get("conditions") or []}
     gates = [g.get("conditionType") for g in (pod.get("spec") or {}).get("readinessGates") or []]
     gates_ok = all(by_type.get(g, {}).get("status") == "True" for g in gates)
-    deleting = bool((pod.get("metadata") or {}).get("deletionTimestamp"))
     finished = status.get("phase") in ("Succeeded", "Failed")
-    ready = containers_ready and gates_ok and running and not deleting and not finished
+    # No deletionTimestamp term: a terminating pod stays Ready while readiness passes (kubelet
+    # pkg/kubelet/status/generate.go GeneratePodReadyCondition; the prober keeps running readiness).
+    ready = containers_ready and gates_ok and running and not finished
     wanted = {"PodScheduled": True, "Initialized": True, "ContainersReady": containers_ready and not finished,
               "Ready": ready}
     for cond_type, value in wanted.items():

@@ -1,7 +1,10 @@
 """The sandbox kubelet: one pod's containers as real processes, its probes, restarts and graceful deletion.
 
 Timings follow the pod spec (initialDelaySeconds, periodSeconds, timeoutSeconds, thresholds,
-terminationGracePeriodSeconds); probes run from the node (the hub namespace), as the kubelet's do.
+terminationGracePeriodSeconds) under the kubelet's own rules (:mod:`pytest_natsnet.sandbox.kubeletrules`: probes
+on a ticker that starts when the pod is admitted, readiness alone while the pod terminates, CrashLoopBackOff from
+the second restart, preStop before every kill); probes run from the node (the hub namespace), as the kubelet's
+do. Nothing here waits for a grace period: every kill is a state advanced by :meth:`PodRuntime.tick`.
 """
 
 from __future__ import annotations
@@ -21,12 +24,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_natsnet.sandbox.kubeletrules import (
+    BACKOFF_INITIAL,
+    BACKOFF_MAX,
+    CrashLoopBackOff,
+    kill_grace_seconds,
+    next_tick,
+    past_initial_delay,
+    probes_while_terminating,
+    sigkill_after,
+)
 from pytest_natsnet.sandbox.podenv import container_env, expand_args
 from pytest_natsnet.sandbox.podfs import POD_PATH, Mount, bwrap_argv, container_mounts
 from pytest_natsnet.sandbox.reaping import ProcessEntry, wait_reaped
 
-RESTART_BACKOFF_START = 10.0
-RESTART_BACKOFF_MAX = 300.0
+RESTART_BACKOFF_START = BACKOFF_INITIAL
+RESTART_BACKOFF_MAX = BACKOFF_MAX
+PROBE_KINDS = ("startupProbe", "readinessProbe", "livenessProbe")
 REAP_TIMEOUT = 10.0
 """Bound for a killed pod's processes to be reaped."""
 
@@ -58,12 +72,46 @@ class Image:
 
 @dataclass
 class ProbeState:
+    """One prober worker: its ticker runs from ``worker_start`` (the pod's admission), across restarts."""
+
     spec: Mapping[str, Any]
+    worker_start: float
     due: float
     successes: int = 0
     failures: int = 0
     future: Future[tuple[bool, str]] | None = None
     last_message: str = ""
+    triggered: bool = False
+    """A manual run is pending (readiness, when the kubelet syncs a started, not-ready container)."""
+    on_hold: bool = False
+    """A liveness/startup failure killed the container: no probing until the next start."""
+    stopped: bool = False
+    """The pod terminates: liveness and startup workers are gone."""
+
+    @property
+    def period(self) -> float:
+        return float(self.spec.get("periodSeconds", 10))
+
+    def reset(self) -> None:
+        """A new container: results start over, probing resumes (the ticker keeps its phase)."""
+        if self.future is not None:
+            self.future.cancel()
+        self.future, self.successes, self.failures, self.on_hold = None, 0, 0, False
+
+
+@dataclass
+class Stopping:
+    """A container being killed: preStop hook, then SIGTERM, then SIGKILL, advanced by the pod's ticks."""
+
+    reason: str
+    since: float
+    grace: float
+    hook: subprocess.Popen[bytes] | None
+    deadline: float | None = None
+    """SIGKILL at this time at the latest (pod deletion: the deletion's grace); None: after SIGTERM, the
+    kubelet's ``killContainer`` window."""
+    sigterm_at: float | None = None
+    kill_at: float = float("inf")
 
 
 @dataclass
@@ -85,6 +133,9 @@ class ContainerRuntime:
     restart_count: int = 0
     next_start: float = 0.0
     last_exit: int | None = None
+    exited_at: float | None = None
+    backoff: CrashLoopBackOff = field(default_factory=CrashLoopBackOff)
+    stopping: Stopping | None = None
     terminated: dict[str, Any] | None = None
     """The final state of a container that is not restarted (restartPolicy Never, or OnFailure after 0)."""
     config_error: str | None = None
@@ -176,6 +227,7 @@ class PodRuntime:
         images: Callable[[str], Image | None],
         prober: ThreadPoolExecutor,
         record_event: Callable[[str, str, str], None],
+        admitted_at: float | None = None,
     ) -> None:
         self.pod = pod
         self.netns = netns
@@ -185,16 +237,22 @@ class PodRuntime:
         self.prober = prober
         self.record_event = record_event
         self.deleting_since: float | None = None
-        self.grace_deadline = 0.0
-        self.prestop: dict[str, subprocess.Popen[bytes]] = {}
-        self.termed: set[str] = set()
         self.changed = True
         """Set whenever something the pod's status shows changed; the cluster takes it (take_changed)."""
         self.restart_policy = str(pod["spec"].get("restartPolicy") or "Always")
         (pod_dir / "logs").mkdir(parents=True, exist_ok=True)
+        admitted = time.monotonic() if admitted_at is None else admitted_at
         self.containers = [
             ContainerRuntime(
-                spec=c, image=images(str(c.get("image", ""))), log_path=pod_dir / "logs" / f"{c['name']}.log"
+                spec=c,
+                image=images(str(c.get("image", ""))),
+                log_path=pod_dir / "logs" / f"{c['name']}.log",
+                backoff=CrashLoopBackOff(RESTART_BACKOFF_START, RESTART_BACKOFF_MAX),
+                probes={  # the prober workers start when the pod is admitted, before its containers
+                    kind: ProbeState(spec=c[kind], worker_start=admitted, due=admitted)
+                    for kind in PROBE_KINDS
+                    if kind in c
+                },
             )
             for c in pod["spec"].get("containers") or []
         ]
@@ -258,16 +316,13 @@ class PodRuntime:
             os.close(read_fd)
         if c.child_pid is not None:
             _wait_for_exec(c.child_pid, timeout=5.0)
-        c.started_at = now
+        c.started_at = time.monotonic()  # when it runs, not when the tick began (bubblewrap takes its time)
         c.started_at_iso = now_iso()
         c.started = "startupProbe" not in c.spec
         c.ready = False
         self.changed = True
-        c.probes = {
-            kind: ProbeState(spec=c.spec[kind], due=now + float(c.spec[kind].get("initialDelaySeconds", 0)))
-            for kind in ("startupProbe", "readinessProbe", "livenessProbe")
-            if kind in c.spec
-        }
+        for state in c.probes.values():
+            state.reset()
         self.record_event("Started", f"Started container {c.name}", "Normal")
 
     def _signal(self, c: ContainerRuntime, sig: signal.Signals) -> None:
@@ -284,7 +339,8 @@ class PodRuntime:
         killing the whole group at once would orphan the command, and an orphan stays a zombie until this
         machine's init gets round to it. Then whatever is left of each container's session, and preStop hooks.
         """
-        for hook in self.prestop.values():
+        hooks = [c.stopping.hook for c in self.containers if c.stopping is not None and c.stopping.hook is not None]
+        for hook in hooks:
             if hook.poll() is None:
                 hook.kill()
         sessions = []
@@ -301,7 +357,7 @@ class PodRuntime:
                 os.killpg(c.process.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 c.process.wait(timeout=timeout)
-        for hook in self.prestop.values():
+        for hook in hooks:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 hook.wait(timeout=timeout)
         return wait_reaped(sessions, timeout)
@@ -334,48 +390,73 @@ class PodRuntime:
         return False, "probe has no handler"
 
     def _tick_probes(self, c: ContainerRuntime, now: float) -> str | None:
-        """Advances probes; returns a reason when the container must be restarted."""
+        """Advances the container's prober workers; returns a reason when the container must be killed
+        (a liveness or startup failure at its threshold)."""
         for kind, state in c.probes.items():
-            if state.future is not None and state.future.done():
-                ok, message = state.future.result()
-                state.future = None
-                state.last_message = message
-                spec = state.spec
-                if ok:
-                    state.successes, state.failures = state.successes + 1, 0
-                else:
-                    state.successes, state.failures = 0, state.failures + 1
-                    self.record_event(
-                        "Unhealthy", f"{kind[:-5].capitalize()} probe failed: {message}", "Warning"
-                    )
-                was = (c.started, c.ready)
-                if kind == "startupProbe":
-                    if ok:
-                        c.started = True
-                        readiness = c.probes.get("readinessProbe")
-                        if readiness is not None:
-                            readiness.due = min(readiness.due, now)
-                    elif state.failures >= int(spec.get("failureThreshold", 3)):
-                        return "startup probe failed"
-                elif kind == "readinessProbe":
-                    if ok and state.successes >= int(spec.get("successThreshold", 1)):
-                        c.ready = True
-                    elif not ok and state.failures >= int(spec.get("failureThreshold", 3)):
-                        c.ready = False
-                elif not ok and state.failures >= int(spec.get("failureThreshold", 3)):
-                    return "liveness probe failed"
-                if (c.started, c.ready) != was:
-                    self.changed = True
-            if state.future is None and now >= state.due:
-                if kind != "startupProbe" and not c.started:
-                    state.due = now + float(state.spec.get("periodSeconds", 10))
-                    continue
-                state.due = now + float(state.spec.get("periodSeconds", 10))
-                state.future = self.prober.submit(self._run_probe, state.spec, c)
-        if "readinessProbe" not in c.probes and c.started and not c.ready:
+            if state.stopped:
+                continue
+            reason = self._take_result(c, kind, state, now)
+            if reason is not None:
+                return reason
+            if state.future is not None or not (state.triggered or now >= state.due):
+                continue
+            if now >= state.due:
+                state.due = next_tick(state.worker_start, state.period, now)
+            state.triggered = False
+            if state.on_hold or not c.running or c.stopping is not None:
+                continue
+            if not past_initial_delay(c.started_at, float(state.spec.get("initialDelaySeconds", 0)), now):
+                continue
+            if (kind == "startupProbe") == c.started:  # startup until started; the others after
+                continue
+            state.future = self.prober.submit(self._run_probe, state.spec, c)
+        if "readinessProbe" not in c.probes and c.started and not c.ready and c.running:
             c.ready = True
             self.changed = True
         return None
+
+    def _take_result(self, c: ContainerRuntime, kind: str, state: ProbeState, now: float) -> str | None:
+        """Counts a finished probe against its thresholds (``worker.go`` ``doProbe``)."""
+        if state.future is None or not state.future.done():
+            return None
+        future, state.future = state.future, None
+        if future.cancelled():
+            return None
+        ok, message = future.result()
+        state.last_message = message
+        spec = state.spec
+        if ok:
+            state.successes, state.failures = state.successes + 1, 0
+        else:
+            state.successes, state.failures = 0, state.failures + 1
+            self.record_event("Unhealthy", f"{kind[:-5].capitalize()} probe failed: {message}", "Warning")
+        was = (c.started, c.ready)
+        reason = None
+        if kind == "startupProbe":
+            if ok:
+                c.started = True
+            elif state.failures >= int(spec.get("failureThreshold", 3)):
+                reason = "startup probe failed"
+        elif kind == "readinessProbe":
+            if ok and state.successes >= int(spec.get("successThreshold", 1)):
+                c.ready = True
+            elif not ok and state.failures >= int(spec.get("failureThreshold", 3)):
+                c.ready = False
+        elif not ok and state.failures >= int(spec.get("failureThreshold", 3)):
+            reason = "liveness probe failed"
+        if reason is not None:
+            state.on_hold, state.successes, state.failures = True, 0, 0
+        if (c.started, c.ready) != was:
+            self.changed = True
+        return reason
+
+    def _trigger_readiness(self) -> None:
+        """The kubelet syncs the pod whenever its status changes; ``UpdatePodStatus`` then runs the readiness
+        probe of every started, not-ready container at once (its ``manualTriggerCh``)."""
+        for c in self.containers:
+            readiness = c.probes.get("readinessProbe")
+            if readiness is not None and c.started and not c.ready and c.running:
+                readiness.triggered = True
 
     # -- exec ------------------------------------------------------------------------------------------
 
@@ -415,26 +496,62 @@ class PodRuntime:
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def begin_deletion(self, now: float, grace: float | None) -> None:
+        """The pod got a deletionTimestamp: liveness and startup stop (a container not yet started counts as
+        started, their last result being success), readiness goes on; every running container is killed
+        (preStop, SIGTERM, SIGKILL at the deletion's grace period)."""
         if self.deleting_since is not None:
             return
         spec_grace = float(self.pod["spec"].get("terminationGracePeriodSeconds", 30))
         grace_seconds = spec_grace if grace is None else grace
         self.deleting_since = now
         self.changed = True
-        self.grace_deadline = now + grace_seconds
         self.record_event("Killing", f"Stopping containers (grace period {grace_seconds:g}s)", "Normal")
         for c in self.containers:
-            hook = ((c.spec.get("lifecycle") or {}).get("preStop") or {}).get("exec")
-            if c.running and hook and grace_seconds > 0:
-                self.prestop[c.name] = subprocess.Popen(
-                    self.exec_argv(c, [str(a) for a in hook["command"]]),
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+            for kind, state in c.probes.items():
+                if not probes_while_terminating(kind):
+                    state.stopped = True
+                    if state.future is not None:
+                        state.future.cancel()
+                    if kind == "startupProbe" and c.running:
+                        c.started = True
+            if c.running and c.stopping is None:
+                c.stopping = self._stopping(c, "deletion", now, grace_seconds, deadline=now + grace_seconds)
+            elif c.stopping is not None:
+                c.stopping.deadline = min(c.stopping.deadline or float("inf"), now + grace_seconds)
+        self._trigger_readiness()
+
+    def _stopping(self, c: ContainerRuntime, reason: str, now: float, grace: float,
+                  deadline: float | None = None) -> Stopping:
+        """Starts killing ``c``: its preStop hook first, when it has one and the grace period is not zero."""
+        hook_spec = ((c.spec.get("lifecycle") or {}).get("preStop") or {}).get("exec")
+        hook = None
+        if hook_spec and grace > 0 and c.child_pid is not None:
+            hook = subprocess.Popen(
+                self.exec_argv(c, [str(a) for a in hook_spec["command"]]),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        return Stopping(reason, now, grace, hook, deadline)
+
+    def _advance_stop(self, c: ContainerRuntime, now: float) -> None:
+        """SIGTERM once the preStop hook is done (or the grace period is over), SIGKILL when the window ends:
+        a deletion's deadline, or after a liveness kill's SIGTERM what is left of the grace period (>= 2 s)."""
+        stop = c.stopping
+        if stop is None or not c.running:
+            return
+        hook_done = stop.hook is None or stop.hook.poll() is not None
+        out_of_time = now >= stop.since + stop.grace or (stop.deadline is not None and now >= stop.deadline)
+        if stop.sigterm_at is None and (hook_done or out_of_time):
+            self._signal(c, signal.SIGTERM)
+            stop.sigterm_at = now
+            stop.kill_at = now + sigkill_after(stop.grace, now - stop.since)
+        kill_at = stop.kill_at if stop.deadline is None else min(stop.kill_at, stop.deadline)
+        if now >= kill_at:
+            self._signal(c, signal.SIGKILL)
 
     def tick(self, now: float) -> bool:
-        """Advances the pod; returns True once a deleted pod has fully stopped."""
+        """Advances the pod; returns True once a deleted pod has fully stopped. Never blocks on a container."""
         if self.deleting_since is not None:
             return self._tick_deletion(now)
         for c in self.containers:
@@ -442,24 +559,28 @@ class PodRuntime:
                 continue
             if c.process is None:
                 if now >= c.next_start and c.config_error is None:
+                    if c.exited_at is not None:
+                        c.backoff.restarted(c.exited_at, now)
+                        c.restart_count += 1
                     self._start_or_report(c, now)
+                    if c.process is not None and c.started:
+                        self._trigger_readiness()
                 continue
             code = c.process.poll()
             if code is not None:
-                self._container_exited(c, code, now, "Error" if code else "Completed")
+                stop, c.stopping = c.stopping, None
+                self._container_exited(c, code, now, stop.reason if stop else ("Error" if code else "Completed"))
                 continue
-            restart_reason = self._tick_probes(c, now)
-            if restart_reason:
+            kill_reason = self._tick_probes(c, now)
+            if kill_reason and c.stopping is None:
                 self.record_event(
-                    "Killing", f"Container {c.name} failed {restart_reason}, will be restarted", "Normal"
+                    "Killing", f"Container {c.name} failed {kill_reason}, will be restarted", "Normal"
                 )
-                self._signal(c, signal.SIGTERM)
-                try:
-                    c.process.wait(timeout=float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)))
-                except subprocess.TimeoutExpired:
-                    self._signal(c, signal.SIGKILL)
-                    c.process.wait()
-                self._container_exited(c, c.process.returncode, now, restart_reason)
+                probe = "startupProbe" if kill_reason.startswith("startup") else "livenessProbe"
+                c.stopping = self._stopping(c, kill_reason, now, kill_grace_seconds(self.pod["spec"], c.spec, probe))
+            self._advance_stop(c, now)
+        if self.changed:
+            self._trigger_readiness()
         return False
 
     def _start_or_report(self, c: ContainerRuntime, now: float) -> None:
@@ -473,11 +594,12 @@ class PodRuntime:
     def _container_exited(self, c: ContainerRuntime, code: int, now: float, reason: str) -> None:
         c.last_exit = code
         c.process, c.child_pid, c.started, c.ready = None, None, False, False
+        c.exited_at = now
         self.changed = True
         for state in c.probes.values():
             if state.future is not None:
                 state.future.cancel()
-        c.probes = {}
+                state.future = None
         if self.restart_policy == "Never" or (self.restart_policy == "OnFailure" and code == 0):
             c.terminated = {
                 "exitCode": code,
@@ -486,29 +608,31 @@ class PodRuntime:
                 "finishedAt": now_iso(),
             }
             return
-        backoff = min(RESTART_BACKOFF_START * (2**c.restart_count), RESTART_BACKOFF_MAX)
-        c.restart_count += 1
-        c.next_start = now + backoff
-        self.record_event(
-            "BackOff",
-            f"Container {c.name} exited ({reason}, code {code}); restarting in {backoff:g}s",
-            "Warning",
-        )
+        c.next_start = c.backoff.restart_at(now)
+        if c.next_start > now:
+            self.record_event(
+                "BackOff",
+                f"Back-off restarting failed container {c.name} (exited with code {code}: {reason}); "
+                f"restarting in {c.next_start - now:g}s",
+                "Warning",
+            )
 
     def _tick_deletion(self, now: float) -> bool:
         for c in self.containers:
-            if not c.running or c.name in self.termed:
+            if c.process is not None and c.process.poll() is not None:
+                if c.ready or c.started:
+                    c.started, c.ready = False, False
+                    self.changed = True
                 continue
-            hook = self.prestop.get(c.name)
-            if hook is None or hook.poll() is not None or now >= self.grace_deadline:
-                self._signal(c, signal.SIGTERM)
-                self.termed.add(c.name)
-        if now >= self.grace_deadline:
-            for c in self.containers:
-                if c.running:
-                    self._signal(c, signal.SIGKILL)
-        alive = [c for c in self.containers if c.running]
-        if alive:
+            if not c.running:
+                continue
+            self._tick_probes(c, now)  # readiness only: liveness and startup stopped
+            if c.stopping is None:
+                c.stopping = self._stopping(c, "deletion", now, 0.0, deadline=now)
+            self._advance_stop(c, now)
+        if self.changed:
+            self._trigger_readiness()
+        if any(c.running for c in self.containers):
             return False
         self.kill_all()
         return True

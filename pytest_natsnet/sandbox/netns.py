@@ -1,4 +1,12 @@
-"""Network namespaces, veth links and per-thread ``setns``: the sandbox's kernel plumbing."""
+"""Network namespaces, veth links and per-thread ``setns``: the sandbox's kernel plumbing.
+
+The hub namespace is the node. It holds the pod bridge ``br0`` (the node's address 198.18.0.1 on the pod
+network 198.18.0.0/16: pods 198.18.0.0/17, Service ClusterIPs 198.18.128.0/17) and the outside bridge ``br1``
+(198.19.0.1 on 198.19.0.0/16): the network a kind node's address lives on, where a client outside the cluster
+sits. An outside client has a route to the node's address and to nothing else of the cluster: no pod IP, no
+ClusterIP, as a CI runner next to a kind cluster; it reaches the cluster only through the node's NodePorts
+(``nft.node_ruleset``), which the hub forwards and masquerades like kube-proxy.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +20,10 @@ CLONE_NEWNET = 0x40000000
 HUB_BRIDGE = "br0"
 HUB_ADDRESS = "198.18.0.1"
 POD_PREFIX_LEN = 16
+OUTSIDE_BRIDGE = "br1"
+OUTSIDE_ADDRESS = "198.19.0.1"
+"""The node's address on the outside network (the hub forwards what reaches it for a NodePort)."""
+OUTSIDE_PREFIX_LEN = 16
 
 
 class SandboxCommandError(RuntimeError):
@@ -55,11 +67,15 @@ def list_netns() -> list[str]:
 
 
 def create_hub(hub: str) -> None:
-    """The node: a namespace with the pod bridge and the node address (kubelet probes come from here)."""
+    """The node: a namespace with the pod bridge and the node address (kubelet probes come from here), and the
+    outside bridge; it routes between them (what crosses is decided by ``nft.node_ruleset``)."""
     add_netns(hub)
-    run(["ip", "-n", hub, "link", "add", HUB_BRIDGE, "type", "bridge"])
-    run(["ip", "-n", hub, "addr", "add", f"{HUB_ADDRESS}/{POD_PREFIX_LEN}", "dev", HUB_BRIDGE])
-    run(["ip", "-n", hub, "link", "set", HUB_BRIDGE, "up"])
+    for bridge, address in ((HUB_BRIDGE, f"{HUB_ADDRESS}/{POD_PREFIX_LEN}"),
+                            (OUTSIDE_BRIDGE, f"{OUTSIDE_ADDRESS}/{OUTSIDE_PREFIX_LEN}")):
+        run(["ip", "-n", hub, "link", "add", bridge, "type", "bridge"])
+        run(["ip", "-n", hub, "addr", "add", address, "dev", bridge])
+        run(["ip", "-n", hub, "link", "set", bridge, "up"])
+    run(["ip", "netns", "exec", hub, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])
 
 
 def attach_pod(hub: str, pod_netns: str, veth: str, ip: str) -> None:
@@ -69,6 +85,15 @@ def attach_pod(hub: str, pod_netns: str, veth: str, ip: str) -> None:
     run(["ip", "-n", pod_netns, "addr", "add", f"{ip}/{POD_PREFIX_LEN}", "dev", "eth0"])
     run(["ip", "-n", pod_netns, "link", "set", "eth0", "up"])
     run(["ip", "-n", pod_netns, "route", "add", "default", "via", HUB_ADDRESS])
+
+
+def attach_outside(hub: str, client_netns: str, veth: str, ip: str) -> None:
+    """A client outside the cluster: eth0 on the outside bridge, a route to the node's address only."""
+    run(["ip", "-n", hub, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", client_netns])
+    run(["ip", "-n", hub, "link", "set", veth, "master", OUTSIDE_BRIDGE, "up"])
+    run(["ip", "-n", client_netns, "addr", "add", f"{ip}/{OUTSIDE_PREFIX_LEN}", "dev", "eth0"])
+    run(["ip", "-n", client_netns, "link", "set", "eth0", "up"])
+    run(["ip", "-n", client_netns, "route", "add", f"{HUB_ADDRESS}/32", "via", OUTSIDE_ADDRESS])
 
 
 def _setns(path: str) -> None:

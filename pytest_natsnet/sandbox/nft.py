@@ -19,6 +19,16 @@ default; kubernetes ``pkg/proxy/iptables/proxier.go``) does:
 Both are implemented by DNAT to 127.0.0.1 with a conntrack mark, then rejected, dropped or judged in the
 ``input`` hook (a verdict in ``output`` would make a UDP ``send()`` fail with EPERM instead).
 
+``node_ruleset`` goes into the hub netns (table ``ip natsnet_node``): kube-proxy's NodePorts on the node's
+addresses (``nodePort`` of NodePort and LoadBalancer Services; kind has no load balancer, so a LoadBalancer
+Service is reachable through its NodePorts only), DNATed to a random ready (else serving terminating) endpoint and
+masqueraded to the node's pod-network address unless ``externalTrafficPolicy: Local`` (kube-proxy's
+``KUBE-MARK-MASQ``); a NodePort without endpoints is refused (nothing listens on the node). Traffic from the outside
+bridge is forwarded into the pod network only when a NodePort translated it: a client outside the cluster cannot
+reach pod or Service IPs (it has no route to them either, see ``netns``). NodePort flows to an ingress-isolated
+pod are judged by its ingress policies with the client's own address, before the masquerade, where
+kube-network-policies judges them (postrouting ``srcnat - 5``).
+
 ``policy_ruleset`` goes into the hub netns (tables ``bridge natsnet_np`` and ``ip natsnet_np_ct``). New
 flows are judged in the bridge ``forward`` hook on each pod's bridge-side veth and dropped silently. Kernels
 without ``nf_conntrack_bridge`` (this one) refuse ``ct`` in a bridge table (EPROTO), so established/related
@@ -49,12 +59,15 @@ from pytest_natsnet.kube import (
 from pytest_natsnet.sandbox.model import PodNet
 
 SERVICE_TABLE = "natsnet_svc"
+NODE_TABLE = "natsnet_node"
 POLICY_TABLE = "natsnet_np"
 POLICY_CT_TABLE = "natsnet_np_ct"
 NO_ENDPOINT_MARK = 0x4E4F
 """Conntrack mark of ClusterIP flows that have no endpoint: rejected in the pod's input hook."""
 UNKNOWN_PORT_MARK = 0x4E50
 """Conntrack mark of flows to a ClusterIP port the Service does not have: dropped in the pod's input hook."""
+NODEPORT_MASQ_MARK = 0x4E51
+"""Conntrack mark of NodePort flows to masquerade (``externalTrafficPolicy: Cluster``)."""
 ESTABLISHED_MARK = 0x4E4E
 """Packet mark the hub's ip-family conntrack puts on established/related bridged packets."""
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -252,6 +265,107 @@ def service_ruleset(
     hairpin_jumps, hairpin_chains = _hairpin(pods, namespaces or {}, policies)
     all_chains = [("services", dispatch), ("input", verdicts + hairpin_jumps), *chains, *hairpin_chains]
     return "\n".join(_replace_table("ip", SERVICE_TABLE, all_chains)) + "\n"
+
+
+@dataclass(frozen=True)
+class _NodePort:
+    service: _ServicePort
+    node_port: int
+    masquerade: bool
+
+
+def _node_ports(services: Sequence[Obj], slices: Sequence[Obj]) -> list[_NodePort]:
+    """Every ``nodePort`` of NodePort and LoadBalancer Services with its endpoints (as for the ClusterIP)."""
+    result = []
+    for service in services:
+        service_spec = spec(service)
+        if service_spec.get("type") not in ("NodePort", "LoadBalancer"):
+            continue
+        namespace, service_name = namespace_of(service), name(service)
+        masquerade = service_spec.get("externalTrafficPolicy", "Cluster") != "Local"
+        for port in service_spec.get("ports") or []:
+            protocol = str(port.get("protocol") or "TCP")
+            if protocol not in PROTOCOLS or not port.get("nodePort"):
+                continue
+            port_name = str(port.get("name") or "")
+            endpoints = _endpoints_for(namespace, service_name, port_name, protocol, slices)
+            service_port = _ServicePort(namespace, service_name, port_name, str(_cluster_ip(service) or ""),
+                                        protocol, int(port["port"]), endpoints)
+            result.append(_NodePort(service_port, int(port["nodePort"]), masquerade))
+    return sorted(result, key=lambda n: (n.node_port, n.service.protocol))
+
+
+def node_ruleset(
+    services: Sequence[Obj],
+    endpointslices: Sequence[Obj],
+    node_addresses: Sequence[str],
+    pod_bridge: str,
+    outside_bridge: str,
+    pods: Sequence[PodNet] = (),
+    namespaces: Mapping[str, Mapping[str, str]] | None = None,
+    policies: Sequence[Obj] = (),
+) -> str:
+    """The hub's ``ip natsnet_node`` script: NodePorts on ``node_addresses``, the outside bridge's forwarding
+    rule and the ingress policies of NodePort flows (see the module docstring)."""
+    addresses = _ip_set(node_addresses)
+    dispatch = ["type nat hook prerouting priority -100; policy accept;"]
+    chains: list[tuple[str, Sequence[str]]] = []
+    for node_port in _node_ports(services, endpointslices):
+        port = node_port.service
+        if not port.endpoints:
+            continue  # nothing listens on the node's port: refused, as kube-proxy rejects it
+        proto = port.protocol.lower()
+        label = f"{_service_label(port)} nodePort {node_port.node_port}"
+        chain = _ident(f"np_{node_port.node_port}_{proto}")
+        dispatch.append(f"ip daddr {addresses} {proto} dport {node_port.node_port} goto {chain} {_comment(label)}")
+        mark = f"ct mark set {NODEPORT_MASQ_MARK:#x} " if node_port.masquerade else ""
+        endpoint_chains = [f"{chain}_ep{index}" for index in range(len(port.endpoints))]
+        if len(endpoint_chains) == 1:
+            chains.append((chain, [f"goto {endpoint_chains[0]}"]))
+        else:
+            targets = ", ".join(f"{index} : goto {ep}" for index, ep in enumerate(endpoint_chains))
+            chains.append((chain, [f"numgen random mod {len(endpoint_chains)} vmap {{ {targets} }}"]))
+        for ep_chain, (ip, target_port) in zip(endpoint_chains, port.endpoints, strict=True):
+            rule = f"meta l4proto {proto} counter {mark}dnat to {ip}:{target_port} {_comment(label + ' -> ' + ip)}"
+            chains.append((ep_chain, [rule]))
+    masquerade = [
+        "type nat hook postrouting priority 100; policy accept;",
+        f"ct mark {NODEPORT_MASQ_MARK:#x} counter masquerade {_comment('NodePort, externalTrafficPolicy Cluster')}",
+    ]
+    outside = f'iifname "{outside_bridge}" oifname "{pod_bridge}"'
+    forward = [
+        "type filter hook forward priority 0; policy accept;",
+        f"{outside} ct state established,related accept",
+        f"{outside} ct status dnat counter accept {_comment('a NodePort translated it')}",
+        f"{outside} counter drop {_comment('outside the cluster: no route into the pod or Service network')}",
+    ]
+    ingress, ingress_chains = _nodeport_ingress(pods, namespaces or {}, policies, pod_bridge)
+    all_chains = [("nodeports", dispatch), ("nodeport_masq", masquerade), ("from_outside", forward),
+                  ("nodeport_ingress", ingress), *chains, *ingress_chains]
+    return "\n".join(_replace_table("ip", NODE_TABLE, all_chains)) + "\n"
+
+
+def _nodeport_ingress(
+    pods: Sequence[PodNet], namespaces: Mapping[str, Mapping[str, str]], policies: Sequence[Obj], pod_bridge: str
+) -> tuple[list[str], list[tuple[str, Sequence[str]]]]:
+    """Postrouting (before the masquerade) jumps judging new NodePort flows by the target pod's ingress policies."""
+    body = ["type filter hook postrouting priority 95; policy accept;"]
+    chains: list[tuple[str, Sequence[str]]] = []
+    ordered_pods = sorted(pods, key=lambda p: (p.namespace, p.name))
+    views = sorted(
+        (_PolicyView(p, ordered_pods, namespaces) for p in policies), key=lambda v: (v.namespace, v.name)
+    )
+    for index, pod in enumerate(ordered_pods):
+        pod_chain = _pod_chain(pod, "Ingress", views, ordered_pods)
+        if pod_chain is None:
+            continue
+        chain = f"nodeport_ingress_{index}_{_ident(pod.namespace)}_{_ident(pod.name)}"
+        body.append(
+            f'ct state new ct status dnat oifname "{pod_bridge}" ip daddr {pod.ip} jump {chain} '
+            f"{_comment(f'{pod.namespace}/{pod.name} ingress-isolated')}"
+        )
+        chains.append((chain, pod_chain))
+    return body, chains
 
 
 def _hairpin(

@@ -61,12 +61,28 @@ def in_sessions(sessions: Collection[int], proc: Path = PROC) -> list[ProcessEnt
 
 
 def wait_reaped(sessions: Collection[int], timeout: float, proc: Path = PROC) -> list[ProcessEntry]:
-    """Waits until no process of ``sessions`` exists, zombies included; returns what is left at ``timeout``."""
+    """Waits until no process of ``sessions`` exists, zombies included; returns what is left at ``timeout``.
+
+    A zombie of those sessions that this process adopted as their subreaper (:func:`become_subreaper`: its
+    parent died first, e.g. a shell killed while it waited for a ``sleep``) is reaped here, since nobody else
+    will; the session leaders are left to the ``subprocess`` objects that started them."""
     deadline = time.monotonic() + timeout
-    left = in_sessions(sessions, proc)
+    left = _reap_adopted(in_sessions(sessions, proc), sessions)
     while left and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
-        left = in_sessions(sessions, proc)
+        left = _reap_adopted(in_sessions(sessions, proc), sessions)
+    return left
+
+
+def _reap_adopted(entries: list[ProcessEntry], leaders: Collection[int]) -> list[ProcessEntry]:
+    """``entries`` without the zombies this process could reap (its adopted orphans, never a session leader)."""
+    me, left = os.getpid(), []
+    for entry in entries:
+        if entry.state == "Z" and entry.ppid == me and entry.pid not in leaders:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(entry.pid, os.WNOHANG)[0] == entry.pid:
+                    continue
+        left.append(entry)
     return left
 
 

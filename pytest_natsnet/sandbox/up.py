@@ -51,6 +51,8 @@ class UpOptions:
     dns_profile: str = DEFAULT_PROFILE
     owner_pid: int | None = None
     """The run that started this sandbox: when it dies, the sandbox tears itself down (SIGUSR1 detaches it)."""
+    policy_delay: float = 0.0
+    """Seconds before NetworkPolicy holds for a new pod (``SandboxCluster.policy_delay``)."""
 
 
 def prepare_directory(directory: Path | None) -> tuple[Path, bool]:
@@ -118,7 +120,7 @@ class Sandbox:
         self.directory, self._remove_directory = prepare_directory(options.directory)
         self.ready_file = options.ready_file
         self.id = uuid.uuid4().hex[:8]
-        self.cluster = SandboxCluster(self.id, self.directory, binary, options.dns_profile)
+        self.cluster = SandboxCluster(self.id, self.directory, binary, options.dns_profile, options.policy_delay)
         self.server: ApiHttpServer | None = None
         self.kubeconfig = self.directory / "kubeconfig"
         self._closed = False
