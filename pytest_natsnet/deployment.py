@@ -12,6 +12,7 @@ import contextlib
 import datetime
 import io
 import json
+import shutil
 import subprocess
 import tarfile
 import threading
@@ -419,3 +420,20 @@ def wait_namespaces_gone(client: KubeClient, names: Sequence[str], timeout: floa
         return not left, f"still present: {', '.join(left)}"
 
     wait_until(gone, timeout, f"namespaces {', '.join(names)} deleted", poll=READY_POLL)
+
+
+def own_kubeconfig(source: Path | str, target: Path) -> Path:
+    """An xdist worker's own copy of the owner's kubeconfig (mode 0600): tools that rewrite the file they are
+    given (kind export, refreshed tokens) never race the owner's."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    target.chmod(0o600)
+    return target
+
+
+def install_cell(cell: CellManifests, info: ProviderInfo, client: KubeClient, tools: ClusterTools,
+                 timeout: float) -> KubeDeployment:
+    """What every provider's ``deploy`` does once it has a cluster: one KubeDeployment, installed (bounded)."""
+    deployment = KubeDeployment(cell, info, client, tools)
+    deployment.install(timeout)
+    return deployment

@@ -16,7 +16,7 @@ from pytest_natsnet.errors import ConfigError, ToolNotFound
 from pytest_natsnet.matrix import Scenario
 from pytest_natsnet.settings import NatsnetSettings, choose_source
 from pytest_natsnet.sources import helm as helm_source
-from pytest_natsnet.sources import render_cell, resolve_source
+from pytest_natsnet.sources import render_source, resolve_source
 
 MINI = Path(__file__).parent / "charts" / "mini"
 LAYER_A = "replicas: 3\nconfig:\n  cluster:\n    enabled: true\n"
@@ -188,7 +188,7 @@ def test_named_local_chart_selects_helm_and_renders_end_to_end(
 
     runner = RecordingRunner()
     scenario = Scenario(id="mini-layers", settings={}, values_files=tuple(layers))
-    objects = render_cell(settings, scenario, "natsnet-e2e", release="rel", runner=runner)
+    objects = render_source(settings, scenario, "natsnet-e2e", release="rel", runner=runner).objects
     template = [argv for argv in runner.calls if argv[1] == "template"]
     assert template == [[helm, "template", "rel", str(chart), "--namespace", "natsnet-e2e",
                          "-f", str(layers[0]), "-f", str(layers[1])]]

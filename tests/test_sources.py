@@ -14,7 +14,7 @@ from pytest_natsnet import kube
 from pytest_natsnet.errors import ConfigError
 from pytest_natsnet.matrix import expand, load_matrix, scenario_by_id
 from pytest_natsnet.settings import NatsnetSettings
-from pytest_natsnet.sources import helm, manifests, render_cell
+from pytest_natsnet.sources import helm, manifests, render_source
 
 GOLDEN = RENDERED
 
@@ -129,14 +129,14 @@ def _settings(**kwargs: object) -> NatsnetSettings:
 
 def test_render_cell_manifests_and_helm(tmp_path: Path) -> None:
     matrix = load_matrix()
-    got = render_cell(_settings(source="manifests", manifests=GOLDEN), scenario_by_id(matrix, "tls"), "ns-a")
+    got = render_source(_settings(source="manifests", manifests=GOLDEN), scenario_by_id(matrix, "tls"), "ns-a").objects
     assert kube.find(got, "StatefulSet", "nats") is not None
     fake_helm = tmp_path / "helm"
     fake_helm.write_text("#!/bin/sh\n")
     fake_helm.chmod(0o755)
     runner = FakeRunner((GOLDEN / "default.yaml").read_text())
-    got = render_cell(_settings(source="helm", helm=str(fake_helm)), scenario_by_id(matrix, "default"),
-                      "ns-b", runner=runner)
+    got = render_source(_settings(source="helm", helm=str(fake_helm)), scenario_by_id(matrix, "default"),
+                        "ns-b", runner=runner).objects
     assert len(got) == 7
     assert runner.calls[-1][:4] == [str(fake_helm), "template", "nats", "nats"]
     assert "ns-b" in runner.calls[-1]
@@ -145,11 +145,11 @@ def test_render_cell_manifests_and_helm(tmp_path: Path) -> None:
 def test_render_cell_reference() -> None:
     pytest.importorskip("pytest_natsnet.sources.reference", reason="reference renderer not written yet")
     scenario = scenario_by_id(load_matrix(), "netpol-egress-dns")
-    got = render_cell(_settings(source="reference"), scenario, "ns-c")
+    got = render_source(_settings(source="reference"), scenario, "ns-c").objects
     assert kube.find(got, "StatefulSet", "nats") is not None
     assert len(kube.of_kind(got, "NetworkPolicy")) == 3
 
 
 def test_render_cell_rejects_unknown_source() -> None:
     with pytest.raises(ConfigError, match="unknown source 'git'"):
-        render_cell(_settings(), scenario_by_id(load_matrix(), "default"), "ns", source="git")
+        render_source(_settings(), scenario_by_id(load_matrix(), "default"), "ns", source="git")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from pytest_natsnet.deployment import ClusterTools, KubeDeployment, probe_pod_manifest
+from pytest_natsnet.deployment import ClusterTools, KubeDeployment, install_cell, probe_pod_manifest
 from pytest_natsnet.errors import ConfigError
 from pytest_natsnet.kube import MANAGED_BY_LABEL, MANAGED_BY_VALUE, RUN_ID_LABEL, Obj
 from pytest_natsnet.kubeclient import KubeClient
@@ -128,9 +128,7 @@ class ExistingProvider:
         assert self._client is not None
         helm = self._tool("helm").path if cell.chart else None
         tools = ClusterTools(self._tool("kubectl").path, helm, self.kubeconfig, self.context, self._runner)
-        deployment = KubeDeployment(cell, self.info, self._client, tools)
-        deployment.install(timeout)
-        return deployment
+        return install_cell(cell, self.info, self._client, tools, timeout)
 
     def stop(self, keep: bool) -> None:
         if self._client is None:

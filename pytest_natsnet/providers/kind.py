@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import platform
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_natsnet.deployment import ClusterTools, KubeDeployment
+from pytest_natsnet.deployment import ClusterTools, KubeDeployment, install_cell, own_kubeconfig
 from pytest_natsnet.errors import CommandError, NatsnetError
 from pytest_natsnet.kubeclient import KubeClient
 from pytest_natsnet.preflight import ClusterFacts, discover_facts
@@ -169,9 +168,7 @@ class KindProvider:
         """A worker: its own copy of the controller's kubeconfig (kind rewrites files it exports in place)."""
         if self._access is not None:
             return
-        self._run_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(access.kubeconfig, self.kubeconfig)
-        self.kubeconfig.chmod(0o600)
+        own_kubeconfig(access.kubeconfig, self.kubeconfig)
         self._access = ClusterAccess(str(self.kubeconfig), access.context, created=False)
         self._client = self._client_factory(self.kubeconfig, access.context)
         self._facts = discover_facts(self._client)
@@ -182,9 +179,7 @@ class KindProvider:
         assert self._client is not None and self._access is not None
         helm = self._tool("helm").path if cell.chart else None
         tools = ClusterTools(self._tool("kubectl").path, helm, self.kubeconfig, self._access.context, self._runner)
-        deployment = KubeDeployment(cell, self.info, self._client, tools)
-        deployment.install(timeout)
-        return deployment
+        return install_cell(cell, self.info, self._client, tools, timeout)
 
     def stop(self, keep: bool) -> None:
         if self._access is None:

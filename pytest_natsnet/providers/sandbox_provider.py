@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from pytest_natsnet.deployment import ClusterTools, KubeDeployment
+from pytest_natsnet.deployment import ClusterTools, KubeDeployment, install_cell, own_kubeconfig
 from pytest_natsnet.dnsprofile import dns_profile
 from pytest_natsnet.errors import NatsnetError
 from pytest_natsnet.kubeclient import KubeClient
@@ -145,10 +145,7 @@ class SandboxProvider:
         """A worker: its own copy of the controller's kubeconfig."""
         if self._access is not None:
             return
-        self._run_dir.mkdir(parents=True, exist_ok=True)
-        own = self._run_dir / f"kubeconfig-{os.getpid()}"
-        shutil.copyfile(access.kubeconfig, own)
-        own.chmod(0o600)
+        own = own_kubeconfig(access.kubeconfig, self._run_dir / f"kubeconfig-{os.getpid()}")
         self._access = ClusterAccess(str(own), access.context, created=False)
         self._client = KubeClient(own)
         self._facts = discover_facts(self._client)
@@ -159,9 +156,7 @@ class SandboxProvider:
         assert self._access is not None and self._client is not None
         helm = self._tool("helm").path if cell.chart else None
         tools = ClusterTools(self._tool("kubectl").path, helm, Path(self._access.kubeconfig), None)
-        deployment = KubeDeployment(cell, self.info, self._client, tools)
-        deployment.install(timeout)
-        return deployment
+        return install_cell(cell, self.info, self._client, tools, timeout)
 
     @property
     def process_id(self) -> int:

@@ -27,7 +27,8 @@ def forget(sandbox_id: str) -> None:
     (STATE_DIR / f"{sandbox_id}.json").unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -65,7 +66,7 @@ def collect_garbage(force: bool = False) -> list[str]:
             actions.append(f"skipped unreadable {state_file}")
             continue
         pid = int(data.get("pid", 0))
-        if _alive(pid) and not force:
+        if alive(pid) and not force:
             actions.append(f"sandbox {state_file.stem}: owner pid {pid} still runs, left alone")
             continue
         prefix = str(data.get("netns_prefix", f"natsnet-{state_file.stem}-"))

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TextIO
 
 from pytest_natsnet.dnsprofile import DEFAULT_PROFILE
-from pytest_natsnet.sandbox import reaping
+from pytest_natsnet.sandbox import gc, reaping
 from pytest_natsnet.sandbox.apiserver import pki as pki_module
 from pytest_natsnet.sandbox.apiserver.handlers import Api
 from pytest_natsnet.sandbox.apiserver.server import ApiHttpServer, serve
@@ -150,16 +150,6 @@ class Sandbox:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def run(options: UpOptions, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """The command: 0 after a clean Ctrl-C/SIGTERM teardown, 2 when it cannot start (one line on stderr)."""
     stop = threading.Event()
@@ -177,7 +167,7 @@ def run(options: UpOptions, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
         out.flush()
         while not stop.wait(0.5):
             sandbox.cluster.check()
-            if owner and owner[0] is not None and not _alive(owner[0]):
+            if owner and owner[0] is not None and not gc.alive(owner[0]):
                 err.write(f"natsnet sandbox up: the run that started it (pid {owner[0]}) is gone; stopping\n")
                 break
         return 0

@@ -82,16 +82,3 @@ def render_source(
         composed = compose(scenario.values_files)
         return Rendered(reference.render(composed.values, namespace, release, composed.extra_resources))
     raise ConfigError("--natsnet-source", f"unknown source {chosen!r}", "use helm, manifests or reference")
-
-
-def render_cell(
-    settings: NatsnetSettings,
-    scenario: Scenario,
-    namespace: str,
-    release: str = "nats",
-    *,
-    source: str | None = None,
-    runner: Runner | None = None,
-) -> list[Obj]:
-    """The objects of one cell (see ``render_source``)."""
-    return render_source(settings, scenario, namespace, release, source=source, runner=runner).objects
