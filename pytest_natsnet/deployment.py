@@ -28,9 +28,11 @@ from pytest_natsnet.kube import Obj
 from pytest_natsnet.kubeclient import KubeClient, KubeError
 from pytest_natsnet.providers.base import POD_GATE_CONDITION, CellHandle, CellManifests, ProbeTarget, ProviderInfo
 from pytest_natsnet.providers.kubeapi import (
+    PodCannotStart,
     kubectl_argv,
     pod_condition_patch,
     pods_needing_gate,
+    pods_that_cannot_start,
     statefulset_settled,
     wait_until,
 )
@@ -207,8 +209,14 @@ class KubeDeployment(CellHandle):
         self._client.delete(kind, name, namespace or self.namespace, grace_seconds)
 
     def wait_ready(self, timeout: float) -> None:
+        """Waits until every pod of the StatefulSet is Ready (the plugin's readiness gates opened as pods run);
+        stops at once with PodCannotStart when a pod says it never will."""
+
         def check() -> tuple[bool, str]:
             pods = self.objects("Pod")
+            blocked = pods_that_cannot_start(pods)
+            if blocked:
+                raise PodCannotStart(f"in namespace {self.namespace}: {'; '.join(blocked)}")
             for pod in pods_needing_gate(pods):
                 self.set_pod_condition(pod, POD_GATE_CONDITION, True)
             sets = self.objects("StatefulSet")

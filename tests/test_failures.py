@@ -12,7 +12,7 @@ from pytest_natsnet.failures import DeclaredFailure, parse_declared, valid_names
 from pytest_natsnet.matrix import load_matrix, scenarios_from_values_dir
 from pytest_natsnet.resources import charts_values_dir
 
-VALID = "dns-blocked, mesh-split, route-tls-mismatch, learned-urls-unreachable"
+VALID = "dns-blocked, mesh-split, route-tls-mismatch, learned-urls-unreachable, bootstrap-deadlock"
 
 
 def test_the_vocabulary_is_the_documented_failures() -> None:

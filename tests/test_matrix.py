@@ -31,6 +31,7 @@ def test_smoke_cells_ids_files_and_intent(shipped: Matrix) -> None:
     assert list(cells) == [
         "default", "pnra-false", "advertise-pod-ip+tls", "advertise-dns+tls+routes-fqdn", "advertise-unreachable",
         "advertise-cluster-wrong+routes-seed", "tls-bad-sans", "netpol-egress-no-dns", "netpol-egress-dns",
+        "jetstream", "pnra-false+jetstream",
     ]
     assert [f.name for f in cells["advertise-cluster-wrong+routes-seed"].values_files] == [
         "base.yaml", "readiness-gate.yaml", "advertise-pod-ip.yaml", "advertise-cluster-wrong.yaml",
@@ -42,6 +43,15 @@ def test_smoke_cells_ids_files_and_intent(shipped: Matrix) -> None:
     assert cells["default"].expect == frozenset() and cells["default"].certs is None
     assert cells["pnra-false"].settings["pnra"].name == "false"
     assert cells["pnra-false"].settings["tls"].name == "off"
+    assert cells["jetstream"].expect == frozenset()
+    assert cells["pnra-false+jetstream"].expect == {"bootstrap-deadlock"}
+
+
+def test_smoke_declares_every_documented_failure(shipped: Matrix) -> None:
+    """The smoke matrix is the few cells that together reproduce every documented failure."""
+    from pytest_natsnet.failures import DeclaredFailure
+
+    assert set().union(*(s.expect for s in expand(shipped, "smoke"))) == set(DeclaredFailure)
 
 
 def _setting_names(shipped: Matrix, name: str) -> list[dict[str, str]]:
@@ -73,19 +83,38 @@ def test_pairwise_covers_every_feasible_pair_and_no_excluded_cell(shipped: Matri
     assert len(cells) < len(full) / 4
 
 
-def test_jetstream_axis_pairs_only_with_cells_where_routes_form(shipped: Matrix) -> None:
-    """JetStream is Ready only with a meta leader, which needs routes: cells that break routes are excluded."""
+def test_jetstream_axis_pairs_only_with_cells_where_routes_form_or_the_deadlock_is_declared(
+    shipped: Matrix,
+) -> None:
+    """JetStream is Ready only with a meta leader, which needs routes: cells that break routes are excluded, except
+    pNRA false, where nothing ever becomes Ready and every such cell declares bootstrap-deadlock."""
     axis = shipped.axis("jetstream")
     assert (axis.default, list(axis.settings)) == ("off", ["off", "on"])
     assert [f.name for f in axis.settings["on"].files] == ["jetstream.yaml"]
     assert axis.settings["on"].expect == frozenset()
-    route_breakers = {("pnra", "false"), ("netpol", "egress-no-dns"), ("tls", "bad-sans"),
-                      ("advertise", "cluster-wrong")}
-    for name in ("pairwise", "full"):
-        on = [c for c in _setting_names(shipped, name) if c["jetstream"] == "on"]
-        assert on and not any((a, v) in route_breakers for c in on for a, v in c.items())
-    assert all(c["jetstream"] == "off" for c in _setting_names(shipped, "smoke"))  # no PVCs on the sandbox yet
-    assert {s.id for s in expand(shipped, "full")} >= {"jetstream", "tls+jetstream", "routes-seed+jetstream"}
+    route_breakers = {("netpol", "egress-no-dns"), ("tls", "bad-sans"), ("advertise", "cluster-wrong")}
+    for name in ("smoke", "pairwise", "full"):
+        cells = expand(shipped, name)
+        on = [s for s in cells if s.settings["jetstream"].name == "on"]
+        assert on and not any((a, st.name) in route_breakers for s in on for a, st in s.settings.items())
+        for scenario in cells:
+            deadlock = scenario.settings["jetstream"].name == "on" and scenario.settings["pnra"].name == "false"
+            assert ("bootstrap-deadlock" in scenario.expect) == deadlock, scenario.id
+    assert {s.id for s in expand(shipped, "full")} >= {"jetstream", "tls+jetstream", "routes-seed+jetstream",
+                                                       "pnra-false+jetstream"}
+
+
+def test_a_combination_declares_failures_only_where_all_its_settings_meet(tmp_path: Path) -> None:
+    text = MINI.replace("exclude:\n  - {tls: \"on\", routes: fqdn}\n", "") + textwrap.dedent("""
+        combinations:
+          - when: {tls: "on", routes: fqdn}
+            expect: [dns-blocked]
+    """)
+    matrix = load_matrix(_write_matrix(tmp_path, text))
+    expect = {s.id: s.expect for s in expand(matrix, "full")}
+    assert expect == {"default": frozenset(), "routes-fqdn": {"mesh-split"}, "tls": frozenset(),
+                      "tls+routes-fqdn": {"mesh-split", "dns-blocked"}}
+    assert scenario_by_id(matrix, "tls+routes-fqdn").expect == {"mesh-split", "dns-blocked"}
 
 
 def test_expansion_is_deterministic_and_ids_unique(shipped: Matrix) -> None:
@@ -184,6 +213,14 @@ def test_small_matrix_loads(tmp_path: Path) -> None:
     ("{id: routes-fqdn,", "{colour: red, id: routes-fqdn,", "unknown field.s. colour"),
     ("- {tls: \"on\"}\n", "- {tls: on}\n", "quote it"),
     ("base: [base.yaml]", "base: [base.yaml", "invalid YAML"),
+    ("matrices:", "combinations: [{when: {tls: \"on\"}, expect: [mesh-split]}]\nmatrices:",
+     r"combinations\[0\].when: names fewer than two settings"),
+    ("matrices:", "combinations: [{when: {tls: \"on\", routes: fqdn}, expect: [mesh-spilt]}]\nmatrices:",
+     r"combinations\[0\].expect: unknown declared failure 'mesh-spilt'"),
+    ("matrices:", "combinations: [{when: {tls: \"on\", routes: fqdn}}]\nmatrices:",
+     r"combinations\[0\]: must be \{when"),
+    ("matrices:", "combinations: [{when: {tls: \"on\", colour: red}, expect: [mesh-split]}]\nmatrices:",
+     r"combinations\[0\].when: unknown axis 'colour'"),
 ])
 def test_bad_matrix_is_one_line_naming_file_and_key(tmp_path: Path, old: str, new: str, message: str) -> None:
     assert old in MINI
