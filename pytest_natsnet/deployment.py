@@ -33,6 +33,7 @@ from pytest_natsnet.providers.kubeapi import (
     pod_condition_patch,
     pods_needing_gate,
     pods_that_cannot_start,
+    statefulset_running,
     statefulset_settled,
     wait_until,
 )
@@ -165,7 +166,7 @@ class KubeDeployment(CellHandle):
 
     def install(self, timeout: float) -> None:
         """Creates the labelled namespace, installs the cell (``helm install`` or server-side apply) and waits
-        until every pod of the StatefulSet is Ready."""
+        until every pod of the StatefulSet is Ready (a cell that declares it never will: until they run)."""
         self._client.apply(self._namespace_object(self.namespace, {}))
         chart = self._cell.chart
         if chart is not None and self._tools.helm:
@@ -177,7 +178,10 @@ class KubeDeployment(CellHandle):
             text = yaml.safe_dump_all(list(self._cell.objects), sort_keys=False)
             self._tools.run(self._tools.kubectl_argv("apply", "--server-side", "--field-manager=pytest-natsnet",
                                                      "--namespace", self.namespace, "-f", "-"), input=text)
-        self.wait_ready(timeout)
+        if self._cell.ready_expected:
+            self.wait_ready(timeout)
+        else:
+            self.wait_running(timeout)
 
     def _namespace_object(self, name: str, labels: Mapping[str, str]) -> Obj:
         return {"apiVersion": "v1", "kind": "Namespace",
@@ -226,6 +230,25 @@ class KubeDeployment(CellHandle):
             return all(done for done, _ in states), "; ".join(state for _, state in states)
 
         wait_until(check, timeout, f"StatefulSet ready in namespace {self.namespace}", poll=READY_POLL)
+
+    def wait_running(self, timeout: float) -> None:
+        """Waits until every pod of the StatefulSet exists and runs (phase Running), Ready or not, opening the
+        plugin's readiness gates as they run; stops at once with PodCannotStart when a pod says it never will."""
+
+        def check() -> tuple[bool, str]:
+            pods = self.objects("Pod")
+            blocked = pods_that_cannot_start(pods)
+            if blocked:
+                raise PodCannotStart(f"in namespace {self.namespace}: {'; '.join(blocked)}")
+            for pod in pods_needing_gate(pods):
+                self.set_pod_condition(pod, POD_GATE_CONDITION, True)
+            sets = self.objects("StatefulSet")
+            if not sets:
+                return False, "no StatefulSet yet"
+            states = [statefulset_running(s, pods) for s in sets]
+            return all(done for done, _ in states), "; ".join(state for _, state in states)
+
+        wait_until(check, timeout, f"StatefulSet pods running in namespace {self.namespace}", poll=READY_POLL)
 
     def set_pod_condition(self, pod: str, condition_type: str, status: bool) -> None:
         live = self._client.get("Pod", pod, self.namespace)

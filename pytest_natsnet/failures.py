@@ -45,3 +45,13 @@ def parse_declared(names: Iterable[object], where: str) -> frozenset[DeclaredFai
         bad = ", ".join(repr(name) for name in unknown)
         raise ConfigError(where, f"unknown declared failure {bad}", f"use one of {valid_names()}")
     return frozenset(known[str(name)] for name in wanted)
+
+
+def never_ready_reason(expect: Iterable[DeclaredFailure], covered: Iterable[str]) -> str | None:
+    """Why a test does not apply to a cell whose servers never become Ready (its ``expect`` holds one of
+    :data:`NEVER_READY`), unless the test covers each such failure (``covered``); None when it applies."""
+    blocking = sorted(set(expect) & NEVER_READY - set(covered))
+    if not blocking:
+        return None
+    return (f"the cell declares {', '.join(blocking)}: its servers never become Ready, and only tests that cover "
+            "that failure apply")

@@ -15,7 +15,7 @@ from pytest_natsnet import parallel
 from pytest_natsnet import plan as plan_module
 from pytest_natsnet import settings as settings_module
 from pytest_natsnet.errors import ConfigError, NatsnetError
-from pytest_natsnet.failures import parse_declared
+from pytest_natsnet.failures import never_ready_reason, parse_declared
 from pytest_natsnet.matrix import (
     Matrix,
     Scenario,
@@ -240,9 +240,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     scenarios = [own] if own is not None else metafunc.config.stash[scenarios_key]
     applies = getattr(metafunc.function, "natsnet_applies", None)
+    covers: frozenset[str] = getattr(applies, "natsnet_covers", frozenset())
     params = []
     for scenario in scenarios:
-        reason = applies(scenario) if applies is not None else None
+        reason = never_ready_reason(scenario.expect, covers)
+        if reason is None and applies is not None:
+            reason = applies(scenario)
         marks = [pytest.mark.skip(reason=not_applicable_reason(reason))] if reason else []
         params.append(pytest.param(scenario, id=scenario.id, marks=marks))
     metafunc.parametrize("natsnet_scenario", params, indirect=True, scope="session")
@@ -452,11 +455,26 @@ def natsnet_cell(
         cell = natsnet_run.cell(natsnet_scenario)
     except NatsnetError as error:
         natsnet_run.failed_cells.add(natsnet_scenario.id)
-        pytest.fail(f"cell {natsnet_scenario.id} could not be deployed: {error}", pytrace=False)
+        natsnet_run.undeployed[natsnet_scenario.id] = " ".join(str(error).split())
+    if natsnet_scenario.id in natsnet_run.undeployed:  # outside the except: one message, no chained traceback
+        pytest.fail(f"cell {natsnet_scenario.id} could not be deployed: {natsnet_run.undeployed[natsnet_scenario.id]}",
+                    pytrace=False)
     yield cell
     evidence = natsnet_run.release(natsnet_scenario)
     if evidence is not None:
         print(f"\nnatsnet: evidence for {natsnet_scenario.id} in {evidence}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A cell whose deploy failed errors once, on the test that asked for it; its other tests are skipped as
+    not deployed instead of repeating that error."""
+    run = item.config.stash.get(run_key, None)
+    scenario = _scenario_of(item)
+    if run is None or not isinstance(scenario, Scenario) or scenario.id not in run.undeployed:
+        return
+    if "natsnet_cell" in getattr(item, "fixturenames", ()):
+        pytest.skip(f"cell {scenario.id} not deployed (the cell's first test has the error)")
 
 
 @pytest.fixture(autouse=True)

@@ -86,6 +86,8 @@ class NatsnetRun:
     prefetch_window: int = 0
     """How many cells (this one included) deploy ahead; 0 means --natsnet-parallel."""
     failed_cells: set[str] = field(default_factory=set)
+    undeployed: dict[str, str] = field(default_factory=dict)
+    """Cells whose deploy failed, with the error (reported once; the cell's other tests say not deployed)."""
     progress: Progress = field(default_factory=Progress)
     """Says what a long step (cluster start, a cell's deploy) is doing while the main thread waits on it."""
     _provider: Provider | None = None

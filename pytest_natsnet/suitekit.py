@@ -62,9 +62,15 @@ def require(reason: str | None) -> None:
 
 
 def declared(*failures: str) -> Callable[[Scenario], str | None]:
-    """Applies to cells that declare one of ``failures``."""
+    """Applies to cells that declare one of ``failures`` (it covers them: a failure of
+    ``failures.NEVER_READY`` keeps every test that does not cover it off its cells)."""
     wanted = set(failures)
-    return lambda s: None if wanted & s.expect else f"cell declares none of: {', '.join(sorted(wanted))}"
+
+    def predicate(scenario: Scenario) -> str | None:
+        return None if wanted & scenario.expect else f"cell declares none of: {', '.join(sorted(wanted))}"
+
+    predicate.natsnet_covers = frozenset(wanted)  # type: ignore[attr-defined]
+    return predicate
 
 
 def not_declared(*failures: str) -> Callable[[Scenario], str | None]:

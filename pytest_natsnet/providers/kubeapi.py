@@ -31,13 +31,14 @@ while reconciling the pod (contained to it). No real cluster reports them."""
 
 
 def pods_that_cannot_start(pods: Sequence[Mapping[str, Any]]) -> list[str]:
-    """One line per pod whose status says it can never start: ``<pod>: <reason>: <message>``."""
-    lines = []
-    for pod in pods:
+    """One line per reason that pods give for never starting: ``<pod>[, <pod> ...]: <reason>: <message>``."""
+    by_reason: dict[str, list[str]] = {}
+    for pod in sorted(pods, key=kube.name):
         status = pod.get("status") or {}
         if status.get("reason") in CANNOT_START_REASONS and not (pod.get("metadata") or {}).get("deletionTimestamp"):
-            lines.append(f"{kube.name(pod)}: {status.get('reason')}: {status.get('message') or '(no message)'}")
-    return lines
+            reason = f"{status.get('reason')}: {status.get('message') or '(no message)'}"
+            by_reason.setdefault(reason, []).append(kube.name(pod))
+    return [f"{', '.join(names)}: {reason}" for reason, names in by_reason.items()]
 
 
 def kubectl_argv(kubectl: str, kubeconfig: Path | str, context: str | None, *args: str) -> list[str]:
@@ -85,6 +86,23 @@ def statefulset_settled(sts: Mapping[str, Any], pods: Sequence[Mapping[str, Any]
             f"{status.get('observedGeneration')}, ready {status.get('readyReplicas') or 0}/"
             f"{int(kube.spec(sts).get('replicas', 1))}", *problems])
     return not problems, "; ".join(problems) or f"StatefulSet {name}: every pod present and Ready"
+
+
+def statefulset_running(sts: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> tuple[bool, str]:
+    """Whether every ordinal's pod exists, is not terminating and runs (phase Running), Ready or not: what a cell
+    whose servers never become Ready is installed to."""
+    name = kube.name(sts)
+    by_name = {kube.name(p): p for p in pods}
+    problems = []
+    for ordinal in range(int(kube.spec(sts).get("replicas", 1))):
+        pod = by_name.get(f"{name}-{ordinal}")
+        if pod is None:
+            problems.append(f"{name}-{ordinal} missing")
+        elif (pod.get("metadata") or {}).get("deletionTimestamp"):
+            problems.append(f"{name}-{ordinal} terminating")
+        elif (pod.get("status") or {}).get("phase") != "Running":
+            problems.append(f"{name}-{ordinal} not running{_waiting_for(pod)}")
+    return not problems, "; ".join(problems) or f"StatefulSet {name}: every pod present and running"
 
 
 def _waiting_for(pod: Mapping[str, Any]) -> str:
