@@ -13,6 +13,7 @@ import tenacity
 
 from pytest_natsnet import kube
 from pytest_natsnet.expect.nats import (  # noqa: F401 (re-exported for the suites)
+    BOOTSTRAP_DEADLOCK,
     DNS_BLOCKED,
     LEARNED_URLS_UNREACHABLE,
     MESH_SPLIT,
