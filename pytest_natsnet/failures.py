@@ -24,9 +24,14 @@ class DeclaredFailure(StrEnum):
     """The servers never become Ready: their probe waits for JetStream (a meta leader, which needs routes) and the
     routes wait for per-pod DNS names, which only Ready pods get without publishNotReadyAddresses
     (nats-io/k8s#441)."""
+    META_QUORUM_UNREACHABLE = "meta-quorum-unreachable"
+    """The servers never become Ready: JetStream sizes its meta group from the route list (plus itself) and fewer
+    servers than a quorum of it can ever join (a single replica whose only route is itself: a group of 2)."""
 
 
-NEVER_READY: frozenset[DeclaredFailure] = frozenset({DeclaredFailure.BOOTSTRAP_DEADLOCK})
+NEVER_READY: frozenset[DeclaredFailure] = frozenset(
+    {DeclaredFailure.BOOTSTRAP_DEADLOCK, DeclaredFailure.META_QUORUM_UNREACHABLE}
+)
 """Failures of a cell whose servers never become Ready: it is installed, not waited for, and only the tests that
 say they cover the failure apply to it."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -40,8 +40,11 @@ from pytest_natsnet.suitekit import (
     monitor_answers,
     monitor_port,
     observe_mesh,
+    pod_ready,
+    probes_waiting_for_jetstream,
     require,
     servers,
+    wait_for_probe_failures,
 )
 from pytest_natsnet.table import Comparison
 
@@ -64,11 +67,6 @@ def _jetstream_servers(cell: Cell) -> Servers:
     group = servers(cell.deployment)
     require(applicability.jetstream(group.confs))
     return group
-
-
-def _ready(pod: Mapping[str, Any]) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
 
 
 def _timestamp(text: str | None) -> datetime.datetime | None:
@@ -129,7 +127,7 @@ def test_jetstream_cluster_bootstraps(
             {"Ready pods": ", ".join(group.names), "routes (full mesh)": "yes", "meta leaders seen": "one",
              "meta group size": str(len(names)), "leader's current peers": ", ".join(sorted(set(names) - {leader}))},
             {"Ready pods": ", ".join(kube.name(p) for p in deployment.objects("Pod") if kube.name(p) in group.names
-                                     and _ready(p)),
+                                     and pod_ready(p)),
              "routes (full mesh)": "yes" if mesh.table.as_dict() == full.as_dict() and not mesh.unanswered else
              f"no: {mesh.unanswered or mesh.table.as_dict()}",
              "meta leaders seen": "one" if leader else f"{sorted(leaders)}",
@@ -285,27 +283,6 @@ def _stored_messages(probe: Prober, group: Servers, pod: str) -> int | None:
 # ---------------------------------------------------------------------------------------------- deadlock
 
 
-def _waits_for_jetstream(pod: Obj) -> list[tuple[str, Mapping[str, Any]]]:
-    """The nats container's probes that gate Ready and ask ``/healthz`` for more than "JetStream is enabled"
-    (the startup probe, and the readiness probe: both answer 503 until the server is current with a meta
-    leader)."""
-    container = next((c for c in kube.spec(pod).get("containers") or [] if c.get("name") == "nats"), {})
-    found = []
-    for kind in ("startupProbe", "readinessProbe"):
-        path = str(((container.get(kind) or {}).get("httpGet") or {}).get("path") or "")
-        if path.startswith("/healthz") and "js-enabled-only=true" not in path:
-            found.append((kind, container[kind]))
-    return found
-
-
-def _probe_failures(events: Sequence[Obj], pod: str, kind: str) -> int:
-    """How often the kubelet reported ``kind`` failing for ``pod`` (an Event's ``count`` aggregates repeats)."""
-    word = {"startupProbe": "Startup", "readinessProbe": "Readiness"}[kind]
-    return sum(int(e.get("count") or 1) for e in events
-               if (e.get("involvedObject") or {}).get("name") == pod and e.get("reason") == "Unhealthy"
-               and str(e.get("message", "")).startswith(f"{word} probe failed"))
-
-
 @applies(declared(BOOTSTRAP_DEADLOCK))
 def test_bootstrap_deadlock_keeps_every_server_not_ready(
     natsnet_cell: Cell, natsnet_probe: Prober, record_property: pytest.RecordProperty
@@ -317,23 +294,7 @@ def test_bootstrap_deadlock_keeps_every_server_not_ready(
     deployment = natsnet_cell.deployment
     group = servers(deployment)
     headless = headless_service(deployment)
-    gating = _waits_for_jetstream(group.pods[0])
-    assert gating, "the cell declares bootstrap-deadlock but no probe of its servers waits for JetStream"
-    kind, probe_spec = gating[0]
-    bound = (float(probe_spec.get("initialDelaySeconds", 0))
-             + (PROBE_FAILURES_SEEN + 1) * float(probe_spec.get("periodSeconds", 10)) + 30.0)
-
-    def judged() -> tuple[bool, dict[str, int]]:
-        pods = {kube.name(p): p for p in deployment.objects("Pod")}
-        became = [n for n in group.names if _ready(pods.get(n, {}))]
-        assert not became, (f"the cell declares {BOOTSTRAP_DEADLOCK} but {', '.join(became)} became Ready: "
-                            "the deadlock did not happen")
-        events = deployment.objects("Event")
-        failures = {n: _probe_failures(events, n, kind) for n in group.names}
-        return all(count >= PROBE_FAILURES_SEEN for count in failures.values()), failures
-
-    done, failures, seconds = eventually(judged, bound, interval=1.0)
-    assert done, f"{kind} did not fail {PROBE_FAILURES_SEEN} times on every server within {bound:g}s: {failures}"
+    kind, probe_spec, failures, seconds = wait_for_probe_failures(deployment, group, PROBE_FAILURES_SEEN)
     record_property("deadlock_judged_after_seconds", round(seconds, 1))
     record_property("deadlock_probe", f"{kind} GET {probe_spec['httpGet']['path']}: failed {failures}")
     requests: list[Any] = []
@@ -354,7 +315,7 @@ def test_bootstrap_deadlock_keeps_every_server_not_ready(
         lookups = [line for line in logs[name] if natslog.ROUTE_LOOKUP_FAILED.search(line.text)]
         no_leader = natslog.matching(logs[name], natslog.NO_META_LEADER)
         rows = {
-            "Ready": ("False", str(_ready(pods.get(name, {})))),
+            "Ready": ("False", str(pod_ready(pods.get(name, {})))),
             "/healthz": ("503", str(health.get("status"))),
             "routes": ("0", str(len((results[f"routez:{name}"].detail.get("json") or {}).get("routes") or []))),
             "meta leader": ("none", str(meta.get("leader") or "none")),
@@ -392,14 +353,14 @@ def test_publishing_not_ready_addresses_resolves_the_deadlock(
                        "metadata": {"name": headless, "namespace": deployment.namespace},
                        "spec": {**kube.spec(service), "publishNotReadyAddresses": True}}])
     natsnet_cell.disturbed = True
-    _, probe_spec = _waits_for_jetstream(group.pods[0])[0]
+    _, probe_spec = probes_waiting_for_jetstream(group.pods[0])[0]
     per_pod_name = f"{group.names[0]}.{headless}.{deployment.namespace}.svc.cluster.local"
     bound = (float(stale_seconds(dns_profile(DEFAULT_PROFILE), per_pod_name))
              + 2 * float(probe_spec.get("periodSeconds", 10)) + CONVERGE_BOUND)
 
     def all_ready() -> tuple[bool, str]:
         pods = {kube.name(p): p for p in deployment.objects("Pod")}
-        waiting = [n for n in group.names if not _ready(pods.get(n, {}))]
+        waiting = [n for n in group.names if not pod_ready(pods.get(n, {}))]
         return not waiting, f"not Ready: {', '.join(waiting)}"
 
     done, state, seconds = eventually(all_ready, bound, interval=1.0)
