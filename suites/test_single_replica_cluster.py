@@ -28,12 +28,10 @@ from pytest_natsnet.suitekit import (
 )
 from pytest_natsnet.table import Comparison
 
-QUORUM = "meta-quorum-unreachable"
 
-
-@applies(declared(QUORUM))
+@applies(declared("meta-quorum-unreachable"))
 @pytest.mark.natsnet_values("../charts-values/single-replica-route-tls.yaml", "../charts-values/jetstream.yaml",
-                            certs="good", expect=[QUORUM])
+                            certs="good", expect=["meta-quorum-unreachable"])
 def test_single_replica_with_clustering_and_route_tls(
     natsnet_cell: Cell, natsnet_probe: Prober, record_property: pytest.RecordProperty
 ) -> None:
