@@ -375,6 +375,31 @@ def marker_scenario_id(test_name: str) -> str:
     return test_name.removeprefix("test_").replace("_", "-")
 
 
+def marker_cell_ids(paths: Iterable[Path]) -> list[str]:
+    """The cell ids of the ``natsnet_values`` tests in the test files ``paths`` (read from their source, without
+    importing them): one cell per such test, named after it."""
+    import ast
+
+    ids = []
+    for path in paths:
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_") and any(
+                isinstance(d, ast.Call) and getattr(d.func, "attr", None) == "natsnet_values"
+                for d in node.decorator_list
+            ):
+                ids.append(marker_scenario_id(node.name))
+    return ids
+
+
+def globs_select(scenario_id: str, globs: Sequence[str]) -> bool:
+    """Whether ``--natsnet-scenario`` globs (none: every cell) select the cell ``scenario_id``."""
+    return not globs or any(fnmatch.fnmatchcase(scenario_id, g) for g in globs)
+
+
 def namespace_for(run_id: str, scenario_id: str) -> str:
     """A DNS-1123 label (≤ 63 chars) for a cell's namespace: readable prefix, short hash when too long."""
     wanted = f"natsnet-{run_id}-{scenario_id}".lower()
@@ -433,12 +458,13 @@ def scenarios_from_values_dir(directory: Path, base: Sequence[Path]) -> list[Sce
     return scenarios
 
 
-def select(scenarios: Sequence[Scenario], globs: Sequence[str]) -> list[Scenario]:
-    """The scenarios matching any glob (all when none given); a glob matching nothing is an error."""
+def select(scenarios: Sequence[Scenario], globs: Sequence[str], marker_cells: Sequence[str] = ()) -> list[Scenario]:
+    """The scenarios matching any glob (all when none given); a glob matching nothing, neither a scenario nor one
+    of the ``marker_cells`` (cell ids of ``natsnet_values`` tests), is an error."""
     if not globs:
         return list(scenarios)
     for glob in globs:
-        if not any(fnmatch.fnmatchcase(s.id, glob) for s in scenarios):
-            available = ", ".join(s.id for s in scenarios)
+        if not any(fnmatch.fnmatchcase(i, glob) for i in [*(s.id for s in scenarios), *marker_cells]):
+            available = ", ".join([*(s.id for s in scenarios), *marker_cells])
             raise ConfigError(f"--natsnet-scenario {glob}", "matches no cell", f"available: {available}")
     return [s for s in scenarios if any(fnmatch.fnmatchcase(s.id, g) for g in globs)]

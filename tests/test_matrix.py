@@ -293,3 +293,28 @@ def test_select_by_globs(shipped: Matrix) -> None:
         "default", "netpol-egress-no-dns", "netpol-egress-dns"]
     with pytest.raises(ConfigError, match="--natsnet-scenario nothing-here: matches no cell"):
         select(smoke, ["default", "nothing-here"])
+
+
+def test_marker_cells_are_read_from_source(tmp_path: Path) -> None:
+    from pytest_natsnet.matrix import globs_select, marker_cell_ids
+
+    (tmp_path / "test_bugs.py").write_text(textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.natsnet_values("a.yaml")
+        def test_routes_break(natsnet_cell): ...
+
+        @pytest.mark.natsnet_disruptive
+        def test_not_a_bug_report(natsnet_cell): ...
+    """))
+    (tmp_path / "test_broken.py").write_text("def (:\n")
+    assert marker_cell_ids([tmp_path / "test_bugs.py", tmp_path / "test_broken.py"]) == ["routes-break"]
+    assert globs_select("routes-break", []) and globs_select("routes-break", ["routes-*"])
+    assert not globs_select("routes-break", ["default"])
+
+
+def test_a_glob_naming_only_a_marker_cell_is_no_error(shipped: Matrix) -> None:
+    smoke = expand(shipped, "smoke")
+    assert select(smoke, ["gossip-rejoin-*"], ["gossip-rejoin-pnra-true"]) == []
+    with pytest.raises(ConfigError, match=r"available: .*gossip-rejoin-pnra-true"):
+        select(smoke, ["nothing-*"], ["gossip-rejoin-pnra-true"])
