@@ -67,7 +67,8 @@ def assemble_cell(
         tls = tls_material(certificate_authority(), scenario.certs or "good", namespace)
         objects = [*tls.secrets, *objects]
     cell = CellManifests(scenario.id, namespace, RELEASE, tuple(objects), source, rendered.chart,
-                         cell_labels(run_id, scenario.id), ready_expected=not scenario.expect & NEVER_READY)
+                         cell_labels(run_id, scenario.id), prerequisites=tuple(tls.secrets) if tls else (),
+                         ready_expected=not scenario.expect & NEVER_READY)
     return cell, tls
 
 

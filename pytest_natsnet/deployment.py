@@ -165,11 +165,14 @@ class KubeDeployment(CellHandle):
     # -- install ---------------------------------------------------------------------------------------------
 
     def install(self, timeout: float) -> None:
-        """Creates the labelled namespace, installs the cell (``helm install`` or server-side apply) and waits
-        until every pod of the StatefulSet is Ready (a cell that declares it never will: until they run)."""
+        """Creates the labelled namespace, installs the cell (``helm install`` after the plugin's own objects such as
+        TLS Secrets, or server-side apply of everything) and waits until every pod of the StatefulSet is Ready (a
+        cell that declares it never will: until they run)."""
         self._client.apply(self._namespace_object(self.namespace, {}))
         chart = self._cell.chart
         if chart is not None and self._tools.helm:
+            for obj in self._cell.prerequisites:  # what the chart mounts but does not render (TLS Secrets)
+                self._client.apply(dict(obj), self.namespace)
             argv = helm_install_argv(self._tools.helm, chart.chart, chart.version, self.release, self.namespace,
                                      chart.values_files, self._tools.kubeconfig, self._tools.context, timeout,
                                      chart.repo)
