@@ -29,6 +29,9 @@ from pytest_natsnet.providers.base import Deployment
 from pytest_natsnet.session import Cell
 from pytest_natsnet.suitekit import (
     BOOTSTRAP_DEADLOCK,
+    DNS_BLOCKED,
+    MESH_SPLIT,
+    ROUTE_TLS_MISMATCH,
     Servers,
     applies,
     client_service,
@@ -39,6 +42,7 @@ from pytest_natsnet.suitekit import (
     monitor,
     monitor_answers,
     monitor_port,
+    not_declared,
     observe_mesh,
     pod_ready,
     probes_waiting_for_jetstream,
@@ -104,8 +108,7 @@ def _client(cell: Cell, probe: Prober, group: Servers) -> tuple[tuple[str, ...],
 # ---------------------------------------------------------------------------------------------- healthy
 
 
-@applies(lambda scenario: "the cell declares bootstrap-deadlock" if BOOTSTRAP_DEADLOCK in scenario.expect
-         else "the cell declares route failures: a meta leader needs routes" if scenario.expect else None)
+@applies(not_declared(DNS_BLOCKED, MESH_SPLIT, ROUTE_TLS_MISMATCH))
 def test_jetstream_cluster_bootstraps(
     natsnet_cell: Cell, natsnet_probe: Prober, record_property: pytest.RecordProperty
 ) -> None:
@@ -152,7 +155,7 @@ def test_jetstream_cluster_bootstraps(
         record_property("time_to_meta_leader_seconds", round(leader_after, 3))
 
 
-@applies(lambda scenario: "the cell declares failures" if scenario.expect else None)
+@applies(not_declared(DNS_BLOCKED, MESH_SPLIT, ROUTE_TLS_MISMATCH))
 def test_route_errors_before_the_mesh_stop_once_every_server_listens(
     natsnet_cell: Cell, record_property: pytest.RecordProperty
 ) -> None:
@@ -185,7 +188,7 @@ def test_route_errors_before_the_mesh_stop_once_every_server_listens(
 
 
 @pytest.mark.natsnet_disruptive
-@applies(lambda scenario: "the cell declares failures" if scenario.expect else None)
+@applies(not_declared(DNS_BLOCKED, MESH_SPLIT, ROUTE_TLS_MISMATCH))
 def test_stream_data_survives_a_pod_replacement(
     natsnet_cell: Cell, natsnet_probe: Prober, record_property: pytest.RecordProperty
 ) -> None:
