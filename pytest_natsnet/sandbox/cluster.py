@@ -701,7 +701,7 @@ class SandboxCluster:
 
     # -- storage ---------------------------------------------------------------------------------------
 
-    def _claim_path(self, namespace: str, claim_name: str, pod: Obj) -> Path:
+    def _claim_path(self, namespace: str, claim_name: str) -> Path:
         """The directory of a claim a pod mounts: bound now when its class binds on first consumer (this pod
         is being started, i.e. scheduled); VolumeNotReady while it cannot be (the claim's event says why)."""
         claim = self.store.get(("PersistentVolumeClaim", namespace, claim_name))
@@ -717,13 +717,13 @@ class SandboxCluster:
                     self._claim_problems[key_of(claim)] = problem
                     self._event(claim, "ProvisioningFailed", problem, "Warning")
                 raise VolumeNotReady(f'persistentvolumeclaim "{claim_name}" is not bound: {problem}')
-            volume_name = self._provision(claim, pod)
+            volume_name = self._provision(claim)
         volume = self.store.get(("PersistentVolume", "", volume_name))
         if volume is None:
             raise VolumeNotReady(f'persistentvolumeclaim "{claim_name}" is bound to a missing volume {volume_name}')
         return Path(storage.host_path(volume))
 
-    def _provision(self, claim: Obj, pod: Obj) -> str:
+    def _provision(self, claim: Obj) -> str:
         """The local-path provisioner: a directory and a volume for the claim, then the claim bound to it."""
         class_name = str(claim["spec"]["storageClassName"])
         storage_class = self.store.get(("StorageClass", "", class_name)) or {}
@@ -781,7 +781,7 @@ class SandboxCluster:
             return
         pod_dir = self.run_dir / "pods" / ns / pod_name
         ns_objects = [*self.store.list("ConfigMap", ns), *self.store.list("Secret", ns)]
-        claim_path = functools.partial(self._claim_path, ns, pod=pod)
+        claim_path = functools.partial(self._claim_path, ns)
         try:
             volume_paths = materialize_volumes(pod, ns_objects, pod_dir, claim_path)
         except VolumeNotEmulated as error:
