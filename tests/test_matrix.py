@@ -47,14 +47,16 @@ def test_smoke_cells_ids_files_and_intent(shipped: Matrix) -> None:
     assert cells["pnra-false+jetstream"].expect == {"bootstrap-deadlock"}
 
 
-def _declared_by_shipped_bug_reports() -> set[str]:
-    """What the shipped suites' ``natsnet_values`` markers declare (``expect=[...]``), read from their source."""
+def _declared_by_bug_reports() -> set[str]:
+    """What the ``natsnet_values`` markers of the suites and of ``behaviours/`` declare (``expect=[...]``), read
+    from their source."""
     import ast
 
     from pytest_natsnet.resources import suites_dir
 
+    behaviours = Path(__file__).resolve().parents[1] / "behaviours"
     found: set[str] = set()
-    for path in suites_dir().glob("test_*.py"):
+    for path in [*suites_dir().glob("test_*.py"), *behaviours.glob("test_*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "natsnet_values":
                 for keyword in node.keywords:
@@ -63,14 +65,15 @@ def _declared_by_shipped_bug_reports() -> set[str]:
     return found
 
 
-def test_the_main_job_reproduces_every_documented_failure(shipped: Matrix) -> None:
+def test_the_projects_runs_reproduce_every_documented_failure(shipped: Matrix) -> None:
     """The smoke matrix (the few cells that together reproduce the documented failures of the values axes) and the
-    shipped bug-report tests (a cell each) declare every failure of the vocabulary."""
+    bug reports of ``behaviours/`` (a cell each; ``scripts/test`` runs both) declare every failure of the
+    vocabulary."""
     from pytest_natsnet.failures import DeclaredFailure
 
     smoke = set().union(*(s.expect for s in expand(shipped, "smoke")))
-    assert smoke | _declared_by_shipped_bug_reports() == set(DeclaredFailure)
-    assert "bootstrap-deadlock" in smoke
+    assert smoke | _declared_by_bug_reports() == set(DeclaredFailure)
+    assert "bootstrap-deadlock" in smoke and "meta-quorum-unreachable" in _declared_by_bug_reports()
 
 
 def _setting_names(shipped: Matrix, name: str) -> list[dict[str, str]]:

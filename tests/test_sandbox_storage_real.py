@@ -188,6 +188,24 @@ def test_an_object_whose_reconciliation_fails_is_contained_to_itself(cluster: Sa
         cluster.delete("Namespace", "contained", "", grace=0)
 
 
+def test_a_network_policy_that_cannot_be_programmed_is_contained_to_itself(cluster: SandboxCluster) -> None:
+    """A NetworkPolicy whose rules do not compile (an ipBlock that is no CIDR; the real API server would refuse it):
+    a Warning Event on it, the network programmed without it, the loop alive."""
+    bad = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "bad-cidr"},
+           "spec": {"podSelector": {}, "policyTypes": ["Ingress"],
+                    "ingress": [{"from": [{"ipBlock": {"cidr": "not-a-cidr"}}]}]}}
+    cluster.apply([bad], "bad-policy")
+    try:
+        errors = eventually(lambda: warnings_of(cluster, "bad-policy", "bad-cidr", SANDBOX_ERROR), bool, 5)
+        assert errors and errors[0].startswith("network policy failed: ConfigError: NetworkPolicy bad-policy/bad-cidr")
+        time.sleep(1.5)  # another full reconcile: still one report, still running
+        cluster.check()
+        assert len(warnings_of(cluster, "bad-policy", "bad-cidr", SANDBOX_ERROR)) == 1
+        assert servers_ready(cluster)
+    finally:
+        cluster.delete("Namespace", "bad-policy", "", grace=0)
+
+
 def test_a_deleted_namespace_takes_its_claims_and_volumes_once_no_pod_uses_them(cluster: SandboxCluster) -> None:
     """pvc-protection keeps a claim a running pod mounts (Terminating); the namespace's deletion stops the pods,
     then removes the claims, the released volumes and their directories."""
