@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -39,11 +39,9 @@ from pytest_natsnet.suitekit import (
     declared,
     eventually,
     headless_service,
-    monitor,
-    monitor_answers,
     monitor_port,
     not_declared,
-    observe_mesh,
+    observed_mesh,
     pod_ready,
     probes_waiting_for_jetstream,
     require,
@@ -97,6 +95,21 @@ def _meta(jsz: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
     return {name: dict(body.get("meta_cluster") or {}) for name, body in jsz.items()}
 
 
+def _monitor_both(probe: Prober, group: Servers, paths: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``GET`` each of ``paths`` from every server's monitoring port in one probe run: path → server → JSON body
+    (a server that does not answer is left out, and the comparison shows it)."""
+    requests = [HttpRequest(f"{path}:{name}", f"http://{group.ip(name)}:{monitor_port(pod)}{path}")
+                for path in paths for name, pod in zip(group.names, group.pods, strict=True)]
+    results = probe.run(requests)
+    bodies: dict[str, dict[str, dict[str, Any]]] = {path: {} for path in paths}
+    for path in paths:
+        for name in group.names:
+            body = results[f"{path}:{name}"].detail.get("json")
+            if results[f"{path}:{name}"].outcome is Outcome.OK and isinstance(body, dict):
+                bodies[path][name] = body
+    return bodies
+
+
 def _client(cell: Cell, probe: Prober, group: Servers) -> tuple[tuple[str, ...], Any]:
     """The client Service's URL, as applications connect, and its TLS options (TLS cells)."""
     service = client_service(cell.deployment)
@@ -119,8 +132,9 @@ def test_jetstream_cluster_bootstraps(
     names = [group.conf(n).name for n in group.names]
 
     def formed() -> tuple[bool, Comparison[str]]:
-        mesh = observe_mesh(natsnet_probe, group)
-        meta = _meta(monitor(natsnet_probe, group, "/jsz"))
+        answers = _monitor_both(natsnet_probe, group, ("/routez", "/jsz"))
+        mesh = observed_mesh(names, {group.conf(pod).name: body for pod, body in answers["/routez"].items()})
+        meta = _meta(answers["/jsz"])
         leaders = {str(m.get("leader") or "") for m in meta.values()}
         leader = next(iter(leaders)) if len(leaders) == 1 else ""
         leader_pod = next((n for n in group.names if group.conf(n).name == leader), None)
@@ -131,8 +145,7 @@ def test_jetstream_cluster_bootstraps(
              "meta group size": str(len(names)), "leader's current peers": ", ".join(sorted(set(names) - {leader}))},
             {"Ready pods": ", ".join(kube.name(p) for p in deployment.objects("Pod") if kube.name(p) in group.names
                                      and pod_ready(p)),
-             "routes (full mesh)": "yes" if mesh.table.as_dict() == full.as_dict() and not mesh.unanswered else
-             f"no: {mesh.unanswered or mesh.table.as_dict()}",
+             "routes (full mesh)": "yes" if mesh.as_dict() == full.as_dict() else f"no: {mesh.as_dict()}",
              "meta leaders seen": "one" if leader else f"{sorted(leaders)}",
              "meta group size": ", ".join(sorted({str(m.get('cluster_size')) for m in meta.values()})),
              "leader's current peers": ", ".join(sorted(n for n, r in peers.items() if r.get("current")))},
@@ -141,7 +154,7 @@ def test_jetstream_cluster_bootstraps(
         )
         return comparison.is_same, comparison
 
-    _, comparison, _ = eventually(formed, CONVERGE_BOUND, interval=0.5)
+    _, comparison, _ = eventually(formed, CONVERGE_BOUND, interval=1.0)
     comparison.assert_same(f"JetStream bootstrap of {natsnet_cell.scenario.id}")
     pods = {kube.name(p): p for p in deployment.objects("Pod")}
     ready_after = {name: _seconds_to_ready(pods[name]) for name in group.names}
@@ -227,16 +240,19 @@ def test_stream_data_survives_a_pod_replacement(
     assert restored and int(restored[0].group("messages").replace(",", "")) == MESSAGES, (
         f"{victim}'s log does not say it restored {MESSAGES} messages of {STREAM} from its store: {restored}")
 
+    victim_monitor = f"http://{after.ip(victim)}:{monitor_port(new_pod)}/jsz?accounts=true&streams=true"
+
     def current() -> tuple[bool, str]:
-        info = _jetstream(natsnet_probe, JetStreamRequest("info", urls, STREAM, tls=tls), check=False)
-        stored = _stored_messages(natsnet_probe, after, victim)
-        cluster = info.detail.get("cluster") or {}
+        results = natsnet_probe.run([JetStreamRequest("info", urls, STREAM, tls=tls),
+                                     HttpRequest("stored", victim_monitor)])
+        stored = _stored_messages(results["stored"].detail.get("json") or {})
+        cluster = results["info"].detail.get("cluster") or {}
         victim_name = after.conf(victim).name
         peer = next((r for r in cluster.get("replicas") or [] if r.get("name") == victim_name), {})
         caught_up = cluster.get("leader") == victim_name or bool(peer.get("current"))
         return caught_up and stored == MESSAGES, f"leader {cluster.get('leader')}, {victim} {peer}, stored {stored}"
 
-    done, state, seconds = eventually(current, CONVERGE_BOUND, interval=0.5)
+    done, state, seconds = eventually(current, CONVERGE_BOUND, interval=1.0)
     assert done, f"{victim} did not catch up with {STREAM} within {CONVERGE_BOUND:g}s: {state}"
     record_property("catch_up_seconds", round(seconds, 2))
     record_property("replacement_to_current_seconds", round((datetime.datetime.now() - started).total_seconds(), 2))
@@ -272,11 +288,9 @@ def _claims(deployment: Deployment, pod: Obj) -> dict[str, tuple[str, str]]:
     return found
 
 
-def _stored_messages(probe: Prober, group: Servers, pod: str) -> int | None:
-    """How many messages of STREAM the server ``pod`` holds in its own store (its ``/jsz`` stream detail)."""
-    bodies, _ = monitor_answers(probe, Servers([group.pods[group.names.index(pod)]],
-                                               [group.conf(pod)]), "/jsz?accounts=true&streams=true")
-    for account in (bodies.get(pod) or {}).get("account_details") or []:
+def _stored_messages(jsz: Mapping[str, Any]) -> int | None:
+    """How many messages of STREAM a server holds in its own store, from its ``/jsz?accounts=true&streams=true``."""
+    for account in jsz.get("account_details") or []:
         for stream in account.get("stream_detail") or []:
             if stream.get("name") == STREAM:
                 return int((stream.get("state") or {}).get("messages") or 0)
