@@ -1,7 +1,7 @@
 """Flake check: runs the conformance suites N times (the smoke matrix on the sandbox, like scripts/main) and prints,
 per test id, how often it failed.
 
-    sudo .venv/bin/python benchmarks/flake_check.py --runs 10 [--workers 9] [-- extra pytest args]
+    sudo .venv/bin/python benchmarks/flake_check.py --runs 10 [--workers 11] [-- extra pytest args]
 
 Extra pytest arguments go to every run (e.g. ``-- --natsnet-matrix=full`` or ``-- -k reconnect``). Each run writes
 JUnit XML; a test counts as failed in a run when its call or its setup/teardown failed or errored. Exits 1 when
@@ -93,7 +93,7 @@ def report(results: list[RunResult]) -> tuple[str, bool]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=3, help="how many runs (default 3)")
-    parser.add_argument("--workers", type=int, default=9, help="pytest-xdist workers, one per cell (default 9)")
+    parser.add_argument("--workers", type=int, default=11, help="pytest-xdist workers, one per cell (default 11)")
     parser.add_argument("--keep", type=Path, help="where run logs and JUnit files go (default: a temp dir)")
     parser.add_argument("extra", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Times the main job: the smoke matrix × every suite on the sandbox, one pytest-xdist worker per cell.
 
-    sudo .venv/bin/python benchmarks/smoke_run.py [--runs 1] [--workers 9] [-- extra pytest args]
+    sudo .venv/bin/python benchmarks/smoke_run.py [--runs 1] [--workers 11] [-- extra pytest args]
 
 Reports the wall time against the 90 s target, per-cell time, and the timings the suites record in JUnit
 (time to mesh, reconnect latency, DNS latency); always exits 0 (it reports, it does not judge).
@@ -55,7 +55,7 @@ def per_cell(junit: Path) -> tuple[dict[str, float], dict[str, list[float]]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=9)
+    parser.add_argument("--workers", type=int, default=11)
     parser.add_argument("extra", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
     walls = []

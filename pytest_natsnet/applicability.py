@@ -61,3 +61,25 @@ def readiness_gate(pods: Iterable[Obj], condition_type: str) -> str | None:
         "the cell's values to test publishNotReadyAddresses"
     )
 
+
+
+def jetstream(servers: Sequence[ServerConf]) -> str | None:
+    """bootstrap (JetStream): a server's nats.conf has a ``jetstream`` block."""
+    if any(server.config.get("jetstream") for server in servers):
+        return None
+    return "no server's nats.conf has a jetstream block"
+
+
+def publishes_not_ready(services: Iterable[Obj], name: str) -> str | None:
+    """bootstrap (dials before listeners): the headless Service ``name`` publishes not-ready addresses."""
+    for service in services:
+        if kube.name(service) == name and kube.spec(service).get("publishNotReadyAddresses"):
+            return None
+    return f"Service {name} does not publish not-ready addresses: peers cannot dial a pod before it is Ready"
+
+
+def store_on_claim(pod: Obj) -> str | None:
+    """bootstrap (data survives a replacement): the server's JetStream store is on a PersistentVolumeClaim."""
+    if any("persistentVolumeClaim" in volume for volume in kube.spec(pod).get("volumes") or []):
+        return None
+    return f"pod {kube.name(pod)} mounts no PersistentVolumeClaim: a replaced pod starts with an empty store"

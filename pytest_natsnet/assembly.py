@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from pytest_natsnet import kube
+from pytest_natsnet.failures import NEVER_READY
 from pytest_natsnet.kube import MANAGED_BY_LABEL, MANAGED_BY_VALUE, RUN_ID_LABEL, SCENARIO_LABEL, Obj
 from pytest_natsnet.matrix import Scenario, namespace_for
 from pytest_natsnet.providers.base import CellManifests
@@ -67,7 +68,8 @@ def assemble_cell(
         tls = tls_material(certificate_authority(), scenario.certs or "good", namespace, RELEASE, cluster_domain)
         objects = [*tls.secrets, *objects]
     cell = CellManifests(scenario.id, namespace, RELEASE, tuple(objects), source, rendered.chart,
-                         cell_labels(run_id, scenario.id))
+                         cell_labels(run_id, scenario.id), prerequisites=tuple(tls.secrets) if tls else (),
+                         ready_expected=not scenario.expect & NEVER_READY)
     return cell, tls
 
 

@@ -30,9 +30,12 @@ from pytest_natsnet.kube import Obj
 from pytest_natsnet.kubeclient import KubeClient, KubeError
 from pytest_natsnet.providers.base import POD_GATE_CONDITION, CellHandle, CellManifests, ProbeTarget, ProviderInfo
 from pytest_natsnet.providers.kubeapi import (
+    PodCannotStart,
     kubectl_argv,
     pod_condition_patch,
     pods_needing_gate,
+    pods_that_cannot_start,
+    statefulset_running,
     statefulset_settled,
     wait_until,
 )
@@ -217,9 +220,10 @@ class KubeDeployment(CellHandle):
     # -- install ---------------------------------------------------------------------------------------------
 
     def install(self, timeout: float) -> None:
-        """Creates the labelled namespace, installs the cell (``helm install`` or server-side apply) and waits
-        until every pod of the StatefulSet is Ready. A failure carries this deployment (``natsnet_deployment``):
-        the run writes the cell's evidence from it, then tears it down."""
+        """Creates the labelled namespace, installs the cell (``helm install`` after the plugin's own objects such as
+        TLS Secrets, or server-side apply of everything) and waits until every pod of the StatefulSet is Ready (a
+        cell that declares it never will: until they run). A failure carries this deployment
+        (``natsnet_deployment``): the run writes the cell's evidence from it, then tears it down."""
         try:
             self._install(timeout)
         except NatsnetError as error:
@@ -230,6 +234,8 @@ class KubeDeployment(CellHandle):
         self._client.apply(self._namespace_object(self.namespace, {}))
         chart = self._cell.chart
         if chart is not None and self._tools.helm:
+            for obj in self._cell.prerequisites:  # what the chart mounts but does not render (TLS Secrets)
+                self._client.apply(dict(obj), self.namespace)
             argv = helm_install_argv(self._tools.helm, chart.chart, chart.version, self.release, self.namespace,
                                      chart.values_files, self._tools.kubeconfig, self._tools.context, timeout,
                                      chart.repo)
@@ -238,7 +244,10 @@ class KubeDeployment(CellHandle):
             text = yaml.safe_dump_all(list(self._cell.objects), sort_keys=False)
             self._tools.run(self._tools.kubectl_argv("apply", "--server-side", "--field-manager=pytest-natsnet",
                                                      "--namespace", self.namespace, "-f", "-"), input=text)
-        self.wait_ready(timeout)
+        if self._cell.ready_expected:
+            self.wait_ready(timeout)
+        else:
+            self.wait_running(timeout)
 
     def _namespace_object(self, name: str, labels: Mapping[str, str]) -> Obj:
         return {"apiVersion": "v1", "kind": "Namespace",
@@ -270,8 +279,14 @@ class KubeDeployment(CellHandle):
         self._client.delete(kind, name, namespace or self.namespace, grace_seconds)
 
     def wait_ready(self, timeout: float) -> None:
+        """Waits until every pod of the StatefulSet is Ready (the plugin's readiness gates opened as pods run);
+        stops at once with PodCannotStart when a pod says it never will."""
+
         def check() -> tuple[bool, str]:
             pods = self.objects("Pod")
+            blocked = pods_that_cannot_start(pods)
+            if blocked:
+                raise PodCannotStart(f"in namespace {self.namespace}: {'; '.join(blocked)}")
             for pod in pods_needing_gate(pods):
                 self.set_pod_condition(pod, POD_GATE_CONDITION, True)
             sets = self.objects("StatefulSet")
@@ -281,6 +296,25 @@ class KubeDeployment(CellHandle):
             return all(done for done, _ in states), "; ".join(state for _, state in states)
 
         wait_until(check, timeout, f"StatefulSet ready in namespace {self.namespace}", poll=READY_POLL)
+
+    def wait_running(self, timeout: float) -> None:
+        """Waits until every pod of the StatefulSet exists and runs (phase Running), Ready or not, opening the
+        plugin's readiness gates as they run; stops at once with PodCannotStart when a pod says it never will."""
+
+        def check() -> tuple[bool, str]:
+            pods = self.objects("Pod")
+            blocked = pods_that_cannot_start(pods)
+            if blocked:
+                raise PodCannotStart(f"in namespace {self.namespace}: {'; '.join(blocked)}")
+            for pod in pods_needing_gate(pods):
+                self.set_pod_condition(pod, POD_GATE_CONDITION, True)
+            sets = self.objects("StatefulSet")
+            if not sets:
+                return False, "no StatefulSet yet"
+            states = [statefulset_running(s, pods) for s in sets]
+            return all(done for done, _ in states), "; ".join(state for _, state in states)
+
+        wait_until(check, timeout, f"StatefulSet pods running in namespace {self.namespace}", poll=READY_POLL)
 
     def set_pod_condition(self, pod: str, condition_type: str, status: bool) -> None:
         live = self._client.get("Pod", pod, self.namespace)

@@ -20,6 +20,20 @@ class DeclaredFailure(StrEnum):
     """Route TLS handshakes fail hostname verification."""
     LEARNED_URLS_UNREACHABLE = "learned-urls-unreachable"
     """Advertised client URLs cannot be used by in-cluster clients."""
+    BOOTSTRAP_DEADLOCK = "bootstrap-deadlock"
+    """The servers never become Ready: their probe waits for JetStream (a meta leader, which needs routes) and the
+    routes wait for per-pod DNS names, which only Ready pods get without publishNotReadyAddresses
+    (nats-io/k8s#441)."""
+    META_QUORUM_UNREACHABLE = "meta-quorum-unreachable"
+    """The servers never become Ready: JetStream sizes its meta group from the route list (plus itself) and fewer
+    servers than a quorum of it can ever join (a single replica whose only route is itself: a group of 2)."""
+
+
+NEVER_READY: frozenset[DeclaredFailure] = frozenset(
+    {DeclaredFailure.BOOTSTRAP_DEADLOCK, DeclaredFailure.META_QUORUM_UNREACHABLE}
+)
+"""Failures of a cell whose servers never become Ready: it is installed, not waited for, and only the tests that
+say they cover the failure apply to it."""
 
 
 def valid_names() -> str:
@@ -36,3 +50,13 @@ def parse_declared(names: Iterable[object], where: str) -> frozenset[DeclaredFai
         bad = ", ".join(repr(name) for name in unknown)
         raise ConfigError(where, f"unknown declared failure {bad}", f"use one of {valid_names()}")
     return frozenset(known[str(name)] for name in wanted)
+
+
+def never_ready_reason(expect: Iterable[DeclaredFailure], covered: Iterable[str]) -> str | None:
+    """Why a test does not apply to a cell whose servers never become Ready (its ``expect`` holds one of
+    :data:`NEVER_READY`), unless the test covers each such failure (``covered``); None when it applies."""
+    blocking = sorted(set(expect) & NEVER_READY - set(covered))
+    if not blocking:
+        return None
+    return (f"the cell declares {', '.join(blocking)}: its servers never become Ready, and only tests that cover "
+            "that failure apply")

@@ -52,6 +52,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "Event", "events", True, ALL_VERBS, (), ("ev",)),
     Resource("", "v1", "ServiceAccount", "serviceaccounts", True, ALL_VERBS, (), ("sa",)),
     Resource("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", True, ALL_VERBS, ("status",), ("pvc",)),
+    Resource("", "v1", "PersistentVolume", "persistentvolumes", False, ALL_VERBS, ("status",), ("pv",)),
     Resource("apps", "v1", "StatefulSet", "statefulsets", True, ALL_VERBS, ("status",), ("sts",), ("all",)),
     Resource("apps", "v1", "Deployment", "deployments", True, ALL_VERBS, ("status",), ("deploy",), ("all",)),
     Resource("apps", "v1", "ReplicaSet", "replicasets", True, READ_VERBS, (), ("rs",), ("all",)),

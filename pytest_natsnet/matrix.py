@@ -46,12 +46,21 @@ class Axis:
 
 
 @dataclass(frozen=True)
+class Combination:
+    """Declared failures of the cells that have every setting of ``when`` (what no single setting causes)."""
+
+    when: Mapping[str, str]
+    expect: frozenset[DeclaredFailure]
+
+
+@dataclass(frozen=True)
 class Matrix:
     path: Path
     base: tuple[Path, ...]
     axes: tuple[Axis, ...]
     exclude: tuple[Mapping[str, str], ...]
     matrices: Mapping[str, tuple[Mapping[str, str], ...]]
+    combinations: tuple[Combination, ...] = ()
 
     def axis(self, name: str) -> Axis:
         return next(a for a in self.axes if a.name == name)
@@ -180,13 +189,26 @@ def _load_cell(path: Path, key: str, raw: Any, axes: Sequence[Axis]) -> dict[str
     return cell
 
 
+def _load_combination(path: Path, key: str, raw: Any, axes: Sequence[Axis]) -> Combination:
+    body = _mapping(raw, path, key)
+    unknown = set(map(str, body)) - {"when", "expect"}
+    if unknown or "when" not in body or not body.get("expect"):
+        raise ConfigError(f"{path} key {key}", "must be {when: {axis: setting, ...}, expect: [failure, ...]}")
+    when = _load_cell(path, f"{key}.when", body["when"], axes)
+    if len(when) < 2:
+        raise ConfigError(f"{path} key {key}.when", "names fewer than two settings",
+                          "declare a single setting's failures under axes.<axis>.settings.<setting>.expect")
+    expect = parse_declared(_string_list(body.get("expect"), path, f"{key}.expect"), f"{path} key {key}.expect")
+    return Combination(when=when, expect=expect)
+
+
 def load_matrix(path: Path | None = None) -> Matrix:
     """Loads and validates a matrix file (default: the shipped ``charts-values/matrix.yaml``)."""
     path = path or charts_values_dir() / MATRIX_FILE
     raw = _read_yaml(path)
     if not isinstance(raw, Mapping):
         raise ConfigError(str(path), "top level must be a mapping with base, axes, exclude, matrices")
-    unknown = set(map(str, raw)) - {"base", "axes", "exclude", "matrices"}
+    unknown = set(map(str, raw)) - {"base", "axes", "exclude", "combinations", "matrices"}
     if unknown:
         raise ConfigError(str(path), f"unknown top-level key(s) {', '.join(sorted(unknown))}")
     base = _files(_string_list(raw.get("base"), path, "base"), path, "base")
@@ -201,6 +223,12 @@ def load_matrix(path: Path | None = None) -> Matrix:
     if not isinstance(raw_exclude, list):
         raise ConfigError(f"{path} key exclude", "must be a list of {axis: setting} mappings")
     exclude = tuple(_load_cell(path, f"exclude[{i}]", e, axes) for i, e in enumerate(raw_exclude))
+    raw_combinations = raw.get("combinations") or []
+    if not isinstance(raw_combinations, list):
+        raise ConfigError(f"{path} key combinations", "must be a list of {when: ..., expect: [...]} mappings")
+    combinations = tuple(
+        _load_combination(path, f"combinations[{i}]", c, axes) for i, c in enumerate(raw_combinations)
+    )
     matrices: dict[str, tuple[Mapping[str, str], ...]] = {}
     for matrix_name, cells in _mapping(raw.get("matrices"), path, "matrices").items():
         if not isinstance(cells, list):
@@ -208,7 +236,8 @@ def load_matrix(path: Path | None = None) -> Matrix:
         matrices[str(matrix_name)] = tuple(
             _load_cell(path, f"matrices.{matrix_name}[{i}]", c, axes) for i, c in enumerate(cells)
         )
-    matrix = Matrix(path=path, base=base, axes=axes, exclude=exclude, matrices=matrices)
+    matrix = Matrix(path=path, base=base, axes=axes, exclude=exclude, matrices=matrices,
+                    combinations=combinations)
     for matrix_name, cells in matrices.items():
         for i, cell in enumerate(cells):
             full = _fill(matrix, cell)
@@ -245,11 +274,12 @@ def scenario_for(matrix: Matrix, cell: Mapping[str, str], origin: str = "matrix"
     files: list[Path] = list(matrix.base)
     for setting in chosen.values():
         files.extend(setting.files)
+    combined = [c.expect for c in matrix.combinations if all(full.get(a) == v for a, v in c.when.items())]
     return Scenario(
         id=_cell_id(matrix, full),
         settings=chosen,
         values_files=tuple(files),
-        expect=frozenset().union(*(s.expect for s in chosen.values())),
+        expect=frozenset().union(*(s.expect for s in chosen.values()), *combined),
         certs=next((s.certs for s in chosen.values() if s.certs), None),
         origin=origin,
     )
@@ -345,6 +375,31 @@ def marker_scenario_id(test_name: str) -> str:
     return test_name.removeprefix("test_").replace("_", "-")
 
 
+def marker_cell_ids(paths: Iterable[Path]) -> list[str]:
+    """The cell ids of the ``natsnet_values`` tests in the test files ``paths`` (read from their source, without
+    importing them): one cell per such test, named after it."""
+    import ast
+
+    ids = []
+    for path in paths:
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_") and any(
+                isinstance(d, ast.Call) and getattr(d.func, "attr", None) == "natsnet_values"
+                for d in node.decorator_list
+            ):
+                ids.append(marker_scenario_id(node.name))
+    return ids
+
+
+def globs_select(scenario_id: str, globs: Sequence[str]) -> bool:
+    """Whether ``--natsnet-scenario`` globs (none: every cell) select the cell ``scenario_id``."""
+    return not globs or any(fnmatch.fnmatchcase(scenario_id, g) for g in globs)
+
+
 def namespace_for(run_id: str, scenario_id: str) -> str:
     """A DNS-1123 label (≤ 63 chars) for a cell's namespace: readable prefix, short hash when too long."""
     wanted = f"natsnet-{run_id}-{scenario_id}".lower()
@@ -403,12 +458,13 @@ def scenarios_from_values_dir(directory: Path, base: Sequence[Path]) -> list[Sce
     return scenarios
 
 
-def select(scenarios: Sequence[Scenario], globs: Sequence[str]) -> list[Scenario]:
-    """The scenarios matching any glob (all when none given); a glob matching nothing is an error."""
+def select(scenarios: Sequence[Scenario], globs: Sequence[str], marker_cells: Sequence[str] = ()) -> list[Scenario]:
+    """The scenarios matching any glob (all when none given); a glob matching nothing, neither a scenario nor one
+    of the ``marker_cells`` (cell ids of ``natsnet_values`` tests), is an error."""
     if not globs:
         return list(scenarios)
     for glob in globs:
-        if not any(fnmatch.fnmatchcase(s.id, glob) for s in scenarios):
-            available = ", ".join(s.id for s in scenarios)
+        if not any(fnmatch.fnmatchcase(i, glob) for i in [*(s.id for s in scenarios), *marker_cells]):
+            available = ", ".join([*(s.id for s in scenarios), *marker_cells])
             raise ConfigError(f"--natsnet-scenario {glob}", "matches no cell", f"available: {available}")
     return [s for s in scenarios if any(fnmatch.fnmatchcase(s.id, g) for g in globs)]

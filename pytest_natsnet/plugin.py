@@ -15,12 +15,14 @@ from pytest_natsnet import parallel
 from pytest_natsnet import plan as plan_module
 from pytest_natsnet import settings as settings_module
 from pytest_natsnet.errors import ConfigError, NatsnetError
-from pytest_natsnet.failures import parse_declared
+from pytest_natsnet.failures import never_ready_reason, parse_declared
 from pytest_natsnet.matrix import (
     Matrix,
     Scenario,
     expand,
+    globs_select,
     load_matrix,
+    marker_cell_ids,
     marker_scenario_id,
     scenario_by_id,
     scenarios_from_values_dir,
@@ -54,7 +56,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     settings_module.add_options(parser)
 
 
-def _scenarios(settings: NatsnetSettings, matrix: Matrix) -> list[Scenario]:
+def _scenarios(settings: NatsnetSettings, matrix: Matrix, marker_cells: Sequence[str] = ()) -> list[Scenario]:
+    """The chosen cells of the matrix and values directories (``--natsnet-scenario`` may also name ``marker_cells``,
+    the cells of ``natsnet_values`` tests, which select themselves)."""
     if settings.manifests is not None:
         from pytest_natsnet.sources.manifests import scenario_ids
 
@@ -63,7 +67,21 @@ def _scenarios(settings: NatsnetSettings, matrix: Matrix) -> list[Scenario]:
         cells = expand(matrix, settings.matrix)
     for directory in settings.values_dirs:
         cells += scenarios_from_values_dir(directory, matrix.base)
-    return select(cells, settings.scenarios) if settings.scenarios else cells
+    return select(cells, settings.scenarios, marker_cells) if settings.scenarios else cells
+
+
+def _marker_cells(config: pytest.Config) -> list[str]:
+    """Cell ids of the ``natsnet_values`` tests in the shipped suites and in the test files the command line names
+    (read from source, before collection; directories named on the command line are not searched)."""
+    from pytest_natsnet.resources import suites_dir
+
+    files = set(suites_dir().glob("test_*.py"))
+    base = Path(config.invocation_params.dir)
+    for arg in config.args:
+        path = (base / arg.split("::")[0]).resolve()
+        if path.is_file() and path.suffix == ".py":
+            files.add(path)
+    return marker_cell_ids(sorted(files))
 
 
 def _plan(config: pytest.Config, settings: NatsnetSettings) -> RunPlan:
@@ -92,7 +110,11 @@ def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object
     try:
         settings = settings_module.NatsnetSettings.from_config(config)
         if settings.enabled and _runs_shipped_suites(config):
-            cells = len(_scenarios(settings, load_matrix()))
+            from pytest_natsnet.resources import suites_dir
+
+            marker_cells = marker_cell_ids(sorted(suites_dir().glob("test_*.py")))
+            cells = len(_scenarios(settings, load_matrix(), marker_cells))
+            cells += sum(globs_select(cell_id, settings.scenarios) for cell_id in marker_cells)
             parallel.distribute_cells(config, cells, settings.parallel)
     except NatsnetError as error:
         raise pytest.UsageError(str(error)) from None
@@ -134,7 +156,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     try:
         matrix = load_matrix()
-        config.stash[scenarios_key] = _scenarios(settings, matrix)
+        config.stash[scenarios_key] = _scenarios(settings, matrix, _marker_cells(config) if settings.scenarios else ())
         run = NatsnetRun(settings, matrix, _plan(config, settings))
     except NatsnetError as error:
         raise pytest.UsageError(str(error)) from None
@@ -233,9 +255,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     scenarios = [own] if own is not None else metafunc.config.stash[scenarios_key]
     applies = getattr(metafunc.function, "natsnet_applies", None)
+    covers: frozenset[str] = getattr(applies, "natsnet_covers", frozenset())
     params = []
     for scenario in scenarios:
-        reason = applies(scenario) if applies is not None else None
+        reason = never_ready_reason(scenario.expect, covers)
+        if reason is None and applies is not None:
+            reason = applies(scenario)
         marks = [pytest.mark.skip(reason=not_applicable_reason(reason))] if reason else []
         params.append(pytest.param(scenario, id=scenario.id, marks=marks))
     metafunc.parametrize("natsnet_scenario", params, indirect=True, scope="session")
@@ -247,6 +272,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if marker_errors:
         raise pytest.UsageError(*marker_errors)
     enabled = run_key in config.stash
+    if enabled:
+        _deselect_marker_cells_the_globs_leave_out(config, items)
     order: list[Scenario] = []
     for item in items:
         if not NATSNET_FIXTURES & set(getattr(item, "fixturenames", ())):
@@ -261,6 +288,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             order.append(scenario)
     config.stash[cell_order_key] = order
     _disruptive_last(items)
+
+
+def _deselect_marker_cells_the_globs_leave_out(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--natsnet-scenario`` selects cells, those of ``natsnet_values`` tests too (by their id); a test left with no
+    cell at all (its parameter set is empty) is deselected as well, not reported as skipped."""
+    globs = config.stash[run_key].settings.scenarios
+    if not globs:
+        return
+
+    def left_out(item: pytest.Item) -> bool:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or "natsnet_scenario" not in callspec.params:
+            return False
+        scenario = callspec.params["natsnet_scenario"]
+        if not isinstance(scenario, Scenario):
+            return True  # an empty parameter set: the globs chose no cell for it
+        return scenario.origin == "marker" and not globs_select(scenario.id, globs)
+
+    deselected = [item for item in items if left_out(item)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if item not in deselected]
 
 
 def _disruptive_last(items: list[pytest.Item]) -> None:
@@ -452,11 +501,26 @@ def natsnet_cell(
     except NatsnetError as error:
         evidence = natsnet_run.release_failed_deploy(natsnet_scenario, error)
         where = f" (evidence: {evidence})" if evidence else ""
-        pytest.fail(f"cell {natsnet_scenario.id} could not be deployed{where}: {error}", pytrace=False)
+        natsnet_run.undeployed[natsnet_scenario.id] = (
+            f"cell {natsnet_scenario.id} could not be deployed{where}: {' '.join(str(error).split())}")
+    if natsnet_scenario.id in natsnet_run.undeployed:  # outside the except: one message, no chained traceback
+        pytest.fail(natsnet_run.undeployed[natsnet_scenario.id], pytrace=False)
     yield cell
     evidence = natsnet_run.release(natsnet_scenario)
     if evidence is not None:
         print(f"\nnatsnet: evidence for {natsnet_scenario.id} in {evidence}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A cell whose deploy failed errors once, on the test that asked for it; its other tests are skipped as
+    not deployed instead of repeating that error."""
+    run = item.config.stash.get(run_key, None)
+    scenario = _scenario_of(item)
+    if run is None or not isinstance(scenario, Scenario) or scenario.id not in run.undeployed:
+        return
+    if "natsnet_cell" in getattr(item, "fixturenames", ()):
+        pytest.skip(f"cell {scenario.id} not deployed (the cell's first test has the error)")
 
 
 @pytest.fixture(autouse=True)

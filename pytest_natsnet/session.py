@@ -74,6 +74,9 @@ class NatsnetRun:
     """Cell -> its failed tests (node id, failure text) as this process saw them: the evidence README's input."""
     deploy_evidence: dict[str, Path] = field(default_factory=dict)
     """Cells whose deploy failed -> their evidence directory (written when the deploy failed)."""
+    undeployed: dict[str, str] = field(default_factory=dict)
+    """Cells whose deploy failed -> the one failure message (the error and where its evidence is); the cell's other
+    tests are skipped as not deployed."""
     progress: Progress = field(default_factory=Progress)
     """Says what a long step (cluster start, a cell's deploy) is doing while the main thread waits on it."""
     _provider: Provider | None = None

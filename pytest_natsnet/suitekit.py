@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
@@ -21,6 +21,7 @@ from pytest_natsnet import kube
 from pytest_natsnet.dnsprofile import DnsProfile, dns_profile
 from pytest_natsnet.expect.dnstiming import change_visible_within, give_up_seconds, parse_resolv_conf
 from pytest_natsnet.expect.nats import (  # noqa: F401 (re-exported for the suites)
+    BOOTSTRAP_DEADLOCK,
     DNS_BLOCKED,
     LEARNED_URLS_UNREACHABLE,
     MESH_SPLIT,
@@ -75,9 +76,15 @@ def require(reason: str | None) -> None:
 
 
 def declared(*failures: str) -> Callable[[Scenario], str | None]:
-    """Applies to cells that declare one of ``failures``."""
+    """Applies to cells that declare one of ``failures`` (it covers them: a failure of
+    ``failures.NEVER_READY`` keeps every test that does not cover it off its cells)."""
     wanted = set(failures)
-    return lambda s: None if wanted & s.expect else f"cell declares none of: {', '.join(sorted(wanted))}"
+
+    def predicate(scenario: Scenario) -> str | None:
+        return None if wanted & scenario.expect else f"cell declares none of: {', '.join(sorted(wanted))}"
+
+    predicate.natsnet_covers = frozenset(wanted)  # type: ignore[attr-defined]
+    return predicate
 
 
 def not_declared(*failures: str) -> Callable[[Scenario], str | None]:
@@ -407,3 +414,56 @@ def route_lookup_failure_timeout(deployment: Deployment, group: Servers) -> floa
     conf = parse_resolv_conf(deployment.read_file(group.names[0], "/etc/resolv.conf"))
     hosts = {url_host(r) for c in group.confs for r in c.routes if not is_ip(url_host(r))}
     return max((give_up_seconds(conf, host, "go") for host in hosts), default=0.0) + LOG_MARGIN
+
+
+def pod_ready(pod: Mapping[str, Any]) -> bool:
+    """The pod's Ready condition is True."""
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def probes_waiting_for_jetstream(pod: Obj, container: str = "nats") -> list[tuple[str, Mapping[str, Any]]]:
+    """The container's probes that gate Ready and ask ``/healthz`` for more than "JetStream is enabled": they answer
+    503 until the server is current with a JetStream meta leader (the chart's startup probe ``/healthz``, and its
+    readiness probe ``/healthz?js-server-only=true``), in the order they gate: startup, then readiness."""
+    containers = kube.spec(pod).get("containers") or []
+    spec: Mapping[str, Any] = next((c for c in containers if c.get("name") == container), {})
+    found = []
+    for kind in ("startupProbe", "readinessProbe"):
+        path = str(((spec.get(kind) or {}).get("httpGet") or {}).get("path") or "")
+        if path.startswith("/healthz") and "js-enabled-only=true" not in path:
+            found.append((kind, spec[kind]))
+    return found
+
+
+def probe_failures(events: Sequence[Obj], pod: str, kind: str) -> int:
+    """How often the kubelet reported the probe ``kind`` (``startupProbe``, ``readinessProbe``, ``livenessProbe``)
+    failing for ``pod``: its ``Unhealthy`` Events, whose ``count`` aggregates repeats on a real cluster."""
+    word = kind.removesuffix("Probe").capitalize()
+    return sum(int(e.get("count") or 1) for e in events
+               if (e.get("involvedObject") or {}).get("name") == pod and e.get("reason") == "Unhealthy"
+               and str(e.get("message", "")).startswith(f"{word} probe failed"))
+
+
+def wait_for_probe_failures(deployment: Deployment, group: Servers, failures: int,
+                            extra_seconds: float = 30.0) -> tuple[str, Mapping[str, Any], dict[str, int], float]:
+    """For a cell whose servers must never become Ready: waits until each server's first probe that waits for
+    JetStream failed ``failures`` times (bounded by the probe's own timing plus ``extra_seconds``), failing at once
+    should a server become Ready. Returns the probe kind, its spec, the failure counts and the seconds waited."""
+    gating = probes_waiting_for_jetstream(group.pods[0])
+    assert gating, "no probe of the servers waits for JetStream: nothing keeps them from becoming Ready"
+    kind, spec = gating[0]
+    bound = (float(spec.get("initialDelaySeconds", 0)) + (failures + 1) * float(spec.get("periodSeconds", 10))
+             + extra_seconds)
+
+    def judged() -> tuple[bool, dict[str, int]]:
+        pods = {kube.name(p): p for p in deployment.objects("Pod")}
+        became = [n for n in group.names if pod_ready(pods.get(n, {}))]
+        assert not became, f"{', '.join(became)} became Ready: the cell declares its servers never will"
+        events = deployment.objects("Event")
+        counts = {n: probe_failures(events, n, kind) for n in group.names}
+        return all(count >= failures for count in counts.values()), counts
+
+    done, counts, seconds = eventually(judged, bound, interval=1.0)
+    assert done, f"{kind} did not fail {failures} times on every server within {bound:g}s: {counts}"
+    return kind, spec, counts, seconds

@@ -32,7 +32,6 @@ from pytest_natsnet.suitekit import (
     applies,
     client_tls,
     eventually,
-    headless_service,
     log_lines,
     mesh_expectation,
     mesh_timeout,
@@ -210,13 +209,11 @@ def test_replaced_pod_rejoins_with_a_new_ip(
         f"{victim} came back with the same IP {old_ip}: the test proves nothing about re-resolution"
     )
     expected = expected_mesh(after.confs, natsnet_cell.expect, _route_sans(natsnet_cell))
-    headless = kube.find(deployment.objects("Service"), "Service", headless_service(deployment)) or {}
-    publishes_not_ready = bool(kube.spec(headless).get("publishNotReadyAddresses", False))
 
     def expect(observation: MeshObservation) -> MeshExpectation:
         """The full mesh, except routes that real NATS leaves missing, each explained by its log line."""
         since = {pod: deployment.logs(pod).splitlines()[log_offsets.get(pod, 0) :] for pod in after.names}
-        explained = unretried_gossip_lookups(after.confs, victim, publishes_not_ready, since)
+        explained = unretried_gossip_lookups(after.confs, victim, since, old_ip)
         return allowing_missing(expected, observation.table, explained)
 
     done, comparison, observation, seconds = _wait_for_mesh(natsnet_cell, natsnet_probe, after, expect)

@@ -98,3 +98,26 @@ def test_route_tls_without_routes_does_not_apply() -> None:
     assert applicability.route_tls([server]) == (
         "the TLS servers configure no routes (their hostnames are what route TLS verifies)"
     )
+
+
+def test_the_bootstrap_suite_applies_to_jetstream_cells_from_their_objects() -> None:
+    """JetStream in nats.conf; not-ready addresses published on the headless Service; the store on a claim (the
+    StatefulSet's claim template becomes the pod's volume) - read from the rendered cell, not from its name."""
+    from pytest_natsnet.resources import charts_values_dir
+    from pytest_natsnet.sandbox.controllers import statefulset_pod
+
+    _, _, plain = deployed(None)
+    assert applicability.jetstream(plain) == "no server's nats.conf has a jetstream block"
+    files = [*load_matrix().base, charts_values_dir() / "jetstream.yaml"]
+    composed = compose(files)
+    objects = render(composed.values, NS)
+    for obj in objects:
+        obj.setdefault("metadata", {}).setdefault("namespace", NS)
+    _, pods, confs = deployed(charts_values_dir() / "jetstream.yaml")
+    assert applicability.jetstream(confs) is None
+    services = kube.of_kind(objects, "Service")
+    assert applicability.publishes_not_ready(services, "nats-headless") is None
+    assert "does not publish not-ready addresses" in str(applicability.publishes_not_ready(services, "nats"))
+    sts = kube.of_kind(objects, "StatefulSet")[0]
+    assert applicability.store_on_claim(statefulset_pod(sts, 0)) is None
+    assert "mounts no PersistentVolumeClaim" in str(applicability.store_on_claim(pods[0]))

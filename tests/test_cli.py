@@ -17,10 +17,11 @@ GOLDEN = RENDERED
 def test_list_text(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["render", "--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 9
+    assert len(lines) == 11
     assert lines[0].split() == ["default", "[healthy]", "base.yaml", "readiness-gate.yaml"]
     bad_sans = next(line for line in lines if line.startswith("tls-bad-sans "))
     assert "[mesh-split, route-tls-mismatch]" in bad_sans
+    assert lines[-1].split()[:2] == ["pnra-false+jetstream", "[bootstrap-deadlock]"]
 
 
 @pytest.mark.parametrize("matrix", ["smoke", "pairwise", "full"])

@@ -12,7 +12,8 @@ from pytest_natsnet.failures import DeclaredFailure, parse_declared, valid_names
 from pytest_natsnet.matrix import load_matrix, scenarios_from_values_dir
 from pytest_natsnet.resources import charts_values_dir
 
-VALID = "dns-blocked, mesh-split, route-tls-mismatch, learned-urls-unreachable"
+VALID = ("dns-blocked, mesh-split, route-tls-mismatch, learned-urls-unreachable, bootstrap-deadlock, "
+         "meta-quorum-unreachable")
 
 
 def test_the_vocabulary_is_the_documented_failures() -> None:
@@ -67,3 +68,17 @@ def test_a_typo_in_a_values_file_header_is_found_when_the_directory_is_read(tmp_
     assert str(raised.value) == (
         f"{tmp_path / 'cell.yaml'} header natsnet-expect: unknown declared failure 'dns-blokced'; use one of {VALID}"
     )
+
+
+def test_a_never_ready_cell_keeps_off_every_test_that_does_not_cover_its_failure() -> None:
+    from pytest_natsnet.failures import NEVER_READY, never_ready_reason
+    from pytest_natsnet.suitekit import declared
+
+    deadlock = parse_declared(["bootstrap-deadlock", "mesh-split"], "here")
+    assert {DeclaredFailure.BOOTSTRAP_DEADLOCK, DeclaredFailure.META_QUORUM_UNREACHABLE} == NEVER_READY
+    assert never_ready_reason(deadlock, ()) == (
+        "the cell declares bootstrap-deadlock: its servers never become Ready, and only tests that cover that "
+        "failure apply")
+    assert never_ready_reason(deadlock, declared("bootstrap-deadlock").natsnet_covers) is None  # type: ignore[attr-defined]
+    assert never_ready_reason(deadlock, declared("mesh-split").natsnet_covers) is not None  # type: ignore[attr-defined]
+    assert never_ready_reason(parse_declared(["mesh-split"], "here"), ()) is None

@@ -265,3 +265,33 @@ def test_default_kind_config_pins_the_node_image_the_default_dns_profile_models(
     version = KIND_NODE_IMAGE.split(":v", 1)[1].split("@", 1)[0]
     assert "kind-" + ".".join(version.split(".")[:2]) == DEFAULT_PROFILE
     assert "@sha256:" in KIND_NODE_IMAGE
+
+
+def _phase(name: str, phase: str, reason: str | None = None, message: str | None = None) -> dict[str, Any]:
+    pod = _pod(name, ready=False)
+    pod["status"].update({"phase": phase, **({"reason": reason} if reason else {}),
+                          **({"message": message} if message else {})})
+    return pod
+
+
+def test_statefulset_running_waits_for_every_pod_to_run_ready_or_not() -> None:
+    """What a cell that declares it never becomes Ready is installed to."""
+    from pytest_natsnet.providers.kubeapi import statefulset_running
+
+    unready = {**READY_STS, "status": {"observedGeneration": 1, "readyReplicas": 0}}
+    running = [_phase(f"nats-{i}", "Running") for i in range(3)]
+    assert statefulset_running(unready, running) == (True, "StatefulSet nats: every pod present and running")
+    pending = [*running[:2], _phase("nats-2", "Pending", "ContainerCreating", 'persistentvolumeclaim "x" not found')]
+    assert statefulset_running(unready, pending) == (
+        False, 'nats-2 not running (Pending: ContainerCreating: persistentvolumeclaim "x" not found)')
+
+
+def test_pods_that_cannot_start_are_one_line_per_reason() -> None:
+    from pytest_natsnet.providers.kubeapi import pods_that_cannot_start
+
+    pods = [_phase("nats-1", "Pending", "VolumeNotEmulated", "volume h"),
+            _phase("nats-0", "Pending", "VolumeNotEmulated", "volume h"),
+            _phase("nats-2", "Pending", "ContainerCreating", "waiting"),
+            _phase("box", "Pending", "SandboxError", "kubelet failed: OSError: x")]
+    assert pods_that_cannot_start(pods) == ["box: SandboxError: kubelet failed: OSError: x",
+                                            "nats-0, nats-1: VolumeNotEmulated: volume h"]

@@ -52,7 +52,7 @@ def _tool(name: str, path: str) -> Tool:
 
 def _default_cell(run_id: str) -> CellManifests:
     cell, _ = assemble_cell(NatsnetSettings(), scenario_by_id(load_matrix(), "default"), run_id, "reference",
-                            lambda: new_ca("unused"))
+                            lambda: new_ca("helm cell"))
     return cell
 
 
@@ -120,8 +120,8 @@ def mini_values(tmp_path: Path) -> Path:
 def helm_cell(sandbox_api: SandboxApi, real_helm: str, mini_values: Path, tmp_path: Path) -> Iterator[KubeDeployment]:
     settings = NatsnetSettings(enabled=True, chart=str(MINI), chart_repo=None, chart_named=True, source="helm",
                                helm=real_helm)
-    scenario = Scenario(id="mini", settings={}, values_files=(mini_values,), origin="marker")
-    cell, _ = assemble_cell(settings, scenario, "hp1", "helm", lambda: new_ca("unused"), workdir=tmp_path / "cell")
+    scenario = Scenario(id="mini", settings={}, values_files=(mini_values,), certs="good", origin="marker")
+    cell, _ = assemble_cell(settings, scenario, "hp1", "helm", lambda: new_ca("helm cell"), workdir=tmp_path / "cell")
     assert cell.chart is not None and cell.chart.values_files
     info = ProviderInfo("test", True, True, False)
     tools = ClusterTools(sandbox_api.kubectl_bin, real_helm, sandbox_api.kubeconfig, None)
@@ -138,6 +138,9 @@ def _releases(sandbox_api: SandboxApi, helm: str, namespace: str) -> list[dict[s
 
 
 def test_a_helm_cell_is_a_real_release(helm_cell: KubeDeployment, sandbox_api: SandboxApi, real_helm: str) -> None:
+    """Installed by helm, after the plugin's own objects: the TLS Secrets a certs cell's values mount."""
+    secrets = {kube.name(s) for s in helm_cell.objects("Secret")}
+    assert {"nats-ca", "nats-client-tls", "nats-route-tls"} <= secrets, secrets
     releases = _releases(sandbox_api, real_helm, helm_cell.namespace)
     assert [(r["name"], r["status"]) for r in releases] == [("nats", "deployed")]
     assert len([p for p in helm_cell.objects("Pod") if kube.name(p).startswith("nats-mini-")]) == 2

@@ -31,6 +31,7 @@ def test_smoke_cells_ids_files_and_intent(shipped: Matrix) -> None:
     assert list(cells) == [
         "default", "pnra-false", "advertise-pod-ip+tls", "advertise-dns+tls+routes-fqdn", "advertise-unreachable",
         "advertise-cluster-wrong+routes-seed", "tls-bad-sans", "netpol-egress-no-dns", "netpol-egress-dns",
+        "jetstream", "pnra-false+jetstream",
     ]
     assert [f.name for f in cells["advertise-cluster-wrong+routes-seed"].values_files] == [
         "base.yaml", "readiness-gate.yaml", "advertise-pod-ip.yaml", "advertise-cluster-wrong.yaml",
@@ -42,6 +43,37 @@ def test_smoke_cells_ids_files_and_intent(shipped: Matrix) -> None:
     assert cells["default"].expect == frozenset() and cells["default"].certs is None
     assert cells["pnra-false"].settings["pnra"].name == "false"
     assert cells["pnra-false"].settings["tls"].name == "off"
+    assert cells["jetstream"].expect == frozenset()
+    assert cells["pnra-false+jetstream"].expect == {"bootstrap-deadlock"}
+
+
+def _declared_by_bug_reports() -> set[str]:
+    """What the ``natsnet_values`` markers of the suites and of ``behaviours/`` declare (``expect=[...]``), read
+    from their source."""
+    import ast
+
+    from pytest_natsnet.resources import suites_dir
+
+    behaviours = Path(__file__).resolve().parents[1] / "behaviours"
+    found: set[str] = set()
+    for path in [*suites_dir().glob("test_*.py"), *behaviours.glob("test_*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "natsnet_values":
+                for keyword in node.keywords:
+                    if keyword.arg == "expect":
+                        found |= {str(v) for v in ast.literal_eval(keyword.value)}
+    return found
+
+
+def test_the_projects_runs_reproduce_every_documented_failure(shipped: Matrix) -> None:
+    """The smoke matrix (the few cells that together reproduce the documented failures of the values axes) and the
+    bug reports of ``behaviours/`` (a cell each; ``scripts/test`` runs both) declare every failure of the
+    vocabulary."""
+    from pytest_natsnet.failures import DeclaredFailure
+
+    smoke = set().union(*(s.expect for s in expand(shipped, "smoke")))
+    assert smoke | _declared_by_bug_reports() == set(DeclaredFailure)
+    assert "bootstrap-deadlock" in smoke and "meta-quorum-unreachable" in _declared_by_bug_reports()
 
 
 def _setting_names(shipped: Matrix, name: str) -> list[dict[str, str]]:
@@ -73,19 +105,38 @@ def test_pairwise_covers_every_feasible_pair_and_no_excluded_cell(shipped: Matri
     assert len(cells) < len(full) / 4
 
 
-def test_jetstream_axis_pairs_only_with_cells_where_routes_form(shipped: Matrix) -> None:
-    """JetStream is Ready only with a meta leader, which needs routes: cells that break routes are excluded."""
+def test_jetstream_axis_pairs_only_with_cells_where_routes_form_or_the_deadlock_is_declared(
+    shipped: Matrix,
+) -> None:
+    """JetStream is Ready only with a meta leader, which needs routes: cells that break routes are excluded, except
+    pNRA false, where nothing ever becomes Ready and every such cell declares bootstrap-deadlock."""
     axis = shipped.axis("jetstream")
     assert (axis.default, list(axis.settings)) == ("off", ["off", "on"])
     assert [f.name for f in axis.settings["on"].files] == ["jetstream.yaml"]
     assert axis.settings["on"].expect == frozenset()
-    route_breakers = {("pnra", "false"), ("netpol", "egress-no-dns"), ("tls", "bad-sans"),
-                      ("advertise", "cluster-wrong")}
-    for name in ("pairwise", "full"):
-        on = [c for c in _setting_names(shipped, name) if c["jetstream"] == "on"]
-        assert on and not any((a, v) in route_breakers for c in on for a, v in c.items())
-    assert all(c["jetstream"] == "off" for c in _setting_names(shipped, "smoke"))  # no PVCs on the sandbox yet
-    assert {s.id for s in expand(shipped, "full")} >= {"jetstream", "tls+jetstream", "routes-seed+jetstream"}
+    route_breakers = {("netpol", "egress-no-dns"), ("tls", "bad-sans"), ("advertise", "cluster-wrong")}
+    for name in ("smoke", "pairwise", "full"):
+        cells = expand(shipped, name)
+        on = [s for s in cells if s.settings["jetstream"].name == "on"]
+        assert on and not any((a, st.name) in route_breakers for s in on for a, st in s.settings.items())
+        for scenario in cells:
+            deadlock = scenario.settings["jetstream"].name == "on" and scenario.settings["pnra"].name == "false"
+            assert ("bootstrap-deadlock" in scenario.expect) == deadlock, scenario.id
+    assert {s.id for s in expand(shipped, "full")} >= {"jetstream", "tls+jetstream", "routes-seed+jetstream",
+                                                       "pnra-false+jetstream"}
+
+
+def test_a_combination_declares_failures_only_where_all_its_settings_meet(tmp_path: Path) -> None:
+    text = MINI.replace("exclude:\n  - {tls: \"on\", routes: fqdn}\n", "") + textwrap.dedent("""
+        combinations:
+          - when: {tls: "on", routes: fqdn}
+            expect: [dns-blocked]
+    """)
+    matrix = load_matrix(_write_matrix(tmp_path, text))
+    expect = {s.id: s.expect for s in expand(matrix, "full")}
+    assert expect == {"default": frozenset(), "routes-fqdn": {"mesh-split"}, "tls": frozenset(),
+                      "tls+routes-fqdn": {"mesh-split", "dns-blocked"}}
+    assert scenario_by_id(matrix, "tls+routes-fqdn").expect == {"mesh-split", "dns-blocked"}
 
 
 def test_expansion_is_deterministic_and_ids_unique(shipped: Matrix) -> None:
@@ -184,6 +235,14 @@ def test_small_matrix_loads(tmp_path: Path) -> None:
     ("{id: routes-fqdn,", "{colour: red, id: routes-fqdn,", "unknown field.s. colour"),
     ("- {tls: \"on\"}\n", "- {tls: on}\n", "quote it"),
     ("base: [base.yaml]", "base: [base.yaml", "invalid YAML"),
+    ("matrices:", "combinations: [{when: {tls: \"on\"}, expect: [mesh-split]}]\nmatrices:",
+     r"combinations\[0\].when: names fewer than two settings"),
+    ("matrices:", "combinations: [{when: {tls: \"on\", routes: fqdn}, expect: [mesh-spilt]}]\nmatrices:",
+     r"combinations\[0\].expect: unknown declared failure 'mesh-spilt'"),
+    ("matrices:", "combinations: [{when: {tls: \"on\", routes: fqdn}}]\nmatrices:",
+     r"combinations\[0\]: must be \{when"),
+    ("matrices:", "combinations: [{when: {tls: \"on\", colour: red}, expect: [mesh-split]}]\nmatrices:",
+     r"combinations\[0\].when: unknown axis 'colour'"),
 ])
 def test_bad_matrix_is_one_line_naming_file_and_key(tmp_path: Path, old: str, new: str, message: str) -> None:
     assert old in MINI
@@ -237,3 +296,28 @@ def test_select_by_globs(shipped: Matrix) -> None:
         "default", "netpol-egress-no-dns", "netpol-egress-dns"]
     with pytest.raises(ConfigError, match="--natsnet-scenario nothing-here: matches no cell"):
         select(smoke, ["default", "nothing-here"])
+
+
+def test_marker_cells_are_read_from_source(tmp_path: Path) -> None:
+    from pytest_natsnet.matrix import globs_select, marker_cell_ids
+
+    (tmp_path / "test_bugs.py").write_text(textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.natsnet_values("a.yaml")
+        def test_routes_break(natsnet_cell): ...
+
+        @pytest.mark.natsnet_disruptive
+        def test_not_a_bug_report(natsnet_cell): ...
+    """))
+    (tmp_path / "test_broken.py").write_text("def (:\n")
+    assert marker_cell_ids([tmp_path / "test_bugs.py", tmp_path / "test_broken.py"]) == ["routes-break"]
+    assert globs_select("routes-break", []) and globs_select("routes-break", ["routes-*"])
+    assert not globs_select("routes-break", ["default"])
+
+
+def test_a_glob_naming_only_a_marker_cell_is_no_error(shipped: Matrix) -> None:
+    smoke = expand(shipped, "smoke")
+    assert select(smoke, ["gossip-rejoin-*"], ["gossip-rejoin-pnra-true"]) == []
+    with pytest.raises(ConfigError, match=r"available: .*gossip-rejoin-pnra-true"):
+        select(smoke, ["nothing-*"], ["gossip-rejoin-pnra-true"])

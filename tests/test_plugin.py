@@ -263,7 +263,7 @@ def test_scenario_glob_selects_cells(pytester: pytest.Pytester, sandbox_collecta
     pytester.makepyfile(test_mine=USES_SCENARIO)
     result = pytester.runpytest(*COLLECT_ON_SANDBOX, "--natsnet-scenario=pnra*", "--natsnet-scenario=default",
                                 "test_mine.py")
-    assert collected_ids(result) == ["default", "pnra-false"]
+    assert collected_ids(result) == ["default", "pnra-false", "pnra-false+jetstream"]
 
 
 def test_pairwise_matrix_has_more_cells_than_smoke(pytester: pytest.Pytester,
@@ -315,3 +315,31 @@ def test_natsnet_scenario_fixture_runs_without_deploying(pytester: pytest.Pytest
         "natsnet: source reference (--natsnet-source=reference)",
         "natsnet: 1 cell will run (smoke): tls-bad-sans",
     ])
+
+
+BUG_AND_SCENARIO = """
+import pytest
+
+
+@pytest.mark.natsnet_values("my_values.yaml")
+def test_my_bug(natsnet_scenario):
+    pass
+
+
+def test_cells(natsnet_scenario):
+    pass
+"""
+
+
+def test_scenario_globs_select_the_cells_of_natsnet_values_tests_too(pytester: pytest.Pytester,
+                                                                    sandbox_collectable: None) -> None:
+    """--natsnet-scenario selects cells by id, a bug-report test's own cell included: left out when no glob names
+    it, kept (and no "matches no cell" error) when one does."""
+    pytester.makefile(".yaml", my_values="config:\n  cluster:\n    replicas: 3\n")
+    pytester.makepyfile(test_bug=BUG_AND_SCENARIO)
+    result = pytester.runpytest(*COLLECT_ON_SANDBOX, "--natsnet-scenario=default", "test_bug.py")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert collected_ids(result) == ["default"]
+    result = pytester.runpytest(*COLLECT_ON_SANDBOX, "--natsnet-scenario=my-*", "test_bug.py")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert collected_ids(result) == ["my-bug"]

@@ -381,6 +381,42 @@ def test_nats_connect_reports_info_discovery_and_roundtrip(cluster: list[NatsNod
     assert tls["outcome"] == "probe-error"
 
 
+def test_jetstream_creates_publishes_with_acks_and_reports_the_stream(tmp_path: Path) -> None:
+    """A JetStream server on loopback: create (twice: an existing stream is fine), acknowledged publishes, the
+    stream's state; a stream that does not exist is a failure naming the server's error."""
+    port = free_port()
+    server = subprocess.Popen([str(NATS_SERVER), "-js", "-sd", str(tmp_path / "js"), "-a", "127.0.0.1",
+                               "-p", str(port), "-n", "js-1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"nats://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        request = {"kind": "jetstream", "servers": [url], "stream": "ORDERS", "replicas": 1, "create": True}
+        answer = run_batch({"requests": [{**request, "key": "first", "publish": 3}]})
+        second = run_batch({"requests": [
+            {**request, "key": "again", "publish": 2},
+            {"key": "missing", "kind": "jetstream", "servers": [url], "stream": "NOPE"},
+        ]})
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    first = answer["results"][0]
+    assert first["outcome"] == "ok", first
+    assert first["detail"]["acked"] == [1, 2, 3] and first["detail"]["state"]["messages"] == 3
+    assert first["detail"]["server"] == "js-1" and first["detail"]["replicas"] == 1
+    again, missing = second["results"]
+    assert again["outcome"] == "ok" and again["detail"]["acked"] == [4, 5], again
+    assert again["detail"]["state"]["messages"] == 5
+    assert missing["outcome"] == "failed" and "stream not found" in missing["detail"]["error"], missing
+
+
 def test_http_monitoring_endpoint_ok_with_json(cluster: list[NatsNode]) -> None:
     node = cluster[0]
     answer = run_batch({"requests": [
@@ -446,6 +482,13 @@ def drain(lines: Lines) -> list[str]:
     return lines.seen
 
 
+def learned(event: dict[str, Any], node: NatsNode) -> bool:
+    """The watch event says the client knows ``node``'s client URL (connect_urls of an INFO, or discovered)."""
+    known = [*(event.get("connect_urls") or []), *(event.get("servers") or [])]
+    return event["event"] in ("connected", "discovered") and any(
+        str(url).removeprefix("nats://") == f"127.0.0.1:{node.client_port}" for url in known)
+
+
 def test_watch_reconnects_to_learned_url_after_server_dies(tmp_path: Path) -> None:
     with nats_cluster(tmp_path) as (first, second):
         request = {"servers": [first.url], "subject": "natsnet.watch", "duration": 15.0,
@@ -457,6 +500,9 @@ def test_watch_reconnects_to_learned_url_after_server_dies(tmp_path: Path) -> No
             watcher.stdin.write(json.dumps(request) + "\n")
             watcher.stdin.flush()
             lines = queue_lines(watcher.stdout)
+            # The precondition: the client learned the second server (in the first INFO's connect_urls, or
+            # gossiped later when the route's INFO reached the first server), not a number of messages.
+            wait_for_event(lines, lambda e: learned(e, second))
             wait_for_event(lines, lambda e: e["event"] == "message" and e["seq"] >= 5)
             first.process.kill()
             back = wait_for_event(lines, lambda e: e["event"] == "reconnected")

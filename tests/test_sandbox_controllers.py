@@ -1,4 +1,4 @@
-"""Pure tests of the sandbox controllers: StatefulSet identity and ordering, EndpointSlice contents."""
+"""Pure tests of the sandbox controllers: StatefulSet identity, ordering and claims, EndpointSlice contents."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import pytest
 
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.sandbox.controllers import (
+    claim_name,
+    claims_in_use,
     endpointslices_for,
     pod_from_template,
     pod_is_ready,
+    statefulset_claims,
     statefulset_pod,
     statefulset_wanted,
     template_hash,
@@ -131,6 +134,51 @@ def test_pods_do_not_share_the_template() -> None:
     assert second["spec"]["containers"][0]["image"] == "nats:2.14.2"
     assert "extra" not in second["metadata"]["labels"]
     assert sts["spec"]["template"]["metadata"]["labels"] == APP
+
+
+def with_claim_template(sts: Obj, volumes: list[Obj] | None = None) -> Obj:
+    """The chart's JetStream shape: a ``nats-js`` template (labels of its own) mounted at /data."""
+    sts["spec"]["selector"] = {"matchLabels": dict(APP)}
+    sts["spec"]["volumeClaimTemplates"] = [{
+        "metadata": {"name": "nats-js", "labels": {"tier": "store"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }]
+    if volumes is not None:
+        sts["spec"]["template"]["spec"]["volumes"] = volumes
+    return sts
+
+
+def test_claims_are_named_per_template_and_ordinal_with_the_selector_labels() -> None:
+    """stateful_set_utils.go getPersistentVolumeClaims: ``<template>-<set>-<ordinal>``, the template's labels plus
+    the selector's matchLabels, the template's spec; no owner (retention policy Retain)."""
+    sts = with_claim_template(statefulset(3))
+    [claim] = statefulset_claims(sts, 1)
+    assert claim == {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "nats-js-nats-1", "namespace": NS, "labels": {"tier": "store", "app": "nats"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    assert claim_name("nats-js", "nats", 1) == "nats-js-nats-1"
+    assert statefulset_claims(statefulset(3), 0) == []
+
+
+def test_a_pod_mounts_its_ordinals_claims_which_replace_a_template_volume_of_that_name() -> None:
+    """updateStorage: the claim volume wins over a pod-template volume of the same name; others stay."""
+    sts = with_claim_template(statefulset(3), [{"name": "nats-js", "emptyDir": {}}, {"name": "pid", "emptyDir": {}}])
+    volumes = statefulset_pod(sts, 2)["spec"]["volumes"]
+    assert volumes == [{"name": "pid", "emptyDir": {}},
+                       {"name": "nats-js", "persistentVolumeClaim": {"claimName": "nats-js-nats-2"}}]
+    assert "volumes" not in statefulset_pod(statefulset(1), 0)["spec"]
+
+
+def test_claims_in_use_are_those_of_pods_that_have_not_finished() -> None:
+    sts = with_claim_template(statefulset(3))
+    running, done = statefulset_pod(sts, 0), statefulset_pod(sts, 1)
+    running["status"]["phase"], done["status"]["phase"] = "Running", "Succeeded"
+    terminating = statefulset_pod(sts, 2)
+    terminating["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert claims_in_use([running, done, terminating]) == {(NS, "nats-js-nats-0"), (NS, "nats-js-nats-2")}
 
 
 def test_pod_from_template_tolerates_an_empty_template() -> None:

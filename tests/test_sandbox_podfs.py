@@ -12,6 +12,7 @@ from pytest_natsnet.kube import Obj
 from pytest_natsnet.sandbox.podfs import (
     BIN_DIR_IN_POD,
     Mount,
+    VolumeNotEmulated,
     VolumeNotReady,
     bwrap_argv,
     container_mounts,
@@ -104,7 +105,6 @@ def test_rematerializing_replaces_stale_keys_but_keeps_empty_dir_content(tmp_pat
         ({"name": "tls", "secret": {"secretName": "nats-tls"}}, [CONFIG_MAP], 'secret "nats-tls" not found'),
         # a ConfigMap does not satisfy a secret volume of the same name
         ({"name": "tls", "secret": {"secretName": "nats-config"}}, [CONFIG_MAP], 'secret "nats-config"'),
-        ({"name": "data", "hostPath": {"path": "/var"}}, [], r"volume data: type \['hostPath'\]"),
     ],
 )
 def test_missing_source_is_volume_not_ready(
@@ -112,6 +112,52 @@ def test_missing_source_is_volume_not_ready(
 ) -> None:
     with pytest.raises(VolumeNotReady, match=message):
         materialize_volumes(pod_with(volume), objects, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("volume", "message"),
+    [
+        ({"name": "data", "hostPath": {"path": "/var"}}, 'volume "data" of type hostPath is not emulated'),
+        ({"name": "odd"}, 'volume "odd" of type \\(none\\) is not emulated'),
+    ],
+)
+def test_a_volume_kind_the_sandbox_lacks_is_not_emulated_for_good(
+    tmp_path: Path, volume: dict[str, Any], message: str
+) -> None:
+    """Not a wait (VolumeNotReady): nothing that appears later makes it work, the cell stops with this line."""
+    with pytest.raises(VolumeNotEmulated, match=message) as caught:
+        materialize_volumes(pod_with(volume), [], tmp_path)
+    assert not isinstance(caught.value, VolumeNotReady)
+    assert "run this cell on kind" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_claim_volume_is_the_directory_its_binding_gives(tmp_path: Path) -> None:
+    bound = tmp_path / "storage" / "pvc-1_ns_data-nats-0"
+    asked: list[str] = []
+
+    def claim_path(claim: str) -> Path:
+        asked.append(claim)
+        return bound
+
+    volume = {"name": "data", "persistentVolumeClaim": {"claimName": "data-nats-0"}}
+    assert materialize_volumes(pod_with(volume), [], tmp_path / "pod", claim_path) == {"data": bound}
+    assert asked == ["data-nats-0"]
+    assert not (tmp_path / "pod" / "volumes" / "data").exists(), "a claim is never a directory of the pod"
+
+
+def test_an_unbound_claim_keeps_the_pod_waiting(tmp_path: Path) -> None:
+    def claim_path(claim: str) -> Path:
+        raise VolumeNotReady(f'persistentvolumeclaim "{claim}" not found')
+
+    volume = {"name": "data", "persistentVolumeClaim": {"claimName": "data-nats-0"}}
+    with pytest.raises(VolumeNotReady, match='persistentvolumeclaim "data-nats-0" not found'):
+        materialize_volumes(pod_with(volume), [], tmp_path, claim_path)
+
+
+def test_a_mount_of_a_volume_the_pod_lacks_is_a_config_error(tmp_path: Path) -> None:
+    """What took the whole sandbox down (KeyError('nats-js')) is the container's config error."""
+    with pytest.raises(ValueError, match="the pod has no volume named 'nats-js'"):
+        container_mounts({"volumeMounts": [{"name": "nats-js", "mountPath": "/data"}]}, {})
 
 
 def test_pod_without_volumes(tmp_path: Path) -> None:

@@ -122,3 +122,27 @@ def test_node_address_prefers_an_external_ip() -> None:
     assert node_address([internal]) == "172.18.0.2"
     assert node_address([internal, external]) == "203.0.113.7"
     assert node_address([{"status": {}}]) is None
+
+
+def test_the_probes_that_wait_for_jetstream_are_the_charts_startup_and_readiness_probes() -> None:
+    from pytest_natsnet.suitekit import probe_failures, probes_waiting_for_jetstream
+
+    def probe(path: str) -> dict[str, object]:
+        return {"httpGet": {"path": path, "port": "monitor"}, "periodSeconds": 10}
+
+    pod = {"spec": {"containers": [{"name": "nats", "startupProbe": probe("/healthz"),
+                                    "readinessProbe": probe("/healthz?js-server-only=true"),
+                                    "livenessProbe": probe("/healthz?js-enabled-only=true")}]}}
+    assert [kind for kind, _ in probes_waiting_for_jetstream(pod)] == ["startupProbe", "readinessProbe"]
+    enabled_only = {"spec": {"containers": [{"name": "nats",
+                                             "readinessProbe": probe("/healthz?js-enabled-only=true")}]}}
+    assert probes_waiting_for_jetstream(enabled_only) == []
+    events = [
+        {"involvedObject": {"name": "nats-0"}, "reason": "Unhealthy", "count": 3,
+         "message": "Startup probe failed: HTTP probe failed with statuscode: 503"},
+        {"involvedObject": {"name": "nats-0"}, "reason": "Unhealthy", "message": "Readiness probe failed: x"},
+        {"involvedObject": {"name": "nats-1"}, "reason": "Unhealthy", "message": "Startup probe failed: y"},
+    ]
+    assert probe_failures(events, "nats-0", "startupProbe") == 3  # a real cluster aggregates repeats in count
+    assert probe_failures(events, "nats-0", "readinessProbe") == 1
+    assert probe_failures(events, "nats-2", "startupProbe") == 0

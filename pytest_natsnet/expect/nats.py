@@ -22,6 +22,7 @@ DNS_BLOCKED = DeclaredFailure.DNS_BLOCKED
 MESH_SPLIT = DeclaredFailure.MESH_SPLIT
 ROUTE_TLS_MISMATCH = DeclaredFailure.ROUTE_TLS_MISMATCH
 LEARNED_URLS_UNREACHABLE = DeclaredFailure.LEARNED_URLS_UNREACHABLE
+BOOTSTRAP_DEADLOCK = DeclaredFailure.BOOTSTRAP_DEADLOCK
 KNOWN_FAILURES = frozenset(DeclaredFailure)
 DEFAULT_CLIENT_PORT = 4222
 _ENV_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
@@ -68,6 +69,15 @@ class ServerConf:
     @property
     def route_tls(self) -> bool:
         return bool(self.cluster.get("tls"))
+
+    @property
+    def connect_retries(self) -> int:
+        """``cluster.connect_retries``: how often a route learned by gossip is tried again (0, the default: never;
+        a configured route is retried forever)."""
+        try:
+            return int(self.cluster.get("connect_retries") or 0)
+        except (TypeError, ValueError):
+            return 0
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -274,38 +284,55 @@ def _gossip_verdict(dialer: ServerConf, target: ServerConf, failures: frozenset[
 
 UNRESOLVED_ROUTE = re.compile(r'Error trying to connect to route.*lookup for host "(?P<host>[^"]+)".*no such host')
 """nats-server's log line for a route whose host has no DNS record (NXDOMAIN)."""
+DIALLED_ROUTE = re.compile(r"Error trying to connect to route.*dial tcp (?P<ip>[0-9.]+):\d+: "
+                           r"(?:connect: connection refused|i/o timeout)")
+"""nats-server's log line for a route dialled at an address where nobody answers (refused, or gone: timeout)."""
 
 
 def unretried_gossip_lookups(
     servers: Sequence[ServerConf],
     replaced: str,
-    publishes_not_ready: bool,
     logs_since_replacement: Mapping[str, Iterable[str]],
+    old_ip: str | None = None,
 ) -> dict[tuple[str, str], str]:
     """Routes to a replaced server that stay missing, each with the log line that explains it (real NATS
-    behaviour, not a flake): a peer learns the replaced server's gossip address, a DNS name, while the new pod is
-    not Ready; with ``publishNotReadyAddresses: false`` the name has no record yet, the lookup is NXDOMAIN, the
-    peer logs ``lookup for host ... no such host`` once and, the route being implicit (learned by gossip, not
-    configured), never retries it.
+    behaviour, not a flake). A peer learns the replaced server's gossip address, a DNS name, and tries it once:
+    the route being implicit (learned by gossip, not configured) and ``cluster.connect_retries`` 0 (the default),
+    it is never tried again. The one attempt fails when the name gives no usable answer at that moment:
 
-    ``replaced`` and the keys of ``logs_since_replacement`` are pod names; the result maps (peer, replaced) server
-    names, in both orders, to the explanation.
+    - NXDOMAIN (``lookup for host ... no such host``): the new pod is not Ready and ``publishNotReadyAddresses``
+      is false, or no pod of that name exists between the old one's removal and the new one's creation, or the
+      DNS cache still holds such an answer;
+    - the replaced pod's old address ``old_ip`` (``dial tcp <old ip>: connection refused | i/o timeout``): the
+      terminating pod's record is still published (``publishNotReadyAddresses`` true keeps it until the pod is
+      gone), or the DNS cache still holds it (CoreDNS on kind up to 1.31 caches cluster answers 30 s).
+
+    A peer with a configured route to the server, or with ``connect_retries``, tries again and is expected to
+    connect. ``replaced`` and the keys of ``logs_since_replacement`` are pod names; the result maps (peer,
+    replaced) server names, in both orders, to the explanation.
     """
     target = next((s for s in servers if s.pod == replaced), None)
     host = url_host(gossip_address(target)) if target is not None else ""
-    if target is None or publishes_not_ready or is_ip(host):
+    if target is None or is_ip(host):
         return {}
     missing: dict[tuple[str, str], str] = {}
     for peer in servers:
         if peer.pod == replaced or any(target_of(url_host(r), servers) is target for r in peer.routes):
             continue  # a configured route is retried until the name resolves
+        if peer.connect_retries > 0:
+            continue  # a gossiped route is retried too
         for line in logs_since_replacement.get(peer.pod, ()):
-            match = UNRESOLVED_ROUTE.search(line)
-            if match and match.group("host").lower().rstrip(".") == host.rstrip("."):
-                why = (f"implicit route not retried: {peer.name} looked up {host} while {replaced} was not Ready "
-                       f"(publishNotReadyAddresses: false): {line.strip()}")
-                missing[(peer.name, target.name)] = missing[(target.name, peer.name)] = why
-                break
+            unresolved = UNRESOLVED_ROUTE.search(line)
+            dialled = DIALLED_ROUTE.search(line)
+            if unresolved and unresolved.group("host").lower().rstrip(".") == host.rstrip("."):
+                why = f"looked up {host} while it had no record (NXDOMAIN)"
+            elif dialled and old_ip is not None and dialled.group("ip") == old_ip:
+                why = f"dialled {replaced}'s old address {old_ip}, what {host} still answered"
+            else:
+                continue
+            explained = f"implicit route not retried: {peer.name} {why}: {line.strip()}"
+            missing[(peer.name, target.name)] = missing[(target.name, peer.name)] = explained
+            break
     return missing
 
 

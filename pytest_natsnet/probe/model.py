@@ -66,7 +66,7 @@ _GLYPHS: dict[Outcome, str] = {
     Outcome.UNKNOWN: "?",
 }
 
-KINDS = ("dns", "getaddrinfo", "tcp", "http", "nats", "relay")
+KINDS = ("dns", "getaddrinfo", "tcp", "http", "nats", "relay", "jetstream")
 
 
 class ProbeAnswerError(NatsnetError):
@@ -168,7 +168,31 @@ class RelayRequest:
                 "connect_timeout": self.connect_timeout, "timeout": self.timeout}
 
 
-ProbeRequest = DnsRequest | GetaddrinfoRequest | TcpRequest | HttpRequest | NatsRequest | RelayRequest
+@dataclass(frozen=True)
+class JetStreamRequest:
+    """Through ``servers``: create ``stream`` when ``create`` (``subjects``, ``replicas``, file storage), publish
+    ``publish`` acknowledged messages, then the stream's info (``state``, ``cluster`` leader and replicas)."""
+
+    key: str
+    servers: tuple[str, ...]
+    stream: str
+    subjects: tuple[str, ...] = ()
+    replicas: int = 1
+    create: bool = False
+    publish: int = 0
+    tls: TlsOptions | None = None
+    connect_timeout: float = 2.0
+    timeout: float = 5.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "kind": "jetstream", "servers": list(self.servers), "stream": self.stream,
+                "subjects": list(self.subjects), "replicas": self.replicas, "create": self.create,
+                "publish": self.publish, "tls": _tls_json(self.tls), "connect_timeout": self.connect_timeout,
+                "timeout": self.timeout}
+
+
+ProbeRequest = (DnsRequest | GetaddrinfoRequest | TcpRequest | HttpRequest | NatsRequest | RelayRequest
+                | JetStreamRequest)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "http": ("url",),
     "nats": ("servers",),
     "relay": ("publish", "subscribe"),
+    "jetstream": ("servers", "stream"),
 }
 
 
@@ -501,6 +502,59 @@ async def check_relay(request: Json) -> tuple[str, Json]:
                     await asyncio.wait_for(nc.close(), 2.0)
 
 
+async def _js_api(nc: Any, subject: str, body: Json | None, timeout: float) -> Json:
+    """One JetStream API request; the answer's JSON (an ``error`` member when the server refused)."""
+    msg = await nc.request(subject, json.dumps(body or {}).encode(), timeout=timeout)
+    answer = json.loads(bytes(msg.data) or b"{}")
+    return answer if isinstance(answer, dict) else {"error": {"description": f"unexpected answer {answer!r}"}}
+
+
+async def check_jetstream(request: Json) -> tuple[str, Json]:
+    """Through ``servers`` (the JetStream API, as any client uses it): create the stream when ``create`` (its
+    ``subjects``, ``replicas``, file storage; one that exists already is fine), publish ``publish`` messages on
+    its first subject, each acknowledged (stored by a quorum of its replicas), then the stream's info (state,
+    cluster: leader and replicas) as its leader reports it."""
+    timeout = float(request.get("timeout", 5.0))
+    stream = str(request["stream"])
+    subjects = [str(s) for s in request.get("subjects") or [f"{stream.lower()}.>"]]
+    detail: Json = {"stream": stream}
+    nc = None
+    try:
+        nc = await _connect_one([str(s) for s in request["servers"]], request)
+        detail["server"] = server_info(nc).get("server_name")
+        if request.get("create"):
+            config = {"name": stream, "subjects": subjects, "num_replicas": int(request.get("replicas", 1)),
+                      "storage": "file"}
+            created = await _js_api(nc, f"$JS.API.STREAM.CREATE.{stream}", config, timeout)
+            exists = (created.get("error") or {}).get("err_code") == 10058  # stream name already in use
+            if created.get("error") and not exists:
+                detail.update(error=f"stream create: {created['error']}")
+                return "failed", detail
+        subject = subjects[0].replace(">", "msg").replace("*", "msg")
+        acked: list[Any] = []
+        for index in range(int(request.get("publish", 0))):
+            ack = await _js_api(nc, subject, {"n": index}, timeout)
+            if ack.get("error"):
+                detail.update(acked=acked, error=f"publish {index}: {ack['error']}")
+                return "failed", detail
+            acked.append(ack.get("seq"))
+        detail["acked"] = acked
+        info = await _js_api(nc, f"$JS.API.STREAM.INFO.{stream}", None, timeout)
+        if info.get("error"):
+            detail.update(error=f"stream info: {info['error']}")
+            return "failed", detail
+        detail.update(state=info.get("state") or {}, cluster=info.get("cluster") or {},
+                      replicas=(info.get("config") or {}).get("num_replicas"))
+        return "ok", detail
+    except Exception as err:
+        detail.update(error_class=type(err).__name__, error=error_text(err))
+        return "failed", detail
+    finally:
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 2.0)
+
+
 # ---------------------------------------------------------------------------------------------- batch
 
 
@@ -521,6 +575,8 @@ async def run_one(request: Json, limit: asyncio.Semaphore) -> Json:
                 outcome, detail = await check_nats(request)
             elif kind == "relay":
                 outcome, detail = await check_relay(request)
+            elif kind == "jetstream":
+                outcome, detail = await check_jetstream(request)
             else:
                 check = SYNC_CHECKS[kind]
                 outcome, detail = await asyncio.wait_for(asyncio.to_thread(check, request), timeout + 5.0)

@@ -65,6 +65,12 @@ class CellManifests:
     """The helm source: install the chart with these values (``objects`` is then ``helm template``'s output)."""
     labels: Mapping[str, str] = field(default_factory=dict)
     """Labels for the cell's namespace (managed-by, run id, scenario)."""
+    prerequisites: tuple[Obj, ...] = ()
+    """Objects the plugin makes for the cell (the TLS Secrets its values mount), created before the chart is
+    installed; ``objects`` holds them too."""
+    ready_expected: bool = True
+    """False for a cell that declares its servers never become Ready (``failures.NEVER_READY``): the install
+    waits until they run, not until they are Ready."""
 
 
 @dataclass(frozen=True)

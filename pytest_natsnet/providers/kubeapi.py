@@ -21,6 +21,26 @@ class WaitTimeout(NatsnetError):
     """A bounded wait ran out; says what it waited for and what it saw last."""
 
 
+class PodCannotStart(NatsnetError):
+    """A pod of the cell reports that it can never start where it is (waiting longer would change nothing)."""
+
+
+CANNOT_START_REASONS = ("VolumeNotEmulated", "SandboxError")
+"""Pod status reasons of the sandbox for a pod that will never start: a volume kind it does not have, or an error
+while reconciling the pod (contained to it). No real cluster reports them."""
+
+
+def pods_that_cannot_start(pods: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per reason that pods give for never starting: ``<pod>[, <pod> ...]: <reason>: <message>``."""
+    by_reason: dict[str, list[str]] = {}
+    for pod in sorted(pods, key=kube.name):
+        status = pod.get("status") or {}
+        if status.get("reason") in CANNOT_START_REASONS and not (pod.get("metadata") or {}).get("deletionTimestamp"):
+            reason = f"{status.get('reason')}: {status.get('message') or '(no message)'}"
+            by_reason.setdefault(reason, []).append(kube.name(pod))
+    return [f"{', '.join(names)}: {reason}" for reason, names in by_reason.items()]
+
+
 def kubectl_argv(kubectl: str, kubeconfig: Path | str, context: str | None, *args: str) -> list[str]:
     """kubectl with the cluster named explicitly on every call."""
     argv = [kubectl, "--kubeconfig", str(kubeconfig)]
@@ -48,11 +68,6 @@ def statefulset_settled(sts: Mapping[str, Any], pods: Sequence[Mapping[str, Any]
     Ready (the kubelet keeps probing readiness during termination and the chart's lame duck lasts ~40 s).
     """
     name = kube.name(sts)
-    if not statefulset_ready(sts):
-        status = sts.get("status") or {}
-        return False, (f"StatefulSet {name} generation {(sts.get('metadata') or {}).get('generation')} observed "
-                       f"{status.get('observedGeneration')}, ready {status.get('readyReplicas') or 0}/"
-                       f"{int(kube.spec(sts).get('replicas', 1))}")
     by_name = {kube.name(p): p for p in pods}
     problems = []
     for ordinal in range(int(kube.spec(sts).get("replicas", 1))):
@@ -63,8 +78,39 @@ def statefulset_settled(sts: Mapping[str, Any], pods: Sequence[Mapping[str, Any]
             problems.append(f"{name}-{ordinal} terminating")
         elif not any(c.get("type") == "Ready" and c.get("status") == "True"
                      for c in (pod.get("status") or {}).get("conditions") or []):
-            problems.append(f"{name}-{ordinal} not Ready")
+            problems.append(f"{name}-{ordinal} not Ready{_waiting_for(pod)}")
+    if not statefulset_ready(sts):
+        status = sts.get("status") or {}
+        return False, "; ".join([
+            f"StatefulSet {name} generation {(sts.get('metadata') or {}).get('generation')} observed "
+            f"{status.get('observedGeneration')}, ready {status.get('readyReplicas') or 0}/"
+            f"{int(kube.spec(sts).get('replicas', 1))}", *problems])
     return not problems, "; ".join(problems) or f"StatefulSet {name}: every pod present and Ready"
+
+
+def statefulset_running(sts: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> tuple[bool, str]:
+    """Whether every ordinal's pod exists, is not terminating and runs (phase Running), Ready or not: what a cell
+    whose servers never become Ready is installed to."""
+    name = kube.name(sts)
+    by_name = {kube.name(p): p for p in pods}
+    problems = []
+    for ordinal in range(int(kube.spec(sts).get("replicas", 1))):
+        pod = by_name.get(f"{name}-{ordinal}")
+        if pod is None:
+            problems.append(f"{name}-{ordinal} missing")
+        elif (pod.get("metadata") or {}).get("deletionTimestamp"):
+            problems.append(f"{name}-{ordinal} terminating")
+        elif (pod.get("status") or {}).get("phase") != "Running":
+            problems.append(f"{name}-{ordinal} not running{_waiting_for(pod)}")
+    return not problems, "; ".join(problems) or f"StatefulSet {name}: every pod present and running"
+
+
+def _waiting_for(pod: Mapping[str, Any]) -> str:
+    """What a pod that is not Ready says about itself: `` (Pending: reason: message)`` while it is Pending."""
+    status = pod.get("status") or {}
+    if status.get("phase") != "Pending" or not (status.get("reason") or status.get("message")):
+        return ""
+    return f" (Pending: {status.get('reason') or ''}: {status.get('message') or ''})"
 
 
 def pod_condition_patch(pod: Mapping[str, Any], condition_type: str, status: bool, now: str) -> list[Obj]:

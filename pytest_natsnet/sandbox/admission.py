@@ -1,6 +1,6 @@
 """Admission: what the API server does to every object it stores, on create and update: name validation and
 the defaults the sandbox's controllers and clients rely on (Service ClusterIPs, pod and workload defaults,
-Namespace labels, Secret ``stringData``)."""
+Namespace labels, Secret ``stringData``, a claim's default StorageClass and protection finalizer)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 
 from pytest_natsnet.kube import NAMESPACE_NAME_LABEL, Obj, kind
+from pytest_natsnet.sandbox.storage import admit_claim
 from pytest_natsnet.sandbox.store import Invalid
 
 NODE_NAME = "sandbox-node"
@@ -17,12 +18,15 @@ DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 
 
 class Admission:
-    """The store's ``admit`` hook; ``allocate_service_ip`` hands out ClusterIPs, ``allocate_node_port`` NodePorts."""
+    """The store's ``admit`` hook; ``allocate_service_ip`` hands out ClusterIPs, ``allocate_node_port`` NodePorts,
+    ``default_storage_class`` names the default StorageClass (None: there is none)."""
 
     def __init__(self, allocate_service_ip: Callable[[], str],
-                 allocate_node_port: Callable[[], int] | None = None) -> None:
+                 allocate_node_port: Callable[[], int] | None = None,
+                 default_storage_class: Callable[[], str | None] = lambda: None) -> None:
         self._allocate_service_ip = allocate_service_ip
         self._allocate_node_port = allocate_node_port
+        self._default_storage_class = default_storage_class
 
     def __call__(self, obj: Obj, old: Obj | None) -> None:
         """Defaulting and the little validation the sandbox does (names), on every create and update."""
@@ -88,6 +92,8 @@ class Admission:
             spec.setdefault("progressDeadlineSeconds", 600)
             if old is None:
                 obj.setdefault("status", {})
+        elif obj_kind == "PersistentVolumeClaim" and old is None:
+            admit_claim(obj, self._default_storage_class())
         elif obj_kind == "Secret":
             obj.setdefault("type", "Opaque")
             if obj.get("stringData"):

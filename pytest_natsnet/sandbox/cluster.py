@@ -5,8 +5,13 @@ the in-process methods below, the controllers, the kubelet) is a store write, so
 
 A background loop ticks every 50 ms (and at once when the store changes): the kubelet part advances each
 pod's containers and writes a pod's status only when its runtime reports a change; controllers (namespaces,
-StatefulSets, Deployments, garbage collection, workload status, EndpointSlices) and the network programming
-(DNS objects, ClusterIP DNAT, NetworkPolicy) run when something changed, or once a second as a safety net.
+StatefulSets and their claims, Deployments, garbage collection, workload status, claim protection and volume
+reclaim, EndpointSlices) and the network programming (DNS objects, ClusterIP DNAT, NetworkPolicy) run when
+something changed, or once a second as a safety net.
+
+An error while reconciling one object is contained to that object: it gets a ``SandboxError`` Warning Event (a
+pod also its status reason and message, and its processes are stopped), the loop goes on with every other object,
+and the object is tried again once it changes (a new uid or generation). Only the loop's own failure stops it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -39,15 +45,17 @@ from pytest_natsnet.kube import (
     name,
     namespace_of,
 )
-from pytest_natsnet.sandbox import gc, netns, nft
+from pytest_natsnet.sandbox import gc, netns, nft, storage
 from pytest_natsnet.sandbox.admission import NODE_NAME, Admission
 from pytest_natsnet.sandbox.controllers import (
+    claims_in_use,
     controller_of,
     deployment_status,
     endpointslices_for,
     pod_from_template,
     pod_is_ready,
     refresh_pod_conditions,
+    statefulset_claims,
     statefulset_pod,
     statefulset_status,
     statefulset_wanted,
@@ -57,6 +65,7 @@ from pytest_natsnet.sandbox.kubelet import REAP_TIMEOUT, PodRuntime, now_iso
 from pytest_natsnet.sandbox.model import ContainerPort, PodNet
 from pytest_natsnet.sandbox.poddns import NodeResolv, pod_dns_config
 from pytest_natsnet.sandbox.podfs import (
+    VolumeNotEmulated,
     VolumeNotReady,
     hosts_file,
     materialize_volumes,
@@ -82,6 +91,12 @@ TICK = 0.05
 FULL_RECONCILE = 1.0
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 MAX_EVENTS = 5000
+SANDBOX_ERROR = "SandboxError"
+"""Event reason (and a pod's status reason) of an object whose reconciliation failed; see the module docstring."""
+POD_STEPS = ("kubelet", "service proxy")
+"""Steps whose failure on a pod stops the pod (its processes end, its status says why)."""
+VOLUME_NOT_EMULATED = "VolumeNotEmulated"
+"""A pod's status reason when one of its volumes is of a kind the sandbox does not have: it never starts."""
 
 PROBE_PROGRAM = Path(pytest_natsnet.__file__).parent / "probe" / "program.py"
 
@@ -127,7 +142,8 @@ class SandboxCluster:
         self.node_resolv = NodeResolv((netns.HUB_ADDRESS,), self.dns.node_search)
         """The node's resolver: its search domains reach every ClusterFirst pod; nothing answers on it."""
         self.hub = f"natsnet-{sandbox_id}-hub"
-        self.store = Store(admit=Admission(self._allocate_service_ip, self._allocate_node_port),
+        self.store = Store(admit=Admission(self._allocate_service_ip, self._allocate_node_port,
+                                           self._default_storage_class),
                            on_change=self._on_change)
         self._lock = threading.RLock()
         """Runtime state (pods' processes, network namespaces): held by the reconcile loop while it ticks."""
@@ -153,6 +169,10 @@ class SandboxCluster:
         self._namespace_grace: dict[str, int | None] = {}
         self._dirty = True
         self._last_full = 0.0
+        self._failed: dict[tuple[str, Key], tuple[str, str]] = {}
+        """Objects whose reconciliation failed, by step and key: (uid, generation or resourceVersion) then."""
+        self._claim_problems: dict[Key, str] = {}
+        """Why a claim could not be bound, as last reported in its event (one event per distinct reason)."""
         self._images = ImageCatalog(nats_server, self._dns_command, run_dir / "dns")
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -169,7 +189,7 @@ class SandboxCluster:
             (self.run_dir / "dns").mkdir(exist_ok=True)
             self._write_dns_objects()
             self.store.create(self._node())
-            self.store.create(self._storage_class())
+            self.store.create(storage.default_storage_class())
             self.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in SYSTEM_NAMESPACES])
             self.apply(self._kube_dns_objects(), "kube-system")
             self._thread = threading.Thread(target=self._loop, name=f"sandbox-{self.id}", daemon=True)
@@ -257,6 +277,8 @@ class SandboxCluster:
             result = self.store.mutate(key, _mark_terminating)
         elif wanted_kind == "Pod":
             result = self.store.mutate(key, functools.partial(_mark_pod_deleted, grace=grace))
+        elif storage.PVC_PROTECTION in (current["metadata"].get("finalizers") or []):
+            result = self.store.mutate(key, _mark_deleted)  # the protection controller deletes it once unused
         elif propagation == "Foreground" and self._dependents(current):
             result = self.store.mutate(key, _mark_foreground)
         else:
@@ -327,6 +349,9 @@ class SandboxCluster:
             raise Invalid("Service: spec.ports.nodePort: the node port range is full", kind="Service")
         return random.choice(free)
 
+    def _default_storage_class(self) -> str | None:
+        return storage.default_class_name(self.store.list("StorageClass"))
+
     def namespace_accepts(self, namespace: str) -> None:
         """NotFound when the namespace does not exist, Forbidden while it terminates (API creates only)."""
         ns = self.store.get(("Namespace", "", namespace))
@@ -383,18 +408,6 @@ class SandboxCluster:
                 "capacity": {"cpu": str(os.cpu_count() or 1), "pods": "1000"},
                 "allocatable": {"cpu": str(os.cpu_count() or 1), "pods": "1000"},
             },
-        }
-
-    @staticmethod
-    def _storage_class() -> Obj:
-        return {
-            "apiVersion": "storage.k8s.io/v1",
-            "kind": "StorageClass",
-            "metadata": {"name": "standard",
-                         "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-            "provisioner": "natsnet.io/no-provisioner",
-            "reclaimPolicy": "Delete",
-            "volumeBindingMode": "WaitForFirstConsumer",
         }
 
     def _kube_dns_objects(self) -> list[Obj]:
@@ -471,34 +484,99 @@ class SandboxCluster:
 
     def _tick(self, now: float) -> None:
         """The kubelet part runs every tick; controllers and network programming only when something changed
-        (or once a second as a safety net), so an idle sandbox costs almost nothing."""
-        for pod in self.store.list("Pod"):
-            key = key_of(pod)
-            pod_key = (key[1], key[2])
-            runtime = self._runtimes.get(pod_key)
-            deleting = bool(pod["metadata"].get("deletionTimestamp"))
-            if runtime is None:
-                if deleting:
-                    self._remove_pod(key)
-                elif now >= self._pending_retry.get(pod_key, 0.0):
-                    self._try_create_runtime(pod, now)
-                continue
-            if deleting and runtime.deleting_since is None:
-                runtime.begin_deletion(now, float(pod["metadata"].get("deletionGracePeriodSeconds", 30)))
-            if runtime.tick(now):
-                self._remove_pod(key)
-                continue
-            if runtime.take_changed():
-                self._write_pod_status(key, runtime)
+        (or once a second as a safety net), so an idle sandbox costs almost nothing. Each object is reconciled
+        on its own (see :meth:`_each`): one that fails does not stop the others."""
+        self._each(self.store.list("Pod"), "kubelet", functools.partial(self._tick_pod, now=now))
         if self._dirty or now - self._last_full >= FULL_RECONCILE or now >= self._policy_pending:
             self._dirty = False
             self._last_full = now
+            for step_key in [k for k in self._failed if self.store.get(k[1]) is None]:
+                del self._failed[step_key]
+            for gone in [k for k in self._claim_problems if self.store.get(k) is None]:
+                del self._claim_problems[gone]
             self._reconcile_namespaces()
             self._collect_garbage()
             self._run_controllers()
             self._update_workload_status()
+            self._protect_claims()
+            self._reclaim_volumes()
             self._reconcile_endpointslices()
             self._program_network()
+
+    def _tick_pod(self, pod: Obj, now: float) -> None:
+        key = key_of(pod)
+        pod_key = (key[1], key[2])
+        runtime = self._runtimes.get(pod_key)
+        deleting = bool(pod["metadata"].get("deletionTimestamp"))
+        if runtime is None:
+            if deleting:
+                self._remove_pod(key)
+            elif now >= self._pending_retry.get(pod_key, 0.0):
+                self._try_create_runtime(pod, now)
+            return
+        if deleting and runtime.deleting_since is None:
+            runtime.begin_deletion(now, float(pod["metadata"].get("deletionGracePeriodSeconds", 30)))
+        if runtime.tick(now):
+            self._remove_pod(key)
+            return
+        if runtime.take_changed():
+            self._write_pod_status(key, runtime)
+
+    # -- containment -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _version(obj: Obj) -> tuple[str, str]:
+        meta = obj.get("metadata") or {}
+        return str(meta.get("uid", "")), str(meta.get("generation", meta.get("resourceVersion", "")))
+
+    def _each(self, objects: Sequence[Obj], step: str, action: Callable[[Obj], None]) -> None:
+        """Runs ``action`` on each object; an exception is contained to its object (:meth:`_contain`), which is
+        skipped until it changes. A failed pod that is being deleted is still removed."""
+        for obj in objects:
+            key = (step, key_of(obj))
+            failed = self._failed.get(key)
+            if failed is not None:
+                if failed[0] != self._version(obj)[0]:
+                    del self._failed[key]  # another object of that name: try it
+                elif kind(obj) == "Pod" and obj["metadata"].get("deletionTimestamp"):
+                    self._remove_failed_pod(obj, step)
+                    continue
+                elif failed[1] == self._version(obj)[1]:
+                    continue
+                else:
+                    del self._failed[key]  # changed since: try again
+            try:
+                action(obj)
+            except Exception as error:  # the point: one object's error is that object's only
+                self._contain(obj, step, error)
+
+    def _contain(self, obj: Obj, step: str, error: BaseException) -> None:
+        """Records a failed reconciliation: a Warning Event on the object, one line on stderr; a pod also gets
+        its processes stopped and the error as its status (what the deploy wait reports)."""
+        key = key_of(obj)
+        self._failed[(step, key)] = self._version(obj)
+        message = " ".join(f"{step} failed: {type(error).__name__}: {error}".split())
+        print(f"natsnet sandbox: {kind(obj)} {namespace_of(obj)}/{name(obj)}: {message}", file=sys.stderr)
+        with contextlib.suppress(Exception):
+            self._event(obj, SANDBOX_ERROR, message, "Warning")
+        if kind(obj) != "Pod" or step not in POD_STEPS:
+            return
+        runtime = self._runtimes.pop((key[1], key[2]), None)
+        if runtime is not None:
+            self._unreaped.extend(runtime.kill_all())
+        self._pending_retry[(key[1], key[2])] = float("inf")
+        with contextlib.suppress(Exception):
+            self._set_pending(key, SANDBOX_ERROR, message)
+        self._failed[(step, key)] = self._version(self.store.get(key) or obj)
+
+    def _remove_failed_pod(self, pod: Obj, step: str) -> None:
+        key = key_of(pod)
+        try:
+            self._remove_pod(key)
+        except Exception:  # a pod that cannot even be removed is dropped from the store
+            with contextlib.suppress(NotFound):
+                self.store.delete(key)
+        self._failed.pop((step, key), None)
 
     def _write_pod_status(self, key: Key, runtime: PodRuntime) -> None:
         statuses = runtime.container_statuses()
@@ -520,53 +598,60 @@ class SandboxCluster:
         self.store.mutate(key, change)
 
     def _reconcile_namespaces(self) -> None:
-        """Terminating namespaces are emptied (pods gracefully) and removed; every namespace gets its
-        ``default`` ServiceAccount."""
-        for ns in self.store.list("Namespace"):
-            ns_name = name(ns)
-            if not ns["metadata"].get("deletionTimestamp"):
-                if self.store.get(("ServiceAccount", ns_name, "default")) is None:
-                    with contextlib.suppress(Exception):
-                        self.store.create({"apiVersion": "v1", "kind": "ServiceAccount",
-                                           "metadata": {"name": "default", "namespace": ns_name}})
+        self._each(self.store.list("Namespace"), "namespace controller", self._reconcile_namespace)
+
+    def _reconcile_namespace(self, ns: Obj) -> None:
+        """A terminating namespace is emptied (pods gracefully, claims once unused) and removed; every namespace
+        gets its ``default`` ServiceAccount."""
+        ns_name = name(ns)
+        if not ns["metadata"].get("deletionTimestamp"):
+            if self.store.get(("ServiceAccount", ns_name, "default")) is None:
+                with contextlib.suppress(Exception):
+                    self.store.create({"apiVersion": "v1", "kind": "ServiceAccount",
+                                       "metadata": {"name": "default", "namespace": ns_name}})
+            return
+        left = 0
+        for obj_kind in self.store.kinds():
+            if not is_namespaced(obj_kind):
                 continue
-            left = 0
-            for obj_kind in self.store.kinds():
-                if not is_namespaced(obj_kind):
-                    continue
-                for obj in self.store.list(obj_kind, ns_name):
-                    left += 1
-                    if obj_kind == "Pod":
-                        if not obj["metadata"].get("deletionTimestamp"):
-                            self.delete("Pod", name(obj), ns_name, self._namespace_grace.get(ns_name))
-                    else:
-                        with contextlib.suppress(NotFound):
-                            self.store.delete(key_of(obj))
-            if left == 0:
-                with contextlib.suppress(NotFound):
-                    self.store.delete(key_of(ns))
-                self._namespace_grace.pop(ns_name, None)
+            for obj in self.store.list(obj_kind, ns_name):
+                left += 1
+                if obj_kind in ("Pod", "PersistentVolumeClaim"):
+                    if not obj["metadata"].get("deletionTimestamp"):
+                        self.delete(obj_kind, name(obj), ns_name, self._namespace_grace.get(ns_name))
+                else:
+                    with contextlib.suppress(NotFound):
+                        self.store.delete(key_of(obj))
+        if left == 0:
+            with contextlib.suppress(NotFound):
+                self.store.delete(key_of(ns))
+            self._namespace_grace.pop(ns_name, None)
 
     def _collect_garbage(self) -> None:
         """Pods whose controller is gone are deleted (background propagation); a workload deleted in the
         foreground goes once its pods are gone."""
-        for pod in self.store.list("Pod"):
+
+        def orphaned(pod: Obj) -> None:
             ref = controller_of(pod)
             if ref is None or pod["metadata"].get("deletionTimestamp"):
-                continue
+                return
             owner = self.store.get((str(ref.get("kind")), namespace_of(pod), str(ref.get("name"))))
             if owner is None or (ref.get("uid") and owner["metadata"].get("uid") != ref.get("uid")):
                 self.delete("Pod", name(pod), namespace_of(pod))
+
+        def foreground(workload: Obj) -> None:
+            if workload["metadata"].get("deletionTimestamp"):
+                dependents = self._dependents(workload)
+                for pod in dependents:
+                    if not pod["metadata"].get("deletionTimestamp"):
+                        self.delete("Pod", name(pod), namespace_of(pod))
+                if not dependents:
+                    with contextlib.suppress(NotFound):
+                        self.store.delete(key_of(workload))
+
+        self._each(self.store.list("Pod"), "garbage collector", orphaned)
         for workload_kind in ("StatefulSet", "Deployment"):
-            for workload in self.store.list(workload_kind):
-                if workload["metadata"].get("deletionTimestamp"):
-                    dependents = self._dependents(workload)
-                    for pod in dependents:
-                        if not pod["metadata"].get("deletionTimestamp"):
-                            self.delete("Pod", name(pod), namespace_of(pod))
-                    if not dependents:
-                        with contextlib.suppress(NotFound):
-                            self.store.delete(key_of(workload))
+            self._each(self.store.list(workload_kind), "garbage collector", foreground)
 
     def _dependents(self, owner: Obj) -> list[Obj]:
         return [p for p in self.store.list("Pod", namespace_of(owner)) if _owned_by(p, owner)]
@@ -576,35 +661,115 @@ class SandboxCluster:
         return ns is None or bool(ns["metadata"].get("deletionTimestamp"))
 
     def _run_controllers(self) -> None:
-        for sts in self.store.list("StatefulSet"):
-            if sts["metadata"].get("deletionTimestamp") or self._terminating(namespace_of(sts)):
-                continue
-            pods = self._dependents(sts)
-            for ordinal in statefulset_wanted(sts, pods):
-                self._create_owned_pod(statefulset_pod(sts, ordinal))
-        for deploy in self.store.list("Deployment"):
-            if deploy["metadata"].get("deletionTimestamp") or self._terminating(namespace_of(deploy)):
-                continue
-            pods = [p for p in self._dependents(deploy) if not p["metadata"].get("deletionTimestamp")]
-            for _ in range(int(deploy.get("spec", {}).get("replicas", 1)) - len(pods)):
-                suffix = uuid.uuid4().hex[:5]
-                pod = pod_from_template(deploy["spec"].get("template") or {}, f"{name(deploy)}-{suffix}",
-                                        namespace_of(deploy), deploy)
-                self._create_owned_pod(pod)
+        self._each(self.store.list("StatefulSet"), "statefulset controller", self._reconcile_statefulset)
+        self._each(self.store.list("Deployment"), "deployment controller", self._reconcile_deployment)
+
+    def _reconcile_statefulset(self, sts: Obj) -> None:
+        """Missing pods (Parallel or OrderedReady), each after its claims, as the StatefulSet controller does."""
+        if sts["metadata"].get("deletionTimestamp") or self._terminating(namespace_of(sts)):
+            return
+        pods = self._dependents(sts)
+        for ordinal in statefulset_wanted(sts, pods):
+            for claim in statefulset_claims(sts, ordinal):
+                if self.store.get(key_of(claim)) is None:
+                    self.store.create(claim)
+            self._create_owned_pod(statefulset_pod(sts, ordinal))
+
+    def _reconcile_deployment(self, deploy: Obj) -> None:
+        if deploy["metadata"].get("deletionTimestamp") or self._terminating(namespace_of(deploy)):
+            return
+        pods = [p for p in self._dependents(deploy) if not p["metadata"].get("deletionTimestamp")]
+        for _ in range(int(deploy.get("spec", {}).get("replicas", 1)) - len(pods)):
+            suffix = uuid.uuid4().hex[:5]
+            pod = pod_from_template(deploy["spec"].get("template") or {}, f"{name(deploy)}-{suffix}",
+                                    namespace_of(deploy), deploy)
+            self._create_owned_pod(pod)
 
     def _create_owned_pod(self, pod: Obj) -> None:
         with contextlib.suppress(Exception):  # a pod of that name still terminating: next round
             self.store.create(pod)
 
     def _update_workload_status(self) -> None:
-        for sts in self.store.list("StatefulSet"):
+        def statefulset(sts: Obj) -> None:
             status = statefulset_status(sts, self._dependents(sts))
             if sts.get("status") != status:
                 self.store.mutate(key_of(sts), functools.partial(_set_status, status=status))
-        for deploy in self.store.list("Deployment"):
+
+        def deployment(deploy: Obj) -> None:
             status = deployment_status(deploy, self._dependents(deploy), now_iso())
             if deploy.get("status") != status:
                 self.store.mutate(key_of(deploy), functools.partial(_set_status, status=status))
+
+        self._each(self.store.list("StatefulSet"), "statefulset status", statefulset)
+        self._each(self.store.list("Deployment"), "deployment status", deployment)
+
+    # -- storage ---------------------------------------------------------------------------------------
+
+    def _claim_path(self, namespace: str, claim_name: str) -> Path:
+        """The directory of a claim a pod mounts: bound now when its class binds on first consumer (this pod
+        is being started, i.e. scheduled); VolumeNotReady while it cannot be (the claim's event says why)."""
+        claim = self.store.get(("PersistentVolumeClaim", namespace, claim_name))
+        if claim is None:
+            raise VolumeNotReady(f'persistentvolumeclaim "{claim_name}" not found')
+        if claim["metadata"].get("deletionTimestamp"):
+            raise VolumeNotReady(f'persistentvolumeclaim "{claim_name}" is being deleted')
+        volume_name = (claim.get("spec") or {}).get("volumeName")
+        if not volume_name:
+            problem = storage.binding_problem(claim, self.store.list("StorageClass"))
+            if problem is not None:
+                if self._claim_problems.get(key_of(claim)) != problem:
+                    self._claim_problems[key_of(claim)] = problem
+                    self._event(claim, "ProvisioningFailed", problem, "Warning")
+                raise VolumeNotReady(f'persistentvolumeclaim "{claim_name}" is not bound: {problem}')
+            volume_name = self._provision(claim)
+        volume = self.store.get(("PersistentVolume", "", volume_name))
+        if volume is None:
+            raise VolumeNotReady(f'persistentvolumeclaim "{claim_name}" is bound to a missing volume {volume_name}')
+        return Path(storage.host_path(volume))
+
+    def _provision(self, claim: Obj) -> str:
+        """The local-path provisioner: a directory and a volume for the claim, then the claim bound to it."""
+        class_name = str(claim["spec"]["storageClassName"])
+        storage_class = self.store.get(("StorageClass", "", class_name)) or {}
+        self._event(claim, "Provisioning", f'External provisioner is provisioning volume for claim '
+                    f'"{namespace_of(claim)}/{name(claim)}"', "Normal")
+        directory = self.run_dir / "storage" / storage.directory_name(claim)
+        directory.mkdir(parents=True, exist_ok=True)
+        volume = storage.provisioned_volume(claim, storage_class, NODE_NAME, str(directory))
+        if self.store.get(key_of(volume)) is None:
+            self.store.create(volume)
+        self.store.mutate(key_of(claim), functools.partial(storage.bind_claim, volume=volume, node=NODE_NAME))
+        self._event(claim, "ProvisioningSucceeded", f"Successfully provisioned volume {name(volume)}", "Normal")
+        return name(volume)
+
+    def _protect_claims(self) -> None:
+        """pvc-protection: a deleted claim goes once no pod that has not finished mounts it."""
+        in_use = claims_in_use(self.store.list("Pod"))
+
+        def release(claim: Obj) -> None:
+            if claim["metadata"].get("deletionTimestamp") and (namespace_of(claim), name(claim)) not in in_use:
+                with contextlib.suppress(NotFound):
+                    self.store.delete(key_of(claim))
+
+        self._each(self.store.list("PersistentVolumeClaim"), "pvc-protection", release)
+
+    def _reclaim_volumes(self) -> None:
+        """A volume whose claim is gone, with reclaim policy Delete, goes with its directory."""
+        claims = self.store.list("PersistentVolumeClaim")
+
+        def reclaim(volume: Obj) -> None:
+            if not storage.released(volume, claims):
+                return
+            if (volume.get("spec") or {}).get("persistentVolumeReclaimPolicy") == "Delete":
+                path = Path(storage.host_path(volume))
+                if path.parent == self.run_dir / "storage":  # only what this sandbox provisioned
+                    shutil.rmtree(path, ignore_errors=True)
+                with contextlib.suppress(NotFound):
+                    self.store.delete(key_of(volume))
+            elif (volume.get("status") or {}).get("phase") != "Released":
+                self.store.mutate(key_of(volume), functools.partial(_set_status, status={"phase": "Released"}))
+
+        self._each(self.store.list("PersistentVolume"), "volume reclaim", reclaim)
 
     def _try_create_runtime(self, pod: Obj, now: float) -> None:
         ns, pod_name = namespace_of(pod), name(pod)
@@ -620,8 +785,14 @@ class SandboxCluster:
             return
         pod_dir = self.run_dir / "pods" / ns / pod_name
         ns_objects = [*self.store.list("ConfigMap", ns), *self.store.list("Secret", ns)]
+        claim_path = functools.partial(self._claim_path, ns)
         try:
-            volume_paths = materialize_volumes(pod, ns_objects, pod_dir)
+            volume_paths = materialize_volumes(pod, ns_objects, pod_dir, claim_path)
+        except VolumeNotEmulated as error:
+            self._pending_retry[(ns, pod_name)] = float("inf")
+            self._event(pod, "FailedMount", f"MountVolume.SetUp failed: {error}", "Warning")
+            self._set_pending(key, VOLUME_NOT_EMULATED, str(error))
+            return
         except VolumeNotReady as error:
             self._pending_retry[(ns, pod_name)] = now + 0.5
             if pod["status"].get("message") != str(error):
@@ -713,15 +884,24 @@ class SandboxCluster:
         for pod in pods:
             pods_by_ns.setdefault(namespace_of(pod), []).append(pod)
         wanted: dict[Key, Obj] = {}
-        for svc in self.store.list("Service"):
+        kept: set[tuple[str, str]] = set()
+
+        def slices_of(svc: Obj) -> None:
             for eps in endpointslices_for(svc, pods_by_ns.get(namespace_of(svc), [])):
                 eps["metadata"]["namespace"] = namespace_of(svc)
                 eps["metadata"]["ownerReferences"] = [{
                     "apiVersion": "v1", "kind": "Service", "name": name(svc),
                     "uid": svc["metadata"].get("uid"), "controller": True, "blockOwnerDeletion": True}]
                 wanted[("EndpointSlice", namespace_of(svc), name(eps))] = eps
+
+        services = self.store.list("Service")
+        self._each(services, "endpointslice controller", slices_of)
+        for svc in services:
+            if ("endpointslice controller", key_of(svc)) in self._failed:  # its slices stay as they were
+                kept.add((namespace_of(svc), name(svc)))
         for eps in self.store.list("EndpointSlice"):
-            if key_of(eps) not in wanted:
+            owner = (namespace_of(eps), labels(eps).get("kubernetes.io/service-name", ""))
+            if key_of(eps) not in wanted and owner not in kept:
                 with contextlib.suppress(NotFound):
                     self.store.delete(key_of(eps))
         for key, eps in wanted.items():
@@ -767,27 +947,84 @@ class SandboxCluster:
         self._dns_signature = signature
 
     def _program_network(self) -> None:
+        """DNS objects, kube-proxy's rules in every pod and NetworkPolicy on the bridge. A Service or policy
+        whose rules cannot be compiled, or that nft refuses, is contained (:meth:`_usable`): the rest is
+        programmed."""
         self._write_dns_objects()
-        services = self.store.list("Service")
         slices = self.store.list("EndpointSlice")
         namespaces = {name(o): labels(o) for o in self.store.list("Namespace")}
-        policies = self.store.list("NetworkPolicy")
         now = time.monotonic()
         pod_nets = self._pod_nets(now)
         self._policy_pending = min((t for t in self._policy_learned.values() if t > now), default=float("inf"))
-        service_script = nft.service_ruleset(services, slices, pod_nets, namespaces, policies)
+
+        def policy_rules(chosen: Sequence[Obj]) -> str:
+            return nft.policy_ruleset(pod_nets, namespaces, chosen)
+
+        policies = self._usable(self.store.list("NetworkPolicy"), "network policy", policy_rules)
+
+        def service_rules(chosen: Sequence[Obj]) -> str:
+            return nft.service_ruleset(chosen, slices, pod_nets, namespaces, policies)
+
+        services = self._usable(self.store.list("Service"), "service proxy", service_rules)
+        service_script = service_rules(services)
         for pod_key, pod_netns in sorted(self._netns_of.items()):
             if pod_key in self._external_pods:
                 continue  # no kube-proxy outside the cluster: Service IPs lead nowhere
-            if self._applied.get(pod_netns) != service_script:
+            if self._applied.get(pod_netns) == service_script:
+                continue
+            try:
                 nft.apply(pod_netns, service_script)
-                self._applied[pod_netns] = service_script
-        policy_script = nft.policy_ruleset(pod_nets, namespaces, policies) + nft.node_ruleset(
-            services, slices, (netns.HUB_ADDRESS, netns.OUTSIDE_ADDRESS), netns.HUB_BRIDGE, netns.OUTSIDE_BRIDGE,
-            pod_nets, namespaces, policies)
-        if self._applied.get(self.hub) != policy_script:
-            nft.apply(self.hub, policy_script)
-            self._applied[self.hub] = policy_script
+            except nft.NftApplyError:
+                services = self._usable(services, "service proxy", service_rules, check_in=pod_netns)
+                service_script = service_rules(services)
+                try:
+                    nft.apply(pod_netns, service_script)
+                except nft.NftApplyError as error:  # not a Service's fault: this pod's network namespace
+                    pod = self.store.get(("Pod", *pod_key))
+                    if pod is not None:
+                        self._contain(pod, "service proxy", error)
+                    continue
+            self._applied[pod_netns] = service_script
+
+        def hub_rules(chosen: Sequence[Obj]) -> str:
+            return policy_rules(chosen) + nft.node_ruleset(
+                services, slices, (netns.HUB_ADDRESS, netns.OUTSIDE_ADDRESS), netns.HUB_BRIDGE,
+                netns.OUTSIDE_BRIDGE, pod_nets, namespaces, chosen)
+
+        hub_script = hub_rules(policies)
+        if self._applied.get(self.hub) != hub_script:
+            try:
+                nft.apply(self.hub, hub_script)
+            except nft.NftApplyError:
+                policies = self._usable(policies, "network policy", hub_rules, check_in=self.hub)
+                hub_script = hub_rules(policies)
+                nft.apply(self.hub, hub_script)
+            self._applied[self.hub] = hub_script
+
+    def _usable(self, objects: Sequence[Obj], step: str, compile_with: Callable[[Sequence[Obj]], str],
+                check_in: str | None = None) -> list[Obj]:
+        """The objects whose rules compile (and, with ``check_in``, that ``nft -c`` accepts in that network
+        namespace); each other one is contained, found by compiling (and checking) it on its own."""
+        chosen = [o for o in objects if (step, key_of(o)) not in self._failed]
+        if check_in is None:
+            try:
+                compile_with(chosen)
+                return chosen
+            except Exception:  # which object's? see below
+                pass
+        usable = []
+        for obj in chosen:
+            try:
+                rules = compile_with([obj])
+                refused = _nft_check(check_in, rules) if check_in else None
+            except Exception as error:  # this object's own error
+                self._contain(obj, step, error)
+                continue
+            if refused is not None:
+                self._contain(obj, step, RuntimeError(f"nft refused its rules: {refused}"))
+                continue
+            usable.append(obj)
+        return usable
 
     def _event(self, obj: Mapping[str, Any], reason: str, message: str, event_type: str) -> None:
         ns = namespace_of(obj) or "default"
@@ -820,6 +1057,16 @@ class SandboxCluster:
                 self.store.delete(self._events.popleft())
 
 
+def _nft_check(netns_name: str, script: str) -> str | None:
+    """``nft -c`` (check only) of ``script`` in ``netns_name``: None when nft accepts it, else nft's complaint."""
+    argv = ["ip", "netns", "exec", netns_name, "nft", "-c", "-f", "-"]
+    try:
+        done = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return str(error)
+    return None if done.returncode == 0 else " ".join((done.stderr or done.stdout).split())[:500]
+
+
 def _copy_content(obj: Obj, source: Obj) -> None:
     obj.update({k: v for k, v in source.items() if k != "metadata"})
 
@@ -831,6 +1078,11 @@ def _set_status(obj: Obj, status: Obj) -> None:
 def _mark_terminating(ns: Obj) -> None:
     ns["metadata"].setdefault("deletionTimestamp", now_iso())
     ns.setdefault("status", {})["phase"] = "Terminating"
+
+
+def _mark_deleted(obj: Obj) -> None:
+    obj["metadata"].setdefault("deletionTimestamp", now_iso())
+    obj["metadata"]["deletionGracePeriodSeconds"] = 0
 
 
 def _mark_pod_deleted(pod: Obj, grace: float | None) -> None:

@@ -1,6 +1,7 @@
-"""The controllers the suites depend on, as pure functions: StatefulSet pods and EndpointSlices.
+"""The controllers the suites depend on, as pure functions: StatefulSet pods and claims, EndpointSlices.
 
-They follow kubernetes/kubernetes: ``stateful_set_utils.go`` (identity) and ``endpointslice/utils.go``
+They follow kubernetes/kubernetes: ``stateful_set_utils.go`` (identity, ``getPersistentVolumeClaims``,
+``updateStorage``) and ``endpointslice/utils.go``
 (``podToEndpoint``: serving = pod Ready, terminating = deletionTimestamp set,
 ready = publishNotReadyAddresses or (serving and not terminating); hostname only for the governing Service).
 """
@@ -77,7 +78,58 @@ def statefulset_pod(sts: Mapping[str, Any], ordinal: int) -> Obj:
     pod["spec"]["hostname"] = pod_name
     if sts_spec.get("serviceName"):
         pod["spec"]["subdomain"] = sts_spec["serviceName"]
+    claims = {str((t.get("metadata") or {}).get("name")): claim for t, claim in
+              zip(sts_spec.get("volumeClaimTemplates") or [], statefulset_claims(sts, ordinal), strict=True)}
+    if claims:  # updateStorage: a template's volume replaces a template volume of the same name
+        volumes = [v for v in pod["spec"].get("volumes") or [] if v.get("name") not in claims]
+        volumes += [{"name": template, "persistentVolumeClaim": {"claimName": name(claim)}}
+                    for template, claim in claims.items()]
+        pod["spec"]["volumes"] = volumes
     return pod
+
+
+def claim_name(template: str, sts_name: str, ordinal: int) -> str:
+    """``<template>-<statefulset>-<ordinal>``: the name a replaced pod finds its claim by."""
+    return f"{template}-{sts_name}-{ordinal}"
+
+
+def statefulset_claims(sts: Mapping[str, Any], ordinal: int) -> list[Obj]:
+    """The PersistentVolumeClaims of ``ordinal``, one per ``volumeClaimTemplates`` entry: the template's metadata
+    and spec, named by :func:`claim_name`, labelled with the template's labels and the selector's matchLabels.
+    No owner: the default retention policy (Retain) keeps them after their pod and StatefulSet."""
+    sts_spec = spec(sts)
+    match_labels = dict((sts_spec.get("selector") or {}).get("matchLabels") or {})
+    claims = []
+    for template in sts_spec.get("volumeClaimTemplates") or []:
+        meta = dict(template.get("metadata") or {})
+        template_name = str(meta.get("name", ""))
+        claim: Obj = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {
+                "name": claim_name(template_name, name(sts), ordinal),
+                "namespace": namespace_of(sts),
+                "labels": {**dict(meta.get("labels") or {}), **match_labels},
+            },
+            "spec": copy.deepcopy(dict(template.get("spec") or {})),
+        }
+        if meta.get("annotations"):
+            claim["metadata"]["annotations"] = dict(meta["annotations"])
+        claims.append(claim)
+    return claims
+
+
+def claims_in_use(pods: Sequence[Mapping[str, Any]]) -> set[tuple[str, str]]:
+    """(namespace, claim) of every claim a pod that has not finished mounts: what pvc-protection waits for."""
+    used = set()
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        for volume in (pod.get("spec") or {}).get("volumes") or []:
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            if claim:
+                used.add((namespace_of(pod), str(claim)))
+    return used
 
 
 def statefulset_wanted(sts: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[int]:

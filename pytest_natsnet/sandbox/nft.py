@@ -345,6 +345,19 @@ def node_ruleset(
     return "\n".join(_replace_table("ip", NODE_TABLE, all_chains)) + "\n"
 
 
+def _policy_views(
+    policies: Sequence[Obj], ordered_pods: Sequence[PodNet], namespaces: Mapping[str, Mapping[str, str]]
+) -> list[_PolicyView]:
+    """The policies in rule order, each validated (ConfigError for one that cannot be compiled, whether or not it
+    selects a pod yet: the API server refuses such a policy when it is created)."""
+    views = sorted(
+        (_PolicyView(p, ordered_pods, namespaces) for p in policies), key=lambda v: (v.namespace, v.name)
+    )
+    for view in views:
+        view.validate()
+    return views
+
+
 def _nodeport_ingress(
     pods: Sequence[PodNet], namespaces: Mapping[str, Mapping[str, str]], policies: Sequence[Obj], pod_bridge: str
 ) -> tuple[list[str], list[tuple[str, Sequence[str]]]]:
@@ -352,9 +365,7 @@ def _nodeport_ingress(
     body = ["type filter hook postrouting priority 95; policy accept;"]
     chains: list[tuple[str, Sequence[str]]] = []
     ordered_pods = sorted(pods, key=lambda p: (p.namespace, p.name))
-    views = sorted(
-        (_PolicyView(p, ordered_pods, namespaces) for p in policies), key=lambda v: (v.namespace, v.name)
-    )
+    views = _policy_views(policies, ordered_pods, namespaces)
     for index, pod in enumerate(ordered_pods):
         pod_chain = _pod_chain(pod, "Ingress", views, ordered_pods)
         if pod_chain is None:
@@ -376,9 +387,7 @@ def _hairpin(
     if not policies:
         return [], []
     ordered_pods = sorted(pods, key=lambda p: (p.namespace, p.name))
-    views = sorted(
-        (_PolicyView(p, ordered_pods, namespaces) for p in policies), key=lambda v: (v.namespace, v.name)
-    )
+    views = _policy_views(policies, ordered_pods, namespaces)
     jumps: list[str] = []
     chains: list[tuple[str, Sequence[str]]] = []
     for index, pod in enumerate(ordered_pods):
@@ -446,6 +455,11 @@ class _PolicyView:
         return pod.namespace == self.namespace and selector_matches(
             self.spec.get("podSelector") or {}, pod.labels
         )
+
+    def validate(self) -> None:
+        """Raises ConfigError for a rule that cannot be compiled."""
+        self.rules("Ingress")
+        self.rules("Egress")
 
     def rules(self, direction: str) -> list[tuple[int, list[_Peer], list[_Port]]]:
         """``(index, peers, ports)`` of each ``ingress``/``egress`` rule; empty lists mean "any"."""
@@ -615,9 +629,7 @@ def policy_ruleset(
 ) -> str:
     """The hub-netns script enforcing ``policies`` on each pod's bridge-side veth (drops are silent)."""
     ordered_pods = sorted(pods, key=lambda p: (p.namespace, p.name))
-    views = sorted(
-        (_PolicyView(p, ordered_pods, namespaces) for p in policies), key=lambda v: (v.namespace, v.name)
-    )
+    views = _policy_views(policies, ordered_pods, namespaces)
     forward = [
         "type filter hook forward priority 0; policy accept;",
         "ether type arp accept",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,14 @@ POD_PATH = f"{BIN_DIR_IN_POD}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 
 
 class VolumeNotReady(Exception):
-    """A volume's source (Secret, ConfigMap) does not exist yet: the pod stays ContainerCreating."""
+    """A volume's source (Secret, ConfigMap, a bound claim) does not exist yet: the pod stays ContainerCreating."""
+
+
+class VolumeNotEmulated(Exception):
+    """A volume of a kind the sandbox does not emulate: the pod can never start here (one line says which)."""
+
+
+EMULATED_VOLUMES = ("configMap", "secret", "emptyDir", "persistentVolumeClaim")
 
 
 @dataclass(frozen=True)
@@ -67,12 +74,22 @@ def _secret_items(secret: Obj) -> dict[str, bytes]:
     return items
 
 
-def materialize_volumes(pod: Obj, namespace_objects: Sequence[Obj], pod_dir: Path) -> dict[str, Path]:
-    """Writes each volume of ``pod`` under ``pod_dir/volumes``; VolumeNotReady names a missing source."""
+def materialize_volumes(
+    pod: Obj, namespace_objects: Sequence[Obj], pod_dir: Path, claim_path: Callable[[str], Path] | None = None
+) -> dict[str, Path]:
+    """Writes each volume of ``pod`` under ``pod_dir/volumes``; a ``persistentVolumeClaim`` is the directory
+    ``claim_path(claim name)`` (which binds the claim, or raises VolumeNotReady). VolumeNotReady names a missing
+    source; VolumeNotEmulated a kind of volume the sandbox does not have, and why the pod cannot run."""
     paths: dict[str, Path] = {}
     for volume in pod.get("spec", {}).get("volumes") or []:
         vol_name = str(volume["name"])
         target = pod_dir / "volumes" / vol_name
+        if "persistentVolumeClaim" in volume:
+            if claim_path is None:
+                raise VolumeNotEmulated(f'volume "{vol_name}": persistentVolumeClaim volumes need the cluster\'s '
+                                        "provisioner")
+            paths[vol_name] = claim_path(str(volume["persistentVolumeClaim"]["claimName"]))
+            continue
         if "configMap" in volume:
             cm_name = volume["configMap"]["name"]
             cm = find(namespace_objects, "ConfigMap", cm_name)
@@ -88,14 +105,20 @@ def materialize_volumes(pod: Obj, namespace_objects: Sequence[Obj], pod_dir: Pat
         elif "emptyDir" in volume:
             target.mkdir(parents=True, exist_ok=True)
         else:
-            raise VolumeNotReady(f"volume {vol_name}: type {sorted(set(volume) - {'name'})} is not emulated")
+            kinds = ", ".join(sorted(set(volume) - {"name"})) or "(none)"
+            raise VolumeNotEmulated(f'volume "{vol_name}" of type {kinds} is not emulated by the sandbox (it has '
+                                    f"{', '.join(EMULATED_VOLUMES)}): run this cell on kind")
         paths[vol_name] = target
     return paths
 
 
 def container_mounts(container: Mapping[str, Any], volume_paths: Mapping[str, Path]) -> list[Mount]:
+    """The container's volumeMounts as binds; a mount of a volume the pod does not have is a ValueError (the
+    API server refuses such a pod; the kubelet reports it as the container's config error)."""
     mounts = []
     for mount in container.get("volumeMounts") or []:
+        if mount.get("name") not in volume_paths:
+            raise ValueError(f'volumeMounts[{mount.get("name")!r}]: the pod has no volume named {mount.get("name")!r}')
         source = volume_paths[mount["name"]]
         if mount.get("subPath"):
             source = source / mount["subPath"]
