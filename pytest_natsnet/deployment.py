@@ -17,7 +17,7 @@ import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -281,26 +281,15 @@ class KubeDeployment(CellHandle):
     def wait_ready(self, timeout: float) -> None:
         """Waits until every pod of the StatefulSet is Ready (the plugin's readiness gates opened as pods run);
         stops at once with PodCannotStart when a pod says it never will."""
-
-        def check() -> tuple[bool, str]:
-            pods = self.objects("Pod")
-            blocked = pods_that_cannot_start(pods)
-            if blocked:
-                raise PodCannotStart(f"in namespace {self.namespace}: {'; '.join(blocked)}")
-            for pod in pods_needing_gate(pods):
-                self.set_pod_condition(pod, POD_GATE_CONDITION, True)
-            sets = self.objects("StatefulSet")
-            if not sets:
-                return False, "no StatefulSet yet"
-            states = [statefulset_settled(s, pods) for s in sets]
-            return all(done for done, _ in states), "; ".join(state for _, state in states)
-
-        wait_until(check, timeout, f"StatefulSet ready in namespace {self.namespace}", poll=READY_POLL)
+        self._wait_for_pods(timeout, statefulset_settled, "StatefulSet ready")
 
     def wait_running(self, timeout: float) -> None:
         """Waits until every pod of the StatefulSet exists and runs (phase Running), Ready or not, opening the
         plugin's readiness gates as they run; stops at once with PodCannotStart when a pod says it never will."""
+        self._wait_for_pods(timeout, statefulset_running, "StatefulSet pods running")
 
+    def _wait_for_pods(self, timeout: float,
+                       judge: Callable[[Obj, Sequence[Obj]], tuple[bool, str]], what: str) -> None:
         def check() -> tuple[bool, str]:
             pods = self.objects("Pod")
             blocked = pods_that_cannot_start(pods)
@@ -311,10 +300,10 @@ class KubeDeployment(CellHandle):
             sets = self.objects("StatefulSet")
             if not sets:
                 return False, "no StatefulSet yet"
-            states = [statefulset_running(s, pods) for s in sets]
+            states = [judge(s, pods) for s in sets]
             return all(done for done, _ in states), "; ".join(state for _, state in states)
 
-        wait_until(check, timeout, f"StatefulSet pods running in namespace {self.namespace}", poll=READY_POLL)
+        wait_until(check, timeout, f"{what} in namespace {self.namespace}", poll=READY_POLL)
 
     def set_pod_condition(self, pod: str, condition_type: str, status: bool) -> None:
         live = self._client.get("Pod", pod, self.namespace)

@@ -60,13 +60,10 @@ def statefulset_ready(sts: Mapping[str, Any]) -> bool:
     )
 
 
-def statefulset_settled(sts: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> tuple[bool, str]:
-    """Whether the StatefulSet's cell is whole, and what is missing: the controller saw the current generation,
-    and every ordinal's pod exists, is not terminating and is Ready.
-
-    ``status.readyReplicas`` alone is not enough: it still counts a pod whose deletion has begun while the pod is
-    Ready (the kubelet keeps probing readiness during termination and the chart's lame duck lasts ~40 s).
-    """
+def _ordinal_problems(sts: Mapping[str, Any], pods: Sequence[Mapping[str, Any]],
+                      lacking: Callable[[Mapping[str, Any]], str | None]) -> list[str]:
+    """What each ordinal's pod lacks: missing, terminating, or what ``lacking`` says of a present pod (with what its
+    containers wait for)."""
     name = kube.name(sts)
     by_name = {kube.name(p): p for p in pods}
     problems = []
@@ -76,9 +73,22 @@ def statefulset_settled(sts: Mapping[str, Any], pods: Sequence[Mapping[str, Any]
             problems.append(f"{name}-{ordinal} missing")
         elif (pod.get("metadata") or {}).get("deletionTimestamp"):
             problems.append(f"{name}-{ordinal} terminating")
-        elif not any(c.get("type") == "Ready" and c.get("status") == "True"
-                     for c in (pod.get("status") or {}).get("conditions") or []):
-            problems.append(f"{name}-{ordinal} not Ready{_waiting_for(pod)}")
+        elif (lack := lacking(pod)) is not None:
+            problems.append(f"{name}-{ordinal} {lack}{_waiting_for(pod)}")
+    return problems
+
+
+def statefulset_settled(sts: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> tuple[bool, str]:
+    """Whether the StatefulSet's cell is whole, and what is missing: the controller saw the current generation,
+    and every ordinal's pod exists, is not terminating and is Ready.
+
+    ``status.readyReplicas`` alone is not enough: it still counts a pod whose deletion has begun while the pod is
+    Ready (the kubelet keeps probing readiness during termination and the chart's lame duck lasts ~40 s).
+    """
+    name = kube.name(sts)
+    problems = _ordinal_problems(sts, pods, lambda pod: None if any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []) else "not Ready")
     if not statefulset_ready(sts):
         status = sts.get("status") or {}
         return False, "; ".join([
@@ -92,16 +102,8 @@ def statefulset_running(sts: Mapping[str, Any], pods: Sequence[Mapping[str, Any]
     """Whether every ordinal's pod exists, is not terminating and runs (phase Running), Ready or not: what a cell
     whose servers never become Ready is installed to."""
     name = kube.name(sts)
-    by_name = {kube.name(p): p for p in pods}
-    problems = []
-    for ordinal in range(int(kube.spec(sts).get("replicas", 1))):
-        pod = by_name.get(f"{name}-{ordinal}")
-        if pod is None:
-            problems.append(f"{name}-{ordinal} missing")
-        elif (pod.get("metadata") or {}).get("deletionTimestamp"):
-            problems.append(f"{name}-{ordinal} terminating")
-        elif (pod.get("status") or {}).get("phase") != "Running":
-            problems.append(f"{name}-{ordinal} not running{_waiting_for(pod)}")
+    problems = _ordinal_problems(
+        sts, pods, lambda pod: None if (pod.get("status") or {}).get("phase") == "Running" else "not running")
     return not problems, "; ".join(problems) or f"StatefulSet {name}: every pod present and running"
 
 
