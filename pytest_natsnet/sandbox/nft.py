@@ -212,6 +212,23 @@ def _service_label(port: _ServicePort) -> str:
     return f"{port.namespace}/{port.service}:{port.port}/{port.protocol}{suffix}"
 
 
+def _endpoint_chains(chain: str, port: _ServicePort, label: str, mark: str = "") -> list[tuple[str, Sequence[str]]]:
+    """``chain`` picking one of the port's endpoints at random (as kube-proxy's probability rules do), and one
+    chain per endpoint that DNATs to it (``mark``: a ``ct mark set`` before the DNAT)."""
+    proto = port.protocol.lower()
+    endpoint_chains = [f"{chain}_ep{index}" for index in range(len(port.endpoints))]
+    chains: list[tuple[str, Sequence[str]]] = []
+    if len(endpoint_chains) == 1:
+        chains.append((chain, [f"goto {endpoint_chains[0]}"]))
+    else:
+        targets = ", ".join(f"{index} : goto {ep}" for index, ep in enumerate(endpoint_chains))
+        chains.append((chain, [f"numgen random mod {len(endpoint_chains)} vmap {{ {targets} }}"]))
+    for ep_chain, (ip, target_port) in zip(endpoint_chains, port.endpoints, strict=True):
+        rule = f"meta l4proto {proto} counter {mark}dnat to {ip}:{target_port} {_comment(label + ' -> ' + ip)}"
+        chains.append((ep_chain, [rule]))
+    return chains
+
+
 def service_ruleset(
     services: Sequence[Obj],
     endpointslices: Sequence[Obj],
@@ -239,15 +256,7 @@ def service_ruleset(
             continue
         chain = _service_chain(port)
         dispatch.append(f"{match} goto {chain} {_comment(label)}")
-        endpoint_chains = [f"{chain}_ep{index}" for index in range(len(port.endpoints))]
-        if len(endpoint_chains) == 1:
-            chains.append((chain, [f"goto {endpoint_chains[0]}"]))
-        else:
-            targets = ", ".join(f"{index} : goto {ep}" for index, ep in enumerate(endpoint_chains))
-            chains.append((chain, [f"numgen random mod {len(endpoint_chains)} vmap {{ {targets} }}"]))
-        for ep_chain, (ip, target_port) in zip(endpoint_chains, port.endpoints, strict=True):
-            rule = f"meta l4proto {proto} counter dnat to {ip}:{target_port} {_comment(label + ' -> ' + ip)}"
-            chains.append((ep_chain, [rule]))
+        chains += _endpoint_chains(chain, port, label)
     cluster_ips = sorted({a for a in map(_cluster_ip, services) if a is not None}, key=_ip_key)
     if cluster_ips:
         dispatch.append(
@@ -319,15 +328,7 @@ def node_ruleset(
         chain = _ident(f"np_{node_port.node_port}_{proto}")
         dispatch.append(f"ip daddr {addresses} {proto} dport {node_port.node_port} goto {chain} {_comment(label)}")
         mark = f"ct mark set {NODEPORT_MASQ_MARK:#x} " if node_port.masquerade else ""
-        endpoint_chains = [f"{chain}_ep{index}" for index in range(len(port.endpoints))]
-        if len(endpoint_chains) == 1:
-            chains.append((chain, [f"goto {endpoint_chains[0]}"]))
-        else:
-            targets = ", ".join(f"{index} : goto {ep}" for index, ep in enumerate(endpoint_chains))
-            chains.append((chain, [f"numgen random mod {len(endpoint_chains)} vmap {{ {targets} }}"]))
-        for ep_chain, (ip, target_port) in zip(endpoint_chains, port.endpoints, strict=True):
-            rule = f"meta l4proto {proto} counter {mark}dnat to {ip}:{target_port} {_comment(label + ' -> ' + ip)}"
-            chains.append((ep_chain, [rule]))
+        chains += _endpoint_chains(chain, port, label, mark)
     masquerade = [
         "type nat hook postrouting priority 100; policy accept;",
         f"ct mark {NODEPORT_MASQ_MARK:#x} counter masquerade {_comment('NodePort, externalTrafficPolicy Cluster')}",
