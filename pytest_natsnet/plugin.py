@@ -49,6 +49,8 @@ marker_errors_key = pytest.StashKey[list[str]]()
 
 NATSNET_FIXTURES = {"natsnet_scenario", "natsnet_cell", "natsnet_deployment", "natsnet_probe"}
 SETTLE_TIMEOUT = 180.0
+LOAD_MODES = frozenset({"load", "loadscope", "loadfile", "loadgroup", "worksteal"})
+"""pytest-xdist modes that hand each test to one worker: the plugin schedules them by cell."""
 DISABLED_REASON = "natsnet suites are off: run pytest with --natsnet (or set natsnet = true in the ini file)"
 
 
@@ -154,6 +156,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[settings_key] = settings
     if not settings.enabled:
         return
+    if getattr(config.option, "dist", "no") == "each":
+        raise pytest.UsageError("--dist each runs every test on every worker, so every worker would deploy every "
+                                "cell into the same namespaces: use -n N (cells side by side) or -n 0 (one at a time)")
     try:
         matrix = load_matrix()
         config.stash[scenarios_key] = _scenarios(settings, matrix, _marker_cells(config) if settings.scenarios else ())
@@ -430,9 +435,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """With pytest-xdist and ``--dist loadgroup``, a cell's tests go to one worker: each cell deploys once and
-    cells run side by side (``-n N``)."""
-    if run_key not in config.stash or config.getoption("dist") != "loadgroup":
+    """With pytest-xdist, a cell's tests go to one worker whichever load mode was asked for (``-n N`` alone means
+    ``--dist load``): each cell deploys once, in its one namespace, and cells run side by side. Two workers
+    deploying the same cell would share its namespace, and the first to finish would tear it down."""
+    if run_key not in config.stash or config.getoption("dist") not in LOAD_MODES:
         return None
     from pytest_natsnet.xdist_cells import CellScheduling
 

@@ -6,6 +6,7 @@ Every run here is collection only (pytester, in process): nothing is deployed.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -343,3 +344,46 @@ def test_scenario_globs_select_the_cells_of_natsnet_values_tests_too(pytester: p
     result = pytester.runpytest(*COLLECT_ON_SANDBOX, "--natsnet-scenario=my-*", "test_bug.py")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     assert collected_ids(result) == ["my-bug"]
+
+
+WHICH_WORKER = """
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.parametrize("n", range(4))
+def test_where(natsnet_scenario, n):
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "-")
+    (Path(os.environ["WHERE_DIR"]) / f"{natsnet_scenario.id}.{n}").write_text(worker)
+"""
+
+
+@pytest.mark.parametrize("dist", [[], ["--dist", "load"], ["--dist", "worksteal"], ["--dist", "loadgroup"]],
+                         ids=["n-alone", "load", "worksteal", "loadgroup"])
+def test_every_test_of_a_cell_runs_on_one_worker_whichever_load_mode(
+    pytester: pytest.Pytester, sandbox_collectable: None, dist: list[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers running tests of one cell would each deploy it into its one namespace, and the first to finish
+    would tear it down under the other: ``-n 2`` alone (xdist's ``load``) must schedule by cell too."""
+    where = tmp_path / "where"
+    where.mkdir()
+    monkeypatch.setenv("WHERE_DIR", str(where))
+    pytester.makepyfile(test_where=WHICH_WORKER)
+    result = pytester.runpytest(*RUN_ON_SANDBOX, "-n", "2", *dist, "--natsnet-scenario=default",
+                                "--natsnet-scenario=pnra-false", "test_where.py")
+    result.assert_outcomes(passed=8)
+    found: dict[str, set[str]] = {}
+    for path in where.iterdir():
+        found.setdefault(path.name.split(".")[0], set()).add(path.read_text())
+    assert sorted(found) == ["default", "pnra-false"]
+    assert all(len(workers) == 1 for workers in found.values()), found
+
+
+def test_dist_each_is_one_clear_line(pytester: pytest.Pytester, sandbox_collectable: None) -> None:
+    pytester.makepyfile(test_where=WHICH_WORKER)
+    result = pytester.runpytest(*RUN_ON_SANDBOX, "-n", "2", "--dist", "each", "test_where.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --dist each runs every test on every worker*"])

@@ -58,6 +58,7 @@ time.sleep(300)
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory = tmp_path / "state"
     monkeypatch.setattr(gc, "STATE_DIR", directory)
+    monkeypatch.setattr(gc, "ORPHAN_AGE", float("inf"))  # the machine's sandboxes are not this state dir's
     return directory
 
 
@@ -204,3 +205,30 @@ def test_natsnet_gc_cleans_after_a_killed_sandbox_up(state_dir: Path, tmp_path: 
         if process.poll() is None:
             process.kill()
         process.wait(timeout=10)
+
+
+def test_orphaned_namespaces_are_old_idle_and_unknown_to_any_state_file() -> None:
+    """A sandbox killed before it removed its namespaces, whose state went with a temporary directory: its
+    namespaces are orphans once old and idle; a known sandbox's, a busy one's or a young one's are not."""
+    names = ["natsnet-aaaaaaaa-hub", "natsnet-aaaaaaaa-p0", "natsnet-aaaaaaaa-p1",  # orphan
+             "natsnet-bbbbbbbb-hub", "natsnet-bbbbbbbb-p0",  # a state file knows it
+             "natsnet-cccccccc-hub", "natsnet-cccccccc-p0",  # p0 still has a process
+             "natsnet-dddddddd-hub",  # created a minute ago
+             "natsnet-ts123-hub", "other-netns", "natsnet-aaaaaaaa-veth"]  # not a sandbox namespace name
+    ages = {"natsnet-dddddddd-hub": 60.0}
+    found = gc.orphaned_netns(names, {"bbbbbbbb"}, busy=lambda n: n == "natsnet-cccccccc-p0",
+                              age=lambda n: ages.get(n, 7200.0))
+    assert found == {"aaaaaaaa": ["natsnet-aaaaaaaa-hub", "natsnet-aaaaaaaa-p0", "natsnet-aaaaaaaa-p1"]}
+    assert gc.orphaned_netns(names, set(), busy=lambda n: False, age=lambda n: 7200.0, min_age=10_000) == {}
+
+
+@needs_root
+def test_the_age_of_a_namespace_is_read_from_its_mount() -> None:
+    name = f"natsnet-t{os.getpid() % 10_000_000:07d}-hub"
+    netns.add_netns(name)
+    try:
+        assert 0 <= gc.netns_age(name) < 60
+        assert gc.netns_busy(name) is False
+    finally:
+        netns.delete_netns(name)
+    assert gc.netns_age(name) == 0.0

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from pytest_natsnet.sandbox import netns
 
 STATE_DIR = Path(os.environ.get("NATSNET_STATE_DIR", "/run/natsnet"))
+SANDBOX_NETNS = re.compile(r"^natsnet-([0-9a-z]{8})-(hub|p\d+|x\d+)$")
+"""A sandbox's network namespaces: ``natsnet-<sandbox id>-hub`` and one per pod."""
+ORPHAN_AGE = 3600.0
+"""A sandbox's namespaces with no state on disk are orphans only when this old and without processes: a sandbox
+recorded under another state directory (``NATSNET_STATE_DIR``) is left alone while it may still run."""
 
 
 def record(sandbox_id: str, data: dict[str, Any]) -> None:
@@ -53,12 +61,44 @@ def kill_netns_processes(ns_name: str) -> int:
     return killed
 
 
+def orphaned_netns(names: Iterable[str], known: set[str], busy: Callable[[str], bool],
+                   age: Callable[[str], float], min_age: float = ORPHAN_AGE) -> dict[str, list[str]]:
+    """Sandbox id -> its network namespaces, for sandboxes no state file knows (``known``) whose namespaces are all
+    older than ``min_age`` seconds and none ``busy`` (has a process): what a sandbox killed before it could remove
+    them, and whose state went with a temporary directory, left behind."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        match = SANDBOX_NETNS.match(name)
+        if match and match.group(1) not in known:
+            groups.setdefault(match.group(1), []).append(name)
+    return {sandbox_id: sorted(group) for sandbox_id, group in sorted(groups.items())
+            if all(age(n) >= min_age and not busy(n) for n in group)}
+
+
+def netns_age(ns_name: str) -> float:
+    """Seconds since the namespace was created (its bind mount's change time); 0 when it is gone."""
+    try:
+        return time.time() - os.stat(netns.netns_path(ns_name)).st_ctime
+    except OSError:
+        return 0.0
+
+
+def netns_busy(ns_name: str) -> bool:
+    return bool(netns.run(["ip", "netns", "pids", ns_name], check=False).split())
+
+
 def collect_garbage(force: bool = False) -> list[str]:
-    """Removes what sandboxes whose owner process is gone left behind; returns one line per action."""
+    """Removes what sandboxes whose owner process is gone left behind, and orphaned sandbox namespaces
+    (:func:`orphaned_netns`); returns one line per action."""
     actions: list[str] = []
+    existing = netns.list_netns()
+    known = {p.stem for p in STATE_DIR.glob("*.json")} if STATE_DIR.is_dir() else set()
+    for sandbox_id, group in orphaned_netns(existing, known, netns_busy, netns_age, ORPHAN_AGE).items():
+        for ns_name in group:
+            netns.delete_netns(ns_name)
+        actions.append(f"deleted {len(group)} orphaned netns of sandbox {sandbox_id} (no state, no process)")
     if not STATE_DIR.is_dir():
         return actions
-    existing = netns.list_netns()
     for state_file in sorted(STATE_DIR.glob("*.json")):
         try:
             data = json.loads(state_file.read_text())

@@ -9,7 +9,6 @@ killed one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -141,9 +140,11 @@ class Sandbox:
         if self._closed:
             return
         self._closed = True
-        if self.server is not None:
-            self.server.stop()
-        self.cluster.stop()
+        try:
+            if self.server is not None:
+                self.server.stop()
+        finally:
+            self.cluster.stop()
         if self.ready_file is not None:
             self.ready_file.unlink(missing_ok=True)
         if self._remove_directory:
@@ -179,8 +180,11 @@ def run(options: UpOptions, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
         return 1
     finally:
         if sandbox is not None:
-            with contextlib.suppress(Exception):
+            try:
                 sandbox.close()
+            except Exception as exc:  # reported; gc finds what is left from the state on disk
+                err.write(f"natsnet sandbox up: teardown failed: {type(exc).__name__}: {exc}; "
+                          "`natsnet gc` removes what is left\n")
         left = reaping.reap_children(REAP_TIMEOUT)
         if left:
             err.write(f"natsnet sandbox up: {len(left)} process(es) not reaped: "

@@ -55,10 +55,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _access_log(self, code: int, started: float) -> None:
         log = self.server.access_log
+        path = urlsplit(self.path).path
+        line = f"{time.strftime('%H:%M:%S')} {self.command} {path} {code} {(time.monotonic() - started) * 1000:.1f}ms\n"
         if log is not None:
-            path = urlsplit(self.path).path
-            log.write(f"{time.strftime('%H:%M:%S')} {self.command} {path} {code} "
-                      f"{(time.monotonic() - started) * 1000:.1f}ms\n")
+            with self.server.access_log_lock:
+                if not log.closed:  # a request still streaming when the server stops is not logged
+                    log.write(line)
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -186,6 +188,7 @@ class ApiHttpServer(ThreadingHTTPServer):
         self.context = server_context(pki)
         self.stopping = threading.Event()
         self.access_log = access_log.open("a", buffering=1) if access_log else None
+        self.access_log_lock = threading.Lock()
         super().__init__((LOOPBACK, port), _Handler)
         self.api: Api = api_factory(self.url)
 
@@ -223,7 +226,8 @@ class ApiHttpServer(ThreadingHTTPServer):
         self.shutdown()
         self.server_close()
         if self.access_log is not None:
-            self.access_log.close()
+            with self.access_log_lock:
+                self.access_log.close()
 
 
 def serve(api_factory: Any, pki: Pki, port: int = 0, access_log: Path | None = None) -> ApiHttpServer:
