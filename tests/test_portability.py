@@ -25,10 +25,16 @@ def tracked_files() -> list[Path]:
     return [p for p in ROOT.rglob("*") if p.is_file() and not skip & set(p.relative_to(ROOT).parts)]
 
 
+SHARED_DIRECTORIES = ("/", "/tmp", "/var/tmp", "/home", "/opt", "/srv", "/mnt")
+"""Directories a clone may sit in that every machine has (a chart's in-container ``/tmp/resp`` is no machine path)."""
+
+
 def machine_paths() -> list[str]:
-    """Absolute paths that only exist on a developer's machine: where this checkout lives, the home directory,
-    and the development machines' work roots."""
-    candidates = {str(ROOT.parent) + "/", *WORK_ROOTS}
+    """Absolute paths that only exist on a developer's machine: this checkout, the directory it lives in (unless it
+    is one every machine has, such as /tmp), the home directory and the development machines' work roots."""
+    candidates = {str(ROOT) + "/", *WORK_ROOTS}
+    if str(ROOT.parent) not in SHARED_DIRECTORIES:
+        candidates.add(str(ROOT.parent) + "/")
     home = os.path.expanduser("~")
     if home not in ("/", ""):
         candidates.add(home.rstrip("/") + "/")
@@ -54,7 +60,8 @@ def test_the_scan_finds_a_machine_path() -> None:
     """Guards the scan above against scanning nothing or matching nothing."""
     files = tracked_files()
     assert ROOT / "README.md" in files and len(files) > 50
-    assert str(ROOT.parent) + "/" in machine_paths() and set(WORK_ROOTS) <= set(machine_paths())
+    assert str(ROOT) + "/" in machine_paths() and set(WORK_ROOTS) <= set(machine_paths())
+    assert (str(ROOT.parent) + "/" in machine_paths()) == (str(ROOT.parent) not in SHARED_DIRECTORIES)
 
 
 IMPORT_WITHOUT_READS = """
