@@ -482,6 +482,22 @@ def drain(lines: Lines) -> list[str]:
     return lines.seen
 
 
+@contextmanager
+def started_watch(request: dict[str, Any]) -> Iterator[tuple[subprocess.Popen[str], Lines]]:
+    """The probe program's ``watch`` with ``request`` on its stdin and its events queued; killed on exit."""
+    watcher = subprocess.Popen([sys.executable, str(PROGRAM), "watch"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert watcher.stdin is not None and watcher.stdout is not None
+        watcher.stdin.write(json.dumps(request) + "\n")
+        watcher.stdin.flush()
+        yield watcher, queue_lines(watcher.stdout)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+        watcher.wait()
+
+
 def learned(event: dict[str, Any], node: NatsNode) -> bool:
     """The watch event says the client knows ``node``'s client URL (connect_urls of an INFO, or discovered)."""
     known = [*(event.get("connect_urls") or []), *(event.get("servers") or [])]
@@ -493,13 +509,8 @@ def test_watch_reconnects_to_learned_url_after_server_dies(tmp_path: Path) -> No
     with nats_cluster(tmp_path) as (first, second):
         request = {"servers": [first.url], "subject": "natsnet.watch", "duration": 15.0,
                    "publish_interval": 0.05, "dont_randomize": True, "tls": None, "reconnect_time_wait": 0.2}
-        watcher = subprocess.Popen([sys.executable, str(PROGRAM), "watch"], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            assert watcher.stdin is not None and watcher.stdout is not None
-            watcher.stdin.write(json.dumps(request) + "\n")
-            watcher.stdin.flush()
-            lines = queue_lines(watcher.stdout)
+        with started_watch(request) as (watcher, lines):
+            assert watcher.stdin is not None
             # The precondition: the client learned the second server (in the first INFO's connect_urls, or
             # gossiped later when the route's INFO reached the first server), not a number of messages.
             wait_for_event(lines, lambda e: learned(e, second))
@@ -510,10 +521,6 @@ def test_watch_reconnects_to_learned_url_after_server_dies(tmp_path: Path) -> No
             watcher.stdin.close()  # EOF stops the watcher
             watcher.wait(timeout=10)
             err = watcher.stderr.read() if watcher.stderr else ""
-        finally:
-            if watcher.poll() is None:
-                watcher.kill()
-                watcher.wait()
     out = "".join(drain(lines))
     events = read_events(out)
     names = [e["event"] for e in events]
@@ -535,21 +542,12 @@ def test_watch_errors_say_which_urls_failed_since_they_worked(tmp_path: Path) ->
     with nats_cluster(tmp_path) as (first, second):
         request = {"servers": [first.url], "duration": 15.0, "dont_randomize": True, "tls": None,
                    "reconnect_time_wait": 0.1, "connect_timeout": 0.5}
-        watcher = subprocess.Popen([sys.executable, str(PROGRAM), "watch"], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            assert watcher.stdin is not None and watcher.stdout is not None
-            watcher.stdin.write(json.dumps(request) + "\n")
-            watcher.stdin.flush()
-            lines = queue_lines(watcher.stdout)
+        with started_watch(request) as (_, lines):
             wait_for_event(lines, lambda e: e["event"] == "connected" and len(e["connect_urls"]) == 2)
             first.process.kill()
             second.process.kill()
             gave_up = wait_for_event(lines, lambda e: e["event"] == "error" and bool(e.get("pool")) and all(
                 p["failed_attempts"] >= 1 for p in e["pool"]))
-        finally:
-            watcher.kill()
-            watcher.wait()
     assert {p["url"]: p["discovered"] for p in gave_up["pool"]} == {first.url: False, second.url: True}
 
 
