@@ -227,7 +227,7 @@ def _values_marker_scenario(metafunc: pytest.Metafunc, matrix: Matrix) -> Scenar
     files = tuple((base / str(f)).resolve() for f in marker.args)
     for path in files:
         if not path.is_file():
-            pytest.fail(f"natsnet_values on {metafunc.definition.nodeid}: {path} does not exist", pytrace=False)
+            raise ConfigError(f"natsnet_values on {metafunc.definition.nodeid}", f"{path} does not exist")
     scenario_id = marker_scenario_id(metafunc.definition.name)
     expect = marker.kwargs.get("expect", ())
     return Scenario(
@@ -253,8 +253,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     except ConfigError as error:
         own, problem = None, str(error)
     if problem is not None:  # one line: a usage error once collection ends; an xdist worker cannot raise one,
-        if hasattr(metafunc.config, "workerinput"):  # there it is the module's collection error
-            pytest.fail(problem, pytrace=False)
+        if hasattr(metafunc.config, "workerinput"):  # there it is the module's collection error, as plain text:
+            raise pytest.Collector.CollectError(problem)  # the controller shows it once, not once per worker
         metafunc.config.stash.setdefault(marker_errors_key, []).append(problem)
         metafunc.parametrize("natsnet_scenario", [], indirect=True, scope="session")
         return

@@ -215,6 +215,31 @@ def test_a_bad_declared_failure_in_a_marker_is_one_line_at_startup(pytester: pyt
                           "unknown declared failure 'mesh-spilt'", VALID_FAILURES)
 
 
+@pytest.mark.parametrize(("marker", "fragment"), [
+    ('"my_values.yaml", expect=["mesh-spilt"]', "unknown declared failure 'mesh-spilt'"),
+    ('"missing-values.yaml"', "missing-values.yaml does not exist"),
+], ids=["bad-declared-failure", "missing-values-file"])
+def test_a_bad_marker_under_xdist_is_one_collection_error_not_one_per_worker(
+    pytester: pytest.Pytester, sandbox_collectable: None, marker: str, fragment: str
+) -> None:
+    """An xdist worker cannot raise a usage error: the bad marker is the module's collection error, shown once
+    (as plain text, which the controller recognises as the same error from each worker)."""
+    pytester.makefile(".yaml", my_values="config:\n  cluster:\n    replicas: 3\n")
+    pytester.makepyfile(test_bug=f"""
+        import pytest
+
+        @pytest.mark.natsnet_values({marker})
+        def test_routes_break(natsnet_cell):
+            raise AssertionError("never runs")
+    """)
+    result = pytester.runpytest(*RUN_ON_SANDBOX, "-n", "2", "test_bug.py")
+    output = "\n".join(result.outlines + result.errlines)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, output  # a collection error, the run goes no further
+    assert "Traceback" not in output, output
+    assert len([line for line in result.outlines if line.startswith("natsnet_values on ")]) == 1, output
+    assert fragment in output, output
+
+
 def test_a_bad_declared_failure_in_a_values_file_header_is_one_line_at_startup(
     pytester: pytest.Pytester, sandbox_collectable: None
 ) -> None:
