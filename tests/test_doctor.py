@@ -119,21 +119,38 @@ def _doctor(sandbox: SandboxApi, namespace: str, out: Path, *extra: str) -> subp
                           env={**sandbox.env, "PATH": f"{Path(sandbox.kubectl_bin).parent}:{sandbox.env['PATH']}"})
 
 
-def _state(deployment: KubeDeployment) -> dict[tuple[str, str], str]:
-    """Every object of the namespace but the doctor's probe pods and Events, by resourceVersion."""
-    state = {}
-    for kind in ("Pod", "Service", "EndpointSlice", "NetworkPolicy", "ConfigMap", "StatefulSet", "Secret"):
-        for obj in deployment.objects(kind):
-            if not kube.name(obj).startswith("natsnet-doctor-"):
-                state[(kind, kube.name(obj))] = str(obj["metadata"].get("resourceVersion"))
-    return state
+WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+READ_SUBRESOURCES = ("/exec", "/log")
+"""Requests with a write verb that change nothing: a command run in a container, a log read."""
+
+
+def _access_log(sandbox: SandboxApi) -> Path:
+    return Path(str(sandbox.ready["dir"])) / "apiserver.log"
+
+
+def _writes(log: Path, offset: int, namespace: str) -> list[str]:
+    """The API server's logged writes since ``offset`` to the namespace's objects, the doctor's own probe pods
+    (``natsnet-doctor-*``) and read-like subresources aside. The cluster's own status changes (a readiness probe
+    that fails on a loaded machine) are not requests, so they do not count."""
+    with log.open() as lines:
+        lines.seek(offset)
+        found = []
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 3 or fields[1] not in WRITES:
+                continue
+            path = fields[2]
+            if f"/namespaces/{namespace}/" in path and "natsnet-doctor-" not in path \
+                    and not path.endswith(READ_SUBRESOURCES):
+                found.append(" ".join(fields[1:3]))
+    return found
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.id for f in FAULTS])
 def test_the_doctor_names_the_seeded_fault(fault: Fault, cells: dict[str, KubeDeployment], sandbox: SandboxApi,
                                            tmp_path: Path) -> None:
     deployment = cells[fault.id]
-    before = _state(deployment)
+    log_offset = _access_log(sandbox).stat().st_size
     done = _doctor(sandbox, deployment.namespace, tmp_path / "bundle")
     report = done.stdout + done.stderr
     print(report)  # shown with -s: what a user sees
@@ -154,7 +171,8 @@ def test_the_doctor_names_the_seeded_fault(fault: Fault, cells: dict[str, KubeDe
     assert keymaterial.scan(tmp_path / "bundle") == []
     pods = {kube.name(p) for p in deployment.objects("Pod")}
     assert not [p for p in pods if p.startswith("natsnet-doctor-")], "the doctor's probe pod was left behind"
-    assert _state(deployment) == before, "the doctor changed the deployment it examined"
+    writes = _writes(_access_log(sandbox), log_offset, deployment.namespace)
+    assert writes == [], f"the doctor changed the deployment it examined: {writes}"
 
 
 def test_secret_data_never_reaches_the_bundle(cells: dict[str, KubeDeployment], sandbox: SandboxApi,
@@ -192,8 +210,25 @@ def test_a_namespace_that_does_not_exist_is_one_line(sandbox: SandboxApi, tmp_pa
 def test_probe_labels_that_would_disturb_the_deployment_are_refused(
         labels: str, says: str, cells: dict[str, KubeDeployment], sandbox: SandboxApi, tmp_path: Path) -> None:
     deployment = cells["healthy"]
-    before = _state(deployment)
+    log_offset = _access_log(sandbox).stat().st_size
     done = _doctor(sandbox, deployment.namespace, tmp_path / "bundle", "--probe-labels", labels)
     assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
-    assert _state(deployment) == before and not (tmp_path / "bundle").exists()
+    assert _writes(_access_log(sandbox), log_offset, deployment.namespace) == []
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_the_write_filter_counts_changes_to_the_namespace_only(tmp_path: Path) -> None:
+    log = tmp_path / "apiserver.log"
+    log.write_text("10:00:00 PATCH /apis/apps/v1/namespaces/cell/statefulsets/nats 200 1.0ms\n")
+    offset = log.stat().st_size
+    log.write_text(log.read_text() + "".join(f"10:00:01 {line} 200 1.0ms\n" for line in [
+        "GET /api/v1/namespaces/cell/pods",
+        "PATCH /api/v1/namespaces/cell/pods/natsnet-doctor-1a2b",
+        "POST /api/v1/namespaces/cell/pods/nats-0/exec",
+        "DELETE /api/v1/namespaces/other/pods/nats-0",
+        "PATCH /api/v1/namespaces/cell/pods/nats-1/status",
+        "DELETE /api/v1/namespaces/cell/services/nats",
+    ]))
+    assert _writes(log, offset, "cell") == ["PATCH /api/v1/namespaces/cell/pods/nats-1/status",
+                                            "DELETE /api/v1/namespaces/cell/services/nats"]
