@@ -12,6 +12,7 @@ Needs root with ``ip`` and ``nft``; every namespace is ``nntest-diff-<pid>-...``
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -49,6 +50,8 @@ pytestmark = pytest.mark.skipif(
 PREFIX = f"nntest-diff-{os.getpid()}"
 HUB = f"{PREFIX}-hub"
 BLOCKED_TIMEOUT = 0.5
+UDP_SOURCE_PORTS = itertools.count(20000)
+"""Source ports of the module's UDP probes, each used once (below the ephemeral range, above every server port)."""
 KUBE_DNS_IP = "198.18.128.10"
 NAMESPACES: dict[str, dict[str, str]] = {"x": {"team": "x"}, "y": {"team": "y"}, "kube-system": {}}
 
@@ -192,7 +195,13 @@ class Network:
         """``ok:<who answered>``, ``timeout``, ``refused`` per job, all jobs at once."""
         if not jobs:
             return []
-        payload = json.dumps([[proto, host, port, BLOCKED_TIMEOUT] for proto, host, port in jobs])
+        # Every UDP probe of the module from a source port never used before in it: a conntrack entry that an
+        # earlier case's allowed flow left (UDP entries live 30-120 s) would otherwise let a new probe that happens
+        # to reuse its ephemeral port through as "established", whatever the case's policies say.
+        payload = json.dumps([
+            [proto, host, port, BLOCKED_TIMEOUT, *([next(UDP_SOURCE_PORTS)] if proto == "udp" else [])]
+            for proto, host, port in jobs
+        ])
         argv = ["ip", "netns", "exec", netns, sys.executable, str(self.probe_path), payload, "64"]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
         return [str(outcome) for outcome, _ in json.loads(done.stdout)]

@@ -58,11 +58,13 @@ PROBE = r"""
 import errno, json, socket, sys, time
 from concurrent.futures import ThreadPoolExecutor
 def one(job):
-    proto, host, port, timeout = job
+    proto, host, port, timeout = job[:4]
     start = time.monotonic()
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     s = socket.socket(socket.AF_INET, kind); s.settimeout(timeout)
     try:
+        if len(job) > 4:  # a source port of its own: no conntrack entry of an earlier flow can match this one
+            s.bind(("0.0.0.0", job[4]))
         s.connect((host, port))
         if proto == "udp":
             s.send(b"ping")
