@@ -45,12 +45,8 @@ def _dead_sandboxes(state: Path) -> list[str]:
             found.append(f"would remove sandbox {path.stem}: network namespaces {data.get('netns_prefix', '?')}*, "
                          f"their processes, {data.get('run_dir') or 'its directory'}")
     from pytest_natsnet.sandbox import gc as sandbox_gc
-    from pytest_natsnet.sandbox import netns
 
-    known = {p.stem for p in state.glob("*.json")} if state.is_dir() else set()
-    orphans = sandbox_gc.orphaned_netns(netns.list_netns(), known, sandbox_gc.netns_busy, sandbox_gc.netns_age,
-                                        sandbox_gc.ORPHAN_AGE)
-    for sandbox_id, group in orphans.items():
+    for sandbox_id, group in sandbox_gc.orphans(state).items():
         found.append(f"would remove {len(group)} orphaned netns of sandbox {sandbox_id} (no state, no process): "
                      f"{', '.join(group)}")
     return found

@@ -87,18 +87,24 @@ def netns_busy(ns_name: str) -> bool:
     return bool(netns.run(["ip", "netns", "pids", ns_name], check=False).split())
 
 
+def orphans(state_dir: Path | None = None) -> dict[str, list[str]]:
+    """This machine's orphaned sandbox namespaces (:func:`orphaned_netns`) against the records in ``state_dir``."""
+    state_dir = STATE_DIR if state_dir is None else state_dir
+    known = {p.stem for p in state_dir.glob("*.json")} if state_dir.is_dir() else set()
+    return orphaned_netns(netns.list_netns(), known, netns_busy, netns_age, ORPHAN_AGE)
+
+
 def collect_garbage(force: bool = False) -> list[str]:
     """Removes what sandboxes whose owner process is gone left behind, and orphaned sandbox namespaces
-    (:func:`orphaned_netns`); returns one line per action."""
+    (:func:`orphans`); returns one line per action."""
     actions: list[str] = []
-    existing = netns.list_netns()
-    known = {p.stem for p in STATE_DIR.glob("*.json")} if STATE_DIR.is_dir() else set()
-    for sandbox_id, group in orphaned_netns(existing, known, netns_busy, netns_age, ORPHAN_AGE).items():
+    for sandbox_id, group in orphans().items():
         for ns_name in group:
             netns.delete_netns(ns_name)
         actions.append(f"deleted {len(group)} orphaned netns of sandbox {sandbox_id} (no state, no process)")
     if not STATE_DIR.is_dir():
         return actions
+    existing = netns.list_netns()
     for state_file in sorted(STATE_DIR.glob("*.json")):
         try:
             data = json.loads(state_file.read_text())
