@@ -965,13 +965,12 @@ class SandboxCluster:
         def policy_rules(chosen: Sequence[Obj]) -> str:
             return nft.policy_ruleset(pod_nets, namespaces, chosen)
 
-        policies = self._usable(self.store.list("NetworkPolicy"), "network policy", policy_rules)
+        policies, _ = self._usable(self.store.list("NetworkPolicy"), "network policy", policy_rules)
 
         def service_rules(chosen: Sequence[Obj]) -> str:
             return nft.service_ruleset(chosen, slices, pod_nets, namespaces, policies)
 
-        services = self._usable(self.store.list("Service"), "service proxy", service_rules)
-        service_script = service_rules(services)
+        services, service_script = self._usable(self.store.list("Service"), "service proxy", service_rules)
         for pod_key, pod_netns in sorted(self._netns_of.items()):
             if pod_key in self._external_pods:
                 continue  # no kube-proxy outside the cluster: Service IPs lead nowhere
@@ -980,8 +979,8 @@ class SandboxCluster:
             try:
                 nft.apply(pod_netns, service_script)
             except nft.NftApplyError:
-                services = self._usable(services, "service proxy", service_rules, check_in=pod_netns)
-                service_script = service_rules(services)
+                services, service_script = self._usable(services, "service proxy", service_rules,
+                                                        check_in=pod_netns)
                 try:
                     nft.apply(pod_netns, service_script)
                 except nft.NftApplyError as error:  # not a Service's fault: this pod's network namespace
@@ -1001,20 +1000,19 @@ class SandboxCluster:
             try:
                 nft.apply(self.hub, hub_script)
             except nft.NftApplyError:
-                policies = self._usable(policies, "network policy", hub_rules, check_in=self.hub)
-                hub_script = hub_rules(policies)
+                policies, hub_script = self._usable(policies, "network policy", hub_rules, check_in=self.hub)
                 nft.apply(self.hub, hub_script)
             self._applied[self.hub] = hub_script
 
     def _usable(self, objects: Sequence[Obj], step: str, compile_with: Callable[[Sequence[Obj]], str],
-                check_in: str | None = None) -> list[Obj]:
+                check_in: str | None = None) -> tuple[list[Obj], str]:
         """The objects whose rules compile (and, with ``check_in``, that ``nft -c`` accepts in that network
-        namespace); each other one is contained, found by compiling (and checking) it on its own."""
+        namespace), and their rules; each other one is contained, found by compiling (and checking) it on its
+        own."""
         chosen = [o for o in objects if (step, key_of(o)) not in self._failed]
         if check_in is None:
             try:
-                compile_with(chosen)
-                return chosen
+                return chosen, compile_with(chosen)
             except Exception:  # which object's? see below
                 pass
         usable = []
@@ -1029,7 +1027,7 @@ class SandboxCluster:
                 self._contain(obj, step, RuntimeError(f"nft refused its rules: {refused}"))
                 continue
             usable.append(obj)
-        return usable
+        return usable, compile_with(usable)
 
     def _event(self, obj: Mapping[str, Any], reason: str, message: str, event_type: str) -> None:
         ns = namespace_of(obj) or "default"
