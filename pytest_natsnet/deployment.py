@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import io
 import json
 import shutil
@@ -85,9 +86,10 @@ def probe_pod_manifest(target: ProbeTarget, annotations: Mapping[str, str] | Non
     }
 
 
+@functools.cache
 def probe_bundle() -> bytes:
     """A tar of the probe program with the pure-Python ``dns`` and ``nats`` packages it imports: what the probe
-    pod needs beyond a stock Python (unpacked into ``PROBE_DIR`` in one exec)."""
+    pod needs beyond a stock Python (unpacked into ``PROBE_DIR`` in one exec); built once per process."""
     import dns
     import nats
 

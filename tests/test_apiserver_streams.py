@@ -52,6 +52,13 @@ def test_frames_round_trip_masked_and_unmasked(size: int) -> None:
     assert buffer == bytearray()
 
 
+def test_a_masked_frame_decodes_as_rfc_6455_shows() -> None:
+    """RFC 6455 5.7: a single-frame masked text message with mask 37 fa 21 3d."""
+    frame = bytes.fromhex("818537fa213d7f9f4d5158")
+    assert decode_frames(bytearray(frame)) == [(True, TEXT, b"Hello")]
+    assert encode_frame(TEXT, b"Hello", bytes.fromhex("37fa213d")) == frame
+
+
 def test_partial_frames_wait_for_the_rest() -> None:
     frame = encode_frame(BINARY, b"x" * 300, MASK)
     buffer = bytearray(frame[:100])

@@ -22,6 +22,7 @@ from pytest_natsnet.sandbox.model import ContainerPort, PodNet
 from pytest_natsnet.sandbox.nft import (
     NftApplyError,
     apply,
+    apply_each,
     enable_bridge_conntrack,
     policy_ruleset,
     service_ruleset,
@@ -524,6 +525,21 @@ def test_a_failing_script_raises_with_nft_message_and_changes_nothing(net: Topol
     assert HUB in str(raised.value)
     assert _listing(HUB) == before
     assert net.probe([("tcp", "198.18.0.12", 5000)]) == ["timeout"]
+
+
+def test_apply_each_programs_every_namespace_and_returns_only_the_refusals(net: Topology) -> None:
+    """Many network namespaces at once: each gets its own script; one that nft refuses is reported by name and
+    changes nothing there, and the others are programmed all the same."""
+    marked = {pod.netns: f"table ip natsnet_mark_test {{\n\tchain c {{\n\t\tcomment \"{pod.net.name}\"\n\t}}\n}}\n"
+              for pod in PODS[1:]}
+    refused = apply_each({**marked, PODS[0].netns: "table ip natsnet_mark_test {\n\tbogus\n}\n"})
+    assert list(refused) == [PODS[0].netns] and "bogus" in refused[PODS[0].netns].message
+    assert "natsnet_mark_test" not in _listing(PODS[0].netns)
+    for pod in PODS[1:]:
+        assert f'comment "{pod.net.name}"' in _listing(pod.netns)
+    for pod in PODS[1:]:
+        apply(pod.netns, "delete table ip natsnet_mark_test\n")
+    assert apply_each({}) == {}
 
 
 def test_apply_in_a_missing_netns_raises() -> None:

@@ -971,13 +971,17 @@ class SandboxCluster:
             return nft.service_ruleset(chosen, slices, pod_nets, namespaces, policies)
 
         services, service_script = self._usable(self.store.list("Service"), "service proxy", service_rules)
+        stale = {pod_netns: service_script for pod_key, pod_netns in sorted(self._netns_of.items())
+                 # no kube-proxy outside the cluster: Service IPs lead nowhere
+                 if pod_key not in self._external_pods and self._applied.get(pod_netns) != service_script}
+        refused = nft.apply_each(stale)
+        for pod_netns in stale.keys() - refused.keys():
+            self._applied[pod_netns] = service_script
         for pod_key, pod_netns in sorted(self._netns_of.items()):
-            if pod_key in self._external_pods:
-                continue  # no kube-proxy outside the cluster: Service IPs lead nowhere
-            if self._applied.get(pod_netns) == service_script:
+            if pod_netns not in refused:
                 continue
             try:
-                nft.apply(pod_netns, service_script)
+                nft.apply(pod_netns, service_script)  # the Services may have been narrowed since
             except nft.NftApplyError:
                 services, service_script = self._usable(services, "service proxy", service_rules,
                                                         check_in=pod_netns)

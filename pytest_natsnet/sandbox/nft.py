@@ -39,6 +39,7 @@ chain marks them and the bridge chain accepts the mark.
 
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import re
 import subprocess
@@ -671,6 +672,29 @@ def apply(netns: str, script: str, timeout: float = 30.0) -> None:
         raise NftApplyError(netns, script, -1, str(error)) from None
     if done.returncode != 0:
         raise NftApplyError(netns, script, done.returncode, done.stderr or done.stdout)
+
+
+APPLY_WORKERS = 16
+"""Network namespaces programmed at once. Each ``nft`` run waits ~12 ms for the kernel to release its netlink
+socket (an RCU grace period) while using almost no CPU, so one at a time for every pod held the sandbox's reconcile
+loop for seconds per change once a few cells ran together (5,000 runs and 94 s in one smoke run)."""
+
+
+def apply_each(scripts: Mapping[str, str], timeout: float = 30.0) -> dict[str, NftApplyError]:
+    """Applies each network namespace's script (``netns -> script``) concurrently; returns the refusals by
+    network namespace (the others are programmed)."""
+    if not scripts:
+        return {}
+
+    def one(item: tuple[str, str]) -> tuple[str, NftApplyError | None]:
+        try:
+            apply(*item, timeout=timeout)
+        except NftApplyError as error:
+            return item[0], error
+        return item[0], None
+
+    with concurrent.futures.ThreadPoolExecutor(min(APPLY_WORKERS, len(scripts))) as pool:
+        return {name: error for name, error in pool.map(one, scripts.items()) if error is not None}
 
 
 def enable_bridge_conntrack(netns: str) -> None:

@@ -55,6 +55,16 @@ def negotiate(offered_header: str) -> str | None:
     return None
 
 
+def apply_mask(payload: bytes, mask: bytes) -> bytes:
+    """XOR with the repeated 4-byte mask (RFC 6455 5.3), as one big-integer XOR: a Python loop per byte held
+    the GIL for ~0.4 s on each 1.9 MB probe upload and slowed every other exec of the sandbox."""
+    length = len(payload)
+    if not length:
+        return payload
+    key = (mask * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
+
+
 def encode_frame(opcode: int, payload: bytes, mask: bytes | None = None) -> bytes:
     """One final frame; server frames are unmasked (``mask`` is for tests acting as a client)."""
     head = bytes([0x80 | opcode])
@@ -67,8 +77,7 @@ def encode_frame(opcode: int, payload: bytes, mask: bytes | None = None) -> byte
     else:
         head += bytes([mask_bit | 127]) + struct.pack("!Q", length)
     if mask:
-        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        return head + mask + payload
+        return head + mask + apply_mask(payload, mask)
     return head + payload
 
 
@@ -98,7 +107,7 @@ def decode_frames(buffer: bytearray) -> list[tuple[bool, int, bytes]]:
             break
         payload = bytes(buffer[offset:offset + length])
         if masked:
-            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            payload = apply_mask(payload, mask)
         del buffer[:offset + length]
         frames.append((fin, opcode, payload))
     return frames
