@@ -45,7 +45,7 @@ from pytest_natsnet.kube import (
     name,
     namespace_of,
 )
-from pytest_natsnet.sandbox import gc, netns, nft, storage
+from pytest_natsnet.sandbox import gc, netns, nft, nftlib, storage
 from pytest_natsnet.sandbox.admission import NODE_NAME, Admission
 from pytest_natsnet.sandbox.controllers import (
     claims_in_use,
@@ -89,6 +89,9 @@ NODE_PORT_RANGE = (30000, 32767)
 """The API server's default ``--service-node-port-range``."""
 TICK = 0.05
 FULL_RECONCILE = 1.0
+SERVICE_MIN_SYNC = 1.0
+"""kube-proxy's ``iptables.minSyncPeriod`` (default 1 s, kind keeps it): Service rule changes reach the pods at
+most once a second (a new pod gets the current rules at once: on kind they are already on its node)."""
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 MAX_EVENTS = 5000
 SANDBOX_ERROR = "SandboxError"
@@ -134,6 +137,8 @@ class SandboxCluster:
         as on kind (established connections are never judged)."""
         self._policy_learned: dict[tuple[str, str], float] = {}
         self._policy_pending = float("inf")
+        self._services_synced = float("-inf")
+        self._services_pending = float("inf")
         """When the next pod is learned (the network is programmed again then)."""
         self.run_dir = run_dir
         self.nats_server = nats_server
@@ -154,6 +159,8 @@ class SandboxCluster:
         self._netns_of: dict[tuple[str, str], str] = {}
         self._veth_of: dict[tuple[str, str], str] = {}
         self._applied: dict[str, str] = {}
+        self._nft: nftlib.Applier = nftlib.open_applier()
+        """Programs the rulesets (a libnftables context kept per network namespace: release it before deleting)."""
         self._dns_signature: tuple[str, ...] = ()
         self._netns_seq = itertools.count()
         self._next_pod_ip = _ip_allocator(FIRST_POD_IP)
@@ -224,6 +231,7 @@ class SandboxCluster:
             left = [*self._unreaped, *self._kill_pods()]
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
+            self._nft.close()
             for ns_name in [*self._netns_of.values(), self.hub]:
                 try:  # one namespace that cannot be removed leaves the others to remove
                     gc.kill_netns_processes(ns_name)  # execs into a pod that outlived their caller
@@ -492,7 +500,8 @@ class SandboxCluster:
         (or once a second as a safety net), so an idle sandbox costs almost nothing. Each object is reconciled
         on its own (see :meth:`_each`): one that fails does not stop the others."""
         self._each(self.store.list("Pod"), "kubelet", functools.partial(self._tick_pod, now=now))
-        if self._dirty or now - self._last_full >= FULL_RECONCILE or now >= self._policy_pending:
+        if (self._dirty or now - self._last_full >= FULL_RECONCILE or now >= self._policy_pending
+                or now >= self._services_pending):
             self._dirty = False
             self._last_full = now
             for step_key in [k for k in self._failed if self.store.get(k[1]) is None]:
@@ -874,6 +883,7 @@ class SandboxCluster:
         self._policy_learned.pop(pod_key, None)
         if pod_netns is not None:
             gc.kill_netns_processes(pod_netns)  # what a container's command left (a shell's background job), execs
+            self._nft.release(pod_netns)
             netns.delete_netns(pod_netns)
             self._applied.pop(pod_netns, None)
         try:
@@ -974,19 +984,24 @@ class SandboxCluster:
         stale = {pod_netns: service_script for pod_key, pod_netns in sorted(self._netns_of.items())
                  # no kube-proxy outside the cluster: Service IPs lead nowhere
                  if pod_key not in self._external_pods and self._applied.get(pod_netns) != service_script}
-        refused = nft.apply_each(stale)
+        if now - self._services_synced < SERVICE_MIN_SYNC:  # only new pods now, the others at the next sync
+            self._services_pending = self._services_synced + SERVICE_MIN_SYNC if stale else float("inf")
+            stale = {pod_netns: script for pod_netns, script in stale.items() if pod_netns not in self._applied}
+        elif stale:
+            self._services_synced, self._services_pending = now, float("inf")
+        refused = self._nft.apply_each(stale)
         for pod_netns in stale.keys() - refused.keys():
             self._applied[pod_netns] = service_script
         for pod_key, pod_netns in sorted(self._netns_of.items()):
             if pod_netns not in refused:
                 continue
             try:
-                nft.apply(pod_netns, service_script)  # the Services may have been narrowed since
+                self._nft.apply(pod_netns, service_script)  # the Services may have been narrowed since
             except nft.NftApplyError:
                 services, service_script = self._usable(services, "service proxy", service_rules,
                                                         check_in=pod_netns)
                 try:
-                    nft.apply(pod_netns, service_script)
+                    self._nft.apply(pod_netns, service_script)
                 except nft.NftApplyError as error:  # not a Service's fault: this pod's network namespace
                     pod = self.store.get(("Pod", *pod_key))
                     if pod is not None:
@@ -1002,10 +1017,10 @@ class SandboxCluster:
         hub_script = hub_rules(policies)
         if self._applied.get(self.hub) != hub_script:
             try:
-                nft.apply(self.hub, hub_script)
+                self._nft.apply(self.hub, hub_script)
             except nft.NftApplyError:
                 policies, hub_script = self._usable(policies, "network policy", hub_rules, check_in=self.hub)
-                nft.apply(self.hub, hub_script)
+                self._nft.apply(self.hub, hub_script)
             self._applied[self.hub] = hub_script
 
     def _usable(self, objects: Sequence[Obj], step: str, compile_with: Callable[[Sequence[Obj]], str],

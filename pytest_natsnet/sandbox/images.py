@@ -53,8 +53,9 @@ def busybox() -> Path | None:
 
 
 @functools.cache
+@functools.cache
 def busybox_applets() -> tuple[str, ...]:
-    """Where an alpine-like image has each applet (``bin/sh``, ``usr/bin/env`` ...)."""
+    """Where an alpine-like image has each applet (``bin/sh``, ``usr/bin/env`` ...); asked once per process."""
     binary = busybox()
     if binary is None:
         return ()
@@ -112,11 +113,17 @@ def alpine_root(target: Path, files: dict[str, tuple[str, int]] | None = None) -
         host = Path("/", directory)
         if host.is_symlink() and not (target / directory).is_symlink():
             (target / directory).symlink_to(os.readlink(host))
-    for applet in busybox_applets():
-        link = target / applet
-        if applet != "bin/busybox" and not link.exists() and not link.is_symlink():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to("/bin/busybox")
+    for applet in busybox_applets():  # ~400 links per pod: plain os calls, not pathlib's
+        if applet == "bin/busybox":
+            continue
+        applet_link = os.path.join(target, applet)
+        try:
+            os.symlink("/bin/busybox", applet_link)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(applet_link), exist_ok=True)
+            os.symlink("/bin/busybox", applet_link)
     for name in ("python3", "python", f"python{sys.version_info.major}.{sys.version_info.minor}"):
         link = target / "usr/local/bin" / name
         if not link.is_symlink():
