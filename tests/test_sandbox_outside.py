@@ -24,7 +24,7 @@ import pytest
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.sandbox import netns
 from pytest_natsnet.sandbox.admission import Admission
-from pytest_natsnet.sandbox.cluster import EXTERNAL_ANNOTATION, PROBE_IMAGE, SandboxCluster
+from pytest_natsnet.sandbox.cluster import EXTERNAL_ANNOTATION, PROBE_IMAGE, SERVICE_MIN_SYNC, SandboxCluster
 from pytest_natsnet.sandbox.controllers import pod_is_ready
 
 NATS_SERVER = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "nats-server"
@@ -112,6 +112,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxCluster
                 break
             assert time.monotonic() < deadline, {n: p["status"] for n, p in pods.items()}
             time.sleep(0.1)
+        time.sleep(SERVICE_MIN_SYNC + 0.2)  # the Service rules of the pods that became Ready: one kube-proxy sync
         yield cluster
     finally:
         cluster.stop()
