@@ -11,7 +11,7 @@ import pytest
 from pytest_natsnet.errors import ConfigError
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.sandbox.model import ContainerPort, PodNet
-from pytest_natsnet.sandbox.nft import node_ruleset, policy_ruleset, service_ruleset
+from pytest_natsnet.sandbox.nft import node_ruleset, policy_ruleset, service_ruleset, service_rulesets_by_pod
 
 # --- helpers ----------------------------------------------------------------------
 
@@ -503,6 +503,33 @@ def test_hairpin_chains_only_with_policies() -> None:
     script = service_ruleset([], [], PODS, NAMESPACES, [])
     assert not any(name.startswith("hairpin_") for name in chains(script))
     assert service_ruleset([], []) == script
+
+
+def test_each_pod_gets_the_same_dnat_and_only_its_own_hairpin_checks() -> None:
+    """A pod's flow to itself through a ClusterIP is judged in its own netns, where another pod's hairpin chains
+    never match: each pod's script carries only its own, with the same verdicts for that flow."""
+    web_in = policy("a", "web-in", podSelector={"matchLabels": {"app": "web"}},
+                    ingress=[{"from": [{"podSelector": CLIENT_ONLY}]}])
+    web_self = policy("b", "web-self", podSelector={"matchLabels": {"app": "web"}},
+                      ingress=[{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}])
+    client_out = policy("a", "client-out", podSelector=CLIENT_ONLY, policyTypes=["Egress"])
+    svc = service("a", "web", "198.18.128.20", WEB_PORT)
+    slices = [endpoint_slice("a", "web", WEB_SLICE_PORTS, ("198.18.0.12", {"ready": True}))]
+    policies = [web_in, web_self, client_out]
+    by_pod = service_rulesets_by_pod([svc], slices, PODS, NAMESPACES, policies)
+    full = chains(service_ruleset([svc], slices, PODS, NAMESPACES, policies))
+    assert set(by_pod) == {pod.ip for pod in PODS}
+    own = {pod.ip: chains(by_pod[pod.ip]) for pod in PODS}
+    hairpins = {ip: sorted(c for c in found if c.startswith("hairpin_")) for ip, found in own.items()}
+    assert hairpins == {CLIENT.ip: ["hairpin_egress_0_a_client"], WEB_A.ip: ["hairpin_ingress_0_a_web"],
+                        WEB_B.ip: ["hairpin_ingress_0_b_web"], DNS.ip: []}
+    for pod in PODS:
+        assert own[pod.ip]["services"] == full["services"] and dnat_targets(by_pod[pod.ip]) == ["198.18.0.12:8080"]
+        assert [r for r in own[pod.ip]["input"] if "hairpin_" not in r] == [
+            r for r in full["input"] if "hairpin_" not in r]
+    assert own[WEB_A.ip]["hairpin_ingress_0_a_web"] == [  # web -> web is not the client: dropped, as before
+        r for r in full["hairpin_ingress_1_a_web"] if r.startswith("counter drop")]
+    assert own[WEB_B.ip]["hairpin_ingress_0_b_web"][0].startswith(f"ip saddr {WEB_B.ip} counter return")
 
 
 # --- node_ruleset (kube-proxy NodePorts on the node, the outside bridge) ----------------------------------

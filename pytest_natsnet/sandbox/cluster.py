@@ -977,37 +977,48 @@ class SandboxCluster:
 
         policies, _ = self._usable(self.store.list("NetworkPolicy"), "network policy", policy_rules)
 
-        def service_rules(chosen: Sequence[Obj]) -> str:
-            return nft.service_ruleset(chosen, slices, pod_nets, namespaces, policies)
+        def service_rules(chosen: Sequence[Obj]) -> str:  # what a Service's rules are judged by: no hairpin
+            return nft.service_ruleset(chosen, slices)
 
-        services, service_script = self._usable(self.store.list("Service"), "service proxy", service_rules)
-        stale = {pod_netns: service_script for pod_key, pod_netns in sorted(self._netns_of.items())
-                 # no kube-proxy outside the cluster: Service IPs lead nowhere
-                 if pod_key not in self._external_pods and self._applied.get(pod_netns) != service_script}
+        services, _ = self._usable(self.store.list("Service"), "service proxy", service_rules)
+        nets = {(n.namespace, n.name): n for n in pod_nets}
+
+        def pod_scripts(pod_keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+            """Each pod's script: the Services' DNAT and its own hairpin checks (none before it is learned)."""
+            own = nft.service_rulesets_by_pod(services, slices, [nets[k] for k in pod_keys if k in nets],
+                                              namespaces, policies)
+            shared = nft.service_ruleset(services, slices)
+            return {k: own[nets[k].ip] if k in nets else shared for k in pod_keys}
+
+        # no kube-proxy outside the cluster: Service IPs lead nowhere
+        in_cluster = [k for k in sorted(self._netns_of) if k not in self._external_pods]
+        scripts = pod_scripts(in_cluster)
+        stale = {k: scripts[k] for k in in_cluster if self._applied.get(self._netns_of[k]) != scripts[k]}
         if now - self._services_synced < SERVICE_MIN_SYNC:  # only new pods now, the others at the next sync
             self._services_pending = self._services_synced + SERVICE_MIN_SYNC if stale else float("inf")
-            stale = {pod_netns: script for pod_netns, script in stale.items() if pod_netns not in self._applied}
+            stale = {k: script for k, script in stale.items() if self._netns_of[k] not in self._applied}
         elif stale:
             self._services_synced, self._services_pending = now, float("inf")
-        refused = self._nft.apply_each(stale)
-        for pod_netns in stale.keys() - refused.keys():
-            self._applied[pod_netns] = service_script
-        for pod_key, pod_netns in sorted(self._netns_of.items()):
+        refused = self._nft.apply_each({self._netns_of[k]: script for k, script in stale.items()})
+        for pod_key, script in stale.items():
+            pod_netns = self._netns_of[pod_key]
             if pod_netns not in refused:
+                self._applied[pod_netns] = script
                 continue
+            script = pod_scripts([pod_key])[pod_key]  # the Services may have been narrowed since
             try:
-                self._nft.apply(pod_netns, service_script)  # the Services may have been narrowed since
+                self._nft.apply(pod_netns, script)
             except nft.NftApplyError:
-                services, service_script = self._usable(services, "service proxy", service_rules,
-                                                        check_in=pod_netns)
+                services, _ = self._usable(services, "service proxy", service_rules, check_in=pod_netns)
+                script = pod_scripts([pod_key])[pod_key]
                 try:
-                    self._nft.apply(pod_netns, service_script)
+                    self._nft.apply(pod_netns, script)
                 except nft.NftApplyError as error:  # not a Service's fault: this pod's network namespace
                     pod = self.store.get(("Pod", *pod_key))
                     if pod is not None:
                         self._contain(pod, "service proxy", error)
                     continue
-            self._applied[pod_netns] = service_script
+            self._applied[pod_netns] = script
 
         def hub_rules(chosen: Sequence[Obj]) -> str:
             return policy_rules(chosen) + nft.node_ruleset(

@@ -242,6 +242,36 @@ def service_ruleset(
 
     Headless Services (``clusterIP: None``) and Services without an IPv4 ClusterIP get nothing.
     """
+    dispatch, verdicts, chains = _service_chains(services, endpointslices)
+    hairpin_jumps, hairpin_chains = _hairpin(pods, namespaces or {}, policies)
+    all_chains = [("services", dispatch), ("input", verdicts + hairpin_jumps), *chains, *hairpin_chains]
+    return "\n".join(_replace_table("ip", SERVICE_TABLE, all_chains)) + "\n"
+
+
+def service_rulesets_by_pod(
+    services: Sequence[Obj],
+    endpointslices: Sequence[Obj],
+    pods: Sequence[PodNet],
+    namespaces: Mapping[str, Mapping[str, str]] | None = None,
+    policies: Sequence[Obj] = (),
+) -> dict[str, str]:
+    """Each pod's ``ip natsnet_svc`` script, by pod IP: the ClusterIP DNAT of :func:`service_ruleset` and only the
+    pod's own hairpin checks. A pod reaching itself through a ClusterIP is judged in its own netns, where another
+    pod's hairpin rules never match; with them every pod's script grew, and changed, with every isolated pod of
+    the cluster (its peers resolved over that pod alone give the same verdict for the flow to itself)."""
+    dispatch, verdicts, chains = _service_chains(services, endpointslices)
+    scripts = {}
+    for pod in pods:
+        hairpin_jumps, hairpin_chains = _hairpin([pod], namespaces or {}, policies)
+        all_chains = [("services", dispatch), ("input", verdicts + hairpin_jumps), *chains, *hairpin_chains]
+        scripts[pod.ip] = "\n".join(_replace_table("ip", SERVICE_TABLE, all_chains)) + "\n"
+    return scripts
+
+
+def _service_chains(
+    services: Sequence[Obj], endpointslices: Sequence[Obj]
+) -> tuple[list[str], list[str], list[tuple[str, Sequence[str]]]]:
+    """The dispatch chain (output hook), the input verdicts before any hairpin jump, and the endpoint chains."""
     ports = _service_ports(services, endpointslices)
     dispatch = ["type nat hook output priority -100; policy accept;"]
     chains: list[tuple[str, Sequence[str]]] = []
@@ -272,9 +302,7 @@ def service_ruleset(
         f"ct direction original ct mark {UNKNOWN_PORT_MARK:#x} counter drop "
         f"{_comment('ClusterIP port the Service lacks: timeout')}",
     ]
-    hairpin_jumps, hairpin_chains = _hairpin(pods, namespaces or {}, policies)
-    all_chains = [("services", dispatch), ("input", verdicts + hairpin_jumps), *chains, *hairpin_chains]
-    return "\n".join(_replace_table("ip", SERVICE_TABLE, all_chains)) + "\n"
+    return dispatch, verdicts, chains
 
 
 @dataclass(frozen=True)
