@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ("cells", "requested", "cpus", "memory_mb", "expected"),
     [
         (9, None, 2, 24_000, 9),  # the smoke matrix on this machine: one worker per cell
-        (162, None, 2, 24_000, 16),  # the full matrix: 8 cells per CPU
+        (162, None, 2, 24_000, 24),  # the full matrix: 12 cells per CPU
         (162, None, 64, 24_000, 24_000 // 2 // WORKER_AND_CELL_MB),  # memory bound
         (9, 3, 2, 24_000, 3),  # --natsnet-parallel caps
         (2, 30, 2, 24_000, 2),  # never more workers than cells
