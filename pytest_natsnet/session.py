@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import shlex
+import shutil
 import sys
 import threading
 import time
@@ -279,3 +280,5 @@ class NatsnetRun:
                 else:
                     runrecord.remove(self._record)
                 self._record = None
+            if self._access is not None and not keep:  # the owner, after every worker: the sandbox's state and
+                shutil.rmtree(self.run_dir, ignore_errors=True)  # logs, its PKI and kubeconfig, cells' renders

@@ -58,6 +58,7 @@ def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: str, cluster: di
          ) -> tuple[NatsnetRun, list[str]]:
     log: list[str] = []
     monkeypatch.setenv("NATSNET_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("NATSNET_RUN_DIR", str(tmp_path / "runs"))
     monkeypatch.setattr(session, "make_provider", lambda *args: FakeProvider(log))
     settings = NatsnetSettings(enabled=True, keep=keep, evidence_dir=tmp_path / "evidence")
     plan = RunPlan("abc123", "fake", "test", "reference", "test", True, cluster or {})
@@ -162,3 +163,27 @@ def test_a_failed_deploy_gets_its_evidence_then_its_teardown(tmp_path: Path, mon
     assert run.failures[scenario.id] == [(f"deploy of cell {scenario.id}", "timed out waiting for StatefulSet ready")]
     run.finish()
     assert log.count(f"teardown {scenario.id}") == 1
+
+
+@pytest.mark.parametrize(("keep", "failed", "left"), [("never", ["default"], False), ("on-failure", [], False),
+                                                      ("on-failure", ["default"], True), ("always", [], True)])
+def test_the_owner_removes_the_run_directory_unless_it_keeps_the_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: str, failed: list[str], left: bool
+) -> None:
+    """The run directory holds the sandbox's state, logs, PKI and kubeconfig: it goes with the cluster (a kept
+    cluster still needs it); evidence lives elsewhere."""
+    run, _ = _run(tmp_path, monkeypatch, keep)
+    run.start_cluster()
+    (run.run_dir / "sandbox").mkdir(parents=True)
+    _cells(run, failed)
+    run.finish()
+    assert run.run_dir.exists() is left
+
+
+def test_a_worker_leaves_the_run_directory_to_the_owner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run, _ = _run(tmp_path, monkeypatch, "never", ClusterAccess("/controller", "ctx", True).to_wire())
+    run.run_dir.mkdir(parents=True)
+    _cells(run, [])
+    run.finish()
+    assert run.run_dir.exists()
+
