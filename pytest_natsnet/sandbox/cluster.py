@@ -137,9 +137,10 @@ class SandboxCluster:
         as on kind (established connections are never judged)."""
         self._policy_learned: dict[tuple[str, str], float] = {}
         self._policy_pending = float("inf")
+        """When the next pod is learned (the network is programmed again then)."""
         self._services_synced = float("-inf")
         self._services_pending = float("inf")
-        """When the next pod is learned (the network is programmed again then)."""
+        """When the Service rules were last synced to the pods, and when changes held back are due."""
         self.run_dir = run_dir
         self.nats_server = nats_server
         self.dns: DnsProfile = dns_profile(dns)
