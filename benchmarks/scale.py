@@ -17,6 +17,7 @@ import collections
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,10 +64,8 @@ def label(command: str) -> str:
     return program
 
 
-def measure(argv: list[str]) -> tuple[float, float, int, dict[str, float], int]:
-    """Runs ``argv``; returns wall seconds, CPU seconds, peak RSS bytes, CPU by label, pytest's exit status."""
-    started = time.monotonic()
-    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _sample_tree(process: subprocess.Popen[str]) -> tuple[dict[tuple[int, int], Sample], int]:
+    """Samples ``process`` and its descendants until it exits: each one's last sample, and the peak RSS sum."""
     root = next((key for key in snapshot() if key[0] == process.pid), (process.pid, 0))
     tree = {root}  # (pid, start time): a pid reused by someone else's process is not ours
     last: dict[tuple[int, int], Sample] = {}
@@ -85,8 +84,20 @@ def measure(argv: list[str]) -> tuple[float, float, int, dict[str, float], int]:
         last.update(mine)
         peak = max(peak, sum(s.rss for s in mine.values()))
         time.sleep(0.2)
-    output = process.stdout.read() if process.stdout else ""
-    wall = time.monotonic() - started
+    return last, peak
+
+
+def measure(argv: list[str]) -> tuple[float, float, int, dict[str, float], int]:
+    """Runs ``argv``; returns wall seconds, CPU seconds, peak RSS bytes, CPU by label, pytest's exit status."""
+    # The output goes to a file, not a pipe read at the end: the full matrix's summary is larger than a pipe
+    # holds, and pytest blocked writing it (a 242-cell run sat 3 minutes in its terminal summary).
+    with tempfile.TemporaryFile(mode="w+") as log:
+        started = time.monotonic()
+        process = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+        last, peak = _sample_tree(process)
+        wall = time.monotonic() - started
+        log.seek(0)
+        output = log.read()
     by_label: dict[str, float] = collections.defaultdict(float)
     for sample in last.values():
         by_label[label(sample.command)] += sample.cpu
