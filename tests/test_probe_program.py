@@ -129,7 +129,8 @@ def varz(node: NatsNode) -> dict[str, Any]:
 
 @contextmanager
 def nats_cluster(directory: Path, size: int = 2, no_advertise: bool = False) -> Iterator[list[NatsNode]]:
-    """``size`` nats-servers on loopback forming a full mesh; killed on exit."""
+    """``size`` nats-servers on loopback forming a full mesh, each telling clients every server's URL; killed on
+    exit."""
     ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
     routes = ", ".join(f'"nats://127.0.0.1:{cluster}"' for _, cluster, _ in ports)
     nodes: list[NatsNode] = []
@@ -148,7 +149,10 @@ def nats_cluster(directory: Path, size: int = 2, no_advertise: bool = False) -> 
         deadline = time.monotonic() + 15
         while True:
             try:
-                if all(varz(n).get("routes", 0) > 0 for n in nodes):
+                states = [varz(n) for n in nodes]
+                # routed, and (unless no_advertise) each server's client URLs gossiped: what clients are told
+                if all(v.get("routes", 0) > 0 and (no_advertise or len(v.get("connect_urls") or []) == size)
+                       for v in states):
                     break
             except OSError:
                 pass
