@@ -53,6 +53,27 @@ def test_a_zombie_adopted_as_subreaper_is_reaped_while_waiting() -> None:
     assert done.stdout.strip() == "['Z'] []", done.stdout + done.stderr
 
 
+KILL_ALL = """
+import subprocess, time, types
+from pytest_natsnet.sandbox.kubelet import PodRuntime
+from pytest_natsnet.sandbox.reaping import become_subreaper, in_sessions
+assert become_subreaper()
+leader = subprocess.Popen(["sh", "-c", "sleep 60 & kill -9 $$"], start_new_session=True)
+leader.wait()  # a container whose bubblewrap exited first: its command an orphan, adopted here, still running
+time.sleep(0.3)
+pod = types.SimpleNamespace(containers=[types.SimpleNamespace(process=leader, child_pid=None, stopping=None)])
+print(PodRuntime.kill_all(pod, timeout=3.0), in_sessions([leader.pid]))
+"""
+
+
+def test_a_stopped_pod_leaves_no_zombie_of_a_container_whose_bubblewrap_exited_first() -> None:
+    """A deleted pod's containers stop on their own (SIGTERM): when bubblewrap ends before its command, the command
+    is adopted by ``natsnet sandbox up`` and must be reaped with the pod (a full-matrix run had left one zombie
+    ``sleep`` per cell, from the probe pods)."""
+    done = subprocess.run([sys.executable, "-c", KILL_ALL], capture_output=True, text=True, timeout=30, check=True)
+    assert done.stdout.strip() == "[] []", done.stdout + done.stderr
+
+
 def test_no_session_means_nothing_to_wait_for() -> None:
     assert in_sessions([]) == [] and wait_reaped([], timeout=0.0) == []
 

@@ -36,7 +36,7 @@ from pytest_natsnet.sandbox.kubeletrules import (
 )
 from pytest_natsnet.sandbox.podenv import container_env, expand_args
 from pytest_natsnet.sandbox.podfs import POD_PATH, Mount, bwrap_argv, container_mounts
-from pytest_natsnet.sandbox.reaping import ProcessEntry, wait_reaped
+from pytest_natsnet.sandbox.reaping import ProcessEntry, in_sessions, wait_reaped
 
 RESTART_BACKOFF_START = BACKOFF_INITIAL
 RESTART_BACKOFF_MAX = BACKOFF_MAX
@@ -345,9 +345,17 @@ class PodRuntime:
                 hook.kill()
         sessions = []
         for c in self.containers:
-            if c.process is None or c.process.poll() is not None:
+            if c.process is None:
                 continue
-            sessions.append(c.process.pid)
+            sessions.append(c.process.pid)  # also when bubblewrap already exited: its orphans are ours to reap
+            if c.process.poll() is not None:
+                # bubblewrap is gone, its command may live on as an orphan (adopted here): kill what is left of
+                # the session, unless its id now names a new process (then the old session is empty)
+                members = in_sessions([c.process.pid])
+                if members and all(m.pid != c.process.pid for m in members):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(c.process.pid, signal.SIGKILL)
+                continue
             if c.child_pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(c.child_pid, signal.SIGKILL)
