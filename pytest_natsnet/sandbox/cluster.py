@@ -981,14 +981,14 @@ class SandboxCluster:
         def service_rules(chosen: Sequence[Obj]) -> str:  # what a Service's rules are judged by: no hairpin
             return nft.service_ruleset(chosen, slices)
 
-        services, _ = self._usable(self.store.list("Service"), "service proxy", service_rules)
+        services, shared = self._usable(self.store.list("Service"), "service proxy", service_rules)
         nets = {(n.namespace, n.name): n for n in pod_nets}
 
         def pod_scripts(pod_keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
-            """Each pod's script: the Services' DNAT and its own hairpin checks (none before it is learned)."""
+            """Each pod's script: the Services' DNAT and its own hairpin checks (none before it is learned: the
+            usable Services' script as compiled)."""
             own = nft.service_rulesets_by_pod(services, slices, [nets[k] for k in pod_keys if k in nets],
                                               namespaces, policies)
-            shared = nft.service_ruleset(services, slices)
             return {k: own[nets[k].ip] if k in nets else shared for k in pod_keys}
 
         # no kube-proxy outside the cluster: Service IPs lead nowhere
@@ -1010,7 +1010,7 @@ class SandboxCluster:
             try:
                 self._nft.apply(pod_netns, script)
             except nft.NftApplyError:
-                services, _ = self._usable(services, "service proxy", service_rules, check_in=pod_netns)
+                services, shared = self._usable(services, "service proxy", service_rules, check_in=pod_netns)
                 script = pod_scripts([pod_key])[pod_key]
                 try:
                     self._nft.apply(pod_netns, script)
