@@ -53,7 +53,6 @@ def busybox() -> Path | None:
 
 
 @functools.cache
-@functools.cache
 def busybox_applets() -> tuple[str, ...]:
     """Where an alpine-like image has each applet (``bin/sh``, ``usr/bin/env`` ...); asked once per process."""
     binary = busybox()
