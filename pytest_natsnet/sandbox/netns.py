@@ -96,7 +96,8 @@ def attach_outside(hub: str, client_netns: str, veth: str, ip: str) -> None:
     run(["ip", "-n", client_netns, "route", "add", f"{HUB_ADDRESS}/32", "via", OUTSIDE_ADDRESS])
 
 
-def _setns(path: str) -> None:
+def enter(path: str) -> None:
+    """Moves the calling thread (only it) into the network namespace at ``path``."""
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -115,6 +116,6 @@ def executor_in(netns: str, workers: int = 4) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(
         max_workers=workers,
         thread_name_prefix=f"netns-{netns}",
-        initializer=_setns,
+        initializer=enter,
         initargs=(netns_path(netns),),
     )

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
-import os
 import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from pytest_natsnet.sandbox import nft
-from pytest_natsnet.sandbox.netns import netns_path
+from pytest_natsnet.sandbox.netns import enter, netns_path
 
 LIBRARY = "libnftables.so.1"
-CLONE_NEWNET = 0x40000000
+HOME = "/proc/self/ns/net"
+"""The process's network namespace (its main thread's), where a worker returns after each apply."""
 WORKERS = 4
 
 
@@ -77,13 +77,10 @@ class LibNft:
 
     def __init__(self, lib: Any, workers: int = WORKERS) -> None:
         self._lib = lib
-        self._libc = ctypes.CDLL(None, use_errno=True)
         self._contexts: dict[str, int] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="natsnet-nft")
-        self._home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        """The process's network namespace, where a worker returns after each apply."""
 
     def apply(self, netns: str, script: str) -> None:
         error = self._pool.submit(self._apply_here, netns, script).result()
@@ -107,24 +104,19 @@ class LibNft:
         for netns in list(self._contexts):
             self.release(netns)
         self._pool.shutdown(wait=True)
-        os.close(self._home)
 
     def _apply_here(self, netns: str, script: str) -> nft.NftApplyError | None:
         with self._lock:
             lock = self._locks.setdefault(netns, threading.Lock())
         with lock:
             try:
-                fd = os.open(netns_path(netns), os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    self._setns(fd)
-                finally:
-                    os.close(fd)
+                enter(netns_path(netns))
             except OSError as error:
                 return nft.NftApplyError(netns, script, -1, f"cannot enter network namespace {netns}: {error}")
             try:
                 return self._run(netns, script)
             finally:
-                self._setns(self._home)
+                enter(HOME)
 
     def _run(self, netns: str, script: str) -> nft.NftApplyError | None:
         """The script through the namespace's context (created here, in the namespace, the first time)."""
@@ -142,12 +134,6 @@ class LibNft:
         if code != 0:
             return nft.NftApplyError(netns, script, code, message or f"libnftables returned {code}")
         return None
-
-    def _setns(self, fd: int) -> None:
-        """This worker thread (only this thread) into the network namespace ``fd`` refers to."""
-        if self._libc.setns(fd, CLONE_NEWNET) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code))
 
 
 def open_applier() -> Applier:
