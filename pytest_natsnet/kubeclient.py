@@ -94,9 +94,13 @@ class KubeClient:
         if _loopback(configuration.host):
             configuration.proxy = None  # as kubectl (Go's ProxyFromEnvironment): loopback never goes via a proxy
         self.api = client.ApiClient(configuration)
+        # ``kubernetes.stream.stream`` swaps its ApiClient's ``request`` for a websocket one while it connects:
+        # another thread's request on that client would go out as a websocket handshake. Exec streams connect on
+        # their own client, one at a time.
+        self._stream_api = client.ApiClient(configuration)
+        self._stream_lock = threading.Lock()
         self.kubeconfig = Path(kubeconfig)
         self.context = context
-        self._lock = threading.Lock()
 
     # -- raw requests --------------------------------------------------------------------------------------
 
@@ -186,10 +190,11 @@ class KubeClient:
         from kubernetes import client
         from kubernetes.stream import stream
 
-        core = client.CoreV1Api(self.api)
-        return stream(core.connect_get_namespaced_pod_exec, pod, namespace, command=list(command),
-                      container=container, stdin=True, stdout=True, stderr=True, tty=False,
-                      _preload_content=False)
+        core = client.CoreV1Api(self._stream_api)
+        with self._stream_lock:
+            return stream(core.connect_get_namespaced_pod_exec, pod, namespace, command=list(command),
+                          container=container, stdin=True, stdout=True, stderr=True, tty=False,
+                          _preload_content=False)
 
     def exec(self, pod: str, container: str, namespace: str, command: Sequence[str], stdin: bytes | str = b"",
              timeout: float = REQUEST_TIMEOUT) -> ExecResult:

@@ -14,6 +14,8 @@ from conftest import SandboxApi, needs_sandbox
 from kubernetes import client, config, watch
 from kubernetes.stream import stream
 
+from pytest_natsnet.kubeclient import KubeClient, KubeError
+
 pytestmark = [needs_sandbox, pytest.mark.xdist_group("sandbox-api-client")]
 
 NS = "pyclient"
@@ -94,3 +96,34 @@ def test_exec_stream_with_stdin_and_exit_codes(core: client.CoreV1Api) -> None:
     session.run_forever(timeout=20)
     assert session.returncode == 7
     session.close()
+
+
+def test_requests_in_other_threads_stay_plain_while_an_exec_stream_connects(
+    core: client.CoreV1Api, sandbox_api: SandboxApi
+) -> None:
+    """``stream()`` swaps its client's request function while it connects; KubeClient keeps exec streams on their
+    own client, so lists from other threads (a cell's probe pod prepared beside its readiness wait) stay lists."""
+    core.create_namespaced_pod(NS, python_pod("streams"))
+    assert wait_for(lambda: core.read_namespaced_pod("streams", NS).status.phase == "Running")
+    kube_client = KubeClient(sandbox_api.kubeconfig)
+    errors: list[str] = []
+    done = threading.Event()
+
+    def lists() -> None:
+        while not done.is_set():
+            try:
+                kube_client.list("Pod", NS)
+            except KubeError as error:
+                errors.append(str(error)[:300])
+
+    listers = [threading.Thread(target=lists) for _ in range(2)]
+    for lister in listers:
+        lister.start()
+    try:
+        for _ in range(20):
+            assert kube_client.exec("streams", "main", NS, ["true"], timeout=30).returncode == 0
+    finally:
+        done.set()
+        for lister in listers:
+            lister.join(timeout=30)
+    assert errors == []
