@@ -29,7 +29,14 @@ from pytest_natsnet import kube
 from pytest_natsnet.errors import NatsnetError
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.kubeclient import KubeClient, KubeError
-from pytest_natsnet.providers.base import POD_GATE_CONDITION, CellHandle, CellManifests, ProbeTarget, ProviderInfo
+from pytest_natsnet.providers.base import (
+    CLIENT_LABELS,
+    POD_GATE_CONDITION,
+    CellHandle,
+    CellManifests,
+    ProbeTarget,
+    ProviderInfo,
+)
 from pytest_natsnet.providers.kubeapi import (
     PodCannotStart,
     kubectl_argv,
@@ -234,6 +241,20 @@ class KubeDeployment(CellHandle):
 
     def _install(self, timeout: float) -> None:
         self._client.apply(self._namespace_object(self.namespace, {}))
+        failed = threading.Event()
+        probe = threading.Thread(target=self._prepare_probe,
+                                 args=(ProbeTarget(self.namespace, CLIENT_LABELS), failed),
+                                 name=f"natsnet-probe-{self.namespace}", daemon=True)
+        probe.start()  # the cell's probe pod starts beside its servers, not after them
+        try:
+            self._install_chart(timeout)
+        except BaseException:
+            failed.set()  # the probe stops waiting: the failure is reported, the namespace torn down, at once
+            raise
+        finally:
+            probe.join()  # bounded by the probe pod's own waits
+
+    def _install_chart(self, timeout: float) -> None:
         chart = self._cell.chart
         if chart is not None and self._tools.helm:
             for obj in self._cell.prerequisites:  # what the chart mounts but does not render (TLS Secrets)
@@ -316,8 +337,10 @@ class KubeDeployment(CellHandle):
 
     # -- probes ----------------------------------------------------------------------------------------------
 
-    def _ensure_probe_pod(self, target: ProbeTarget, timeout: float) -> None:
-        """Creates the probe pod once, waits until it runs, and unpacks the program into it (one exec)."""
+    def _ensure_probe_pod(self, target: ProbeTarget, timeout: float,
+                          abandoned: threading.Event | None = None) -> None:
+        """Creates the probe pod once, waits until it runs (or ``abandoned`` is set), and unpacks the program into
+        it (one exec)."""
         key = (target.namespace, target.pod_name)
         with self._lock:
             if key in self._probe_pods:
@@ -330,6 +353,8 @@ class KubeDeployment(CellHandle):
         self._client.apply(probe_pod_manifest(target, annotations))
 
         def running() -> tuple[bool, str]:
+            if abandoned is not None and abandoned.is_set():
+                raise NatsnetError(f"preparing probe pod {target.namespace}/{target.pod_name} was abandoned")
             pod = self._client.get("Pod", target.pod_name, target.namespace) or {}
             statuses = (pod.get("status") or {}).get("containerStatuses") or []
             started = any((s.get("state") or {}).get("running") for s in statuses)
@@ -344,6 +369,14 @@ class KubeDeployment(CellHandle):
                                f"(exit {result.returncode}): {result.stderr.strip()[-500:]}")
         with self._lock:
             self._probe_pods.add(key)
+
+    def _prepare_probe(self, target: ProbeTarget, abandoned: threading.Event) -> None:
+        """Readies ``target``'s probe pod and session ahead of the first probe, until ``abandoned``; a failure is
+        left to that probe, which prepares them again and reports what went wrong."""
+        with contextlib.suppress(Exception):
+            self._ensure_probe_pod(target, COMMAND_TIMEOUT, abandoned)
+            if not abandoned.is_set():
+                self._session(target)
 
     def _session(self, target: ProbeTarget) -> ProbeSession:
         key = (target.namespace, target.pod_name)

@@ -15,10 +15,7 @@ from pytest_natsnet.probe.model import (
     by_key,
     parse_answer,
 )
-from pytest_natsnet.providers.base import Deployment, ProbeTarget, WatchHandle
-
-CLIENT_LABELS: Mapping[str, str] = {"app.kubernetes.io/name": "natsnet-client"}
-"""Probe pods look like an application client; NetworkPolicies select them like one."""
+from pytest_natsnet.providers.base import CLIENT_LABELS, Deployment, ProbeTarget, WatchHandle
 
 
 @dataclass

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,11 +18,12 @@ from conftest import SandboxApi, needs_sandbox
 
 from pytest_natsnet import kube
 from pytest_natsnet.assembly import assemble_cell
-from pytest_natsnet.deployment import ClusterTools, KubeDeployment
+from pytest_natsnet.deployment import COMMAND_TIMEOUT, PROBE_CONTAINER, PROBE_DIR, ClusterTools, KubeDeployment
+from pytest_natsnet.errors import NatsnetError
 from pytest_natsnet.kubeclient import KubeClient
 from pytest_natsnet.matrix import Scenario, load_matrix, scenario_by_id
 from pytest_natsnet.probe.model import NatsRequest, Outcome, ProbeBatch, by_key, parse_answer
-from pytest_natsnet.providers.base import CellManifests, ProbeTarget, ProviderInfo
+from pytest_natsnet.providers.base import CLIENT_LABELS, CellManifests, ProbeTarget, ProviderInfo
 from pytest_natsnet.providers.existing import ExistingProvider
 from pytest_natsnet.providers.kind import KindProvider
 from pytest_natsnet.providers.kubeapi import wait_until
@@ -68,6 +71,17 @@ def _client_connects(deployment: KubeDeployment) -> None:
     assert answer["client"].outcome is Outcome.OK, answer["client"].detail
 
 
+def _probe_pod_was_prepared(deployment: KubeDeployment) -> None:
+    """The cell's probe pod was started beside its servers: it runs and holds the probe program when install
+    returns, before any probe asked for it."""
+    pod = deployment.client.get("Pod", "natsnet-probe", deployment.namespace)
+    assert pod is not None, f"no probe pod in {deployment.namespace} after the install"
+    assert kube.labels(pod) == dict(CLIENT_LABELS)
+    listed = deployment.client.exec("natsnet-probe", PROBE_CONTAINER, deployment.namespace, ["ls", PROBE_DIR],
+                                     timeout=30)
+    assert "program.py" in listed.stdout.split(), listed
+
+
 @pytest.fixture(scope="module")
 def fake_kind(sandbox_api: SandboxApi, tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("bin") / "kind"
@@ -86,6 +100,7 @@ def test_the_kind_provider_runs_the_kube_path_with_only_kind_faked(
     assert (access.context, access.created) == ("kind-natsnet", False)
     deployment = provider.deploy(_default_cell("kp1"), timeout=120)
     try:
+        _probe_pod_was_prepared(deployment)
         _client_connects(deployment)
         assert len(deployment.objects("Pod")) >= 3
     finally:
@@ -107,6 +122,21 @@ def test_the_existing_provider_sweeps_only_its_own_run(sandbox_api: SandboxApi, 
                         str(sorted(_namespaces(sandbox_api.kubeconfig)))), 60, "the run's namespaces deleted",
                poll=0.5)
     assert "users-own" in _namespaces(sandbox_api.kubeconfig)
+
+
+def test_a_failed_install_abandons_the_probe_pod_it_was_preparing(sandbox_api: SandboxApi, real_helm: str) -> None:
+    """The probe pod is prepared beside the servers; when the install fails, install stops waiting for the probe
+    pod and raises at once (the cell's evidence and teardown must not wait for the probe pod's own bound)."""
+    tools = {"kubectl": _tool("kubectl", sandbox_api.kubectl_bin), "helm": _tool("helm", real_helm)}
+    provider = ExistingProvider(NatsnetSettings(kubeconfig=sandbox_api.kubeconfig), "ap1", tools=tools)
+    provider.start()
+    started = time.monotonic()
+    with pytest.raises(NatsnetError, match=r"timed out after 0\.5s") as failed:
+        provider.deploy(_default_cell("ap1"), timeout=0.5)
+    assert time.monotonic() - started < COMMAND_TIMEOUT / 2, "install waited for the probe pod's own bound"
+    assert not [t.name for t in threading.enumerate() if t.name == "natsnet-probe-natsnet-ap1-default"]
+    failed.value.natsnet_deployment.teardown()  # type: ignore[attr-defined]
+    provider.stop(keep=False)
 
 
 @pytest.fixture

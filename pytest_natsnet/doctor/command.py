@@ -23,8 +23,7 @@ from pytest_natsnet.evidence.findings import Finding, analyse
 from pytest_natsnet.evidence.model import Observations
 from pytest_natsnet.evidence.readme import BundleContext
 from pytest_natsnet.kubeclient import KubeClient, KubeError
-from pytest_natsnet.prober import CLIENT_LABELS
-from pytest_natsnet.providers.base import CellManifests, ProbeTarget, ProviderInfo
+from pytest_natsnet.providers.base import CLIENT_LABELS, CellManifests, ProbeTarget, ProviderInfo
 
 DEFAULT_TIMEOUT = 60.0
 PROBE_PREFIX = "natsnet-doctor"

@@ -19,8 +19,7 @@ from pytest_natsnet.evidence.collect import observe
 from pytest_natsnet.evidence.findings import Finding, analyse
 from pytest_natsnet.evidence.readme import BundleContext, TestFailure
 from pytest_natsnet.matrix import Scenario
-from pytest_natsnet.prober import CLIENT_LABELS
-from pytest_natsnet.providers.base import Deployment, ProbeTarget
+from pytest_natsnet.providers.base import CLIENT_LABELS, Deployment, ProbeTarget
 
 
 def reattach_commands(kubeconfig: str, context: str | None, namespace: str) -> tuple[str, ...]:

@@ -73,6 +73,10 @@ class CellManifests:
     waits until they run, not until they are Ready."""
 
 
+CLIENT_LABELS: Mapping[str, str] = {"app.kubernetes.io/name": "natsnet-client"}
+"""Probe pods look like an application client; NetworkPolicies select them like one."""
+
+
 @dataclass(frozen=True)
 class ProbeTarget:
     """Where a probe runs: a fresh probe pod in ``namespace`` carrying ``labels``.
