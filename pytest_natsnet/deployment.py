@@ -29,6 +29,7 @@ from pytest_natsnet import kube
 from pytest_natsnet.errors import NatsnetError
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.kubeclient import KubeClient, KubeError
+from pytest_natsnet.kubewatch import Changes
 from pytest_natsnet.providers.base import (
     CLIENT_LABELS,
     POD_GATE_CONDITION,
@@ -56,6 +57,8 @@ PROBE_DIR = "/natsnet"
 PROBE_PROGRAM = Path(__file__).resolve().parent / "probe" / "program.py"
 COMMAND_TIMEOUT = 120.0
 READY_POLL = 0.25
+CHANGE_POLL = 2.0
+"""How often a wait woken by watches (``kubewatch.Changes``) reads again when nothing woke it."""
 EVIDENCE_KINDS = ("StatefulSet", "Pod", "Service", "EndpointSlice", "NetworkPolicy", "ConfigMap", "Event")
 
 
@@ -326,7 +329,9 @@ class KubeDeployment(CellHandle):
             states = [judge(s, pods) for s in sets]
             return all(done for done, _ in states), "; ".join(state for _, state in states)
 
-        wait_until(check, timeout, f"{what} in namespace {self.namespace}", poll=READY_POLL)
+        with Changes(self._client, self.namespace, ("Pod", "StatefulSet")) as changes:
+            wait_until(check, timeout, f"{what} in namespace {self.namespace}", poll=CHANGE_POLL,
+                       sleep=changes.sleep)
 
     def set_pod_condition(self, pod: str, condition_type: str, status: bool) -> None:
         live = self._client.get("Pod", pod, self.namespace)

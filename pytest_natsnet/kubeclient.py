@@ -1,5 +1,5 @@
-"""The kubernetes Python client, spoken in plain dicts: list, get, create, server-side apply, patch, delete, logs
-and exec, with paths from ``kinds.py``.
+"""The kubernetes Python client, spoken in plain dicts: list, get, create, server-side apply, patch, delete, logs,
+watch and exec, with paths from ``kinds.py``.
 
 Responses are read raw (``_preload_content=False``) and parsed as JSON: the client's generated models cost more
 CPU than everything else a suite does, and the suites want plain dicts anyway. Errors become ``KubeError`` with
@@ -14,7 +14,7 @@ import json
 import threading
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,45 @@ def _loopback(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class WatchStream:
+    """One open watch: its events as ``(type, object)`` in order; ``interrupt`` ends it from another thread."""
+
+    def __init__(self, response: Any, kind: str, path: str) -> None:
+        self._response, self._kind, self._path = response, kind, path
+        self._interrupted = False
+
+    def __iter__(self) -> Iterator[tuple[str, Obj]]:
+        buffer = b""
+        try:
+            for chunk in self._response.stream(64 * 1024, decode_content=True):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield self._event(line)
+        except Exception as error:  # the connection dropped, or ``interrupt`` ended it
+            if not self._interrupted:
+                raise KubeError("GET", self._path, 0, f"watch ended: {error}") from None
+        finally:
+            self._response.close()
+
+    def _event(self, line: bytes) -> tuple[str, Obj]:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            raise KubeError("GET", self._path, 0, f"watch sent no JSON: {line[:200]!r}") from None
+        obj = dict(event.get("object") or {})
+        if event.get("type") == "ERROR":  # e.g. 410 Gone: the resourceVersion is too old
+            raise KubeError("GET", self._path, int(obj.get("code") or 0), _status_message(json.dumps(obj)))
+        obj.setdefault("kind", self._kind)
+        return str(event.get("type")), obj
+
+    def interrupt(self) -> None:
+        self._interrupted = True
+        with contextlib.suppress(Exception):
+            self._response.shutdown()
 
 
 class KubeClient:
@@ -147,6 +186,25 @@ class KubeClient:
             item.setdefault("kind", kind)
             item.setdefault("apiVersion", api_version)
         return items
+
+    def watch(self, kind: str, namespace: str | None, timeout: float, resource_version: str | None = None
+              ) -> WatchStream:
+        """A watch of ``kind`` in ``namespace`` that the server ends after ``timeout`` seconds. Without
+        ``resource_version`` it starts with an ADDED event for each object that exists."""
+        path = collection_path(kind, namespace)
+        query: dict[str, Any] = {"watch": "true", "timeoutSeconds": max(1, round(timeout))}
+        if resource_version:
+            query["resourceVersion"] = resource_version
+        serialized = self.api.param_serialize(method="GET", resource_path=path, query_params=list(query.items()),
+                                              header_params={"Accept": "application/json"},
+                                              auth_settings=["BearerToken"])
+        try:
+            response = self.api.call_api(*serialized, _request_timeout=(REQUEST_TIMEOUT, timeout + REQUEST_TIMEOUT))
+        except Exception as error:
+            raise KubeError("GET", path, 0, f"no answer: {error}") from None
+        if not 200 <= int(response.status) <= 299:
+            raise KubeError("GET", path, int(response.status), _status_message(response.read() or b""))  # type: ignore[no-untyped-call]
+        return WatchStream(response.response, kind, path)
 
     def get(self, kind: str, name: str, namespace: str | None) -> Obj | None:
         found = self.request("GET", object_path(kind, name, namespace), missing_ok=True)

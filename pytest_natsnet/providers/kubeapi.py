@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -141,8 +142,9 @@ def pods_needing_gate(pods: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def wait_until(check: Callable[[], tuple[bool, str]], timeout: float, what: str,
-               poll: float = POLL_SECONDS) -> None:
-    """Polls ``check() -> (done, state)`` until done; WaitTimeout names ``what`` and the last state."""
+               poll: float = POLL_SECONDS, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Polls ``check() -> (done, state)`` until done; WaitTimeout names ``what`` and the last state. ``sleep`` may
+    end a pause early (``kubewatch.Changes.sleep``: when something changed)."""
     last = ["nothing observed yet"]
 
     def attempt() -> bool:
@@ -156,6 +158,7 @@ def wait_until(check: Callable[[], tuple[bool, str]], timeout: float, what: str,
         wait=tenacity.wait_fixed(poll),
         retry=tenacity.retry_if_result(lambda done: not done),
         reraise=True,
+        sleep=sleep,
     )
     try:
         retrying(attempt)
