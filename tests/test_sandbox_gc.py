@@ -232,3 +232,19 @@ def test_the_age_of_a_namespace_is_read_from_its_mount() -> None:
     finally:
         netns.delete_netns(name)
     assert gc.netns_age(name) == 0.0
+
+
+def test_the_directory_remover_has_removed_what_was_queued_when_it_closes(tmp_path: Path) -> None:
+    from pytest_natsnet.sandbox.gc import DirectoryRemover
+
+    roots = [tmp_path / f"pod-{n}" / "rootfs" for n in range(3)]
+    for root in roots:
+        (root / "bin").mkdir(parents=True)
+        for applet in ("sh", "ls", "cat"):
+            os.symlink("/bin/busybox", root / "bin" / applet)
+    remover = DirectoryRemover()
+    for root in roots:
+        remover.remove(root)
+    remover.close()
+    assert [root.exists() for root in roots] == [False, False, False]
+    assert [p.name for p in tmp_path.iterdir()] and all(p.is_dir() for p in tmp_path.iterdir())

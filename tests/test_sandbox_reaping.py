@@ -36,6 +36,21 @@ def test_a_zombie_counts_until_it_is_reaped() -> None:
     assert wait_reaped([process.pid], timeout=5.0) == []
 
 
+def test_a_process_forked_after_the_first_look_is_still_found() -> None:
+    """Between full scans the wait reads only the processes it saw; when those are gone it scans again, so a child
+    forked later by a process that then exited is still in the session's answer."""
+    leader = subprocess.Popen(["sh", "-c", "sleep 0.2; (exec sleep 30) & exit 0"], start_new_session=True)
+    try:
+        time.sleep(0.05)
+        left = wait_reaped([leader.pid], timeout=1.5)
+        assert "sleep" in [p.command for p in left if p.pid != leader.pid], left
+    finally:
+        for entry in in_sessions([leader.pid]):
+            if entry.pid != leader.pid:
+                os.kill(entry.pid, signal.SIGKILL)
+        leader.wait()
+
+
 ADOPTER = """
 import subprocess, sys, time
 from pytest_natsnet.sandbox.reaping import become_subreaper, in_sessions, wait_reaped

@@ -171,6 +171,7 @@ class SandboxCluster:
         self._unreaped: list[ProcessEntry] = []
         self._thread: threading.Thread | None = None
         self._executor: Any = None
+        self._remover = gc.DirectoryRemover()
         self._event_seq = itertools.count()
         self._events: collections.deque[Key] = collections.deque()
         self._external_pods: set[tuple[str, str]] = set()
@@ -233,6 +234,7 @@ class SandboxCluster:
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
             self._nft.close()
+            self._remover.close()
             for ns_name in [*self._netns_of.values(), self.hub]:
                 try:  # one namespace that cannot be removed leaves the others to remove
                     gc.kill_netns_processes(ns_name)  # execs into a pod that outlived their caller
@@ -891,7 +893,7 @@ class SandboxCluster:
             pod = self.store.delete(key)
         except NotFound:
             return
-        shutil.rmtree(self.run_dir / "pods" / key[1] / key[2] / "rootfs", ignore_errors=True)
+        self._remover.remove(self.run_dir / "pods" / key[1] / key[2] / "rootfs")
         self._event(pod, "Deleted", f"Pod {key[2]} deleted", "Normal")
 
     def _reconcile_endpointslices(self) -> None:

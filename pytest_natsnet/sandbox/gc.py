@@ -1,12 +1,15 @@
-"""Leftovers of crashed sandbox runs: every sandbox records itself on disk before it creates anything."""
+"""Leftovers: of crashed sandbox runs (every sandbox records itself on disk before it creates anything), and of
+deleted pods (their root directories, removed in the background)."""
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -126,3 +129,24 @@ def collect_garbage(force: bool = False) -> list[str]:
             actions.append(f"removed {run_dir}")
         state_file.unlink(missing_ok=True)
     return actions
+
+
+class DirectoryRemover:
+    """Removes directories on a thread of its own: the loop that deletes a pod does not wait for its root (hundreds
+    of entries) to leave the disk. ``close`` waits for what was queued, bounded."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="natsnet-directory-remover")
+        self._thread.start()
+
+    def remove(self, path: Path) -> None:
+        self._queue.put(path)
+
+    def _run(self) -> None:
+        while (path := self._queue.get()) is not None:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def close(self, timeout: float = 30.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)

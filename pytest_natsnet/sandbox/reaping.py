@@ -18,6 +18,8 @@ from pathlib import Path
 
 PROC = Path("/proc")
 POLL_SECONDS = 0.02
+RESCAN_SECONDS = 0.5
+"""How often a wait scans every process for its sessions; in between it reads only the processes it saw."""
 
 
 @dataclass(frozen=True)
@@ -68,10 +70,28 @@ def wait_reaped(sessions: Collection[int], timeout: float, proc: Path = PROC) ->
     will; the session leaders are left to the ``subprocess`` objects that started them."""
     deadline = time.monotonic() + timeout
     left = _reap_adopted(in_sessions(sessions, proc), sessions)
+    scanned = time.monotonic()
     while left and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
-        left = _reap_adopted(in_sessions(sessions, proc), sessions)
+        if time.monotonic() - scanned < RESCAN_SECONDS:  # between scans of every process: only those seen
+            left = _reap_adopted(_still_in_sessions(left, sessions, proc), sessions)
+        if not left or time.monotonic() - scanned >= RESCAN_SECONDS:  # "none left" is always a full scan's word
+            left = _reap_adopted(in_sessions(sessions, proc), sessions)
+            scanned = time.monotonic()
     return left
+
+
+def _still_in_sessions(entries: list[ProcessEntry], sessions: Collection[int], proc: Path) -> list[ProcessEntry]:
+    """``entries`` read again: those still in ``sessions`` (a pid reused by another session's process is not)."""
+    wanted, still = set(sessions), []
+    for entry in entries:
+        try:
+            now = parse_stat((proc / str(entry.pid) / "stat").read_text())
+        except (OSError, ValueError, IndexError):  # reaped
+            continue
+        if now.session in wanted:
+            still.append(now)
+    return still
 
 
 def _reap_adopted(entries: list[ProcessEntry], leaders: Collection[int]) -> list[ProcessEntry]:
