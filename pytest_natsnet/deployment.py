@@ -46,6 +46,7 @@ from pytest_natsnet.providers.kubeapi import (
     pods_that_cannot_start,
     statefulset_running,
     statefulset_settled,
+    undecided_pods,
     wait_until,
 )
 from pytest_natsnet.sources.helm import helm_install_argv, helm_uninstall_argv
@@ -58,6 +59,8 @@ PROBE_PROGRAM = Path(__file__).resolve().parent / "probe" / "program.py"
 COMMAND_TIMEOUT = 120.0
 READY_POLL = 0.25
 CHANGE_POLL = 2.0
+VERDICT_GRACE = 5.0
+"""Once a pod says it cannot start, how long a wait lets the others of the cell give their verdict first."""
 """How often a wait woken by watches (``kubewatch.Changes``) reads again when nothing woke it."""
 EVIDENCE_KINDS = ("StatefulSet", "Pod", "Service", "EndpointSlice", "NetworkPolicy", "ConfigMap", "Event")
 
@@ -316,11 +319,17 @@ class KubeDeployment(CellHandle):
 
     def _wait_for_pods(self, timeout: float,
                        judge: Callable[[Obj, Sequence[Obj]], tuple[bool, str]], what: str) -> None:
+        first_blocked: list[float] = []
+
         def check() -> tuple[bool, str]:
             pods = self.objects("Pod")
             blocked = pods_that_cannot_start(pods)
-            if blocked:
-                raise PodCannotStart(f"in namespace {self.namespace}: {'; '.join(blocked)}")
+            if blocked:  # reported once every server's pod has its verdict (bounded), so that the line names all
+                undecided = undecided_pods(self.objects("StatefulSet"), pods)
+                first_blocked[:] = first_blocked or [time.monotonic()]
+                if not undecided or time.monotonic() - first_blocked[0] >= VERDICT_GRACE:
+                    raise PodCannotStart(f"in namespace {self.namespace}: {'; '.join(blocked)}")
+                return False, f"{'; '.join(blocked)}; not judged yet: {', '.join(undecided)}"
             for pod in pods_needing_gate(pods):
                 self.set_pod_condition(pod, POD_GATE_CONDITION, True)
             sets = self.objects("StatefulSet")

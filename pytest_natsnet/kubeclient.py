@@ -97,6 +97,8 @@ class WatchStream:
                 for line in lines:
                     if line.strip():
                         yield self._event(line)
+        except KubeError:  # an ERROR event (410 Gone: the resourceVersion is too old), a line that is not JSON
+            raise
         except Exception as error:  # the connection dropped, or ``interrupt`` ended it
             if not self._interrupted:
                 raise KubeError("GET", self._path, 0, f"watch ended: {error}") from None

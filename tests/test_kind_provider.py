@@ -295,3 +295,17 @@ def test_pods_that_cannot_start_are_one_line_per_reason() -> None:
             _phase("box", "Pending", "SandboxError", "kubelet failed: OSError: x")]
     assert pods_that_cannot_start(pods) == ["box: SandboxError: kubelet failed: OSError: x",
                                             "nats-0, nats-1: VolumeNotEmulated: volume h"]
+
+
+def test_undecided_pods_are_the_missing_and_the_pending_without_a_reason() -> None:
+    from pytest_natsnet.providers.kubeapi import undecided_pods
+
+    sts = {"kind": "StatefulSet", "metadata": {"name": "nats"}, "spec": {"replicas": 4}}
+    pods = [
+        {"metadata": {"name": "nats-0"}, "status": {"phase": "Pending", "reason": "VolumeNotEmulated"}},
+        {"metadata": {"name": "nats-1"}, "status": {"phase": "Running"}},
+        {"metadata": {"name": "nats-2"}, "status": {"phase": "Pending"}},
+        {"metadata": {"name": "natsnet-probe"}, "status": {"phase": "Pending"}},
+    ]
+    assert undecided_pods([sts], pods) == ["nats-2", "nats-3"]
+    assert undecided_pods([], pods) == []

@@ -42,6 +42,19 @@ def pods_that_cannot_start(pods: Sequence[Mapping[str, Any]]) -> list[str]:
     return [f"{', '.join(names)}: {reason}" for reason, names in by_reason.items()]
 
 
+def undecided_pods(sets: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The StatefulSets' pods the kubelet has not judged yet: missing, or Pending without a reason."""
+    by_name = {kube.name(p): p for p in pods}
+    undecided = []
+    for sts in sets:
+        for ordinal in range(int(kube.spec(sts).get("replicas", 1))):
+            name = f"{kube.name(sts)}-{ordinal}"
+            status = (by_name.get(name) or {}).get("status") or {}
+            if name not in by_name or (status.get("phase", "Pending") == "Pending" and not status.get("reason")):
+                undecided.append(name)
+    return undecided
+
+
 def kubectl_argv(kubectl: str, kubeconfig: Path | str, context: str | None, *args: str) -> list[str]:
     """kubectl with the cluster named explicitly on every call."""
     argv = [kubectl, "--kubeconfig", str(kubeconfig)]
