@@ -44,13 +44,11 @@ def pods_that_cannot_start(pods: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def undecided_pods(sets: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]) -> list[str]:
     """The StatefulSets' pods the kubelet has not judged yet: missing, or Pending without a reason."""
-    by_name = {kube.name(p): p for p in pods}
     undecided = []
     for sts in sets:
-        for ordinal in range(int(kube.spec(sts).get("replicas", 1))):
-            name = f"{kube.name(sts)}-{ordinal}"
-            status = (by_name.get(name) or {}).get("status") or {}
-            if name not in by_name or (status.get("phase", "Pending") == "Pending" and not status.get("reason")):
+        for name, pod in _ordinal_pods(sts, pods):
+            status = (pod or {}).get("status") or {}
+            if pod is None or (status.get("phase", "Pending") == "Pending" and not status.get("reason")):
                 undecided.append(name)
     return undecided
 
@@ -74,21 +72,26 @@ def statefulset_ready(sts: Mapping[str, Any]) -> bool:
     )
 
 
+def _ordinal_pods(sts: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]
+                  ) -> list[tuple[str, Mapping[str, Any] | None]]:
+    """Each ordinal's pod name, with its pod (None when it is missing)."""
+    by_name = {kube.name(p): p for p in pods}
+    names = [f"{kube.name(sts)}-{ordinal}" for ordinal in range(int(kube.spec(sts).get("replicas", 1)))]
+    return [(name, by_name.get(name)) for name in names]
+
+
 def _ordinal_problems(sts: Mapping[str, Any], pods: Sequence[Mapping[str, Any]],
                       lacking: Callable[[Mapping[str, Any]], str | None]) -> list[str]:
     """What each ordinal's pod lacks: missing, terminating, or what ``lacking`` says of a present pod (with what its
     containers wait for)."""
-    name = kube.name(sts)
-    by_name = {kube.name(p): p for p in pods}
     problems = []
-    for ordinal in range(int(kube.spec(sts).get("replicas", 1))):
-        pod = by_name.get(f"{name}-{ordinal}")
+    for name, pod in _ordinal_pods(sts, pods):
         if pod is None:
-            problems.append(f"{name}-{ordinal} missing")
+            problems.append(f"{name} missing")
         elif (pod.get("metadata") or {}).get("deletionTimestamp"):
-            problems.append(f"{name}-{ordinal} terminating")
+            problems.append(f"{name} terminating")
         elif (lack := lacking(pod)) is not None:
-            problems.append(f"{name}-{ordinal} {lack}{_waiting_for(pod)}")
+            problems.append(f"{name} {lack}{_waiting_for(pod)}")
     return problems
 
 

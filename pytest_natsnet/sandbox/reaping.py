@@ -45,15 +45,15 @@ def parse_stat(text: str) -> ProcessEntry:
 
 def processes(proc: Path = PROC) -> list[ProcessEntry]:
     """Every process of this machine's PID namespace, zombies included."""
-    entries = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            entries.append(parse_stat((entry / "stat").read_text()))
-        except (OSError, ValueError, IndexError):  # gone while we looked
-            continue
-    return entries
+    return [entry for path in proc.iterdir() if path.name.isdigit() and (entry := _read(path)) is not None]
+
+
+def _read(process: Path) -> ProcessEntry | None:
+    """``/proc/<pid>``'s entry, None when the process is gone (reaped while we looked)."""
+    try:
+        return parse_stat((process / "stat").read_text())
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def in_sessions(sessions: Collection[int], proc: Path = PROC) -> list[ProcessEntry]:
@@ -83,15 +83,9 @@ def wait_reaped(sessions: Collection[int], timeout: float, proc: Path = PROC) ->
 
 def _still_in_sessions(entries: list[ProcessEntry], sessions: Collection[int], proc: Path) -> list[ProcessEntry]:
     """``entries`` read again: those still in ``sessions`` (a pid reused by another session's process is not)."""
-    wanted, still = set(sessions), []
-    for entry in entries:
-        try:
-            now = parse_stat((proc / str(entry.pid) / "stat").read_text())
-        except (OSError, ValueError, IndexError):  # reaped
-            continue
-        if now.session in wanted:
-            still.append(now)
-    return still
+    wanted = set(sessions)
+    again = (_read(proc / str(entry.pid)) for entry in entries)
+    return [entry for entry in again if entry is not None and entry.session in wanted]
 
 
 def _reap_adopted(entries: list[ProcessEntry], leaders: Collection[int]) -> list[ProcessEntry]:
