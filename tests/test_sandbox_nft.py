@@ -11,7 +11,14 @@ import pytest
 from pytest_natsnet.errors import ConfigError
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.sandbox.model import ContainerPort, PodNet
-from pytest_natsnet.sandbox.nft import node_ruleset, policy_ruleset, service_ruleset, service_rulesets_by_pod
+from pytest_natsnet.sandbox.nft import (
+    node_ruleset,
+    policy_ruleset,
+    service_ruleset,
+    service_tables_by_pod,
+    table_script,
+    table_update,
+)
 
 # --- helpers ----------------------------------------------------------------------
 
@@ -516,7 +523,8 @@ def test_each_pod_gets_the_same_dnat_and_only_its_own_hairpin_checks() -> None:
     svc = service("a", "web", "198.18.128.20", WEB_PORT)
     slices = [endpoint_slice("a", "web", WEB_SLICE_PORTS, ("198.18.0.12", {"ready": True}))]
     policies = [web_in, web_self, client_out]
-    by_pod = service_rulesets_by_pod([svc], slices, PODS, NAMESPACES, policies)
+    by_pod = {ip: table_script("ip", "natsnet_svc", table)
+              for ip, table in service_tables_by_pod([svc], slices, PODS, NAMESPACES, policies).items()}
     full = chains(service_ruleset([svc], slices, PODS, NAMESPACES, policies))
     assert set(by_pod) == {pod.ip for pod in PODS}
     own = {pod.ip: chains(by_pod[pod.ip]) for pod in PODS}
@@ -606,3 +614,30 @@ def test_node_port_flows_meet_the_target_pods_ingress_policies() -> None:
     assert found["nodeport_ingress_0_a_web"][0].startswith("ip saddr 198.19.0.0/16 counter return")
     assert found["nodeport_ingress_0_a_web"][-1].startswith("counter drop")
     assert "nodeport_ingress_0_a_web" not in chains(node_script())
+
+
+# --- table_update (only the chains that changed) ---------------------------------------------------------
+
+BASE = "type nat hook output priority -100; policy accept;"
+
+
+def test_an_update_touches_only_the_chains_that_differ_and_adds_before_it_deletes() -> None:
+    before = {"services": (BASE, "ip daddr 1.1.1.1 goto a"), "a": ("dnat to 2.2.2.2",), "b": ("drop",)}
+    after = {"services": (BASE, "ip daddr 1.1.1.1 goto c"), "a": ("dnat to 2.2.2.2",), "c": ("accept",)}
+    assert table_update("ip", "t", before, after).splitlines() == [
+        "add chain ip t c",
+        "flush chain ip t services",
+        "add rule ip t services ip daddr 1.1.1.1 goto c",
+        "add rule ip t c accept",
+        "delete chain ip t b",
+    ]
+    assert table_update("ip", "t", after, after) == ""
+
+
+def test_an_update_is_the_whole_table_when_nothing_was_applied_or_a_hook_changes() -> None:
+    table = {"services": (BASE, "counter")}
+    assert table_update("ip", "t", None, table) == table_script("ip", "t", table)
+    other_hook = {"services": ("type nat hook output priority -101; policy accept;", "counter")}
+    assert table_update("ip", "t", table, other_hook) == table_script("ip", "t", other_hook)
+    assert table_update("ip", "t", {}, {"input": ("type filter hook input priority 0; policy accept;",)}) == (
+        "add chain ip t input { type filter hook input priority 0; policy accept; }\n")

@@ -5,6 +5,7 @@ Needs root with ``ip`` and ``nft``; every namespace is named ``nntest-nft-<pid>-
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -20,12 +21,16 @@ import pytest
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.sandbox.model import ContainerPort, PodNet
 from pytest_natsnet.sandbox.nft import (
+    SERVICE_TABLE,
+    Chains,
     NftApplyError,
     apply,
     apply_each,
     enable_bridge_conntrack,
     policy_ruleset,
-    service_ruleset,
+    service_table,
+    table_script,
+    table_update,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -228,6 +233,14 @@ def services_script(
     web_endpoints: list[tuple[Pod, bool]], pods: Sequence[PodNet] = (), policies: Sequence[Obj] = ()
 ) -> str:
     """kube-dns, ``a/web`` (80 -> named port http, resolved per endpoint), ``a/empty`` without endpoints."""
+    return table_script("ip", SERVICE_TABLE, services_table(web_endpoints, pods, policies))
+
+
+def services_table(
+    web_endpoints: list[tuple[Pod, bool]], pods: Sequence[PodNet] = (), policies: Sequence[Obj] = (),
+    web: bool = True,
+) -> Chains:
+    """The chains of :func:`services_script`; without ``web`` the ``a/web`` Service is gone."""
     services = [
         service("kube-system", "kube-dns", DNS_IP, *DNS_PORTS),
         service("a", "web", WEB_IP, {"name": "http", "port": 80, "targetPort": "http"}),
@@ -243,7 +256,9 @@ def services_script(
         ),
         endpoint_slice("a", "empty", [{"port": 8080}], [(WEB_A, False)]),
     ]
-    return service_ruleset(services, slices, pods, NAMESPACES, policies)
+    if not web:
+        services, slices = [s for s in services if s["metadata"]["name"] != "web"], slices[:1] + slices[3:]
+    return service_table(services, slices, pods, NAMESPACES, policies)
 
 
 @pytest.fixture
@@ -329,6 +344,49 @@ def test_hairpin_through_the_own_cluster_ip_obeys_the_pods_policies(net: Topolog
         assert net.probe([("tcp", WEB_IP, 80)], netns=WEB_A.netns) == ["timeout"]
         assert _verdicts(net.probe([("tcp", "198.18.0.12", 5000)], netns=WEB_A.netns)) == ["allowed"]
         assert _verdicts(net.probe([("tcp", WEB_IP, 80)])) == ["allowed"]
+    finally:
+        apply(WEB_A.netns, services_script([(WEB_A, True), (WEB_B, True)]))
+
+
+def _listed_chains(netns: str) -> dict[str, list[str]]:
+    """``ip natsnet_svc`` as nft lists it: chain -> its lines (counters as listed)."""
+    found: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in (raw.strip() for raw in _svc_listing(netns).splitlines()):
+        if line.startswith("chain "):
+            current = found.setdefault(line.split()[1], [])
+        elif line and line != "}" and not line.startswith("table "):
+            current.append(line)
+    return found
+
+
+def test_updating_only_the_changed_chains_leaves_what_a_whole_table_would(net: Topology) -> None:
+    """Each step applied as an update of the previous one lists exactly as the same step applied whole (in the
+    web pod, where no traffic moves a counter), and traffic follows the updated rules."""
+    web_in = policy("a", "web-in", podSelector={"matchLabels": {"app": "web"}}, policyTypes=["Ingress"],
+                    ingress=[{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}])
+    pods = [p.net for p in PODS]
+    steps = [
+        services_table([(WEB_A, True), (WEB_B, True)]),
+        services_table([(WEB_A, True), (WEB_B, False)]),  # an endpoint chain changes
+        services_table([(WEB_A, True), (WEB_B, False)], pods, [web_in]),  # hairpin chains appear
+        services_table([], web=False),  # a Service and its chains go, the hairpin chains too
+        services_table([(WEB_A, True), (WEB_B, True)]),
+    ]
+    try:
+        apply(WEB_A.netns, table_script("ip", SERVICE_TABLE, steps[0]))
+        for before, after in itertools.pairwise(steps):
+            update = table_update("ip", SERVICE_TABLE, before, after)
+            assert update and "delete table" not in update
+            apply(WEB_A.netns, update)
+            updated = _listed_chains(WEB_A.netns)
+            apply(WEB_A.netns, table_script("ip", SERVICE_TABLE, after))
+            assert updated == _listed_chains(WEB_A.netns)
+        assert table_update("ip", SERVICE_TABLE, steps[-1], steps[-1]) == ""
+        apply(CLIENT.netns, table_script("ip", SERVICE_TABLE, steps[0]))
+        apply(CLIENT.netns, table_update("ip", SERVICE_TABLE, steps[0], steps[1]))
+        assert net.probe([("tcp", WEB_IP, 80)] * 10, parallel=1) == ["ok:web"] * 10
+        assert "dnat to 198.18.0.13" not in _svc_listing(CLIENT.netns)
     finally:
         apply(WEB_A.netns, services_script([(WEB_A, True), (WEB_B, True)]))
 

@@ -159,7 +159,9 @@ class SandboxCluster:
         self._pending_retry: dict[tuple[str, str], float] = {}
         self._netns_of: dict[tuple[str, str], str] = {}
         self._veth_of: dict[tuple[str, str], str] = {}
-        self._applied: dict[str, str] = {}
+        self._hub_script: str | None = None
+        self._service_tables: dict[str, nft.Chains] = {}
+        """What each pod netns's ``ip natsnet_svc`` holds: updates change only the chains that differ."""
         self._nft: nftlib.Applier = nftlib.open_applier()
         """Programs the rulesets (a libnftables context kept per network namespace: release it before deleting)."""
         self._dns_signature: tuple[str, ...] = ()
@@ -866,7 +868,7 @@ class SandboxCluster:
         self._event(pod, "Scheduled", f"Successfully assigned {ns}/{pod_name} to {NODE_NAME}", "Normal")
         # The service proxy must be programmed before the containers start: at the end of this tick (dirty), once
         # for every pod admitted in it; the containers start in the next tick.
-        self._applied.pop(pod_netns, None)
+        self._service_tables.pop(pod_netns, None)
         self._dirty = True
 
     def _set_pending(self, key: Key, reason: str, message: str) -> None:
@@ -888,7 +890,7 @@ class SandboxCluster:
             gc.kill_netns_processes(pod_netns)  # what a container's command left (a shell's background job), execs
             self._nft.release(pod_netns)
             netns.delete_netns(pod_netns)
-            self._applied.pop(pod_netns, None)
+            self._service_tables.pop(pod_netns, None)
         try:
             pod = self.store.delete(key)
         except NotFound:
@@ -980,48 +982,60 @@ class SandboxCluster:
 
         policies, _ = self._usable(self.store.list("NetworkPolicy"), "network policy", policy_rules)
 
-        def service_rules(chosen: Sequence[Obj]) -> str:  # what a Service's rules are judged by: no hairpin
-            return nft.service_ruleset(chosen, slices)
+        compiled: dict[tuple[tuple[str, str, str], ...], nft.Chains] = {}
 
-        services, shared = self._usable(self.store.list("Service"), "service proxy", service_rules)
+        def service_table(chosen: Sequence[Obj]) -> nft.Chains:  # no hairpin: what a Service is judged by
+            key = tuple(key_of(o) for o in chosen)
+            if key not in compiled:
+                compiled[key] = nft.service_table(chosen, slices)
+            return compiled[key]
+
+        def service_rules(chosen: Sequence[Obj]) -> str:
+            return nft.table_script("ip", nft.SERVICE_TABLE, service_table(chosen))
+
+        services, _ = self._usable(self.store.list("Service"), "service proxy", service_rules)
         nets = {(n.namespace, n.name): n for n in pod_nets}
 
-        def pod_scripts(pod_keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
-            """Each pod's script: the Services' DNAT and its own hairpin checks (none before it is learned: the
-            usable Services' script as compiled)."""
-            own = nft.service_rulesets_by_pod(services, slices, [nets[k] for k in pod_keys if k in nets],
-                                              namespaces, policies)
-            return {k: own[nets[k].ip] if k in nets else shared for k in pod_keys}
+        def pod_tables(pod_keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], nft.Chains]:
+            """Each pod's table: the Services' DNAT and its own hairpin checks (none before it is learned: the
+            usable Services' table, as ``_usable`` compiled it)."""
+            own = nft.service_tables_by_pod(services, slices, [nets[k] for k in pod_keys if k in nets],
+                                            namespaces, policies)
+            return {k: own[nets[k].ip] if k in nets else service_table(services) for k in pod_keys}
 
         # no kube-proxy outside the cluster: Service IPs lead nowhere
         in_cluster = [k for k in sorted(self._netns_of) if k not in self._external_pods]
-        scripts = pod_scripts(in_cluster)
-        stale = {k: scripts[k] for k in in_cluster if self._applied.get(self._netns_of[k]) != scripts[k]}
+        tables = pod_tables(in_cluster)
+        stale = {k: tables[k] for k in in_cluster if self._service_tables.get(self._netns_of[k]) != tables[k]}
         if now - self._services_synced < SERVICE_MIN_SYNC:  # only new pods now, the others at the next sync
             self._services_pending = self._services_synced + SERVICE_MIN_SYNC if stale else float("inf")
-            stale = {k: script for k, script in stale.items() if self._netns_of[k] not in self._applied}
+            stale = {k: table for k, table in stale.items() if self._netns_of[k] not in self._service_tables}
         elif stale:
             self._services_synced, self._services_pending = now, float("inf")
-        refused = self._nft.apply_each({self._netns_of[k]: script for k, script in stale.items()})
-        for pod_key, script in stale.items():
+        refused = self._nft.apply_each({  # only the chains that changed since the last apply
+            self._netns_of[k]: nft.table_update("ip", nft.SERVICE_TABLE,
+                                                self._service_tables.get(self._netns_of[k]), table)
+            for k, table in stale.items()})
+        for pod_key, table in stale.items():
             pod_netns = self._netns_of[pod_key]
             if pod_netns not in refused:
-                self._applied[pod_netns] = script
+                self._service_tables[pod_netns] = table
                 continue
-            script = pod_scripts([pod_key])[pod_key]  # the Services may have been narrowed since
+            table = pod_tables([pod_key])[pod_key]  # the Services may have been narrowed since; the whole table
             try:
-                self._nft.apply(pod_netns, script)
+                self._nft.apply(pod_netns, nft.table_script("ip", nft.SERVICE_TABLE, table))
             except nft.NftApplyError:
-                services, shared = self._usable(services, "service proxy", service_rules, check_in=pod_netns)
-                script = pod_scripts([pod_key])[pod_key]
+                services, _ = self._usable(services, "service proxy", service_rules, check_in=pod_netns)
+                table = pod_tables([pod_key])[pod_key]
                 try:
-                    self._nft.apply(pod_netns, script)
+                    self._nft.apply(pod_netns, nft.table_script("ip", nft.SERVICE_TABLE, table))
                 except nft.NftApplyError as error:  # not a Service's fault: this pod's network namespace
+                    self._service_tables.pop(pod_netns, None)
                     pod = self.store.get(("Pod", *pod_key))
                     if pod is not None:
                         self._contain(pod, "service proxy", error)
                     continue
-            self._applied[pod_netns] = script
+            self._service_tables[pod_netns] = table
 
         def hub_rules(chosen: Sequence[Obj]) -> str:
             return policy_rules(chosen) + nft.node_ruleset(
@@ -1029,13 +1043,13 @@ class SandboxCluster:
                 netns.OUTSIDE_BRIDGE, pod_nets, namespaces, chosen)
 
         hub_script = hub_rules(policies)
-        if self._applied.get(self.hub) != hub_script:
+        if self._hub_script != hub_script:
             try:
                 self._nft.apply(self.hub, hub_script)
             except nft.NftApplyError:
                 policies, hub_script = self._usable(policies, "network policy", hub_rules, check_in=self.hub)
                 self._nft.apply(self.hub, hub_script)
-            self._applied[self.hub] = hub_script
+            self._hub_script = hub_script
 
     def _usable(self, objects: Sequence[Obj], step: str, compile_with: Callable[[Sequence[Obj]], str],
                 check_in: str | None = None) -> tuple[list[Obj], str]:

@@ -109,6 +109,37 @@ def _ip_set(addresses: Iterable[str]) -> str:
     return ordered[0] if len(ordered) == 1 else "{ " + ", ".join(ordered) + " }"
 
 
+Chains = dict[str, tuple[str, ...]]
+"""A table as data: chain name -> its lines (a base chain's first line is its ``type ... hook ...;``), in order."""
+
+
+def table_script(family: str, table: str, chains: Chains) -> str:
+    """The script that replaces ``family table`` with ``chains`` in one transaction."""
+    return "\n".join(_replace_table(family, table, list(chains.items()))) + "\n"
+
+
+def _is_base(body: Sequence[str]) -> bool:
+    return bool(body) and body[0].startswith("type ")
+
+
+def table_update(family: str, table: str, before: Chains | None, after: Chains) -> str:
+    """The script that turns the applied ``before`` into ``after`` in one transaction: only the chains that differ
+    (created, flushed and refilled, deleted once nothing refers to them), ``""`` when none does; the whole table
+    when nothing was applied or a base chain's hook would change."""
+    if before is None or any(_is_base(body) and n in before and before[n][:1] != body[:1] for n, body in after.items()):
+        return table_script(family, table, after)
+    where = f"{family} {table}"
+    lines = [f"add chain {where} {n}" + (f" {{ {body[0]} }}" if _is_base(body) else "")
+             for n, body in after.items() if n not in before]
+    for chain, body in after.items():
+        if before.get(chain) != body:
+            if chain in before:
+                lines.append(f"flush chain {where} {chain}")
+            lines += [f"add rule {where} {chain} {rule}" for rule in (body[1:] if _is_base(body) else body)]
+    lines += [f"delete chain {where} {chain}" for chain in before if chain not in after]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def _replace_table(family: str, table: str, chains: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
     """Lines that create-or-keep, delete and recreate ``family table`` in one transaction."""
     lines = [f"table {family} {table}", f"delete table {family} {table}", f"table {family} {table} {{"]
@@ -242,30 +273,41 @@ def service_ruleset(
 
     Headless Services (``clusterIP: None``) and Services without an IPv4 ClusterIP get nothing.
     """
+    return table_script("ip", SERVICE_TABLE, service_table(services, endpointslices, pods, namespaces, policies))
+
+
+def service_table(
+    services: Sequence[Obj],
+    endpointslices: Sequence[Obj],
+    pods: Sequence[PodNet] = (),
+    namespaces: Mapping[str, Mapping[str, str]] | None = None,
+    policies: Sequence[Obj] = (),
+) -> Chains:
+    """The chains of :func:`service_ruleset`."""
     dispatch, verdicts, chains = _service_chains(services, endpointslices)
-    hairpin_jumps, hairpin_chains = _hairpin(pods, namespaces or {}, policies)
-    all_chains = [("services", dispatch), ("input", verdicts + hairpin_jumps), *chains, *hairpin_chains]
-    return "\n".join(_replace_table("ip", SERVICE_TABLE, all_chains)) + "\n"
+    return _service_table(dispatch, verdicts, chains, *_hairpin(pods, namespaces or {}, policies))
 
 
-def service_rulesets_by_pod(
+def _service_table(dispatch: Sequence[str], verdicts: Sequence[str], chains: Sequence[tuple[str, Sequence[str]]],
+                   hairpin_jumps: Sequence[str], hairpin_chains: Sequence[tuple[str, Sequence[str]]]) -> Chains:
+    return {"services": tuple(dispatch), "input": (*verdicts, *hairpin_jumps),
+            **{chain: tuple(body) for chain, body in [*chains, *hairpin_chains]}}
+
+
+def service_tables_by_pod(
     services: Sequence[Obj],
     endpointslices: Sequence[Obj],
     pods: Sequence[PodNet],
     namespaces: Mapping[str, Mapping[str, str]] | None = None,
     policies: Sequence[Obj] = (),
-) -> dict[str, str]:
-    """Each pod's ``ip natsnet_svc`` script, by pod IP: the ClusterIP DNAT of :func:`service_ruleset` and only the
+) -> dict[str, Chains]:
+    """Each pod's ``ip natsnet_svc`` table, by pod IP: the ClusterIP DNAT of :func:`service_ruleset` and only the
     pod's own hairpin checks. A pod reaching itself through a ClusterIP is judged in its own netns, where another
-    pod's hairpin rules never match; with them every pod's script grew, and changed, with every isolated pod of
+    pod's hairpin rules never match; with them every pod's table grew, and changed, with every isolated pod of
     the cluster (its peers resolved over that pod alone give the same verdict for the flow to itself)."""
     dispatch, verdicts, chains = _service_chains(services, endpointslices)
-    scripts = {}
-    for pod in pods:
-        hairpin_jumps, hairpin_chains = _hairpin([pod], namespaces or {}, policies)
-        all_chains = [("services", dispatch), ("input", verdicts + hairpin_jumps), *chains, *hairpin_chains]
-        scripts[pod.ip] = "\n".join(_replace_table("ip", SERVICE_TABLE, all_chains)) + "\n"
-    return scripts
+    return {pod.ip: _service_table(dispatch, verdicts, chains, *_hairpin([pod], namespaces or {}, policies))
+            for pod in pods}
 
 
 def _service_chains(
