@@ -212,3 +212,19 @@ def test_on_change_sees_every_commit() -> None:
     store.update(cm("a", y="1"))
     store.delete(("ConfigMap", "ns", "a"))
     assert events == [ADDED, MODIFIED, DELETED]
+
+
+def test_rules_are_compiled_once_per_choice_of_objects() -> None:
+    from pytest_natsnet.sandbox.cluster import _once_per_choice
+
+    calls: list[list[str]] = []
+
+    def compile_rules(chosen: list[dict[str, object]]) -> str:
+        calls.append([o["metadata"]["name"] for o in chosen])  # type: ignore[index]
+        return ",".join(calls[-1])
+
+    a = {"kind": "Service", "metadata": {"name": "a", "namespace": "x"}}
+    b = {"kind": "Service", "metadata": {"name": "b", "namespace": "x"}}
+    compiled = _once_per_choice(compile_rules)
+    assert [compiled([a, b]), compiled([a]), compiled([a, b]), compiled([dict(a)])] == ["a,b", "a", "a,b", "a"]
+    assert calls == [["a", "b"], ["a"]]

@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest_natsnet
 from pytest_natsnet.dnsprofile import DEFAULT_PROFILE, DnsProfile, corefile, dns_profile
@@ -122,6 +122,23 @@ def _owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
         return False
     uid = (owner.get("metadata") or {}).get("uid")
     return not ref.get("uid") or not uid or ref.get("uid") == uid
+
+
+T = TypeVar("T")
+
+
+def _once_per_choice(compile_rules: Callable[[Sequence[Obj]], T]) -> Callable[[Sequence[Obj]], T]:
+    """``compile_rules`` done once per choice of objects (by their keys): ``_usable`` compiles what was chosen,
+    and what is programmed afterwards reuses it."""
+    done: dict[tuple[Key, ...], T] = {}
+
+    def compiled(chosen: Sequence[Obj]) -> T:
+        choice = tuple(key_of(o) for o in chosen)
+        if choice not in done:
+            done[choice] = compile_rules(chosen)
+        return done[choice]
+
+    return compiled
 
 
 class SandboxCluster:
@@ -977,18 +994,11 @@ class SandboxCluster:
         pod_nets = self._pod_nets(now)
         self._policy_pending = min((t for t in self._policy_learned.values() if t > now), default=float("inf"))
 
-        def policy_rules(chosen: Sequence[Obj]) -> str:
-            return nft.policy_ruleset(pod_nets, namespaces, chosen)
+        policy_rules = _once_per_choice(lambda chosen: nft.policy_ruleset(pod_nets, namespaces, chosen))
 
         policies, _ = self._usable(self.store.list("NetworkPolicy"), "network policy", policy_rules)
 
-        compiled: dict[tuple[tuple[str, str, str], ...], nft.Chains] = {}
-
-        def service_table(chosen: Sequence[Obj]) -> nft.Chains:  # no hairpin: what a Service is judged by
-            key = tuple(key_of(o) for o in chosen)
-            if key not in compiled:
-                compiled[key] = nft.service_table(chosen, slices)
-            return compiled[key]
+        service_table = _once_per_choice(lambda chosen: nft.service_table(chosen, slices))  # no hairpin
 
         def service_rules(chosen: Sequence[Obj]) -> str:
             return nft.table_script("ip", nft.SERVICE_TABLE, service_table(chosen))

@@ -304,9 +304,14 @@ def service_tables_by_pod(
     """Each pod's ``ip natsnet_svc`` table, by pod IP: the ClusterIP DNAT of :func:`service_ruleset` and only the
     pod's own hairpin checks. A pod reaching itself through a ClusterIP is judged in its own netns, where another
     pod's hairpin rules never match; with them every pod's table grew, and changed, with every isolated pod of
-    the cluster (its peers resolved over that pod alone give the same verdict for the flow to itself)."""
+    the cluster (its peers resolved over that pod alone give the same verdict for the flow to itself). Only the
+    policies of the pod's namespace can select it: the others are not looked at (the hub's rules validate them)."""
     dispatch, verdicts, chains = _service_chains(services, endpointslices)
-    return {pod.ip: _service_table(dispatch, verdicts, chains, *_hairpin([pod], namespaces or {}, policies))
+    by_namespace: dict[str, list[Obj]] = {}
+    for policy in policies:
+        by_namespace.setdefault(namespace_of(policy), []).append(policy)
+    return {pod.ip: _service_table(dispatch, verdicts, chains,
+                                   *_hairpin([pod], namespaces or {}, by_namespace.get(pod.namespace, ())))
             for pod in pods}
 
 
