@@ -1,7 +1,9 @@
 """The sandbox's kube-proxy (ClusterIP DNAT) and NetworkPolicy enforcement, as nftables scripts.
 
 Both scripts are pure functions of the observed objects and replace their tables atomically when applied with
-one ``nft -f -``: re-applying the same script is a no-op apart from resetting the counters.
+one ``nft -f -``: re-applying the same script is a no-op apart from resetting the counters. The Services' table
+is also available as data (``service_table``, ``Chains``), so that ``table_update`` can change only the chains
+that differ from what a pod holds.
 
 ``service_ruleset`` goes into every pod netns (table ``ip natsnet_svc``). ClusterIP traffic is DNATed in
 the pod's ``output`` hook to a random ready endpoint, like kube-proxy. As kube-proxy's iptables mode (kind's
