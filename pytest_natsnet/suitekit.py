@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
@@ -37,7 +37,7 @@ from pytest_natsnet.expect.nats import (  # noqa: F401 (re-exported for the suit
 from pytest_natsnet.expect.policytiming import route_starts, routes_before_enforcement, server_starts
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.matrix import Scenario
-from pytest_natsnet.probe.model import HttpRequest, Outcome, TlsOptions
+from pytest_natsnet.probe.model import HttpRequest, Outcome, ProbeResult, TlsOptions
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.providers.base import Deployment
 from pytest_natsnet.report.grid import NOT_APPLICABLE_PREFIX, not_applicable_reason  # noqa: F401 (re-exported)
@@ -386,6 +386,23 @@ def dns_change_timeout(deployment: Deployment, qnames: Sequence[str]) -> float:
     """Bound for cluster DNS to answer ``qnames`` the way the objects now say: the controllers' lag plus the
     longest time the profile's cache may keep the old answer (``expect.dnstiming.change_visible_within``)."""
     return change_visible_within(cluster_dns(deployment), qnames, CONTROLLER_LAG)
+
+
+def learned_names_timeout(deployment: Deployment, urls: Iterable[str]) -> float:
+    """Bound for dialling learned URLs by name: the time cluster DNS may keep an old answer for their hosts under
+    the cluster domain (a name looked up before its pod was Ready stays NXDOMAIN for the cache's lifetime, 30 s
+    with the pinned kind image's CoreDNS); 0 when every host is an IP or outside the cluster domain."""
+    zone = deployment.info.cluster_domain
+    names = sorted({h.rstrip(".") for h in map(url_host, urls) if not is_ip(h) and h.rstrip(".").endswith(f".{zone}")})
+    return dns_change_timeout(deployment, names) if names else 0.0
+
+
+def dial_error(result: ProbeResult, where: str = "") -> str:
+    """``; <where> dial: <the probe's error>`` for a failed dial (what a table's reason shows), else ``""``."""
+    if result.outcome is Outcome.OK:
+        return ""
+    error = result.detail.get("error") or result.detail.get("errno") or result.outcome.value
+    return f"; {where + ' ' if where else ''}dial: {str(error)[:160]}"
 
 
 def route_qnames(namespace: str, group: Servers, zone: str = "cluster.local") -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 
 from pytest_natsnet import applicability
 from pytest_natsnet.expect.nats import expected_connect_urls, expected_mesh, is_ip, url_host
-from pytest_natsnet.probe.model import NatsRequest, Outcome
+from pytest_natsnet.probe.model import NatsRequest, Outcome, ProbeResult
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.session import Cell
 from pytest_natsnet.suitekit import (
@@ -21,8 +21,10 @@ from pytest_natsnet.suitekit import (
     Servers,
     applies,
     client_tls,
+    dial_error,
     eventually,
     exposed_on_node_port,
+    learned_names_timeout,
     mesh_expectation,
     mesh_timeout,
     not_declared,
@@ -120,20 +122,28 @@ def test_external_clients_cannot_use_cluster_local_names(natsnet_cell: Cell, nat
     with exposed_on_node_port(deployment, seed_server, group.conf(seed_server).client_port) as (node, port):
         seed = f"{scheme}://{node}:{port}"
 
-        def learn() -> tuple[bool, list[str]]:
+        def learn() -> tuple[bool, tuple[list[str], dict[str, object]]]:
             first = natsnet_probe.run([NatsRequest("seed", (seed,), tls, wait_discovered=2.0)], external=True)["seed"]
-            assert first.outcome is Outcome.OK, f"external client could not reach {seed}: {dict(first.detail)}"
+            if first.outcome is not Outcome.OK:  # kube-proxy may not have programmed the new NodePort yet
+                return False, ([], dict(first.detail))
             learned = sorted({str(u) for u in first.detail.get("discovered_servers") or []} - {seed})
-            return learned == wanted, learned
+            return learned == wanted, (learned, {})
 
-        done, learned, _ = eventually(learn, mesh_timeout(deployment, group), interval=1.0)
+        done, (learned, failure), _ = eventually(learn, mesh_timeout(deployment, group), interval=1.0)
+    assert not failure, f"external client could not reach {seed}: {failure}"
     assert done, f"the external client learned {learned} through {seed}; the servers' config says {wanted}"
     if not learned:
         return  # the seed server advertises nothing (no routed peer: a declared mesh failure): nothing to dial
     requests = [NatsRequest(u, (u,), tls, roundtrip=False, connect_timeout=2.0) for u in learned]
-    inside = natsnet_probe.run(requests)
-    outside = natsnet_probe.run(requests, external=True)
     unreachable = LEARNED_URLS_UNREACHABLE in natsnet_cell.expect
+
+    def dial_inside() -> tuple[bool, dict[str, ProbeResult]]:
+        """Inside, a name looked up before its pod was Ready may stay NXDOMAIN in cluster DNS's cache: bounded."""
+        results = natsnet_probe.run(requests)
+        return all((r.outcome is Outcome.OK) != unreachable for r in results.values()), results
+
+    _, inside, _ = eventually(dial_inside, learned_names_timeout(deployment, learned), interval=1.0)
+    outside = natsnet_probe.run(requests, external=True)
     expected, observed, reasons = {}, {}, {}
     for url in learned:
         host = url_host(url)
@@ -146,7 +156,7 @@ def test_external_clients_cannot_use_cluster_local_names(natsnet_cell: Cell, nat
             if host.endswith(f".{natsnet_cell.deployment.info.cluster_domain}")
             else "a name no DNS outside knows"
         )
-        reasons[url] = f"{inside_reason}; outside: {outside_reason}"
+        reasons[url] = f"{inside_reason}; outside: {outside_reason}" + dial_error(inside[url], "inside")
     Comparison.from_dicts(expected, observed, reasons).assert_same(
         "learned URLs dialled (in-cluster client, external client)", lambda v: " / ".join(v)
     )
