@@ -15,8 +15,10 @@ from pytest_natsnet.suitekit import (
     LOG_MARGIN,
     MESH_SETTLE,
     Servers,
+    dial_error,
     dns_change_timeout,
     eventually,
+    learned_names_timeout,
     mesh_timeout,
     node_address,
     not_declared,
@@ -146,3 +148,20 @@ def test_the_probes_that_wait_for_jetstream_are_the_charts_startup_and_readiness
     assert probe_failures(events, "nats-0", "startupProbe") == 3  # a real cluster aggregates repeats in count
     assert probe_failures(events, "nats-0", "readinessProbe") == 1
     assert probe_failures(events, "nats-2", "startupProbe") == 0
+
+
+def test_learned_urls_wait_for_dns_only_for_names_in_the_cluster_domain() -> None:
+    deployment = FakeDeployment("kind-1.31")
+    by_name = ["tls://nats-1.nats-headless.natsnet.svc.cluster.local:4222", "tls://198.18.0.11:4222"]
+    assert learned_names_timeout(deployment, by_name) == CONTROLLER_LAG + 30  # type: ignore[arg-type]
+    assert learned_names_timeout(deployment, ["nats://198.18.0.11:4222", "nats://nats.example.com:4222"]) == 0.0  # type: ignore[arg-type]
+    assert learned_names_timeout(FakeDeployment("kind-1.32"), by_name) == CONTROLLER_LAG  # type: ignore[arg-type]
+
+
+def test_a_failed_dial_says_why_in_the_reason() -> None:
+    from pytest_natsnet.probe.model import Outcome, ProbeResult
+
+    failed = ProbeResult("u", "nats", Outcome.UNRESOLVED, {"error": "[Errno -2] Name does not resolve"})
+    assert dial_error(failed, "inside") == "; inside dial: [Errno -2] Name does not resolve"
+    assert dial_error(ProbeResult("u", "nats", Outcome.TIMEOUT, {})) == "; dial: timeout"
+    assert dial_error(ProbeResult("u", "nats", Outcome.OK, {"error": "ignored"})) == ""
