@@ -24,7 +24,14 @@ import pytest
 from test_sandbox_dns_objects import NATS_CLUSTER_IP, POD_IPS, cluster, endpoint
 
 from pytest_natsnet.dnsprofile import FAST
-from pytest_natsnet.sandbox.dns import DnsServer, ObjectsFile, QueryLog, resolve_query
+from pytest_natsnet.sandbox.dns import (
+    SO_RCVBUFFORCE,
+    UDP_RECEIVE_BUFFER,
+    DnsServer,
+    ObjectsFile,
+    QueryLog,
+    resolve_query,
+)
 from pytest_natsnet.sandbox.dnszone import build_zone
 
 SVC = "natsnet.svc.cluster.local."
@@ -271,3 +278,24 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert len(read_log(log_path)) == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a receive buffer above net.core.rmem_max needs root")
+def test_a_burst_of_queries_is_queued_not_dropped(server: tuple[DnsServer, Path, Path]) -> None:
+    """Thousands of queries sent at once (the full matrix's deadlocked cells retrying routes) all get an answer:
+    the kernel queues them for the server instead of dropping what exceeds a default-sized buffer."""
+    dns_server, _, _ = server
+    burst = 4000
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, UDP_RECEIVE_BUFFER)  # the answers queue too
+        for query_id in range(burst):
+            query = dns.message.make_query(f"q{query_id}.nats.natsnet.svc.cluster.local.", "A")
+            query.id = query_id % 65536
+            client.sendto(query.to_wire(), ("127.0.0.1", dns_server.port))
+        answered = 0
+        deadline = time.monotonic() + 30
+        while answered < burst and time.monotonic() < deadline:
+            if select.select([client], [], [], 1.0)[0]:
+                client.recv(4096)
+                answered += 1
+    assert answered == burst, f"{burst - answered} of {burst} queries sent at once got no answer"

@@ -18,6 +18,7 @@ bound it prints ``natsnet-dns listening on IP:PORT`` on stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import os
@@ -369,6 +370,10 @@ def _recv_exact(conn: socket.socket, size: int) -> bytes | None:
     return chunks
 
 
+UDP_RECEIVE_BUFFER = 16 * 1024 * 1024
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
 class _UDPServer(socketserver.UDPServer):
     """Answers each datagram on its serving thread: resolving never blocks (no upstream is asked, nothing
     sleeps), and a thread per query cost more than the answer (~29,000 queries in a smoke run: nats-server
@@ -381,6 +386,17 @@ class _UDPServer(socketserver.UDPServer):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.dns_server = dns_server
         super().__init__(address, _UDPHandler)
+
+    def server_bind(self) -> None:
+        """A receive queue that holds a burst: with every cell's servers retrying routes through the search path
+        (the full matrix's deadlocked cells: ~1,400 queries/s) the default queue (~200 KiB) overflowed and the
+        kernel dropped 5% of the queries (``Udp: RcvbufErrors``), which clients saw as timeouts CoreDNS would not
+        give. As root the buffer may exceed ``net.core.rmem_max``."""
+        for option in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
+            with contextlib.suppress(OSError):
+                self.socket.setsockopt(socket.SOL_SOCKET, option, UDP_RECEIVE_BUFFER)
+                break
+        super().server_bind()
 
 
 class _TCPServer(socketserver.ThreadingTCPServer):
