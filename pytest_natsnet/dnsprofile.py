@@ -18,17 +18,18 @@ live. Sources (upstream paths, as the behaviour is coded there):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import Literal
 
 Upstream = Literal["nxdomain", "servfail", "drop"]
 UPSTREAM_MODES: tuple[Upstream, ...] = ("nxdomain", "servfail", "drop")
 
 KIND_NODE_IMAGE = (
-    "kindest/node:v1.31.2@sha256:18fbefc20a7113353c7b75b5c869d7145a6abd6269154825872dc59c1329912e"
+    "kindest/node:v1.37.0@sha256:a1ed56cfb0e7b93589bdf97c8cd566405a265939e3620fc4f5de89adff580ae5"
 )
-"""The node image ``kind-configs/default.yaml`` pins (kind v0.25.0's default, as its release notes publish it):
-Kubernetes 1.31, whose kubeadm Corefile still caches cluster answers. The default profile models it."""
+"""The node image ``kind-configs/default.yaml`` pins (kind v0.33.0's default, as its release notes publish it):
+Kubernetes 1.37, whose kubeadm Corefile no longer caches cluster answers. The default profile models it."""
 RUNNER_SEARCH_DOMAIN = "runner.internal"
 """Stand-in for the one search domain a CI runner's resolv.conf has (GitHub: ``<id>.internal.cloudapp.net``)."""
 
@@ -70,7 +71,7 @@ class DnsProfile:
 
 KIND_1_31 = DnsProfile(
     name="kind-1.31",
-    description="kind node image v1.31 (kind v0.24/v0.25 default): ttl 30, cache 30 holds cluster answers and "
+    description="kind node image v1.31 or older (kind v0.24/v0.25 default): ttl 30, cache 30 holds cluster answers and "
     "NXDOMAIN, 2 CoreDNS replicas, upstream answers NXDOMAIN, one runner search domain",
     ttl=30,
     cache=CachePolicy(max_ttl=30),
@@ -80,8 +81,8 @@ KIND_1_31 = DnsProfile(
 )
 KIND_1_32 = DnsProfile(
     name="kind-1.32",
-    description="kind node image v1.32 or newer: ttl 30, cache 30 except the cluster zone (disable success/denial),"
-    " 2 replicas, upstream NXDOMAIN, one runner search domain",
+    description="kind node image v1.32 or newer (kind v0.26 on; the pinned v1.37): ttl 30, cache 30 except the "
+    "cluster zone (disable success/denial), 2 replicas, upstream NXDOMAIN, one runner search domain",
     ttl=30,
     cache=CachePolicy(max_ttl=30, cluster_zone=False),
     replicas=2,
@@ -108,7 +109,7 @@ FAST = DnsProfile(
 )
 
 PROFILES: dict[str, DnsProfile] = {p.name: p for p in (KIND_1_31, KIND_1_32, KIND_1_31_OFFLINE, FAST)}
-DEFAULT_PROFILE = KIND_1_31.name
+DEFAULT_PROFILE = KIND_1_32.name
 
 
 def dns_profile(name: str) -> DnsProfile:
@@ -144,3 +145,36 @@ def corefile(profile: DnsProfile, zone: str = "cluster.local") -> str:
                       f"       disable denial {zone}", "    }"]
     lines += ["    loop", "    reload", "    loadbalance", "}"]
     return "\n".join(lines) + "\n"
+
+
+KUBERNETES_PLUGIN_TTL = 5
+"""The ``kubernetes`` plugin's TTL when its block sets none (CoreDNS ``plugin/kubernetes``: ``ttl`` default 5)."""
+CACHE_DEFAULT_MAX_TTL = 3600
+"""``cache`` without a TTL: CoreDNS keeps positive entries up to 3600 s (denials 1800 s; the larger bounds both)."""
+
+
+def profile_from_corefile(text: str, zone: str, base: DnsProfile = KIND_1_32) -> DnsProfile:
+    """The DNS behaviour a cluster's Corefile (``kube-system/coredns``) configures for the zone ``zone``: the
+    ``kubernetes`` block's ``ttl`` and the ``cache`` plugin's cap and ``disable success|denial`` zones, over
+    ``base`` for what a Corefile does not say (replicas, upstream, node search domains)."""
+    ttl_match = re.search(r"^\s*kubernetes\b[^{\n]*\{([^}]*)\}", text, re.MULTILINE)
+    ttl = re.search(r"^\s*ttl\s+(\d+)", ttl_match.group(1), re.MULTILINE) if ttl_match else None
+    cache_match = re.search(r"^\s*cache\b([^{\n]*)(\{[^}]*\})?", text, re.MULTILINE)
+    zone_name = zone.rstrip(".").lower()
+    cache = None
+    if cache_match:
+        cap = re.match(r"\s*(\d+)", cache_match.group(1))
+        block = cache_match.group(2) or ""
+
+        def disabled(kind: str) -> bool:
+            return any(zone_name == z.rstrip(".").lower() or z == "."
+                       for line in re.findall(rf"^\s*disable\s+{kind}\s+(.*)$", block, re.MULTILINE)
+                       for z in line.split())
+
+        cache = CachePolicy(max_ttl=int(cap.group(1)) if cap else CACHE_DEFAULT_MAX_TTL,
+                            cluster_zone=not (disabled("success") and disabled("denial")))
+    ttl_seconds = int(ttl.group(1)) if ttl else KUBERNETES_PLUGIN_TTL
+    caching = ("no cache" if cache is None else f"cache {cache.max_ttl}"
+               + ("" if cache.cluster_zone else f" except {zone_name}"))
+    return replace(base, name="corefile", ttl=ttl_seconds, cache=cache,
+                   description=f"read from the cluster's Corefile: ttl {ttl_seconds}, {caching}")

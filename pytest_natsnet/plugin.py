@@ -36,7 +36,7 @@ from pytest_natsnet.report.grid import failure_message, not_applicable_reason
 from pytest_natsnet.report.progress import Progress
 from pytest_natsnet.report.recorder import EVIDENCE_PROPERTY, ReportRecorder, progress_emitter
 from pytest_natsnet.report.terminal import cells_line
-from pytest_natsnet.session import Cell, NatsnetRun
+from pytest_natsnet.session import Cell, NatsnetRun, Replacement
 from pytest_natsnet.settings import NatsnetSettings
 from pytest_natsnet.xdist_cells import cells_in
 
@@ -531,13 +531,21 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture(autouse=True)
 def _natsnet_settled(request: pytest.FixtureRequest) -> None:
-    """Before a test of a cell that a previous test disturbed: wait until every server is back and ready."""
+    """Before a test of a cell that a previous test disturbed: wait until every server is back and ready (a test
+    that asks for ``natsnet_replacement`` watches the replacement in flight instead)."""
     if "natsnet_cell" not in request.fixturenames:
         return
     cell: Cell = request.getfixturevalue("natsnet_cell")
-    if cell.disturbed:
+    if cell.settle_first("natsnet_replacement" in request.fixturenames):
         cell.deployment.wait_ready(SETTLE_TIMEOUT)
-        cell.disturbed = False
+        cell.settled()
+
+
+@pytest.fixture
+def natsnet_replacement(natsnet_cell: Cell) -> Replacement | None:
+    """The server pod an earlier test of this cell deleted, not yet waited for (None when the cell is whole): one
+    deletion serves every test that observes a replacement, instead of one deletion and one wait each."""
+    return natsnet_cell.replacement
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from pytest_natsnet import kube
+from pytest_natsnet.dnsprofile import KIND_1_31, DnsProfile, profile_from_corefile
 from pytest_natsnet.errors import NatsnetError
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.kubeclient import KubeClient
@@ -100,26 +101,34 @@ def dns_service_selector(services: Iterable[Obj]) -> dict[str, str] | None:
 
 @dataclass(frozen=True)
 class ClusterFacts:
-    """What the suites must not assume: the cluster domain and how the DNS pods are labelled."""
+    """What the suites must not assume: the cluster domain, how the DNS pods are labelled and what the cluster
+    DNS caches."""
 
     domain: str = DEFAULT_CLUSTER_DOMAIN
     dns_selector: tuple[tuple[str, str], ...] = (("k8s-app", "kube-dns"),)
     notes: tuple[str, ...] = ()
+    dns: DnsProfile = KIND_1_31
+    """Until read: the conservative profile (cluster answers and NXDOMAIN cached up to 30 s)."""
 
 
 def discover_facts(client: KubeClient) -> ClusterFacts:
-    """Reads the cluster domain from CoreDNS's Corefile and the DNS pods' selector from the kube-dns Service;
-    falls back to the Kubernetes defaults and says so."""
+    """Reads the cluster domain and the DNS cache from CoreDNS's Corefile and the DNS pods' selector from the
+    kube-dns Service; falls back to the Kubernetes defaults (and a cache that keeps cluster answers) and says so."""
     notes = []
     corefile = client.get("ConfigMap", "coredns", "kube-system")
-    domain = cluster_domain_from_corefile(str(((corefile or {}).get("data") or {}).get("Corefile", "")))
+    text = str(((corefile or {}).get("data") or {}).get("Corefile", ""))
+    domain = cluster_domain_from_corefile(text)
+    dns = profile_from_corefile(text, domain) if domain else KIND_1_31
     if domain is None:
-        notes.append(f"cluster domain: no CoreDNS Corefile in kube-system/coredns; assuming {DEFAULT_CLUSTER_DOMAIN}")
+        notes.append(f"cluster domain: no CoreDNS Corefile in kube-system/coredns; assuming {DEFAULT_CLUSTER_DOMAIN} "
+                     f"and DNS like {KIND_1_31.name} ({KIND_1_31.description})")
+    else:
+        notes.append(f"cluster DNS {dns.description}")
     selector = dns_service_selector(client.list("Service", "kube-system"))
     if selector is None:
         raise NatsnetError("preflight: no kube-system/kube-dns Service with a selector: the suites need the "
                            "cluster DNS behind the standard kube-dns Service")
-    return ClusterFacts(domain or DEFAULT_CLUSTER_DOMAIN, tuple(sorted(selector.items())), tuple(notes))
+    return ClusterFacts(domain or DEFAULT_CLUSTER_DOMAIN, tuple(sorted(selector.items())), tuple(notes), dns)
 
 
 def pod_security_problems(client: KubeClient, namespace: str, pods: Sequence[Obj]) -> list[str]:

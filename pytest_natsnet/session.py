@@ -9,7 +9,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,19 @@ from pytest_natsnet.settings import NatsnetSettings
 from pytest_natsnet.tlsgen import DEFAULT_DOMAIN, CertificateAuthority, TlsMaterial, new_ca
 
 
+@dataclass(frozen=True)
+class Replacement:
+    """A server pod a test deleted, as it was: what a later test needs to watch the StatefulSet bring it back."""
+
+    victim: str
+    uid: str | None
+    ip: str
+    log_offsets: Mapping[str, int]
+    """Lines in each other server's log when the pod was deleted: what they logged since is about its return."""
+    deleted_at: float
+    """``time.monotonic()`` of the deletion."""
+
+
 @dataclass
 class Cell:
     """One deployed cell, as the suites see it."""
@@ -36,11 +49,23 @@ class Cell:
     deploy_seconds: float
     disturbed: bool = False
     """A test deleted a pod: the next test first waits for the cell to be whole again (see the plugin)."""
+    replacement: Replacement | None = None
+    """The server pod a test deleted since the cell was last whole: a test that observes a replacement
+    (``natsnet_replacement``) watches this one come back instead of waiting for the cell and deleting another."""
 
     @property
     def expect(self) -> frozenset[DeclaredFailure]:
         """The documented failures this cell declares (empty: expected healthy)."""
         return self.scenario.expect
+
+    def settle_first(self, observes_replacement: bool) -> bool:
+        """Whether a test must wait for the cell to be whole before it starts: after a disturbance, unless the test
+        observes the replacement still in flight."""
+        return self.disturbed and not (observes_replacement and self.replacement is not None)
+
+    def settled(self) -> None:
+        """The cell is whole again: nothing disturbed, no replacement in flight."""
+        self.disturbed, self.replacement = False, None
 
 
 def repro_command(settings: NatsnetSettings, scenario: Scenario, provider: str, source: str) -> str:

@@ -18,7 +18,7 @@ import pytest
 import tenacity
 
 from pytest_natsnet import kube
-from pytest_natsnet.dnsprofile import DnsProfile, dns_profile
+from pytest_natsnet.dnsprofile import DnsProfile
 from pytest_natsnet.expect.dnstiming import change_visible_within, give_up_seconds, parse_resolv_conf
 from pytest_natsnet.expect.nats import (  # noqa: F401 (re-exported for the suites)
     BOOTSTRAP_DEADLOCK,
@@ -41,6 +41,7 @@ from pytest_natsnet.probe.model import HttpRequest, Outcome, ProbeResult, TlsOpt
 from pytest_natsnet.prober import Prober
 from pytest_natsnet.providers.base import Deployment
 from pytest_natsnet.report.grid import NOT_APPLICABLE_PREFIX, not_applicable_reason  # noqa: F401 (re-exported)
+from pytest_natsnet.session import Cell, Replacement
 from pytest_natsnet.table import TruthTable
 
 T = TypeVar("T")
@@ -155,6 +156,18 @@ def servers(deployment: Deployment) -> Servers:
         raise AssertionError(f"ConfigMap {config_volume['configMap']['name']} not found")
     text = next(iter((configmap.get("data") or {}).values()))
     return Servers(pods, server_confs(pods, text))
+
+
+def replace_server(cell: Cell, group: Servers, victim: str) -> Replacement:
+    """Deletes the server pod ``victim`` and records what a later test needs to watch it come back (its uid and
+    IP, where the other servers' logs stood); the cell is disturbed until a test waits for it to be whole."""
+    deployment = cell.deployment
+    pod = next(p for p in group.pods if kube.name(p) == victim)
+    offsets = {name: len(deployment.logs(name).splitlines()) for name in group.names if name != victim}
+    replacement = Replacement(victim, pod["metadata"].get("uid"), group.ip(victim), offsets, time.monotonic())
+    deployment.delete("Pod", victim)
+    cell.disturbed, cell.replacement = True, replacement
+    return replacement
 
 
 def eventually(check: Callable[[], tuple[bool, T]], timeout: float, interval: float = 0.25) -> tuple[bool, T, float]:
@@ -378,22 +391,21 @@ suites' polling, with room for a loaded machine."""
 
 
 def cluster_dns(deployment: Deployment) -> DnsProfile:
-    """The DNS profile of the cell's cluster (the sandbox's own; kind's pinned node image; else that default)."""
-    return dns_profile(deployment.info.dns_profile)
+    """The DNS profile of the cell's cluster (the sandbox's own; else read from the cluster's Corefile)."""
+    return deployment.info.dns_profile
 
 
 def dns_change_timeout(deployment: Deployment, qnames: Sequence[str]) -> float:
     """Bound for cluster DNS to answer ``qnames`` the way the objects now say: the controllers' lag plus the
     longest time the profile's cache may keep the old answer (``expect.dnstiming.change_visible_within``)."""
-    return change_visible_within(cluster_dns(deployment), qnames, CONTROLLER_LAG)
+    return change_visible_within(cluster_dns(deployment), qnames, CONTROLLER_LAG, deployment.info.cluster_domain)
 
 
 def learned_names_timeout(deployment: Deployment, urls: Iterable[str]) -> float:
     """Bound for dialling learned URLs by name: the time cluster DNS may keep an old answer for their hosts under
-    the cluster domain (a name looked up before its pod was Ready stays NXDOMAIN for the cache's lifetime, 30 s
-    with the pinned kind image's CoreDNS); 0 when every host is an IP or outside the cluster domain."""
-    zone = deployment.info.cluster_domain
-    names = sorted({h.rstrip(".") for h in map(url_host, urls) if not is_ip(h) and h.rstrip(".").endswith(f".{zone}")})
+    the cluster domain (a name looked up before its pod was Ready stays NXDOMAIN for the cache's lifetime: 30 s
+    with Kubernetes 1.31's CoreDNS, none from 1.32); 0 when every host is an IP or outside the cluster."""
+    names = cluster_qnames(map(url_host, urls), deployment.namespace, deployment.info.cluster_domain)
     return dns_change_timeout(deployment, names) if names else 0.0
 
 
@@ -405,23 +417,35 @@ def dial_error(result: ProbeResult, where: str = "") -> str:
     return f"; {where + ' ' if where else ''}dial: {str(error)[:160]}"
 
 
-def route_qnames(namespace: str, group: Servers, zone: str = "cluster.local") -> list[str]:
-    """The in-zone names the servers' route hosts resolve as (a short name through the namespace's search
-    domain, an FQDN as it is); IPs need no lookup."""
+def cluster_qnames(hosts: Iterable[str], namespace: str, zone: str = "cluster.local") -> list[str]:
+    """The in-zone names ``hosts`` resolve as from a pod of ``namespace``: an FQDN under ``zone`` as it is; the
+    short forms the chart writes (``nats``, ``nats-0.nats-headless``) and ``<name>.<ns>.svc`` through the search
+    path; IPs and other names (outside the cluster) are left out."""
     names = set()
-    for conf in group.confs:
-        for route in conf.routes:
-            host = url_host(route).rstrip(".")
-            if not is_ip(host):
-                names.add(host if host.endswith(f".{zone}") else f"{host}.{namespace}.svc.{zone}")
+    for host in (h.rstrip(".") for h in hosts):
+        if is_ip(host) or not host:
+            continue
+        if host.endswith(f".{zone}"):
+            names.add(host)
+        elif host.endswith(".svc"):
+            names.add(f"{host}.{zone}")
+        elif host.count(".") <= 1:
+            names.add(f"{host}.{namespace}.svc.{zone}")
     return sorted(names)
+
+
+def route_qnames(namespace: str, group: Servers, zone: str = "cluster.local") -> list[str]:
+    """The in-zone names the servers' route hosts resolve as (``cluster_qnames``); IPs need no lookup."""
+    return cluster_qnames((url_host(route) for conf in group.confs for route in conf.routes), namespace, zone)
 
 
 def mesh_timeout(deployment: Deployment, group: Servers) -> float:
     """Bound for a mesh to become what is expected: ``MESH_SETTLE`` plus the time cluster DNS may keep answering
     a route host the old way from its cache (NXDOMAIN looked up before the peer was published, or a replaced
     pod's old IP: 30 s with the pinned kind image's CoreDNS, 0 without a cluster-zone cache)."""
-    return change_visible_within(cluster_dns(deployment), route_qnames(deployment.namespace, group), MESH_SETTLE)
+    zone = deployment.info.cluster_domain
+    return change_visible_within(cluster_dns(deployment), route_qnames(deployment.namespace, group, zone), MESH_SETTLE,
+                                 zone)
 
 
 def route_lookup_failure_timeout(deployment: Deployment, group: Servers) -> float:

@@ -46,7 +46,7 @@ def pinned_release(name: str, system: str, arch: str) -> Release:
         archive = f"https://get.helm.sh/helm-{version}-{system}-{arch}.tar.gz"
         return Release(version, archive, archive + ".sha256sum", f"{system}-{arch}/helm")
     if name == "kind":
-        version = "v0.27.0"
+        version = "v0.33.0"
         binary = f"https://github.com/kubernetes-sigs/kind/releases/download/{version}/kind-{system}-{arch}"
         return Release(version, binary, binary + ".sha256sum")
     if name == "kubectl":

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from pytest_natsnet import applicability, kube
-from pytest_natsnet.dnsprofile import DEFAULT_PROFILE, dns_profile
 from pytest_natsnet.expect import natslog
 from pytest_natsnet.expect.dnstiming import stale_seconds
 from pytest_natsnet.expect.nats import expected_mesh
@@ -36,6 +35,7 @@ from pytest_natsnet.suitekit import (
     applies,
     client_service,
     client_tls,
+    cluster_dns,
     declared,
     eventually,
     headless_service,
@@ -181,9 +181,10 @@ def test_route_errors_before_the_mesh_stop_once_every_server_listens(
     seen = natslog.bootstrap(_logs(deployment, group))
     assert seen.all_listening is not None and len(seen.listening) == len(group.names), (
         f"not every server logged that it listens for routes: {sorted(seen.listening)}")
-    per_pod_name = f"{group.names[0]}.{headless_service(deployment)}.{deployment.namespace}.svc.cluster.local"
-    grace = {"refused": REFUSED_GRACE, "no such host": float(stale_seconds(dns_profile(DEFAULT_PROFILE),
-                                                                            per_pod_name))}
+    zone = deployment.info.cluster_domain
+    per_pod_name = f"{group.names[0]}.{headless_service(deployment)}.{deployment.namespace}.svc.{zone}"
+    grace = {"refused": REFUSED_GRACE, "no such host": float(stale_seconds(cluster_dns(deployment), per_pod_name,
+                                                                            zone))}
     record_property("route_errors_before_mesh", len(seen.route_errors))
     record_property("route_errors_by_kind", ", ".join(f"{k}={n}" for k, n in seen.errors_by_kind().items()))
     listened = seen.seconds_after_start(seen.all_listening)
@@ -319,7 +320,8 @@ def test_bootstrap_deadlock_keeps_every_server_not_ready(
         base = f"http://{group.ip(name)}:{monitor_port(pod)}"
         requests += [HttpRequest(f"healthz:{name}", f"{base}/healthz"), HttpRequest(f"jsz:{name}", f"{base}/jsz"),
                      HttpRequest(f"routez:{name}", f"{base}/routez"),
-                     DnsRequest(f"dns:{name}", f"{name}.{headless}.{deployment.namespace}.svc.cluster.local.")]
+                     DnsRequest(f"dns:{name}",
+                                f"{name}.{headless}.{deployment.namespace}.svc.{deployment.info.cluster_domain}.")]
     results = natsnet_probe.run(requests)
     logs = {name: natslog.parse(name, deployment.logs(name)) for name in group.names}
     pods = {kube.name(p): p for p in deployment.objects("Pod")}
@@ -371,8 +373,9 @@ def test_publishing_not_ready_addresses_resolves_the_deadlock(
                        "spec": {**kube.spec(service), "publishNotReadyAddresses": True}}])
     natsnet_cell.disturbed = True
     _, probe_spec = probes_waiting_for_jetstream(group.pods[0])[0]
-    per_pod_name = f"{group.names[0]}.{headless}.{deployment.namespace}.svc.cluster.local"
-    bound = (float(stale_seconds(dns_profile(DEFAULT_PROFILE), per_pod_name))
+    zone = deployment.info.cluster_domain
+    per_pod_name = f"{group.names[0]}.{headless}.{deployment.namespace}.svc.{zone}"
+    bound = (float(stale_seconds(cluster_dns(deployment), per_pod_name, zone))
              + 2 * float(probe_spec.get("periodSeconds", 10)) + CONVERGE_BOUND)
 
     def all_ready() -> tuple[bool, str]:

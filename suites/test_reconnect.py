@@ -25,6 +25,7 @@ from pytest_natsnet.suitekit import (
     eventually,
     mesh_timeout,
     not_declared,
+    replace_server,
     servers,
 )
 from pytest_natsnet.table import Comparison
@@ -108,8 +109,7 @@ def test_reconnect_after_the_servers_pod_is_deleted(
             learned = _advertised_by(group, natsnet_cell, victim_name) - {ip_seed}
             usable = bool(learned) and LEARNED_URLS_UNREACHABLE not in natsnet_cell.expect
 
-            deployment.delete("Pod", victim)
-            natsnet_cell.disturbed = True
+            replace_server(natsnet_cell, group, victim)
             service_back = service_client.reconnected(RECONNECT_BOUND)
             received = service_client.receives_after(service_back, DELIVERY_BOUND) if service_back else None
             ip_back, ip_failed_everywhere = ip_client.reconnects_or_fails_everywhere(RECONNECT_BOUND)

@@ -7,6 +7,7 @@ that explains it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -22,7 +23,7 @@ from pytest_natsnet.expect.nats import (
 )
 from pytest_natsnet.probe.model import Outcome, RelayRequest
 from pytest_natsnet.prober import Prober
-from pytest_natsnet.session import Cell
+from pytest_natsnet.session import Cell, Replacement
 from pytest_natsnet.suitekit import (
     DNS_BLOCKED,
     MESH_SPLIT,
@@ -38,6 +39,7 @@ from pytest_natsnet.suitekit import (
     monitor,
     not_declared,
     observe_mesh,
+    replace_server,
     route_lookup_failure_timeout,
     routes_beyond,
     secret_cert_sans,
@@ -181,27 +183,29 @@ def test_messages_cross_exactly_the_routes(natsnet_cell: Cell, natsnet_probe: Pr
 @pytest.mark.natsnet_disruptive
 @applies(not_declared(*DECLARED_MESH_FAILURES))
 def test_replaced_pod_rejoins_with_a_new_ip(
-    natsnet_cell: Cell, natsnet_probe: Prober, record_property: pytest.RecordProperty
+    natsnet_cell: Cell,
+    natsnet_probe: Prober,
+    natsnet_replacement: Replacement | None,
+    record_property: pytest.RecordProperty,
 ) -> None:
     """Delete a server pod: the StatefulSet recreates it with the same name and a new IP, and the full mesh
-    returns with no config change (explicit routes re-resolve the name on every attempt)."""
+    returns with no config change (explicit routes re-resolve the name on every attempt). The pod an earlier test
+    of the cell deleted (the reconnect suite's) serves when it is still coming back; else the last one is deleted."""
     deployment = natsnet_cell.deployment
-    before = servers(deployment)
-    victim = before.names[-1]
-    old_ip = before.ip(victim)
-    old_uid = before.pods[-1]["metadata"].get("uid")
-    log_offsets = {pod: len(deployment.logs(pod).splitlines()) for pod in before.names if pod != victim}
-    deployment.delete("Pod", victim)
-    natsnet_cell.disturbed = True
+    if natsnet_replacement is None:
+        before = servers(deployment)
+        natsnet_replacement = replace_server(natsnet_cell, before, before.names[-1])
+    victim, old_ip, old_uid = natsnet_replacement.victim, natsnet_replacement.ip, natsnet_replacement.uid
+    log_offsets = natsnet_replacement.log_offsets
 
     def replaced() -> tuple[bool, str]:
         pod = kube.find(deployment.objects("Pod"), "Pod", victim)
         uid = (pod or {}).get("metadata", {}).get("uid")
         return pod is not None and uid != old_uid and bool(pod["status"].get("podIP")), str(uid)
 
-    done, _, seconds = eventually(replaced, 120.0)
+    done, _, _ = eventually(replaced, 120.0)
     assert done, f"{victim} was not recreated within 120s of its deletion"
-    record_property("pod_replacement_seconds", round(seconds, 2))
+    record_property("pod_replacement_seconds", round(time.monotonic() - natsnet_replacement.deleted_at, 2))
     after = servers(deployment)
     assert victim in after.names, f"{victim} was not recreated: pods now {after.names}"
     new_ip = after.ip(victim)
@@ -223,4 +227,3 @@ def test_replaced_pod_rejoins_with_a_new_ip(
     unretried = [c.reason for c in comparison.cells.values() if c.reason.startswith("implicit route not retried")]
     if unretried:
         record_property("routes_left_missing_by_nats", unretried[0][:300])
-    assert kube.name(after.pods[-1]) == victim

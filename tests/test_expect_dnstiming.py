@@ -11,7 +11,16 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_natsnet.dnsprofile import FAST, KIND_1_31, KIND_1_31_OFFLINE, KIND_1_32
+from pytest_natsnet.dnsprofile import (
+    FAST,
+    KIND_1_31,
+    KIND_1_31_OFFLINE,
+    KIND_1_32,
+    CachePolicy,
+    DnsProfile,
+    corefile,
+    profile_from_corefile,
+)
 from pytest_natsnet.expect.dnstiming import (
     ResolvConf,
     candidate_names,
@@ -156,3 +165,49 @@ def test_change_visible_within_adds_controller_lag_to_the_longest_cache() -> Non
     names = ["nats-2.nats-headless.ns.svc.cluster.local.", "12.0.18.198.in-addr.arpa."]
     assert change_visible_within(KIND_1_31, names, 2.0) == 32.0
     assert change_visible_within(KIND_1_32, names[:1], 2.0) == 2.0
+
+
+KUBEADM_1_31 = """.:53 {
+    errors
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+       pods insecure
+       fallthrough in-addr.arpa ip6.arpa
+       ttl 30
+    }
+    forward . /etc/resolv.conf {
+       max_concurrent 1000
+    }
+    cache 30
+    loop
+}
+"""
+KUBEADM_1_32 = KUBEADM_1_31.replace("    cache 30\n", """    cache 30 {
+       disable success cluster.local
+       disable denial cluster.local
+    }
+""")
+
+
+@pytest.mark.parametrize(
+    ("text", "ttl", "cache"),
+    [
+        pytest.param(KUBEADM_1_31, 30, CachePolicy(max_ttl=30), id="kubeadm-1.31-caches-the-zone"),
+        pytest.param(KUBEADM_1_32, 30, CachePolicy(max_ttl=30, cluster_zone=False), id="kubeadm-1.32-does-not"),
+        pytest.param(KUBEADM_1_31.replace("       ttl 30\n", ""), 5, CachePolicy(max_ttl=30), id="plugin-default-ttl"),
+        pytest.param(KUBEADM_1_31.replace("    cache 30\n", ""), 30, None, id="no-cache"),
+        pytest.param(KUBEADM_1_31.replace("cache 30", "cache"), 30, CachePolicy(max_ttl=3600), id="cache-default-cap"),
+        pytest.param(KUBEADM_1_32.replace("    disable denial cluster.local\n", ""), 30, CachePolicy(max_ttl=30),
+                     id="only-success-disabled-still-caches-nxdomain"),
+    ],
+)
+def test_the_dns_cache_is_read_from_the_corefile(text: str, ttl: int, cache: CachePolicy | None) -> None:
+    profile = profile_from_corefile(text, "cluster.local")
+    assert (profile.ttl, profile.cache) == (ttl, cache)
+
+
+@pytest.mark.parametrize("profile", [KIND_1_31, KIND_1_32, FAST], ids=lambda p: p.name)
+def test_a_profiles_own_corefile_reads_back_as_that_profile(profile: DnsProfile) -> None:
+    read = profile_from_corefile(corefile(profile, "corp.example"), "corp.example")
+    assert (read.ttl, read.cache) == (profile.ttl, profile.cache)
+    assert stale_seconds(read, "nats-0.nats.ns.svc.corp.example", "corp.example") == stale_seconds(
+        profile, "nats-0.nats.ns.svc.corp.example", "corp.example")

@@ -255,16 +255,20 @@ def test_statefulset_settled_waits_for_the_controller_first() -> None:
 
 
 def test_default_kind_config_pins_the_node_image_the_default_dns_profile_models() -> None:
-    """One pin for both: kind-configs/default.yaml's node image is dnsprofile.KIND_NODE_IMAGE (Kubernetes 1.31,
-    whose kubeadm Corefile still caches the cluster zone), and the sandbox's default DNS profile is kind-1.31."""
-    from pytest_natsnet.dnsprofile import DEFAULT_PROFILE, KIND_NODE_IMAGE
+    """One pin for both: kind-configs/default.yaml's node image is dnsprofile.KIND_NODE_IMAGE (Kubernetes 1.37,
+    whose kubeadm Corefile no longer caches the cluster zone: kubernetes PR #128359, from 1.32), and the sandbox's
+    default DNS profile is the one for that version; the pinned kind download is the release that built it."""
+    from pytest_natsnet.dnsprofile import DEFAULT_PROFILE, KIND_NODE_IMAGE, dns_profile
+    from pytest_natsnet.tools import pinned_release
 
     config = yaml.safe_load((kind_configs_dir() / "default.yaml").read_text())
     images = {node.get("image") for node in config["nodes"]}
     assert images == {KIND_NODE_IMAGE}
-    version = KIND_NODE_IMAGE.split(":v", 1)[1].split("@", 1)[0]
-    assert "kind-" + ".".join(version.split(".")[:2]) == DEFAULT_PROFILE
+    minor = int(KIND_NODE_IMAGE.split(":v", 1)[1].split(".")[1])
+    profile = dns_profile(DEFAULT_PROFILE)
+    assert profile.cache is not None and profile.cache.cluster_zone == (minor < 32), profile
     assert "@sha256:" in KIND_NODE_IMAGE
+    assert pinned_release("kind", "linux", "amd64").version == "v0.33.0"
 
 
 def _phase(name: str, phase: str, reason: str | None = None, message: str | None = None) -> dict[str, Any]:

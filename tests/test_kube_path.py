@@ -19,6 +19,8 @@ from conftest import SandboxApi, needs_sandbox
 from pytest_natsnet import kube
 from pytest_natsnet.assembly import assemble_cell
 from pytest_natsnet.deployment import COMMAND_TIMEOUT, PROBE_CONTAINER, PROBE_DIR, ClusterTools, KubeDeployment
+from pytest_natsnet.dnsprofile import CachePolicy, dns_profile
+from pytest_natsnet.dnsprofile import corefile as corefile_for
 from pytest_natsnet.errors import NatsnetError
 from pytest_natsnet.kubeclient import KubeClient
 from pytest_natsnet.matrix import Scenario, load_matrix, scenario_by_id
@@ -178,14 +180,16 @@ def test_a_helm_cell_is_a_real_release(helm_cell: KubeDeployment, sandbox_api: S
     assert _releases(sandbox_api, real_helm, helm_cell.namespace) == []
 
 
-def test_the_cluster_domain_and_dns_pods_are_read_from_the_cluster(sandbox_api: SandboxApi) -> None:
-    """The suites do not assume cluster.local: the domain comes from CoreDNS's Corefile (the sandbox publishes one,
-    as kubeadm does), the DNS pods from the kube-dns Service's selector."""
+def test_the_cluster_domain_dns_cache_and_dns_pods_are_read_from_the_cluster(sandbox_api: SandboxApi) -> None:
+    """The suites do not assume cluster.local or a DNS cache: the domain and the cache come from CoreDNS's Corefile
+    (the sandbox publishes one, as kubeadm does), the DNS pods from the kube-dns Service's selector."""
     from pytest_natsnet.preflight import discover_facts
 
     client = KubeClient(sandbox_api.kubeconfig)
     facts = discover_facts(client)
-    assert (facts.domain, facts.dns_selector, facts.notes) == ("cluster.local", (("k8s-app", "kube-dns"),), ())
+    assert (facts.domain, facts.dns_selector) == ("cluster.local", (("k8s-app", "kube-dns"),))
+    assert facts.notes == ("cluster DNS read from the cluster's Corefile: ttl 30, cache 30 except cluster.local",)
+    assert facts.dns.cache is not None and not facts.dns.cache.cluster_zone  # the sandbox's default, kind-1.32
     corefile = client.get("ConfigMap", "coredns", "kube-system")
     assert corefile is not None
     def corefile_map(data: dict[str, str]) -> dict[str, object]:
@@ -195,6 +199,9 @@ def test_the_cluster_domain_and_dns_pods_are_read_from_the_cluster(sandbox_api: 
     client.apply(corefile_map({"Corefile": corefile["data"]["Corefile"].replace("cluster.local", "corp.example")}))
     try:
         assert discover_facts(client).domain == "corp.example"
+        client.apply(corefile_map({"Corefile": corefile_for(dns_profile("kind-1.31"), "corp.example")}))
+        cached = discover_facts(client).dns  # Kubernetes 1.31's kubeadm Corefile: cluster answers cached 30 s
+        assert (cached.ttl, cached.cache) == (30, CachePolicy(max_ttl=30, cluster_zone=True))
     finally:
         client.apply(corefile_map(dict(corefile["data"])))
 

@@ -187,3 +187,21 @@ def test_a_worker_leaves_the_run_directory_to_the_owner(tmp_path: Path, monkeypa
     run.finish()
     assert run.run_dir.exists()
 
+
+
+def test_a_replacement_in_flight_is_observed_not_waited_for() -> None:
+    """One deletion serves every test that observes a replacement: the test asking for it starts at once; any
+    other test first waits for the cell to be whole, and then nothing is in flight any more."""
+    from pytest_natsnet.matrix import Scenario
+    from pytest_natsnet.session import Cell, Replacement
+
+    cell = Cell(Scenario("default", {}, ()), object(), None, 0.0)  # type: ignore[arg-type]
+    assert not cell.settle_first(observes_replacement=False) and not cell.settle_first(observes_replacement=True)
+    cell.disturbed = True  # e.g. a Service patched: nothing to observe, everyone waits
+    assert cell.settle_first(observes_replacement=True)
+    cell.replacement = Replacement("nats-1", "uid-1", "198.18.0.11", {"nats-0": 3}, 0.0)
+    assert not cell.settle_first(observes_replacement=True)
+    assert cell.settle_first(observes_replacement=False)
+    cell.settled()
+    assert (cell.disturbed, cell.replacement) == (False, None)
+    assert not cell.settle_first(observes_replacement=True)

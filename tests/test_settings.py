@@ -89,7 +89,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert (got.parallel, got.timeout, got.cluster_name) == (None, 300.0, "natsnet")
     assert got.evidence_dir == tmp_path / "natsnet-evidence"
     assert got.manifests_namespace == "natsnet"
-    assert got.sandbox_dns == "kind-1.31"
+    assert got.sandbox_dns == "kind-1.32"
 
 
 def test_values_parsed_and_paths_resolved(tmp_path: Path) -> None:

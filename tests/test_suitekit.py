@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 
+from pytest_natsnet.dnsprofile import dns_profile
 from pytest_natsnet.expect.nats import ServerConf
 from pytest_natsnet.matrix import Scenario
 from pytest_natsnet.providers.base import ProviderInfo
@@ -15,6 +16,7 @@ from pytest_natsnet.suitekit import (
     LOG_MARGIN,
     MESH_SETTLE,
     Servers,
+    cluster_qnames,
     dial_error,
     dns_change_timeout,
     eventually,
@@ -58,7 +60,7 @@ class FakeDeployment:
 
     def __init__(self, profile: str, resolv: str = KIND_RESOLV) -> None:
         self.namespace = "natsnet"
-        self.info = ProviderInfo("fake", True, True, False, dns_profile=profile)
+        self.info = ProviderInfo("fake", True, True, False, dns_profile=dns_profile(profile))
         self._resolv = resolv
 
     def read_file(self, pod: str, path: str, container: str = "nats") -> str:
@@ -156,6 +158,25 @@ def test_learned_urls_wait_for_dns_only_for_names_in_the_cluster_domain() -> Non
     assert learned_names_timeout(deployment, by_name) == CONTROLLER_LAG + 30  # type: ignore[arg-type]
     assert learned_names_timeout(deployment, ["nats://198.18.0.11:4222", "nats://nats.example.com:4222"]) == 0.0  # type: ignore[arg-type]
     assert learned_names_timeout(FakeDeployment("kind-1.32"), by_name) == CONTROLLER_LAG  # type: ignore[arg-type]
+    short = ["nats://nats-1.nats-headless:4222"]  # e.g. client_advertise: nats-1.nats-headless
+    assert learned_names_timeout(deployment, short) == CONTROLLER_LAG + 30  # type: ignore[arg-type]
+
+
+def test_cluster_names_are_the_in_zone_names_hosts_resolve_as() -> None:
+    hosts = ["nats", "nats-0.nats-headless", "nats.other.svc", "nats.natsnet.svc.corp.example", "198.18.0.1",
+             "nats.example.com"]
+    assert cluster_qnames(hosts, "natsnet", "corp.example") == [
+        "nats-0.nats-headless.natsnet.svc.corp.example", "nats.natsnet.svc.corp.example",
+        "nats.other.svc.corp.example"]
+
+
+def test_dns_bounds_use_the_clusters_own_domain() -> None:
+    deployment = FakeDeployment("kind-1.31")
+    deployment.info = ProviderInfo("fake", True, True, False, cluster_domain="corp.example",
+                                   dns_profile=dns_profile("kind-1.32"))
+    # kind-1.32 caches everything but the cluster zone: judged against cluster.local, corp.example names would be
+    # "outside" and get a 30 s bound
+    assert dns_change_timeout(deployment, ["nats-0.nats-headless.natsnet.svc.corp.example"]) == CONTROLLER_LAG  # type: ignore[arg-type]
 
 
 def test_a_failed_dial_says_why_in_the_reason() -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from pytest_natsnet.dnsprofile import DEFAULT_PROFILE
+from pytest_natsnet.dnsprofile import DEFAULT_PROFILE, DnsProfile, dns_profile
 from pytest_natsnet.kube import Obj
 
 POD_GATE_CONDITION = "natsnet.io/ready"
@@ -35,10 +35,9 @@ class ProviderInfo:
     """Annotations a probe pod carries to be placed (``external``: outside the cluster network)."""
     cluster_domain: str = "cluster.local"
     """The cluster's DNS domain (read from the cluster where it says; see ``preflight.discover_facts``)."""
-    dns_profile: str = DEFAULT_PROFILE
-    """The cluster DNS behaviour waits are derived from (a :mod:`pytest_natsnet.dnsprofile` name): the sandbox's
-    own profile; on kind the pinned node image's (the default); on an existing cluster the same default, the
-    conservative choice (Kubernetes 1.31 caches cluster answers and NXDOMAIN for 30 s)."""
+    dns_profile: DnsProfile = field(default_factory=lambda: dns_profile(DEFAULT_PROFILE))
+    """The cluster DNS behaviour waits are derived from: the sandbox's own profile; on kind and existing clusters
+    the one their CoreDNS Corefile configures (``preflight.discover_facts``)."""
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,7 @@ class ExistingProvider:
             supports_external_client=False,
             details=(f"context {self.context} of {self.kubeconfig}", self._tool("kubectl").label, *self._facts.notes),
             cluster_domain=self._facts.domain,
+            dns_profile=self._facts.dns,
         )
 
     def start(self) -> ClusterAccess:

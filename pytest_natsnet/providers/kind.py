@@ -120,6 +120,7 @@ class KindProvider:
                 *self._facts.notes,
             ),
             cluster_domain=self._facts.domain,
+            dns_profile=self._facts.dns,
         )
 
     def _context(self) -> str:

@@ -110,7 +110,7 @@ class SandboxProvider:
             ),
             probe_annotations={"external": {EXTERNAL_ANNOTATION: "external"}},
             cluster_domain=self._facts.domain,
-            dns_profile=self._dns.name,
+            dns_profile=self._dns,
         )
 
     def start(self) -> ClusterAccess:
