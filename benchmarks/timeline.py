@@ -45,6 +45,26 @@ def pytest_runtest_logreport(report):
                 "outcome": report.outcome, "pid": os.getpid()})
 
 
+def pytest_sessionstart(session):
+    _write({"mark": "worker session start" if hasattr(session.config, "workerinput") else "session start",
+            "at": time.time(), "pid": os.getpid()})
+
+
+import atexit
+
+atexit.register(lambda: _write({"mark": "process exit (atexit)", "at": time.time(), "pid": os.getpid()}))
+
+
+def pytest_sessionfinish(session):
+    _write({"mark": "worker session finish" if hasattr(session.config, "workerinput") else "session finish",
+            "at": time.time(), "pid": os.getpid()})
+
+
+def pytest_unconfigure(config):
+    _write({"mark": "worker unconfigure" if hasattr(config, "workerinput") else "unconfigure",
+            "at": time.time(), "pid": os.getpid()})
+
+
 def _timed(cls, name, label):
     original = getattr(cls, name)
 
@@ -66,10 +86,19 @@ for _name, _label in [("wait_ready", "cell ready (wait)"), ("probe", "probe batc
     _timed(_deployment.KubeDeployment, _name, _label)
 for _name in ("exec", "exec_stream", "list", "get", "apply", "logs"):
     _timed(_kubeclient.KubeClient, _name, f"client.{_name}")
+from pytest_natsnet import session as _session
+
+_timed(_session.NatsnetRun, "manifests", "cell assembled")
+_timed(_session.NatsnetRun, "start_cluster", "cluster started (controller)")
+_timed(_session.NatsnetRun, "finish", "run finished (cluster stopped)")
+_timed(_session.NatsnetRun, "release", "cell released")
+_timed(_session.NatsnetRun, "provider", "provider attached")
+_timed(_deployment.KubeDeployment, "_install_chart", "cell installed (to ready)")
+_timed(_deployment.ClusterTools, "run", "kubectl/helm run")
 '''
 
 
-def run(matrix: str, extra: list[str], workdir: Path) -> tuple[float, Path, str]:
+def run(matrix: str, extra: list[str], workdir: Path) -> tuple[float, Path, str, tuple[float, float]]:
     (workdir / "natsnet_timeline_plugin.py").write_text(PLUGIN)
     records = workdir / "timeline.jsonl"
     env = {**os.environ, "NATSNET_TIMELINE": str(records),
@@ -77,13 +106,13 @@ def run(matrix: str, extra: list[str], workdir: Path) -> tuple[float, Path, str]
     argv = [sys.executable, "-m", "pytest", "--natsnet", "--natsnet-provider=sandbox", "--natsnet-source=reference",
             f"--natsnet-matrix={matrix}", "-p", "natsnet_timeline_plugin", "-p", "no:cacheprovider", "-q",
             "-o", "testpaths=suites", str(ROOT / "suites"), *extra]
-    started = time.monotonic()
+    started, began = time.monotonic(), time.time()
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     summary = next((line for line in reversed(done.stdout.splitlines()) if " in " in line), done.stdout[-300:])
-    return time.monotonic() - started, records, summary.strip()
+    return time.monotonic() - started, records, summary.strip(), (began, time.time())
 
 
-def report(records: list[dict[str, Any]], top: int) -> None:
+def report(records: list[dict[str, Any]], top: int, bounds: tuple[float, float] | None = None) -> None:
     phases = [r for r in records if "phase" in r]
     calls = [r for r in records if "call" in r]
     if not phases:
@@ -95,6 +124,26 @@ def report(records: list[dict[str, Any]], top: int) -> None:
         match = CELL.search(record["id"])
         cells[match.group(1) if match else "?"].append(record)
     ends = {cell: max(r["end"] for r in rs) - start for cell, rs in cells.items()}
+    marks = collections.defaultdict(list)
+    for record in records:
+        if "mark" in record:
+            marks[record["mark"]].append(record["at"])
+    if bounds:
+        for mark, times in sorted(marks.items()):
+            print(f"{mark}: {min(times) - bounds[0]:.1f}-{max(times) - bounds[0]:.1f} s after the command")
+        by_pid: dict[int, dict[str, float]] = collections.defaultdict(dict)
+        for record in records:
+            if "mark" in record:
+                by_pid[record["pid"]][record["mark"]] = record["at"]
+        exits = sorted((marks_of["process exit (atexit)"] - bounds[0], marks_of["worker unconfigure"] - bounds[0])
+                       for marks_of in by_pid.values()
+                       if "worker unconfigure" in marks_of and "process exit (atexit)" in marks_of)
+        if exits:
+            print("workers: last atexit at " + ", ".join(f"{e:.1f}" for e, _ in exits[-3:])
+                  + f" s; the last unconfigured at {max(u for _, u in exits):.1f} s")
+        last = max(r["end"] for r in phases)
+        print(f"the first test phase began {start - bounds[0]:.1f} s after the command (collection, the sandbox, "
+              f"the workers); the command exited {bounds[1] - last:.1f} s after the last one ended (teardown)")
     print("cells by when they finished (the first sets the wall time); phases of 1 s or more, in order:")
     for cell in sorted(ends, key=lambda c: -ends[c])[:top]:
         print(f"  {cell}: done after {ends[cell]:.1f} s")
@@ -119,10 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("extra", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="natsnet-timeline-") as workdir:
-        wall, path, summary = run(args.matrix, args.extra, Path(workdir))
+        wall, path, summary, bounds = run(args.matrix, args.extra, Path(workdir))
         records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     print(f"{args.matrix}: {wall:.1f} s wall ({summary})")
-    report(records, args.top)
+    report(records, args.top, bounds)
     return 0
 
 

@@ -142,7 +142,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "natsnet_disruptive: the test deletes pods; it runs after the other tests of its cell, and the next test "
-        "of the cell waits until the cell is whole again",
+        "of the cell waits until the cell is whole again (a test asking for natsnet_replacement runs after the "
+        "others and watches their last deletion instead)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "natsnet_late: the test waits for something that comes a fixed time after the cell started (a resolver "
+        "giving up); it runs after the cell's other non-disruptive tests, which run meanwhile",
     )
     config.addinivalue_line(
         "markers",
@@ -317,8 +323,17 @@ def _deselect_marker_cells_the_globs_leave_out(config: pytest.Config, items: lis
         items[:] = [item for item in items if item not in deselected]
 
 
+def cell_order(item: pytest.Item) -> int:
+    """Where a test goes in its cell's run: plain tests first, then ``natsnet_late`` ones (their wait overlaps the
+    others), then ``natsnet_disruptive`` ones, those that watch a replacement (``natsnet_replacement``) last, after
+    the tests that make one."""
+    if item.get_closest_marker("natsnet_disruptive") is None:
+        return 1 if item.get_closest_marker("natsnet_late") is not None else 0
+    return 3 if "natsnet_replacement" in getattr(item, "fixturenames", ()) else 2
+
+
 def _disruptive_last(items: list[pytest.Item]) -> None:
-    """Within each cell's run of tests, moves ``natsnet_disruptive`` tests to the end (stable)."""
+    """Within each cell's run of tests, orders them by ``cell_order`` (stable)."""
 
     def cell(item: pytest.Item) -> object:
         callspec = getattr(item, "callspec", None)
@@ -331,7 +346,7 @@ def _disruptive_last(items: list[pytest.Item]) -> None:
             end += 1
         block = items[start:end]
         if cell(items[start]) is not None:
-            block.sort(key=lambda i: i.get_closest_marker("natsnet_disruptive") is not None)
+            block.sort(key=cell_order)
             items[start:end] = block
         start = end
 

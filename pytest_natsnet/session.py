@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pytest_natsnet import runrecord
 from pytest_natsnet.assembly import assemble_cell
@@ -52,6 +53,8 @@ class Cell:
     replacement: Replacement | None = None
     """The server pod a test deleted since the cell was last whole: a test that observes a replacement
     (``natsnet_replacement``) watches this one come back instead of waiting for the cell and deleting another."""
+    prepared: dict[str, Any] = field(default_factory=dict)
+    """What a test made for later tests of the cell, by name (e.g. a stream written before a replacement)."""
 
     @property
     def expect(self) -> frozenset[DeclaredFailure]:

@@ -27,6 +27,8 @@ from pytest_natsnet.prober import Prober
 from pytest_natsnet.session import Cell
 from pytest_natsnet.suitekit import (
     DNS_BLOCKED,
+    applies,
+    declared,
     observe_mesh,
     require,
     route_lookup_failure_timeout,
@@ -51,14 +53,9 @@ def egress_cell(natsnet_cell: Cell, natsnet_probe: Prober) -> Cell:
     return natsnet_cell
 
 
-def test_cell_policies_decide_dns_and_client_traffic(
-    egress_cell: Cell, natsnet_probe: Prober, record_property: pytest.RecordProperty
-) -> None:
+def test_cell_policies_decide_dns_and_client_traffic(egress_cell: Cell, natsnet_probe: Prober) -> None:
     """The cell's own policies, as an application pod in its namespace sees them: DNS over UDP and TCP, the
-    client port by IP; a cell whose policies block DNS declares dns-blocked, and its servers log the failed
-    route lookups, unless every route formed before the policy held (kind's kube-network-policies filters a pod
-    only once it has learned it, ``expect.policytiming``): then nothing is looked up any more, which is
-    reported."""
+    client port by IP; a cell whose policies block DNS declares dns-blocked."""
     deployment = egress_cell.deployment
     check = check_egress(deployment, natsnet_probe, deployment.namespace)
     check.assert_as_expected("the cell's NetworkPolicies")
@@ -67,16 +64,27 @@ def test_cell_policies_decide_dns_and_client_traffic(
         f"the cell {'declares' if declared else 'does not declare'} {DNS_BLOCKED} but its policies "
         f"{'block' if check.expects_dns_blocked else 'allow'} DNS: the declaration and the values disagree"
     )
-    if check.expects_dns_blocked:
-        group = servers(deployment)
-        mesh = observe_mesh(natsnet_probe, group).table
-        if all(mesh.get(a, b) for a in mesh.rows for b in mesh.cols if a != b):
-            record_property("dns_blocked_after_routes_formed", "every server routes to every other: the routes "
-                            "formed before the cell's NetworkPolicy held, no route lookup is left to fail")
-            return
-        log_wait = route_lookup_failure_timeout(deployment, group)
-        lines = wait_for_log(deployment, group.names, ROUTE_LOOKUP_FAILED, log_wait)
-        assert lines, f"DNS is blocked but no server logged a failed route lookup within {log_wait:g}s"
+
+
+@pytest.mark.natsnet_late
+@applies(declared(DNS_BLOCKED))
+def test_servers_log_the_route_lookups_their_policies_block(
+    egress_cell: Cell, natsnet_probe: Prober, record_property: pytest.RecordProperty
+) -> None:
+    """A cell whose policies block DNS: its servers log the failed route lookups (Go's resolver gives up after
+    every search domain's timeouts: the wait runs while the cell's other tests do), unless every route formed
+    before the policy held (kind's kube-network-policies filters a pod only once it has learned it,
+    ``expect.policytiming``): then nothing is looked up any more, which is reported."""
+    deployment = egress_cell.deployment
+    group = servers(deployment)
+    mesh = observe_mesh(natsnet_probe, group).table
+    if all(mesh.get(a, b) for a in mesh.rows for b in mesh.cols if a != b):
+        record_property("dns_blocked_after_routes_formed", "every server routes to every other: the routes "
+                        "formed before the cell's NetworkPolicy held, no route lookup is left to fail")
+        return
+    log_wait = route_lookup_failure_timeout(deployment, group)
+    lines = wait_for_log(deployment, group.names, ROUTE_LOOKUP_FAILED, log_wait)
+    assert lines, f"DNS is blocked but no server logged a failed route lookup within {log_wait:g}s"
 
 
 def test_udp_only_dns_rule_breaks_tcp_dns(egress_cell: Cell, natsnet_probe: Prober) -> None:

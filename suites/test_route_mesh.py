@@ -32,6 +32,7 @@ from pytest_natsnet.suitekit import (
     Servers,
     applies,
     client_tls,
+    declared,
     eventually,
     log_lines,
     mesh_expectation,
@@ -99,40 +100,52 @@ def _fail(
 def test_route_mesh_matches_the_expectation(
     natsnet_cell: Cell, natsnet_probe: Prober, record_property: pytest.RecordProperty
 ) -> None:
-    """N×N truth table of who routes to whom; healthy cells: full mesh; declared failures: the predicted islands,
-    and the server log line that explains them. A DNS-blocked cell may also show routes that formed before its
-    NetworkPolicy held (as on kind, see ``expect.policytiming``): they are accepted and reported, and the log
-    line is required only for the routes still missing."""
+    """N×N truth table of who routes to whom; healthy cells: full mesh; declared failures: the predicted islands
+    (the server log lines that explain them: the next test). A DNS-blocked cell may also show routes that formed
+    before its NetworkPolicy held (as on kind, see ``expect.policytiming``): they are accepted and reported."""
     group = servers(natsnet_cell.deployment)
     record_property("time_to_ready_seconds", round(natsnet_cell.deploy_seconds, 2))
     expected = expected_mesh(group.confs, natsnet_cell.expect, _route_sans(natsnet_cell))
     expect = mesh_expectation(natsnet_cell.expect, natsnet_probe, group, expected)
-    declared = sorted(set(DECLARED_MESH_FAILURES) & natsnet_cell.expect)
     done, comparison, observation, seconds = _wait_for_mesh(natsnet_cell, natsnet_probe, group, expect)
     if not done:
         _fail(f"route mesh of {natsnet_cell.scenario.id} after {seconds:.1f}s", comparison, observation,
               natsnet_cell, group)  # fmt: skip
-    if not declared:
+    if not set(DECLARED_MESH_FAILURES) & natsnet_cell.expect:
         record_property("time_to_mesh_seconds", round(seconds + natsnet_cell.deploy_seconds, 2))
         return
     early = routes_beyond(expected, expect(observation))
     if early:
         record_property("routes_formed_before_policy", "; ".join(early)[:1000])
+
+
+@pytest.mark.natsnet_late
+@applies(declared(*DECLARED_MESH_FAILURES))
+def test_missing_routes_are_explained_in_the_servers_logs(
+    natsnet_cell: Cell, natsnet_probe: Prober, record_property: pytest.RecordProperty
+) -> None:
+    """A cell that declares a mesh failure: for the routes still missing, a server logs the reason (a failed
+    lookup, an x509 error) once the resolver or the handshake gives up (the wait runs while the cell's other
+    tests do); then the mesh is judged again: the missing routes were tried and failed, not merely late."""
+    group = servers(natsnet_cell.deployment)
+    declared_failures = sorted(set(DECLARED_MESH_FAILURES) & natsnet_cell.expect)
+    expected = expected_mesh(group.confs, natsnet_cell.expect, _route_sans(natsnet_cell))
+    expect = mesh_expectation(natsnet_cell.expect, natsnet_probe, group, expected)
+    observation = observe_mesh(natsnet_probe, group)
     missing = [(a, b) for (a, b), want in expected.table.as_dict().items()
                if a != b and not want and not observation.table.get(a, b)]
     if not missing:
-        record_property("declared_failures_not_shown", f"{', '.join(declared)}: every route formed before the "
-                        "cell's NetworkPolicy held, so no lookup fails and nothing is logged")
+        record_property("declared_failures_not_shown", f"{', '.join(declared_failures)}: every route formed before "
+                        "the cell's NetworkPolicy held, so no lookup fails and nothing is logged")
         return
     log_wait = route_lookup_failure_timeout(natsnet_cell.deployment, group)
-    for failure in declared:
+    for failure in declared_failures:
         lines = wait_for_log(natsnet_cell.deployment, group.names, EXPLANATIONS[failure], log_wait)
         assert lines, (
             f"the cell declares {failure} and the mesh shows it, but no server logged the reason within "
             f"{log_wait:g}s (pattern {EXPLANATIONS[failure]!r}):\n{_explain(natsnet_cell, group)}"
         )
         record_property(f"explained_by_{failure}", lines[0][:300])
-    # The reason is logged: the missing routes were tried and failed, they are not merely late. Judge again.
     observation = observe_mesh(natsnet_probe, group)
     comparison = _compare(expect(observation), observation)
     if not comparison.is_same or observation.unanswered:

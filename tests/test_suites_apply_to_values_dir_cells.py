@@ -24,6 +24,7 @@ BROUGHT = {
 """What each values file brings."""
 CHECKS = {
     "test_dns_egress": {"netpol"},
+    "test_dns_egress.test_servers_log_the_route_lookups_their_policies_block": {"netpol", "declares dns-blocked"},
     "test_tls_names": {"tls"},
     "test_tls_names.test_learned_urls_are_dialable_with_the_name_the_client_verifies": {"tls", "advertise"},
     "test_advertise.test_external_clients_cannot_use_cluster_local_names": {"advertise"},

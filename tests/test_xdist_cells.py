@@ -48,6 +48,32 @@ def test_disruptive_tests_run_last_within_their_cell(pytester: pytest.Pytester) 
     ], result.outlines
 
 
+def test_late_tests_wait_while_the_others_run_and_replacement_watchers_come_last(pytester: pytest.Pytester) -> None:
+    """Within a cell: plain tests, then natsnet_late ones (their wait overlaps nothing else of the cell if they come
+    first), then disruptive ones, and a disruptive test that watches a replacement after those that make one."""
+    pytester.makepyfile(test_a_first="""
+        import pytest
+
+        @pytest.mark.natsnet_disruptive
+        def test_watches(natsnet_scenario, natsnet_replacement): pass
+
+        @pytest.mark.natsnet_late
+        def test_waits_for_a_resolver(natsnet_scenario): pass
+    """, test_b_second="""
+        import pytest
+
+        @pytest.mark.natsnet_disruptive
+        def test_deletes(natsnet_scenario): pass
+
+        def test_plain(natsnet_scenario): pass
+    """)
+    result = pytester.runpytest("--natsnet", "--natsnet-provider=sandbox", "--natsnet-scenario=default",
+                                "--collect-only", "-q", "-p", "no:cacheprovider", "test_a_first.py", "test_b_second.py")
+    ids = [line for line in result.outlines if "::" in line]
+    assert ids == ["test_b_second.py::test_plain[default]", "test_a_first.py::test_waits_for_a_resolver[default]",
+                   "test_b_second.py::test_deletes[default]", "test_a_first.py::test_watches[default]"], result.outlines
+
+
 @pytest.mark.parametrize("suffix", ["other", "canary", "canary-open", "udponly"])
 @pytest.mark.parametrize("length", [20, 55, 62, 63])
 def test_sibling_namespaces_are_valid_and_distinct(length: int, suffix: str) -> None:
