@@ -39,7 +39,8 @@ from pytest_natsnet.kube import Obj
 from pytest_natsnet.matrix import Scenario
 from pytest_natsnet.probe.model import HttpRequest, Outcome, ProbeResult, TlsOptions
 from pytest_natsnet.prober import Prober
-from pytest_natsnet.providers.base import Deployment
+from pytest_natsnet.providers.base import POD_GATE_CONDITION, Deployment
+from pytest_natsnet.providers.kubeapi import pods_needing_gate
 from pytest_natsnet.report.grid import NOT_APPLICABLE_PREFIX, not_applicable_reason  # noqa: F401 (re-exported)
 from pytest_natsnet.session import Cell, Replacement
 from pytest_natsnet.table import TruthTable
@@ -168,6 +169,25 @@ def replace_server(cell: Cell, group: Servers, victim: str) -> Replacement:
     deployment.delete("Pod", victim)
     cell.disturbed, cell.replacement = True, replacement
     return replacement
+
+
+def wait_for_replacement(cell: Cell, replacement: Replacement, timeout: float) -> Servers:
+    """Waits until the StatefulSet has recreated ``replacement.victim`` (a new uid, running, an IP) and opens the
+    plugin's readiness gate of the new pod, as the install does: behind a gate never set a pod is never Ready
+    (with ``publishNotReadyAddresses: false`` never in DNS). Returns the servers then; Ready is not awaited."""
+    deployment = cell.deployment
+
+    def recreated() -> tuple[bool, str]:
+        pod = kube.find(deployment.objects("Pod"), "Pod", replacement.victim) or {}
+        uid, status = (pod.get("metadata") or {}).get("uid"), pod.get("status") or {}
+        running = bool(pod) and uid != replacement.uid and status.get("phase") == "Running" and status.get("podIP")
+        return bool(running), f"{replacement.victim}: uid {uid}, phase {status.get('phase')}"
+
+    done, state, _ = eventually(recreated, timeout, interval=0.5)
+    assert done, f"{replacement.victim} was not recreated and running within {timeout:g}s of its deletion ({state})"
+    for name in pods_needing_gate(deployment.objects("Pod")):
+        deployment.set_pod_condition(name, POD_GATE_CONDITION, True)
+    return servers(deployment)
 
 
 def eventually(check: Callable[[], tuple[bool, T]], timeout: float, interval: float = 0.25) -> tuple[bool, T, float]:

@@ -11,7 +11,6 @@ stream keeps its messages when a pod is replaced, the new pod reattaching its cl
 from __future__ import annotations
 
 import datetime
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from pytest_natsnet.suitekit import (
     require,
     servers,
     wait_for_probe_failures,
+    wait_for_replacement,
 )
 from pytest_natsnet.table import Comparison
 
@@ -261,15 +261,7 @@ def test_stream_data_survives_a_pod_replacement(
     victim, urls, tls = replacement.victim, stream.urls, stream.tls
     claims_before = stream.claims[victim]
 
-    def recreated() -> tuple[bool, str]:
-        pod = kube.find(deployment.objects("Pod"), "Pod", victim)
-        uid = (pod or {}).get("metadata", {}).get("uid")
-        running = pod is not None and uid != replacement.uid and bool(pod["status"].get("podIP"))
-        return running, f"{victim} uid {uid}"
-
-    done, state, _ = eventually(recreated, REPLACEMENT_BOUND, interval=0.5)
-    assert done, f"{victim} was not recreated within {REPLACEMENT_BOUND:g}s ({state})"
-    after = servers(deployment)
+    after = wait_for_replacement(natsnet_cell, replacement, REPLACEMENT_BOUND)
     new_pod = after.pods[after.names.index(victim)]
     assert _claims(deployment, new_pod) == claims_before, "the replaced pod did not get the same claim back"
     victim_monitor = f"http://{after.ip(victim)}:{monitor_port(new_pod)}/jsz?accounts=true&streams=true"
@@ -393,7 +385,7 @@ def test_bootstrap_deadlock_keeps_every_server_not_ready(
 @pytest.mark.natsnet_disruptive
 @applies(declared(BOOTSTRAP_DEADLOCK))
 def test_publishing_not_ready_addresses_resolves_the_deadlock(
-    natsnet_cell: Cell, record_property: pytest.RecordProperty
+    natsnet_cell: Cell, natsnet_probe: Prober, record_property: pytest.RecordProperty
 ) -> None:
     """The other side of the trade-off, on the deadlocked cell itself: set ``publishNotReadyAddresses: true`` on the
     headless Service (what the chart hard-codes since nats-io/k8s#442) and every server becomes Ready: the names
@@ -421,7 +413,15 @@ def test_publishing_not_ready_addresses_resolves_the_deadlock(
     done, state, seconds = eventually(all_ready, bound, interval=1.0)
     assert done, f"publishNotReadyAddresses: true did not end the deadlock within {bound:g}s ({state})"
     record_property("ready_after_publishing_not_ready_addresses_seconds", round(seconds, 1))
-    leaders = [line for line in natslog.parse(group.names[0], deployment.logs(group.names[0]))
-               if natslog.META_LEADER.search(line.text)]
-    assert leaders, f"{group.names[0]} is Ready but never logged a meta leader"
-    assert re.search(r"metadata leader", leaders[-1].text)
+
+    def leaders() -> tuple[bool, dict[str, str]]:
+        """Every server's meta leader, as its ``/jsz`` says (a follower that joins an elected group may log none)."""
+        results = natsnet_probe.run([HttpRequest(f"jsz:{name}", f"http://{group.ip(name)}:{monitor_port(pod)}/jsz")
+                                     for name, pod in zip(group.names, group.pods, strict=True)])
+        seen = {name: str(((results[f"jsz:{name}"].detail.get("json") or {}).get("meta_cluster") or {}).get("leader")
+                          or "") for name in group.names}
+        return all(seen.values()), seen
+
+    done, seen, _ = eventually(leaders, CONVERGE_BOUND, interval=1.0)
+    assert done, f"every server is Ready, but not every one knows a meta leader (/jsz meta_cluster.leader): {seen}"
+    record_property("meta_leader_after_publishing_not_ready_addresses", ", ".join(sorted(set(seen.values()))))

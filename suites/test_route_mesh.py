@@ -13,7 +13,6 @@ from typing import NoReturn
 
 import pytest
 
-from pytest_natsnet import kube
 from pytest_natsnet.expect.nats import (
     MeshExpectation,
     allowing_missing,
@@ -46,6 +45,7 @@ from pytest_natsnet.suitekit import (
     secret_cert_sans,
     servers,
     wait_for_log,
+    wait_for_replacement,
 )
 from pytest_natsnet.table import Comparison, TruthTable
 
@@ -208,18 +208,11 @@ def test_replaced_pod_rejoins_with_a_new_ip(
     if natsnet_replacement is None:
         before = servers(deployment)
         natsnet_replacement = replace_server(natsnet_cell, before, before.names[-1])
-    victim, old_ip, old_uid = natsnet_replacement.victim, natsnet_replacement.ip, natsnet_replacement.uid
+    victim, old_ip = natsnet_replacement.victim, natsnet_replacement.ip
     log_offsets = natsnet_replacement.log_offsets
 
-    def replaced() -> tuple[bool, str]:
-        pod = kube.find(deployment.objects("Pod"), "Pod", victim)
-        uid = (pod or {}).get("metadata", {}).get("uid")
-        return pod is not None and uid != old_uid and bool(pod["status"].get("podIP")), str(uid)
-
-    done, _, _ = eventually(replaced, 120.0)
-    assert done, f"{victim} was not recreated within 120s of its deletion"
+    after = wait_for_replacement(natsnet_cell, natsnet_replacement, 120.0)
     record_property("pod_replacement_seconds", round(time.monotonic() - natsnet_replacement.deleted_at, 2))
-    after = servers(deployment)
     assert victim in after.names, f"{victim} was not recreated: pods now {after.names}"
     new_ip = after.ip(victim)
     assert new_ip != old_ip, (

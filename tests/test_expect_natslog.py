@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime
 
+import pytest
+
 from pytest_natsnet.expect.natslog import (
     NO_META_LEADER,
     RESTORED,
@@ -100,3 +102,16 @@ def test_error_kinds_and_restored_messages() -> None:
                                     "EOF")] == ["refused", "no such host", "timeout", "tls", "other"]
     match = RESTORED.search("Restored 1,000 messages for stream '$G > NATSNET_BOOTSTRAP' in 2ms")
     assert match is not None and (match.group("messages"), match.group("stream")) == ("1,000", "NATSNET_BOOTSTRAP")
+
+
+@pytest.mark.parametrize("text", [
+    "JetStream cluster new metadata leader: nats-0/nats",
+    "JetStream cluster new metadata leader: nats-0",
+    "JetStream cluster new remote metadata leader",  # the leader's server name not known yet (seen on 2.14.2)
+    "Self is new JetStream cluster metadata leader",
+])
+def test_every_meta_leader_line_nats_server_logs_is_recognised(text: str) -> None:
+    from pytest_natsnet.expect.natslog import META_LEADER
+
+    assert META_LEADER.search(text)
+    assert not META_LEADER.search("JetStream cluster no metadata leader")

@@ -186,3 +186,44 @@ def test_a_failed_dial_says_why_in_the_reason() -> None:
     assert dial_error(failed, "inside") == "; inside dial: [Errno -2] Name does not resolve"
     assert dial_error(ProbeResult("u", "nats", Outcome.TIMEOUT, {})) == "; dial: timeout"
     assert dial_error(ProbeResult("u", "nats", Outcome.OK, {"error": "ignored"})) == ""
+
+
+class ReplacingDeployment:
+    """A cell whose StatefulSet has just recreated nats-1 (new uid, running) behind the plugin's readiness gate."""
+
+    namespace = "natsnet"
+
+    def __init__(self) -> None:
+        self.conditions: list[tuple[str, str, bool]] = []
+
+    def objects(self, kind: str) -> list[dict[str, object]]:
+        gate = [{"conditionType": "natsnet.io/ready"}]
+        if kind == "Pod":
+            return [{"kind": "Pod", "metadata": {"name": f"nats-{i}", "uid": f"uid-{i}", "labels": {"app": "nats"}},
+                     "spec": {"readinessGates": gate},
+                     "status": {"phase": "Running", "podIP": f"198.18.0.{20 + i}",
+                                "conditions": [] if i == 1 else [{"type": "natsnet.io/ready", "status": "True"}]}}
+                    for i in range(3)]
+        if kind == "StatefulSet":
+            template = {"spec": {"volumes": [{"name": "config", "configMap": {"name": "nats-config"}}]}}
+            return [{"kind": "StatefulSet", "metadata": {"name": "nats"},
+                     "spec": {"selector": {"matchLabels": {"app": "nats"}}, "template": template}}]
+        if kind == "ConfigMap":
+            return [{"kind": "ConfigMap", "metadata": {"name": "nats-config"}, "data": {"nats.conf": "port: 4222\n"}}]
+        return []
+
+    def set_pod_condition(self, pod: str, condition_type: str, status: bool) -> None:
+        self.conditions.append((pod, condition_type, status))
+
+
+def test_a_replaced_pod_gets_the_plugins_readiness_gate_opened() -> None:
+    """Behind a gate nobody sets, a replaced pod is never Ready (with publishNotReadyAddresses false never in DNS:
+    the full matrix's routes-seed cells lost their seed that way)."""
+    from pytest_natsnet.session import Cell, Replacement
+    from pytest_natsnet.suitekit import wait_for_replacement
+
+    deployment = ReplacingDeployment()
+    cell = Cell(Scenario("pnra-false", {}, ()), deployment, None, 0.0)  # type: ignore[arg-type]
+    after = wait_for_replacement(cell, Replacement("nats-1", "uid-old", "198.18.0.9", {}, 0.0), 5.0)
+    assert deployment.conditions == [("nats-1", "natsnet.io/ready", True)]
+    assert after.ip("nats-1") == "198.18.0.21"

@@ -17,7 +17,11 @@ STARTED = re.compile(r"Starting nats-server")
 ROUTES_LISTENING = re.compile(r"Listening for route connections on ")
 ROUTE_ERROR = re.compile(r"Error trying to connect to route \(attempt (?P<attempt>\d+)\): (?P<error>.*)")
 META_LEADER = re.compile(r"JetStream cluster new metadata leader: (?P<leader>[^/\s]+)|"
+                         r"JetStream cluster new remote metadata leader|"
                          r"Self is new JetStream cluster metadata leader")
+"""Every line nats-server logs when it learns the meta leader (``processLeaderChange``: a follower that does not
+know the leader's server name yet says "new remote metadata leader"). A follower that joins a group whose leader
+is already elected may log none of them: ask ``/jsz`` to know."""
 NO_META_LEADER = re.compile(r"JetStream has not established contact with a meta leader|"
                             r"JetStream is still recovering meta layer")
 """What a JetStream server without a meta leader says: the first text older releases (nats-io/k8s#441, #594),
