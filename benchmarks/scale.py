@@ -103,6 +103,9 @@ def measure(argv: list[str]) -> tuple[float, float, int, dict[str, float], int]:
         by_label[label(sample.command)] += sample.cpu
     summary = [line for line in output.splitlines() if " passed" in line or " failed" in line][-1:]
     print("  " + (summary[0].strip("= ") if summary else output[-500:]))
+    for line in output.splitlines():  # which tests failed: the log itself is gone once this returns
+        if line.startswith(("FAILED ", "ERROR ")):
+            print("  " + line[:300])
     return wall, sum(by_label.values()), peak, dict(by_label), process.returncode
 
 

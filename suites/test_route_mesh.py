@@ -13,6 +13,7 @@ from typing import NoReturn
 
 import pytest
 
+from pytest_natsnet import applicability
 from pytest_natsnet.expect.nats import (
     MeshExpectation,
     allowing_missing,
@@ -33,6 +34,7 @@ from pytest_natsnet.suitekit import (
     client_tls,
     declared,
     eventually,
+    headless_service,
     log_lines,
     mesh_expectation,
     mesh_timeout,
@@ -55,6 +57,9 @@ EXPLANATIONS = {
     MESH_SPLIT: r"Error trying to connect to route|TLS route handshake error",
 }
 DECLARED_MESH_FAILURES = (DNS_BLOCKED, MESH_SPLIT, ROUTE_TLS_MISMATCH)
+REPLACEMENT_BOUND = 180.0
+"""A deleted server pod is back and Ready within this: its grace period bounds the shutdown, then the readiness
+probe's delay and period."""
 
 
 def _route_sans(cell: Cell) -> list[str] | None:
@@ -211,8 +216,10 @@ def test_replaced_pod_rejoins_with_a_new_ip(
     victim, old_ip = natsnet_replacement.victim, natsnet_replacement.ip
     log_offsets = natsnet_replacement.log_offsets
 
-    after = wait_for_replacement(natsnet_cell, natsnet_replacement, 120.0)
+    after = wait_for_replacement(natsnet_cell, natsnet_replacement, REPLACEMENT_BOUND)
     record_property("pod_replacement_seconds", round(time.monotonic() - natsnet_replacement.deleted_at, 2))
+    if applicability.publishes_not_ready(deployment.objects("Service"), headless_service(deployment)):
+        deployment.wait_ready(REPLACEMENT_BOUND)  # its name resolves only once it is Ready: the mesh waits for that
     assert victim in after.names, f"{victim} was not recreated: pods now {after.names}"
     new_ip = after.ip(victim)
     assert new_ip != old_ip, (
