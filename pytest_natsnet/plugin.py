@@ -298,7 +298,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if isinstance(scenario, Scenario) and not item.get_closest_marker("skip") and scenario not in order:
             order.append(scenario)
     config.stash[cell_order_key] = order
-    _disruptive_last(items)
+    _order_within_cells(items)
 
 
 def _deselect_marker_cells_the_globs_leave_out(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -332,7 +332,7 @@ def cell_order(item: pytest.Item) -> int:
     return 3 if "natsnet_replacement" in getattr(item, "fixturenames", ()) else 2
 
 
-def _disruptive_last(items: list[pytest.Item]) -> None:
+def _order_within_cells(items: list[pytest.Item]) -> None:
     """Within each cell's run of tests, orders them by ``cell_order`` (stable)."""
 
     def cell(item: pytest.Item) -> object:
