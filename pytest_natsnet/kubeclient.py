@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
@@ -135,11 +134,6 @@ class KubeClient:
         if _loopback(configuration.host):
             configuration.proxy = None  # as kubectl (Go's ProxyFromEnvironment): loopback never goes via a proxy
         self.api = client.ApiClient(configuration)
-        # ``kubernetes.stream.stream`` swaps its ApiClient's ``request`` for a websocket one while it connects:
-        # another thread's request on that client would go out as a websocket handshake. Exec streams connect on
-        # their own client, one at a time.
-        self._stream_api = client.ApiClient(configuration)
-        self._stream_lock = threading.Lock()
         self.kubeconfig = Path(kubeconfig)
         self.context = context
 
@@ -246,15 +240,23 @@ class KubeClient:
     # -- exec ----------------------------------------------------------------------------------------------
 
     def exec_stream(self, pod: str, container: str, namespace: str, command: Sequence[str]) -> Any:
-        """A running exec (the client's WSClient): stdin, stdout and stderr channels, ``returncode``."""
-        from kubernetes import client
-        from kubernetes.stream import stream
+        """A running exec (the client's WSClient): stdin, stdout and stderr channels, ``returncode``.
 
-        core = client.CoreV1Api(self._stream_api)
-        with self._stream_lock:
-            return stream(core.connect_get_namespaced_pod_exec, pod, namespace, command=list(command),
-                          container=container, stdin=True, stdout=True, stderr=True, tty=False,
-                          _preload_content=False)
+        The WebSocket is opened as ``kubernetes.stream.stream`` opens it (same URL, headers and auth), without
+        ``CoreV1Api``: importing it builds the client's pydantic models, ~0.8 s of CPU in every process that
+        execs (``benchmarks/README.md``)."""
+        from kubernetes.stream.ws_client import websocket_call
+
+        query: list[tuple[str, Any]] = [("command", part) for part in command]
+        query += [("container", container), ("stdin", True), ("stdout", True), ("stderr", True), ("tty", False)]
+        method, url, headers, _, _ = self.api.param_serialize(
+            method="GET", resource_path=object_path("Pod", pod, namespace, "exec"), query_params=query,
+            header_params={"Accept": "*/*"}, auth_settings=["BearerToken"])
+        try:
+            return websocket_call(self.api.configuration, method, url, headers=headers,  # type: ignore[no-untyped-call]
+                                  _preload_content=False)
+        except Exception as error:  # the client's ApiException(status=0): the handshake failed
+            raise KubeError("GET", object_path("Pod", pod, namespace, "exec"), 0, str(error)) from None
 
     def exec(self, pod: str, container: str, namespace: str, command: Sequence[str], stdin: bytes | str = b"",
              timeout: float = REQUEST_TIMEOUT) -> ExecResult:

@@ -46,6 +46,8 @@ scenarios_key = pytest.StashKey[list[Scenario]]()
 cell_order_key = pytest.StashKey[list[Scenario]]()
 recorder_key = pytest.StashKey[ReportRecorder]()
 marker_errors_key = pytest.StashKey[list[str]]()
+first_cells_key = pytest.StashKey[dict[str, str]]()
+FIRST_CELL_KEY = "natsnet_first_cell"
 
 NATSNET_FIXTURES = {"natsnet_scenario", "natsnet_cell", "natsnet_deployment", "natsnet_probe"}
 SETTLE_TIMEOUT = 180.0
@@ -438,14 +440,42 @@ class NatsnetReport:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Under pytest-xdist the controller owns the cluster: it starts it before the workers exist, and they
-    attach to it (see ``pytest_configure_node``); only the controller deletes it."""
+    attach to it (see ``pytest_configure_node``); only the controller deletes it. A worker starts deploying its
+    first cell here, while it collects."""
     run = session.config.stash.get(run_key, None)
-    if run is None or not run.plan.decided or not session.config.pluginmanager.has_plugin("dsession"):
+    if run is None or not run.plan.decided:
+        return
+    workerinput = getattr(session.config, "workerinput", None)
+    if workerinput is not None:
+        first = next((s for s in session.config.stash[scenarios_key] if s.id == workerinput.get(FIRST_CELL_KEY)),
+                     None)
+        if first is not None:
+            run.prefetch([first])
+        return
+    if not session.config.pluginmanager.has_plugin("dsession"):
         return
     try:
         run.start_cluster()
     except NatsnetError as error:
         raise pytest.UsageError(f"natsnet: the {run.provider_name} cluster could not be started: {error}") from None
+
+
+def _first_cells(config: pytest.Config) -> dict[str, str]:
+    """On the xdist controller: worker id → the cell it deploys while it collects (``xdist_cells.first_cells``).
+    None when the run may not collect every cell's tests (``-k``, ``-m``, test ids, ``--deselect``, ``--lf``):
+    a worker would deploy a cell nobody runs."""
+    if first_cells_key not in config.stash:
+        from xdist.workermanage import parse_tx_spec_config
+
+        from pytest_natsnet.xdist_cells import first_cells
+
+        narrowed = (config.getoption("keyword", "") or config.getoption("markexpr", "")
+                    or config.getoption("deselect", None) or config.getoption("lf", False)
+                    or any("::" in arg for arg in config.args))
+        scenarios = [s.id for s in config.stash.get(scenarios_key, [])]
+        whole = run_key in config.stash and config.getoption("dist") in LOAD_MODES and not narrowed
+        config.stash[first_cells_key] = first_cells(scenarios, len(parse_tx_spec_config(config))) if whole else {}
+    return config.stash[first_cells_key]
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -457,15 +487,19 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return None
     from pytest_natsnet.xdist_cells import CellScheduling
 
-    return CellScheduling(config, log, [s.id for s in config.stash[scenarios_key]])
+    return CellScheduling(config, log, [s.id for s in config.stash[scenarios_key]], _first_cells(config))
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """pytest-xdist, on the controller: every worker gets the controller's plan (one run id, no probing)."""
+    """pytest-xdist, on the controller: every worker gets the controller's plan (one run id, no probing) and the
+    cell it deploys first."""
     run = node.config.stash.get(run_key, None)
     if run is not None:
         node.workerinput[plan_module.WORKERINPUT_KEY] = run.plan.to_wire()
+        first = _first_cells(node.config).get(node.gateway.id)
+        if first is not None:
+            node.workerinput[FIRST_CELL_KEY] = first
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_natsnet.xdist_cells import cell_of
+from pytest_natsnet.xdist_cells import CellScheduling, cell_of, first_cells
 
 IDS = ["default", "tls", "tls-bad-sans", "advertise-dns+tls+routes-fqdn", "pnra-false"]
 
@@ -87,3 +87,89 @@ def test_sibling_namespaces_are_valid_and_distinct(length: int, suffix: str) -> 
     assert sibling != namespace and sibling.endswith(suffix)
     others = {sibling_namespace(namespace, s) for s in ("other", "canary", "canary-open", "udponly")}
     assert len(others) == 4
+
+
+class _Gateway:
+    def __init__(self, worker: str) -> None:
+        self.id = worker
+
+
+class _Node:
+    """What CellScheduling uses of an xdist WorkerController: its id, the tests sent to it, shutdown."""
+
+    def __init__(self, worker: str) -> None:
+        self.gateway = _Gateway(worker)
+        self.shutting_down = False
+        self.sent: list[int] = []
+
+    def send_runtest_some(self, indexes: list[int]) -> None:
+        self.sent += indexes
+
+    def shutdown(self) -> None:
+        self.shutting_down = True
+
+
+class _Config:
+    def __init__(self, workers: int) -> None:
+        self.option = type("Option", (), {"loadscopereorder": True})()
+        self._tx = [f"{workers}*popen"]
+
+    def getvalue(self, name: str) -> list[str]:
+        assert name == "tx"
+        return self._tx
+
+
+def _scheduling(cells: list[str], workers: int, tests: dict[str, int]
+                ) -> tuple[CellScheduling, list[_Node], list[str]]:
+    """A CellScheduling over ``workers`` fake workers that all collected ``tests`` (cell → how many tests)."""
+    scheduler = CellScheduling(_Config(workers), None, cells, first_cells(cells, workers))
+    nodes = [_Node(f"gw{i}") for i in range(workers)]
+    collection = [f"suites/test_s.py::test_{n}[{cell}]" for cell, count in tests.items() for n in range(count)]
+    for node in nodes:
+        scheduler.add_node(node)
+    for node in nodes:
+        scheduler.add_node_collection(node, collection)
+    scheduler.schedule()
+    return scheduler, nodes, collection
+
+
+def _cells_sent(node: _Node, collection: list[str], cells: list[str]) -> list[str]:
+    return list(dict.fromkeys(cell_of(collection[i], cells) or "" for i in node.sent))
+
+
+def test_first_cells_go_to_the_workers_in_matrix_order() -> None:
+    assert first_cells(["a", "b", "c"], 2) == {"gw0": "a", "gw1": "b"}
+    assert first_cells(["a"], 3) == {"gw0": "a"}
+
+
+def test_each_worker_is_sent_the_cell_it_deploys_first_even_when_another_cell_has_more_tests() -> None:
+    cells = ["small", "medium", "large"]
+    _, nodes, collection = _scheduling(cells, 3, {"small": 3, "medium": 5, "large": 9})
+    # without the reservation LoadScope would send the largest unit first: gw0 would get "large"
+    assert [_cells_sent(n, collection, cells)[0] for n in nodes] == ["small", "medium", "large"]
+
+
+def test_cells_after_the_first_go_to_whoever_frees_up_first() -> None:
+    cells = ["a", "b", "c", "d"]
+    scheduler, nodes, collection = _scheduling(cells, 2, {"a": 4, "b": 4, "c": 4, "d": 4})
+    assert _cells_sent(nodes[0], collection, cells) == ["a"] and _cells_sent(nodes[1], collection, cells) == ["b"]
+    for index in list(nodes[1].sent):  # gw1 finishes its cell first
+        scheduler.mark_test_complete(nodes[1], index)
+    assert _cells_sent(nodes[1], collection, cells)[1] in ("c", "d")
+    assert _cells_sent(nodes[0], collection, cells) == ["a"]
+
+
+def test_a_worker_whose_first_cell_has_no_tests_takes_unreserved_work_and_no_reserved_cell_moves() -> None:
+    cells = ["a", "b", "c"]
+    _, nodes, collection = _scheduling(cells, 3, {"b": 2, "c": 2})  # "a" deselected (-k): gw0's cell has no tests
+    sent = {n.gateway.id: _cells_sent(n, collection, cells) for n in nodes}
+    assert sent["gw1"] == ["b"] and sent["gw2"] == ["c"]
+    assert sent["gw0"] == [] and nodes[0].shutting_down
+
+
+def test_surplus_workers_stopped_are_the_ones_without_a_cell_of_their_own() -> None:
+    cells = ["a", "b", "c"]
+    # two units (cells b and c), three workers: LoadScope stops one; it must be gw0, whose cell has no tests
+    scheduler, nodes, collection = _scheduling(cells, 3, {"b": 1, "c": 1})
+    assert nodes[0] not in scheduler.nodes
+    assert [_cells_sent(n, collection, cells) for n in nodes[1:]] == [["b"], ["c"]]
