@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import queue
@@ -663,3 +664,26 @@ def test_serve_answers_one_line_per_batch_line_in_one_process() -> None:
     assert [r["key"] for r in answers[0]["results"]] == ["t"]
     assert answers[1]["error"].startswith("batch is not valid JSON")
     assert [r["key"] for r in answers[2]["results"]] == ["u"]
+
+
+def test_the_probe_bundle_imports_its_packages_from_bytecode_in_a_pod_with_this_python(tmp_path: Path) -> None:
+    """The bundle carries the packages' bytecode for this interpreter (and only for it): unpacked as the probe pod
+    unpacks it (``tar -xf -``), the program's imports load that bytecode instead of compiling the sources."""
+    import tarfile
+
+    from pytest_natsnet.deployment import probe_bundle
+
+    bundle = probe_bundle()
+    with tarfile.open(fileobj=io.BytesIO(bundle)) as tar:
+        names = tar.getnames()
+    compiled = [n for n in names if n.endswith(".pyc")]
+    assert "program.py" in names and "dns/message.py" in names
+    assert compiled and all(n.endswith(f".{sys.implementation.cache_tag}.pyc") for n in compiled)
+    subprocess.run(["tar", "-xf", "-", "-C", str(tmp_path)], input=bundle, check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    imported = subprocess.run([sys.executable, "-I", "-v", "-c", "import sys; sys.path.insert(0, '.'); "
+                               "import dns.message, dns.query, nats"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, check=True).stderr
+    loaded = {line.split("'")[1] for line in imported.splitlines() if line.startswith("# code object from ")}
+    assert str(tmp_path / "dns" / "__pycache__" / f"message.{sys.implementation.cache_tag}.pyc") in loaded
+    assert not [line for line in imported.splitlines() if line.startswith("# wrote ")]

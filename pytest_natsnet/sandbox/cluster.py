@@ -201,7 +201,7 @@ class SandboxCluster:
         """Objects whose reconciliation failed, by step and key: (uid, generation or resourceVersion) then."""
         self._claim_problems: dict[Key, str] = {}
         """Why a claim could not be bound, as last reported in its event (one event per distinct reason)."""
-        self._images = ImageCatalog(nats_server, self._dns_command, run_dir / "dns")
+        self._images = ImageCatalog(nats_server, self._dns_command, run_dir / "dns", run_dir / "images" / "applets")
 
     # -- lifecycle -------------------------------------------------------------------------------------
 

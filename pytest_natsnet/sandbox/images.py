@@ -3,7 +3,10 @@
 - ``nats:<tag>``: the real nats-server (the release the tag names), on the host's ``/usr``;
 - the sandbox's own images: its DNS server and the plugin's probe (host Python with the plugin's packages);
 - ``python:<tag>``: a stock-Python-like image: an alpine-like root of its own (busybox applets, ``/root``,
-  ``/tmp``), the host's Python with ONLY its standard library (no site-packages), nothing else of the host;
+  ``/tmp``), the host's Python with ONLY its standard library (no site-packages), nothing else of the host. The
+  applet directories (``/bin``, ``/sbin``, ``/usr/bin``, ``/usr/sbin``: ~270 links) are laid out once per
+  sandbox and bound read-only into every such container (a container cannot write into them, as it could in a
+  real image; the rest of its root is its own and writable);
 - ``natsio/nats-box:<tag>``: the same root plus a ``nats`` command (``sandbox/natsbox.py``, standard library
   only) and nats-box's ``/entrypoint.sh`` and environment.
 
@@ -100,9 +103,33 @@ def _host_library_mounts() -> list[Mount]:
     return mounts
 
 
-def alpine_root(target: Path, files: dict[str, tuple[str, int]] | None = None) -> None:
-    """Lays out an alpine-like root in ``target``: directories, busybox applet links, ``python3``, ``files``
-    (path → (text, mode))."""
+APPLET_DIRS = ("bin", "sbin", "usr/bin", "usr/sbin")
+
+
+def applet_farm(farm: Path) -> list[Mount]:
+    """Busybox's applet links laid out once in ``farm`` (``bin/sh`` → ``/bin/busybox`` ...), as read-only mounts
+    of its directories; ``bin/busybox`` is an empty file there, the mount point for the host's busybox."""
+    if not farm.is_dir():
+        building = farm.with_name(f"{farm.name}.{os.getpid()}.tmp")
+        for directory in APPLET_DIRS:
+            os.makedirs(building / directory, exist_ok=True)
+        (building / "bin" / "busybox").touch()
+        for applet in busybox_applets():  # plain os calls, not pathlib's
+            if applet != "bin/busybox" and os.path.dirname(applet) in APPLET_DIRS:
+                applet_link = os.path.join(building, applet)
+                os.makedirs(os.path.dirname(applet_link), exist_ok=True)
+                os.symlink("/bin/busybox", applet_link)
+        try:
+            building.rename(farm)
+        except OSError:  # built meanwhile by another thread: keep theirs
+            shutil.rmtree(building, ignore_errors=True)
+    return [Mount(farm / directory, f"/{directory}", True) for directory in APPLET_DIRS]
+
+
+def alpine_root(target: Path, files: dict[str, tuple[str, int]] | None = None, applets: bool = True) -> None:
+    """Lays out an alpine-like root in ``target``: directories, busybox applet links (with ``applets`` false
+    only those outside ``APPLET_DIRS``: those directories are mounted from ``applet_farm``), ``python3``,
+    ``files`` (path → (text, mode))."""
     for directory in ("bin", "sbin", "usr/bin", "usr/sbin", "usr/local/bin", "usr/local/lib", "etc", "root",
                       "home", "var/tmp", "run", "proc", "dev", "mnt", "opt", "srv"):
         (target / directory).mkdir(parents=True, exist_ok=True)
@@ -112,8 +139,8 @@ def alpine_root(target: Path, files: dict[str, tuple[str, int]] | None = None) -
         host = Path("/", directory)
         if host.is_symlink() and not (target / directory).is_symlink():
             (target / directory).symlink_to(os.readlink(host))
-    for applet in busybox_applets():  # ~400 links per pod: plain os calls, not pathlib's
-        if applet == "bin/busybox":
+    for applet in busybox_applets():  # ~270 links per pod: plain os calls, not pathlib's
+        if applet == "bin/busybox" or (not applets and os.path.dirname(applet) in APPLET_DIRS):
             continue
         applet_link = os.path.join(target, applet)
         try:
@@ -140,21 +167,23 @@ def alpine_root(target: Path, files: dict[str, tuple[str, int]] | None = None) -
         file.chmod(mode)
 
 
-def python_image() -> Image:
+def python_image(farm: Path | None = None) -> Image:
+    """``python:<tag>``; with ``farm`` its applet directories are mounted from there (``applet_farm``)."""
     version = ".".join(str(p) for p in sys.version_info[:3])
     return Image(
         entrypoint=[],
         default_args=["python3"],
         binaries={},
-        extra_mounts=_host_library_mounts(),
+        extra_mounts=[*(applet_farm(farm) if farm else ()), *_host_library_mounts()],
         env={"PATH": ALPINE_PATH, "LANG": "C.UTF-8", "PYTHON_VERSION": version},
-        root=alpine_root,
+        root=functools.partial(alpine_root, applets=farm is None),
         masked=site_packages(),
         note=f"the host's Python {version}, standard library only",
     )
 
 
-def nats_box_image() -> Image:
+def nats_box_image(farm: Path | None = None) -> Image:
+    """``natsio/nats-box:<tag>``; with ``farm`` its applet directories are mounted from there."""
     script = NATS_BOX_SCRIPT.read_text().replace("#!/usr/bin/env python3", "#!/usr/local/bin/python3", 1)
     files = {"usr/local/bin/nats": (script, 0o755), "entrypoint.sh": (ENTRYPOINT_SH, 0o755)}
     for directory in ("nsc/.config", "nsc/nkeys"):
@@ -163,11 +192,11 @@ def nats_box_image() -> Image:
         entrypoint=["/entrypoint.sh"],
         default_args=["sh", "-l"],
         binaries={},
-        extra_mounts=_host_library_mounts(),
+        extra_mounts=[*(applet_farm(farm) if farm else ()), *_host_library_mounts()],
         env={"PATH": ALPINE_PATH, "NKEYS_PATH": "/nsc/nkeys", "XDG_DATA_HOME": "/nsc",
              "XDG_CONFIG_HOME": "/nsc/.config"},
         workdir="/root",
-        root=functools.partial(alpine_root, files=files),
+        root=functools.partial(alpine_root, files=files, applets=farm is None),
         masked=site_packages(),
         note="nats-box stand-in: a `nats` command for rtt, pub, sub, request, reply (standard library)",
     )
@@ -176,10 +205,12 @@ def nats_box_image() -> Image:
 class ImageCatalog:
     """Image reference → how it runs (None: not run)."""
 
-    def __init__(self, nats_server: Path, dns_command: Callable[[], list[str]], dns_dir: Path) -> None:
+    def __init__(self, nats_server: Path, dns_command: Callable[[], list[str]], dns_dir: Path,
+                 applets_dir: Path | None = None) -> None:
         self._nats_server = nats_server
         self._dns_command = dns_command
         self._dns_dir = dns_dir
+        self._applets_dir = applets_dir
 
     def __call__(self, image: str) -> Image | None:
         repo = image_repo(image)
@@ -202,7 +233,7 @@ class ImageCatalog:
         if busybox() is None:
             return None
         if repo in PYTHON_REPOS:
-            return python_image()
+            return python_image(self._applets_dir)
         if repo in NATS_BOX_REPOS:
-            return nats_box_image()
+            return nats_box_image(self._applets_dir)
         return None

@@ -272,7 +272,7 @@ class PodRuntime:
         command = list(c.spec.get("command") or c.image.entrypoint)
         args = list(c.spec.get("args") or ([] if c.spec.get("command") else c.image.default_args))
         argv = expand_args([*command, *args], env)
-        mounts = [*container_mounts(c.spec, self.volume_paths), *c.image.extra_mounts]
+        mounts = [*c.image.extra_mounts, *container_mounts(c.spec, self.volume_paths)]  # volumes over the image
         if c.image.root is not None and c.root is None:
             c.root = self.pod_dir / "rootfs" / c.name
             c.root.mkdir(parents=True, exist_ok=True)
