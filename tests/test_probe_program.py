@@ -386,6 +386,51 @@ def test_nats_connect_reports_info_discovery_and_roundtrip(cluster: list[NatsNod
     assert tls["outcome"] == "probe-error"
 
 
+def test_a_certificate_that_does_not_cover_the_name_fails_at_once_with_the_mismatch(tmp_path: Path) -> None:
+    """TLS on loopback, a certificate for ``localhost``: dialled as ``localhost`` (or as the IP with that
+    ``tls_hostname``) it connects; dialled as 127.0.0.1 it fails naming the IP mismatch, within the one attempt
+    (nats-py's retry of such a server hung until the request's bound: 8 s per dial)."""
+    from pytest_natsnet.tlsgen import issue, new_ca
+
+    ca = new_ca()
+    leaf = issue(ca, "nats", ["localhost"])
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    (tmp_path / "tls.crt").write_bytes(leaf.cert_pem)
+    (tmp_path / "tls.key").write_bytes(leaf.key_pem)
+    port = free_port()
+    (tmp_path / "nats.conf").write_text(f'listen: "127.0.0.1:{port}"\ntls {{ cert_file: "{tmp_path}/tls.crt"\n'
+                                        f'  key_file: "{tmp_path}/tls.key"\n  ca_file: "{tmp_path}/ca.pem" }}\n')
+    server = subprocess.Popen([str(NATS_SERVER), "-c", str(tmp_path / "nats.conf")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    tls = {"ca_pem": ca.cert_pem.decode()}
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        started = time.monotonic()
+        answer = run_batch({"requests": [
+            {"key": "by-ip", "kind": "nats", "servers": [f"tls://127.0.0.1:{port}"], "tls": tls},
+            {"key": "by-name", "kind": "nats", "servers": [f"tls://localhost:{port}"], "tls": tls},
+            {"key": "ip-as-name", "kind": "nats", "servers": [f"tls://127.0.0.1:{port}"],
+             "tls": {**tls, "hostname": "localhost"}},
+        ]})
+        took = time.monotonic() - started
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    by_ip, by_name, ip_as_name = answer["results"]
+    assert by_ip["outcome"] == "failed" and "IP address mismatch" in by_ip["detail"]["last_attempt_error"], by_ip
+    assert by_ip["detail"]["error_class"] == "SSLCertVerificationError"
+    assert by_name["outcome"] == "ok" and ip_as_name["outcome"] == "ok", answer
+    assert took < 6.0, f"the batch took {took:.1f} s: the failed dial waited for its bound"
+
+
 def test_jetstream_creates_publishes_with_acks_and_reports_the_stream(tmp_path: Path) -> None:
     """A JetStream server on loopback: create (twice: an existing stream is fine), acknowledged publishes, the
     stream's state; a stream that does not exist is a failure naming the server's error."""

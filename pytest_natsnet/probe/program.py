@@ -381,8 +381,12 @@ async def check_nats(request: Json) -> tuple[str, Json]:
     discovered_events: list[list[str]] = []
     nc = Client()
 
+    rejected = asyncio.Event()
+
     async def on_error(err: Exception) -> None:
         attempts.append(error_text(err))
+        if isinstance(err, ssl.SSLCertVerificationError) and len(servers) == 1:
+            rejected.set()  # the one server's certificate does not cover the name: retrying cannot change that
 
     async def on_discovered() -> None:
         discovered_events.append([str(u.geturl()) for u in nc.discovered_servers])
@@ -399,7 +403,7 @@ async def check_nats(request: Json) -> tuple[str, Json]:
     detail: Json = {"servers_requested": servers, "attempts": attempts}
     bound = connect_timeout * (2 * len(servers) + 1) + 2.0
     try:
-        await asyncio.wait_for(nc.connect(**options), bound)
+        await connect_unless(nc.connect(**options), rejected, bound)
     except BaseException as err:
         if isinstance(err, (KeyboardInterrupt, SystemExit)):
             raise
@@ -425,6 +429,28 @@ async def check_nats(request: Json) -> tuple[str, Json]:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.close(), 2.0)
     return "ok", detail
+
+
+async def connect_unless(connecting: Any, rejected: asyncio.Event, bound: float) -> None:
+    """Awaits ``connecting`` within ``bound`` seconds, or until ``rejected`` is set (then raises). nats-py retries
+    a server whose certificate failed verification, and that retry hangs until the bound (8 s per dial): a
+    verdict that retrying cannot change is taken at once."""
+    task = asyncio.ensure_future(connecting)
+    gave_up = asyncio.ensure_future(rejected.wait())
+    try:
+        done, _ = await asyncio.wait({task, gave_up}, timeout=bound, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gave_up.cancel()
+    if task in done:
+        task.result()
+        return
+    task.cancel()
+    await asyncio.wait({task}, timeout=2.0)  # nats-py may swallow the cancellation: do not wait on it forever
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" warning
+    if rejected.is_set():
+        raise ssl.SSLCertVerificationError("the server's certificate does not cover the name dialled")
+    raise TimeoutError(f"no connection within {bound:g}s")
 
 
 async def nats_roundtrip(nc: Any, timeout: float) -> Json:
