@@ -81,7 +81,7 @@ def _probe_pod_was_prepared(deployment: KubeDeployment) -> None:
     assert kube.labels(pod) == dict(CLIENT_LABELS)
     listed = deployment.client.exec("natsnet-probe", PROBE_CONTAINER, deployment.namespace, ["ls", PROBE_DIR],
                                      timeout=30)
-    assert "program.py" in listed.stdout.split(), listed
+    assert "probe.pyz" in listed.stdout.split(), listed
 
 
 @pytest.fixture(scope="module")

@@ -711,24 +711,35 @@ def test_serve_answers_one_line_per_batch_line_in_one_process() -> None:
     assert [r["key"] for r in answers[2]["results"]] == ["u"]
 
 
-def test_the_probe_bundle_imports_its_packages_from_bytecode_in_a_pod_with_this_python(tmp_path: Path) -> None:
-    """The bundle carries the packages' bytecode for this interpreter (and only for it): unpacked as the probe pod
-    unpacks it (``tar -xf -``), the program's imports load that bytecode instead of compiling the sources."""
-    import tarfile
+def test_the_probe_bundle_imports_its_packages_from_bytecode_in_a_pod_with_this_python(
+        tmp_path: Path, zone_server: DnsServer) -> None:
+    """The bundle is one zip application carrying the packages' bytecode for this interpreter: written as the
+    probe pod writes it and run in a container's time zone (UTC), the program loads that bytecode instead of
+    compiling the sources, and answers a batch."""
+    import zipfile
 
-    from pytest_natsnet.deployment import probe_bundle
+    from pytest_natsnet.deployment import PROBE_ARCHIVE, probe_bundle
 
     bundle = probe_bundle()
-    with tarfile.open(fileobj=io.BytesIO(bundle)) as tar:
-        names = tar.getnames()
-    compiled = [n for n in names if n.endswith(".pyc")]
-    assert "program.py" in names and "dns/message.py" in names
-    assert compiled and all(n.endswith(f".{sys.implementation.cache_tag}.pyc") for n in compiled)
-    subprocess.run(["tar", "-xf", "-", "-C", str(tmp_path)], input=bundle, check=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    imported = subprocess.run([sys.executable, "-I", "-v", "-c", "import sys; sys.path.insert(0, '.'); "
-                               "import dns.message, dns.query, nats"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, check=True).stderr
-    loaded = {line.split("'")[1] for line in imported.splitlines() if line.startswith("# code object from ")}
-    assert str(tmp_path / "dns" / "__pycache__" / f"message.{sys.implementation.cache_tag}.pyc") in loaded
-    assert not [line for line in imported.splitlines() if line.startswith("# wrote ")]
+    with zipfile.ZipFile(io.BytesIO(bundle)) as archive:
+        names = archive.namelist()
+    assert "__main__.py" in names and "dns/message.py" in names and "dns/message.pyc" in names
+    assert not [n for n in names if "__pycache__" in n]
+    archive_path = tmp_path / PROBE_ARCHIVE.rsplit("/", 1)[-1]
+    archive_path.write_bytes(bundle)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}, "TZ": "UTC",
+           **resolv_env(tmp_path, zone_server)}
+    batch = json.dumps({"requests": [dns_request("fqdn", "nats.ns1.svc.cluster.local.")]})
+    done = subprocess.run([sys.executable, "-I", str(archive_path)], input=batch, env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(done.stdout)["results"][0]["outcome"] == "NOERROR", done.stdout
+    compiles = ("import builtins, sys\n"
+                "compiled = []\n"
+                "real = builtins.compile\n"
+                "builtins.compile = lambda src, name, *a, **k: compiled.append(name) or real(src, name, *a, **k)\n"
+                f"sys.path.insert(0, {str(archive_path)!r})\n"
+                "import dns.message, dns.query, dns.resolver, nats.aio.client\n"
+                "print(len(sys.modules), [n for n in compiled if 'dns' in n or 'nats' in n])\n")
+    loaded = subprocess.run([sys.executable, "-I", "-c", compiles], env=env, capture_output=True, text=True,
+                            timeout=60, check=True).stdout.split(" ", 1)
+    assert int(loaded[0]) > 100 and loaded[1].strip() == "[]", loaded
