@@ -4,8 +4,10 @@ Usage (root): ``.venv/bin/python benchmarks/scale.py [--matrix smoke] [--cells N
 
 Runs ``pytest --natsnet`` over the shipped suites on the sandbox exactly as a user would (no ``-n``: the plugin
 chooses the workers), optionally on the first ``--cells N`` cells of the matrix, while sampling every process of
-the run (pytest, its xdist workers, ``natsnet sandbox up``, the pods' processes: the whole tree) five times a
-second. Prints the wall time, the run's CPU seconds (user + system of every process seen, summed at its last
+the run (pytest, its xdist workers, ``natsnet sandbox up``, the pods' processes: the whole tree) once a second
+(``--sample-every``: each sample reads every process's ``/proc`` entry, ~700 of them in a full run, and costs
+the run CPU; at five a second the sampler itself took 12 % of a CPU). Prints the wall time, the run's CPU
+seconds (user + system of every process seen, summed at its last
 sample) and the peak resident memory of the tree, per run and per cell, and where the CPU went by command.
 Exits 0: it reports, it asserts nothing.
 """
@@ -64,7 +66,7 @@ def label(command: str) -> str:
     return program
 
 
-def _sample_tree(process: subprocess.Popen[str]) -> tuple[dict[tuple[int, int], Sample], int]:
+def _sample_tree(process: subprocess.Popen[str], every: float) -> tuple[dict[tuple[int, int], Sample], int]:
     """Samples ``process`` and its descendants until it exits: each one's last sample, and the peak RSS sum."""
     root = next((key for key in snapshot() if key[0] == process.pid), (process.pid, 0))
     tree = {root}  # (pid, start time): a pid reused by someone else's process is not ours
@@ -83,18 +85,18 @@ def _sample_tree(process: subprocess.Popen[str]) -> tuple[dict[tuple[int, int], 
         mine = {key: s for key, s in snap.items() if key in tree}
         last.update(mine)
         peak = max(peak, sum(s.rss for s in mine.values()))
-        time.sleep(0.2)
+        time.sleep(every)
     return last, peak
 
 
-def measure(argv: list[str]) -> tuple[float, float, int, dict[str, float], int]:
+def measure(argv: list[str], every: float = 1.0) -> tuple[float, float, int, dict[str, float], int]:
     """Runs ``argv``; returns wall seconds, CPU seconds, peak RSS bytes, CPU by label, pytest's exit status."""
     # The output goes to a file, not a pipe read at the end: the full matrix's summary is larger than a pipe
     # holds, and pytest blocked writing it (a 242-cell run sat 3 minutes in its terminal summary).
     with tempfile.TemporaryFile(mode="w+") as log:
         started = time.monotonic()
         process = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
-        last, peak = _sample_tree(process)
+        last, peak = _sample_tree(process, every)
         wall = time.monotonic() - started
         log.seek(0)
         output = log.read()
@@ -113,6 +115,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--matrix", default="smoke", choices=("smoke", "pairwise", "full"))
     parser.add_argument("--cells", type=int, help="only the first N cells of the matrix")
+    parser.add_argument("--sample-every", type=float, default=1.0, help="seconds between samples of the processes")
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     argv = [sys.executable, "-m", "pytest", "--natsnet", "--natsnet-provider=sandbox", "--natsnet-source=reference",
@@ -131,7 +134,7 @@ def main() -> int:
 
         cells = len(expand(load_matrix(), args.matrix))
     print(f"{args.matrix}, {cells} cells: {' '.join(argv[3:])}")
-    wall, cpu, peak, by_label, status = measure(argv)
+    wall, cpu, peak, by_label, status = measure(argv, args.sample_every)
     print(f"  wall {wall:.1f} s, CPU {cpu:.1f} s ({cpu / wall:.2f} cores busy), peak RSS {peak / 2**20:.0f} MiB; "
           f"per cell: CPU {cpu / cells:.2f} s, memory {peak / 2**20 / cells:.0f} MiB; pytest exit {status}; "
           f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")

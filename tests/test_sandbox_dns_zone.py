@@ -22,7 +22,7 @@ from test_sandbox_dns_objects import (
     namespaces,
 )
 
-from pytest_natsnet.sandbox.dnszone import Answer, build_zone, dashed_hostname
+from pytest_natsnet.sandbox.dnszone import DNS_KINDS, Answer, build_zone, dashed_hostname, dns_view
 
 NOERROR, NXDOMAIN = dns.rcode.NOERROR, dns.rcode.NXDOMAIN
 SVC = "natsnet.svc.cluster.local."
@@ -382,3 +382,25 @@ def test_external_name_to_an_in_zone_target_follows_it() -> None:
     }
     answer = build_zone([*cluster(), service]).answer(f"alias.{SVC}", "A")
     assert answer.answer_texts() == [f"nats.{SVC}", NATS_CLUSTER_IP]
+
+
+def test_the_dns_view_of_the_objects_builds_the_same_zone_and_leaves_pods_and_noise_out() -> None:
+    """The sandbox writes ``dns_view`` of each object for the DNS server: the zone built from it is the zone
+    built from the whole objects, and a change the zone does not read (a pod's status, managedFields, another
+    label) leaves the view as it was."""
+    external = {"kind": "Service", "metadata": {"name": "ext", "namespace": "natsnet"},
+                "spec": {"type": "ExternalName", "externalName": "nats.example.com"}}
+    pod = {"kind": "Pod", "metadata": {"name": "nats-0", "namespace": "natsnet"}, "status": {"podIP": "198.18.0.9"}}
+    objects = [*cluster([endpoint("nats-0"), endpoint("nats-1", ready=False), endpoint("nats-2", ready=None)]),
+               external, pod]
+    view = [dns_view(o) for o in objects if o["kind"] in DNS_KINDS]
+    full, viewed = build_zone(objects), build_zone(view)
+    assert (viewed.namespaces, viewed.services, viewed.endpoints, viewed.problems) == (
+        full.namespaces, full.services, full.endpoints, full.problems)
+    for qname, qtype in ((f"nats-headless.{SVC}", "A"), (f"ext.{SVC}", "CNAME"), (f"nats-0.nats-headless.{SVC}", "A"),
+                         (f"_nats._tcp.nats.{SVC}", "SRV")):
+        assert viewed.answer(qname, qtype).answer_texts() == full.answer(qname, qtype).answer_texts()
+    noisy = [{**o, "metadata": {**o["metadata"], "managedFields": [{"manager": "x"}], "resourceVersion": "9",
+                                "labels": {**(o["metadata"].get("labels") or {}), "other": "y"}},
+              "status": {"changed": True}} for o in objects if o["kind"] in DNS_KINDS]
+    assert [dns_view(o) for o in noisy] == view

@@ -60,6 +60,7 @@ from pytest_natsnet.sandbox.controllers import (
     statefulset_status,
     statefulset_wanted,
 )
+from pytest_natsnet.sandbox.dnszone import DNS_KINDS, dns_view
 from pytest_natsnet.sandbox.images import DNS_IMAGE, PROBE_IMAGE, ImageCatalog
 from pytest_natsnet.sandbox.kubelet import REAP_TIMEOUT, PodRuntime, now_iso
 from pytest_natsnet.sandbox.model import ContainerPort, PodNet
@@ -181,7 +182,7 @@ class SandboxCluster:
         """What each pod netns's ``ip natsnet_svc`` holds: updates change only the chains that differ."""
         self._nft: nftlib.Applier = nftlib.open_applier()
         """Programs the rulesets (a libnftables context kept per network namespace: release it before deleting)."""
-        self._dns_signature: tuple[str, ...] = ()
+        self._dns_written = ""
         self._netns_seq = itertools.count()
         self._next_pod_ip = _ip_allocator(FIRST_POD_IP)
         self._next_service_ip = _ip_allocator(FIRST_SERVICE_IP)
@@ -972,16 +973,17 @@ class SandboxCluster:
         return nets
 
     def _write_dns_objects(self) -> None:
-        objects = [o for k in ("EndpointSlice", "Namespace", "Pod", "Service") for o in self.store.list(k)]
-        signature = tuple(str(o["metadata"].get("resourceVersion")) for o in objects)
+        """The DNS server's input: what its zone reads of the objects (``dnszone.dns_view``), rewritten only when
+        that changed (the server re-reads the whole file on every change)."""
+        objects = [dns_view(o) for k in DNS_KINDS for o in self.store.list(k)]
         path = self.run_dir / "dns" / "objects.json"
-        if signature == self._dns_signature and path.exists():
-            return
         text = json.dumps({"objects": objects}, sort_keys=True)
+        if text == self._dns_written and path.exists():
+            return
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
-        self._dns_signature = signature
+        self._dns_written = text
 
     def _program_network(self) -> None:
         """DNS objects, kube-proxy's rules in every pod and NetworkPolicy on the bridge. A Service or policy

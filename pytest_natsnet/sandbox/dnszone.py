@@ -475,6 +475,28 @@ def _subset(endpoint_slice: Mapping[str, Any], where: str, problems: list[str]) 
     return Subset(tuple(addresses), _ports(endpoint_slice.get("ports") or []))
 
 
+DNS_KINDS = ("EndpointSlice", "Namespace", "Service")
+"""The kinds ``build_zone`` reads (CoreDNS's kubernetes plugin watches these; Pods only with ``pods verified``)."""
+
+
+def dns_view(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``build_zone`` reads of one object: names, the EndpointSlice's service label, a Service's type,
+    IPs and ports, an EndpointSlice's endpoints and ports. Written instead of whole objects, the zone's input
+    changes only when an answer may: a pod's status or an object's managedFields changing does not rewrite it."""
+    meta = obj.get("metadata") or {}
+    view: dict[str, Any] = {"kind": obj.get("kind"),
+                            "metadata": {k: meta[k] for k in ("name", "namespace") if k in meta}}
+    if obj.get("kind") == "Service":
+        view["spec"] = {k: v for k, v in kube.spec(obj).items()
+                        if k in ("type", "externalName", "clusterIP", "clusterIPs", "ports")}
+    elif obj.get("kind") == "EndpointSlice":
+        label = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if label is not None:
+            view["metadata"]["labels"] = {SERVICE_NAME_LABEL: label}
+        view.update({k: obj[k] for k in ("addressType", "endpoints", "ports") if k in obj})
+    return view
+
+
 def build_zone(
     objects: Iterable[Mapping[str, Any]],
     zone: str = DEFAULT_ZONE,

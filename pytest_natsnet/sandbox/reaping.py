@@ -45,13 +45,15 @@ def parse_stat(text: str) -> ProcessEntry:
 
 def processes(proc: Path = PROC) -> list[ProcessEntry]:
     """Every process of this machine's PID namespace, zombies included."""
-    return [entry for path in proc.iterdir() if path.name.isdigit() and (entry := _read(path)) is not None]
+    base = os.fspath(proc)  # plain os calls, not pathlib's: a sandbox under load scans ~700 processes often
+    return [entry for name in os.listdir(base) if name.isdigit() and (entry := _read(f"{base}/{name}")) is not None]
 
 
-def _read(process: Path) -> ProcessEntry | None:
+def _read(process: Path | str) -> ProcessEntry | None:
     """``/proc/<pid>``'s entry, None when the process is gone (reaped while we looked)."""
     try:
-        return parse_stat((process / "stat").read_text())
+        with open(f"{os.fspath(process)}/stat", "rb") as stat:
+            return parse_stat(stat.read().decode(errors="replace"))
     except (OSError, ValueError, IndexError):
         return None
 
