@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -90,14 +91,19 @@ def _sample_tree(process: subprocess.Popen[str], every: float) -> tuple[dict[tup
 
 
 def measure(argv: list[str], every: float = 1.0) -> tuple[float, float, int, dict[str, float], int]:
-    """Runs ``argv``; returns wall seconds, CPU seconds, peak RSS bytes, CPU by label, pytest's exit status."""
+    """Runs ``argv``; returns wall seconds, CPU seconds, peak RSS bytes, CPU by label, pytest's exit status. The
+    CPU seconds are the kernel's count for the whole tree (every descendant is waited for by its parent, orphans
+    by the sandbox, their subreaper); the samples only say where it went, and miss what a process spent after
+    its last sample."""
     # The output goes to a file, not a pipe read at the end: the full matrix's summary is larger than a pipe
     # holds, and pytest blocked writing it (a 242-cell run sat 3 minutes in its terminal summary).
     with tempfile.TemporaryFile(mode="w+") as log:
-        started = time.monotonic()
+        started, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
         process = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
         last, peak = _sample_tree(process, every)
         wall = time.monotonic() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         log.seek(0)
         output = log.read()
     by_label: dict[str, float] = collections.defaultdict(float)
@@ -108,7 +114,8 @@ def measure(argv: list[str], every: float = 1.0) -> tuple[float, float, int, dic
     for line in output.splitlines():  # which tests failed: the log itself is gone once this returns
         if line.startswith(("FAILED ", "ERROR ")):
             print("  " + line[:300])
-    return wall, sum(by_label.values()), peak, dict(by_label), process.returncode
+    by_label["(not sampled)"] = max(0.0, cpu - sum(by_label.values()))
+    return wall, cpu, peak, dict(by_label), process.returncode
 
 
 def main() -> int:

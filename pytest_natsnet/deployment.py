@@ -378,7 +378,7 @@ class KubeDeployment(CellHandle):
         with self._lock:
             if key in self._probe_pods:
                 return
-        if target.namespace not in {kube.name(n) for n in self._client.list("Namespace", None)}:
+        if self._client.get("Namespace", target.namespace, None) is None:
             self.create_namespace(target.namespace)
         if target.external and "external" not in self.info.probe_annotations:
             raise NatsnetError(f"provider {self.info.name} cannot run a client outside the cluster network")
@@ -507,7 +507,7 @@ def wait_namespaces_gone(client: KubeClient, names: Sequence[str], timeout: floa
     """Waits until the namespaces are gone (a deletion is asynchronous on every cluster)."""
 
     def gone() -> tuple[bool, str]:
-        left = sorted(set(names) & {kube.name(n) for n in client.list("Namespace", None)})
+        left = sorted(n for n in set(names) if client.get("Namespace", n, None) is not None)
         return not left, f"still present: {', '.join(left)}"
 
     wait_until(gone, timeout, f"namespaces {', '.join(names)} deleted", poll=READY_POLL)
