@@ -51,6 +51,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_listening(port: int, timeout: float = 15.0) -> None:
+    """Until something accepts TCP connections on 127.0.0.1:``port`` (a server just started), bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 Zone = Mapping[str, Mapping[str, list[str]]]
 """qname (absolute, lowercase) -> rdtype -> rdata texts."""
 
@@ -404,15 +417,7 @@ def test_a_certificate_that_does_not_cover_the_name_fails_at_once_with_the_misma
                               stderr=subprocess.DEVNULL)
     tls = {"ca_pem": ca.cert_pem.decode()}
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_listening(port)
         started = time.monotonic()
         answer = run_batch({"requests": [
             {"key": "by-ip", "kind": "nats", "servers": [f"tls://127.0.0.1:{port}"], "tls": tls},
@@ -439,15 +444,7 @@ def test_jetstream_creates_publishes_with_acks_and_reports_the_stream(tmp_path: 
                                "-p", str(port), "-n", "js-1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"nats://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_listening(port)
         request = {"kind": "jetstream", "servers": [url], "stream": "ORDERS", "replicas": 1, "create": True}
         answer = run_batch({"requests": [{**request, "key": "first", "publish": 3}]})
         second = run_batch({"requests": [
