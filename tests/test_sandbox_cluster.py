@@ -556,3 +556,44 @@ def test_a_deleted_pod_comes_back_with_the_same_name_and_a_new_ip(golden: dict[s
     events = sandbox.cluster.list_objects("Event", NS)
     reasons = [e["reason"] for e in events if e["involvedObject"]["name"] == "nats-2"]
     assert "Killing" in reasons and "Deleted" in reasons
+
+
+def test_network_rules_are_computed_again_only_when_what_they_are_made_of_changes(
+        golden: dict[str, Sandbox]) -> None:
+    """Every change of an object marks the sandbox dirty; the network's rules (kube-proxy's per pod, NetworkPolicy
+    on the bridge) are computed again only when their inputs changed: a pod's annotation does not, its labels
+    do (a podSelector may match them)."""
+    cluster = golden["default"].cluster
+    key = ("Pod", "gates", "gated-0")
+
+    def quiet() -> int:
+        """The count once it has not moved for 1.5 s (the sandbox's safety-net reconcile runs every second)."""
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            before = cluster.network_programs
+            time.sleep(1.5)
+            if cluster.network_programs == before:
+                return before
+        raise AssertionError("the sandbox never stopped computing its network rules for 1.5 s")
+
+    def annotate(pod: dict[str, Any]) -> None:
+        pod["metadata"].setdefault("annotations", {})["natsnet.io/test"] = str(time.monotonic())
+
+    def label(value: str | None) -> Callable[[dict[str, Any]], None]:
+        def change(pod: dict[str, Any]) -> None:
+            labels = pod["metadata"].setdefault("labels", {})
+            if value is None:
+                labels.pop("natsnet-test", None)
+            else:
+                labels["natsnet-test"] = value
+        return change
+
+    count = quiet()
+    cluster.store.mutate(key, annotate)
+    time.sleep(1.5)
+    assert cluster.network_programs == count, "an annotation changed: the rules were computed again"
+    try:
+        cluster.store.mutate(key, label("x"))
+        assert eventually(lambda: cluster.network_programs > count, True, timeout=3), "a label changed: no new rules"
+    finally:
+        cluster.store.mutate(key, label(None))

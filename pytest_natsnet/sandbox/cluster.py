@@ -178,6 +178,9 @@ class SandboxCluster:
         self._netns_of: dict[tuple[str, str], str] = {}
         self._veth_of: dict[tuple[str, str], str] = {}
         self._hub_script: str | None = None
+        self._programmed_inputs: tuple[object, ...] | None = None
+        self.network_programs = 0
+        """How many times the network's rules were computed (and applied where they changed)."""
         self._service_tables: dict[str, nft.Chains] = {}
         """What each pod netns's ``ip natsnet_svc`` holds: updates change only the chains that differ."""
         self._nft: nftlib.Applier = nftlib.open_applier()
@@ -995,6 +998,11 @@ class SandboxCluster:
         now = time.monotonic()
         pod_nets = self._pod_nets(now)
         self._policy_pending = min((t for t in self._policy_learned.values() if t > now), default=float("inf"))
+        inputs = self._network_inputs(pod_nets)
+        if inputs == self._programmed_inputs and now < self._services_pending:
+            return  # nothing the rules are made of changed (a pod's status, an Event, a ConfigMap ...)
+        self._programmed_inputs = None  # until this programming has gone through
+        self.network_programs += 1
 
         policy_rules = _once_per_choice(lambda chosen: nft.policy_ruleset(pod_nets, namespaces, chosen))
 
@@ -1062,6 +1070,18 @@ class SandboxCluster:
                 policies, hub_script = self._usable(policies, "network policy", hub_rules, check_in=self.hub)
                 self._nft.apply(self.hub, hub_script)
             self._hub_script = hub_script
+        self._programmed_inputs = self._network_inputs(pod_nets)  # with the objects contained meanwhile
+
+    def _network_inputs(self, pod_nets: Sequence[PodNet]) -> tuple[object, ...]:
+        """What the network's rules are made of: the pods as NetworkPolicy knows them, the versions of the
+        Services, EndpointSlices, NetworkPolicies and Namespaces, which pods have a network namespace (and
+        are outside clients), the objects contained. Equal inputs give the rules already programmed."""
+        versions = tuple((key_of(o), o["metadata"].get("resourceVersion"))
+                         for kind in ("Service", "EndpointSlice", "NetworkPolicy", "Namespace")
+                         for o in self.store.list(kind))
+        pods = tuple((n.namespace, n.name, n.ip, n.veth, tuple(sorted(n.labels.items())), n.ports) for n in pod_nets)
+        return (pods, versions, tuple(sorted(self._netns_of.items())), tuple(sorted(self._external_pods)),
+                tuple(sorted(k for k in self._failed if k[0] in ("network policy", "service proxy"))))
 
     def _usable(self, objects: Sequence[Obj], step: str, compile_with: Callable[[Sequence[Obj]], str],
                 check_in: str | None = None) -> tuple[list[Obj], str]:
