@@ -14,8 +14,10 @@ import functools
 import importlib.util
 import io
 import json
+import py_compile
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 import zipfile
@@ -110,24 +112,31 @@ def probe_bundle() -> bytes:
     zip application (``PROBE_ARCHIVE``): what the probe pod needs beyond a stock Python, written in one exec as
     one file. Built once per process.
 
-    The packages' own bytecode for this interpreter goes along (pip's ``__pycache__`` entry as ``module.pyc``
-    beside ``module.py``, where zipimport looks; the source's time in the zip is the UTC time the bytecode was
-    checked against, as a container without a time zone reads it): a pod whose Python is this one imports the
-    packages without compiling them (~0.35 s of CPU per probe program; the sandbox's pods run this interpreter),
-    another Python finds the bytecode foreign and compiles the sources."""
+    The program's bytecode (compiled here) and the packages' own for this interpreter go along (pip's
+    ``__pycache__`` entry as ``module.pyc`` beside ``module.py``, where zipimport looks; the source's time in the
+    zip is the UTC time the bytecode was checked against, as a container without a time zone reads it): a pod
+    whose Python is this one runs and imports them without compiling (~0.35 s of CPU per probe program; the
+    sandbox's pods run this interpreter), another Python finds the bytecode foreign and compiles the sources."""
     import dns
     import nats
 
+    def add_source(archive: zipfile.ZipFile, source: Path, name: str) -> None:
+        info = zipfile.ZipInfo(name, time.gmtime(source.stat().st_mtime)[:6])
+        info.compress_type = zipfile.ZIP_DEFLATED
+        archive.writestr(info, source.read_bytes())
+
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        archive.write(PROBE_PROGRAM, "__main__.py")
+        add_source(archive, PROBE_PROGRAM, "__main__.py")
+        with tempfile.TemporaryDirectory() as scratch:  # the program's own bytecode: compiled here, once
+            py_compile.compile(str(PROBE_PROGRAM), cfile=f"{scratch}/__main__.pyc", dfile="__main__.py",
+                               doraise=True)
+            archive.write(f"{scratch}/__main__.pyc", "__main__.pyc")
         for package in (dns, nats):
             root = Path(next(iter(package.__path__)))
             for source in sorted(root.rglob("*.py")):
                 name = source.relative_to(root.parent).as_posix()
-                info = zipfile.ZipInfo(name, time.gmtime(source.stat().st_mtime)[:6])
-                info.compress_type = zipfile.ZIP_DEFLATED
-                archive.writestr(info, source.read_bytes())
+                add_source(archive, source, name)
                 compiled = Path(importlib.util.cache_from_source(str(source)))
                 if compiled.is_file():
                     archive.write(compiled, name + "c")

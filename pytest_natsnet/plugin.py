@@ -462,7 +462,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def _first_cells(config: pytest.Config) -> dict[str, str]:
     """On the xdist controller: worker id → the cell it deploys while it collects (``xdist_cells.first_cells``).
-    None when the run may not collect every cell's tests (``-k``, ``-m``, test ids, ``--deselect``, ``--lf``):
+    Empty when the run may not collect every cell's tests (``-k``, ``-m``, test ids, ``--deselect``, ``--lf``):
     a worker would deploy a cell nobody runs."""
     if first_cells_key not in config.stash:
         from xdist.workermanage import parse_tx_spec_config
