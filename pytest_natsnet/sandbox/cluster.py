@@ -1072,6 +1072,10 @@ class SandboxCluster:
             self._hub_script = hub_script
         self._programmed_inputs = self._network_inputs(pod_nets)  # with the objects contained meanwhile
 
+    def network_inputs(self) -> tuple[object, ...]:
+        """What the network's rules are made of, now (see ``_network_inputs``)."""
+        return self._network_inputs(self._pod_nets(time.monotonic()))
+
     def _network_inputs(self, pod_nets: Sequence[PodNet]) -> tuple[object, ...]:
         """What the network's rules are made of: the pods as NetworkPolicy knows them, the versions of the
         Services, EndpointSlices, NetworkPolicies and Namespaces, which pods have a network namespace (and
