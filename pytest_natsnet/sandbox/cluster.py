@@ -992,7 +992,6 @@ class SandboxCluster:
         """DNS objects, kube-proxy's rules in every pod and NetworkPolicy on the bridge. A Service or policy
         whose rules cannot be compiled, or that nft refuses, is contained (:meth:`_usable`): the rest is
         programmed."""
-        self._write_dns_objects()
         slices = self.store.list("EndpointSlice")
         namespaces = {name(o): labels(o) for o in self.store.list("Namespace")}
         now = time.monotonic()
@@ -1000,9 +999,10 @@ class SandboxCluster:
         self._policy_pending = min((t for t in self._policy_learned.values() if t > now), default=float("inf"))
         inputs = self._network_inputs(pod_nets)
         if inputs == self._programmed_inputs and now < self._services_pending:
-            return  # nothing the rules are made of changed (a pod's status, an Event, a ConfigMap ...)
+            return  # nothing the rules (or the DNS objects) are made of changed: a pod's status, an Event ...
         self._programmed_inputs = None  # until this programming has gone through
         self.network_programs += 1
+        self._write_dns_objects()
 
         policy_rules = _once_per_choice(lambda chosen: nft.policy_ruleset(pod_nets, namespaces, chosen))
 
@@ -1078,8 +1078,9 @@ class SandboxCluster:
 
     def _network_inputs(self, pod_nets: Sequence[PodNet]) -> tuple[object, ...]:
         """What the network's rules are made of: the pods as NetworkPolicy knows them, the versions of the
-        Services, EndpointSlices, NetworkPolicies and Namespaces, which pods have a network namespace (and
-        are outside clients), the objects contained. Equal inputs give the rules already programmed."""
+        Services, EndpointSlices, NetworkPolicies and Namespaces (the DNS objects' kinds among them), which pods
+        have a network namespace (and are outside clients), the objects contained. Equal inputs give the rules
+        and the DNS objects already written."""
         versions = tuple((key_of(o), o["metadata"].get("resourceVersion"))
                          for kind in ("Service", "EndpointSlice", "NetworkPolicy", "Namespace")
                          for o in self.store.list(kind))
