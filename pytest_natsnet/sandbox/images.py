@@ -114,16 +114,34 @@ def applet_farm(farm: Path) -> list[Mount]:
         for directory in APPLET_DIRS:
             os.makedirs(building / directory, exist_ok=True)
         (building / "bin" / "busybox").touch()
-        for applet in busybox_applets():  # plain os calls, not pathlib's
-            if applet != "bin/busybox" and os.path.dirname(applet) in APPLET_DIRS:
-                applet_link = os.path.join(building, applet)
-                os.makedirs(os.path.dirname(applet_link), exist_ok=True)
-                os.symlink("/bin/busybox", applet_link)
+        _link_applets(building, lambda applet: os.path.dirname(applet) in APPLET_DIRS)
         try:
             building.rename(farm)
         except OSError:  # built meanwhile by another thread: keep theirs
             shutil.rmtree(building, ignore_errors=True)
     return [Mount(farm / directory, f"/{directory}", True) for directory in APPLET_DIRS]
+
+
+def _link_applets(target: Path, wanted: Callable[[str], bool]) -> None:
+    """Busybox's ``wanted`` applet links under ``target`` (``bin/sh`` → ``/bin/busybox`` ...), existing ones
+    kept; ~270 links: plain os calls, not pathlib's."""
+    for applet in busybox_applets():
+        if applet == "bin/busybox" or not wanted(applet):
+            continue
+        applet_link = os.path.join(target, applet)
+        try:
+            os.symlink("/bin/busybox", applet_link)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(applet_link), exist_ok=True)
+            os.symlink("/bin/busybox", applet_link)
+
+
+def _alpine_mounts(farm: Path | None) -> list[Mount]:
+    """An alpine-like image's mounts: the applet farm's directories (when there is one), then the host's
+    libraries, the interpreter and busybox."""
+    return [*(applet_farm(farm) if farm else ()), *_host_library_mounts()]
 
 
 def alpine_root(target: Path, files: dict[str, tuple[str, int]] | None = None, applets: bool = True) -> None:
@@ -139,17 +157,7 @@ def alpine_root(target: Path, files: dict[str, tuple[str, int]] | None = None, a
         host = Path("/", directory)
         if host.is_symlink() and not (target / directory).is_symlink():
             (target / directory).symlink_to(os.readlink(host))
-    for applet in busybox_applets():  # ~270 links per pod: plain os calls, not pathlib's
-        if applet == "bin/busybox" or (not applets and os.path.dirname(applet) in APPLET_DIRS):
-            continue
-        applet_link = os.path.join(target, applet)
-        try:
-            os.symlink("/bin/busybox", applet_link)
-        except FileExistsError:
-            pass
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(applet_link), exist_ok=True)
-            os.symlink("/bin/busybox", applet_link)
+    _link_applets(target, lambda applet: applets or os.path.dirname(applet) not in APPLET_DIRS)
     for name in ("python3", "python", f"python{sys.version_info.major}.{sys.version_info.minor}"):
         link = target / "usr/local/bin" / name
         if not link.is_symlink():
@@ -174,7 +182,7 @@ def python_image(farm: Path | None = None) -> Image:
         entrypoint=[],
         default_args=["python3"],
         binaries={},
-        extra_mounts=[*(applet_farm(farm) if farm else ()), *_host_library_mounts()],
+        extra_mounts=_alpine_mounts(farm),
         env={"PATH": ALPINE_PATH, "LANG": "C.UTF-8", "PYTHON_VERSION": version},
         root=functools.partial(alpine_root, applets=farm is None),
         masked=site_packages(),
@@ -192,7 +200,7 @@ def nats_box_image(farm: Path | None = None) -> Image:
         entrypoint=["/entrypoint.sh"],
         default_args=["sh", "-l"],
         binaries={},
-        extra_mounts=[*(applet_farm(farm) if farm else ()), *_host_library_mounts()],
+        extra_mounts=_alpine_mounts(farm),
         env={"PATH": ALPINE_PATH, "NKEYS_PATH": "/nsc/nkeys", "XDG_DATA_HOME": "/nsc",
              "XDG_CONFIG_HOME": "/nsc/.config"},
         workdir="/root",
