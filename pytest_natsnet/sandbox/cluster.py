@@ -992,17 +992,16 @@ class SandboxCluster:
         """DNS objects, kube-proxy's rules in every pod and NetworkPolicy on the bridge. A Service or policy
         whose rules cannot be compiled, or that nft refuses, is contained (:meth:`_usable`): the rest is
         programmed."""
-        slices = self.store.list("EndpointSlice")
-        namespaces = {name(o): labels(o) for o in self.store.list("Namespace")}
         now = time.monotonic()
         pod_nets = self._pod_nets(now)
         self._policy_pending = min((t for t in self._policy_learned.values() if t > now), default=float("inf"))
-        inputs = self._network_inputs(pod_nets)
-        if inputs == self._programmed_inputs and now < self._services_pending:
+        if self._network_inputs(pod_nets) == self._programmed_inputs and now < self._services_pending:
             return  # nothing the rules (or the DNS objects) are made of changed: a pod's status, an Event ...
         self._programmed_inputs = None  # until this programming has gone through
         self.network_programs += 1
         self._write_dns_objects()
+        slices = self.store.list("EndpointSlice")
+        namespaces = {name(o): labels(o) for o in self.store.list("Namespace")}
 
         policy_rules = _once_per_choice(lambda chosen: nft.policy_ruleset(pod_nets, namespaces, chosen))
 
