@@ -278,3 +278,31 @@ def test_truncated_answers_are_cached_whole() -> None:
     assert cached is not None and cached.wire is not None
     assert (cached.source, cached.truncated) == ("cache", False)
     assert len(dns.message.from_wire(cached.wire).answer[0]) == 60
+
+
+@pytest.mark.parametrize("profile", [KIND_1_31, KIND_1_32, FAST], ids=lambda p: p.name)
+def test_a_repeated_query_gets_its_own_id_and_the_current_answer(profile: DnsProfile) -> None:
+    """The resolver keeps the reply it rendered for a query's bytes: asked again with another id it answers with
+    that id, with the TTL the cache entry has left, and with the new zone once the cache no longer holds the
+    name (kind-1.32 and fast at once, kind-1.31 when its entry expires)."""
+    world = World(profile)
+    query = dns.message.make_query(POD2, "A")
+    answers = []
+    for query_id in (1, 2):
+        query.id = query_id
+        reply = world.resolver.resolve(query.to_wire(), 512, ("198.18.0.50", 40000, "udp"))
+        assert reply is not None and reply.wire is not None
+        answers.append(dns.message.from_wire(reply.wire))
+    assert [a.id for a in answers] == [1, 2]
+    assert answers[0].answer == answers[1].answer
+    world.clock.now += 3
+    query.id = 3
+    later = world.resolver.resolve(query.to_wire(), 512, ("198.18.0.50", 40000, "udp"))
+    assert later is not None and later.wire is not None
+    expected_ttl = 27 if profile.cache is not None and profile.cache.cluster_zone else answers[0].answer[0].ttl
+    assert (dns.message.from_wire(later.wire).id, dns.message.from_wire(later.wire).answer[0].ttl) == (3, expected_ttl)
+    world.change(cluster(NOT_READY))
+    world.clock.now += 30
+    query.id = 4
+    after = world.resolver.resolve(query.to_wire(), 512, ("198.18.0.50", 40000, "udp"))
+    assert after is not None and (after.rcode, dns.message.from_wire(after.wire or b"").id) == ("NXDOMAIN", 4)

@@ -32,7 +32,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -235,24 +235,49 @@ class Resolver:
         if profile.cache is not None:
             self.caches = [ReplicaCache(profile.cache, origin, clock) for _ in range(profile.replicas)]
         self._salt = secrets.token_hex(4)
+        self._rendered: dict[tuple[bytes, int, int, str], _Rendered] = {}
 
     def replica_for(self, client: str, port: int, proto: str) -> int:
         return zlib.crc32(f"{self._salt}|{client}|{port}|{proto}".encode()) % max(1, self.profile.replicas)
 
     def resolve(self, wire: bytes, max_size: int, flow: tuple[str, int, str] = ("", 0, "udp")) -> Reply | None:
-        """Answers one query message; ``None`` when it cannot be parsed at all (dropped, not logged)."""
+        """Answers one query message; ``None`` when it cannot be parsed at all (dropped, not logged). The same
+        query bytes (its id aside) asked again of the same replica get the reply rendered the first time, as long
+        as what it was rendered from still holds (:class:`_Rendered`)."""
+        replica = self.replica_for(*flow)
+        memo_key = (wire[2:], replica, max_size, flow[2])
+        rendered = self._rendered.get(memo_key)
+        if rendered is not None and self._still_holds(rendered, replica):
+            kept = rendered.reply
+            return kept if kept.wire is None else replace(kept, wire=wire[:2] + kept.wire[2:])
+        reply, rendered = self._resolve(wire, max_size, flow, replica)
+        if rendered is not None:
+            if len(self._rendered) >= RENDERED_LIMIT:
+                self._rendered.clear()
+            self._rendered[memo_key] = rendered
+        return reply
+
+    def _still_holds(self, rendered: _Rendered, replica: int) -> bool:
+        cache = self.caches[replica] if self.caches else None
+        entry = cache.peek(rendered.key) if cache is not None else None
+        if rendered.entry is not None:
+            return entry is not None and entry[0] is rendered.entry and entry[1] == rendered.remaining
+        return entry is None and self.zone() is rendered.zone
+
+    def _resolve(
+        self, wire: bytes, max_size: int, flow: tuple[str, int, str], replica: int
+    ) -> tuple[Reply | None, _Rendered | None]:
         try:
             query = dns.message.from_wire(wire)
         except dns.exception.DNSException:
-            return _formerr(wire)
+            return _formerr(wire), None
         response = dns.message.make_response(query)
         if query.opcode() != dns.opcode.QUERY or len(query.question) != 1:
             rcode = dns.rcode.NOTIMP if query.opcode() != dns.opcode.QUERY else dns.rcode.FORMERR
             response.set_rcode(rcode)
-            return Reply(response.to_wire(), None, dns.rcode.to_text(rcode), source="server")
+            return Reply(response.to_wire(), None, dns.rcode.to_text(rcode), source="server"), None
         question = query.question[0]
         logged = _question_text(question)
-        replica = self.replica_for(*flow)
         key: Key = (
             logged[0],
             int(question.rdtype),
@@ -261,8 +286,8 @@ class Resolver:
         )
         found = self._sections(question, key, replica)
         if found is None:
-            return Reply(None, logged, "no answer", replica=replica, source="upstream")
-        sections, authoritative, source = found
+            return Reply(None, logged, "no answer", replica=replica, source="upstream"), None
+        sections, authoritative, source, rendered = found
         response.set_rcode(sections.rcode)
         response.flags &= ~(dns.flags.AA | dns.flags.RA)
         response.flags |= (dns.flags.AA if authoritative else 0) | (dns.flags.RA if sections.recursion_available else 0)
@@ -271,16 +296,22 @@ class Resolver:
         response.additional.extend(sections.additional)
         reply_wire, truncated = truncated_wire(response, min(max_size, _client_buffer(query, flow[2])))
         rcode_text = dns.rcode.to_text(sections.rcode)
-        return Reply(reply_wire, logged, rcode_text, _answer_texts(sections), replica, source, truncated)
+        reply = Reply(reply_wire, logged, rcode_text, _answer_texts(sections), replica, source, truncated)
+        return reply, None if rendered is None else replace(rendered, reply=reply)
 
-    def _sections(self, question: dns.rrset.RRset, key: Key, replica: int) -> tuple[Sections, bool, str] | None:
+    def _sections(
+        self, question: dns.rrset.RRset, key: Key, replica: int
+    ) -> tuple[Sections, bool, str, _Rendered | None] | None:
         """The replica's cached answer, else the zone's or the upstream's passed through its cache: sections,
-        AA, and where they came from; None when the upstream leaves the query unanswered."""
+        AA, where they came from, and what a reply rendered from them depends on (None: the cache stored them,
+        the next query is a hit); None when the upstream leaves the query unanswered."""
         cache = self.caches[replica] if self.caches else None
-        hit = cache.get(key) if cache is not None else None
+        hit = cache.peek(key) if cache is not None else None
         if hit is not None:
-            return hit[0], True, "cache"
-        answer = self.zone().answer(question.name, question.rdtype)
+            entry, remaining = hit
+            return entry.sections.retimed(remaining), True, "cache", _Rendered(key, _NO_REPLY, entry, remaining)
+        zone = self.zone()
+        answer = zone.answer(question.name, question.rdtype)
         if answer.upstream:
             upstream = _upstream(self.profile.upstream)
             if upstream is None:
@@ -289,9 +320,30 @@ class Resolver:
         else:
             sections = Sections(answer.rcode, False, answer.answers, answer.authority, answer.additional)
             authoritative, source = answer.authoritative, "kubernetes"
+        stored = False
         if cache is not None:
-            sections, _ = cache.admit(key, question.name, sections)
-        return sections, authoritative, source
+            sections, stored = cache.admit(key, question.name, sections)
+        return sections, authoritative, source, None if stored else _Rendered(key, _NO_REPLY, zone=zone)
+
+
+RENDERED_LIMIT = 50_000
+"""Replies kept for repeated queries; all are dropped when there are more (a full run asks ~10,000 names)."""
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    """A reply and what it was rendered from: a replica's cache ``entry`` with ``remaining`` seconds (the TTLs it
+    carries), or, for an answer the cache did not store (none, or not storable), the ``zone`` object (a new one per
+    reload of the objects file) while the cache still holds nothing for ``key``."""
+
+    key: Key
+    reply: Reply
+    entry: object | None = None
+    remaining: int = 0
+    zone: Zone | None = None
+
+
+_NO_REPLY = Reply(None, None, "")
 
 
 def _client_buffer(query: dns.message.Message, proto: str) -> int:
@@ -318,25 +370,21 @@ def _formerr(wire: bytes) -> Reply | None:
     return Reply(response.to_wire(), None, "FORMERR", source="server")
 
 
+def _answer(dns_server: DnsServer, wire: bytes, client_address: Any, proto: str, max_size: int) -> bytes | None:
+    """The reply to one query, logged; None when it gets none."""
+    client, port = str(client_address[0]), int(client_address[1])
+    reply = dns_server.resolver.resolve(wire, max_size, (client, port, proto))
+    if reply is None:
+        return None
+    dns_server.log.write(client, proto, reply)
+    return reply.wire
+
+
 class _Handler(socketserver.BaseRequestHandler):
-    server: _UDPServer | _TCPServer
+    server: _TCPServer
 
     def answer(self, wire: bytes, proto: str, max_size: int) -> bytes | None:
-        dns_server = self.server.dns_server
-        client, port = str(self.client_address[0]), int(self.client_address[1])
-        reply = dns_server.resolver.resolve(wire, max_size, (client, port, proto))
-        if reply is None:
-            return None
-        dns_server.log.write(client, proto, reply)
-        return reply.wire
-
-
-class _UDPHandler(_Handler):
-    def handle(self) -> None:
-        data, sock = self.request
-        wire = self.answer(data, "udp", TCP_MAX_SIZE)
-        if wire is not None:
-            sock.sendto(wire, self.client_address)
+        return _answer(self.server.dns_server, wire, self.client_address, proto, max_size)
 
 
 class _TCPHandler(_Handler):
@@ -374,20 +422,25 @@ UDP_RECEIVE_BUFFER = 16 * 1024 * 1024
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
-class _UDPServer(socketserver.UDPServer):
-    """Answers each datagram on its serving thread: resolving never blocks (no upstream is asked, nothing
-    sleeps), and a thread per query cost more than the answer (~29,000 queries in a smoke run: nats-server
-    retrying routes through the search path)."""
-
-    allow_reuse_address = False
-    """SO_REUSEADDR on UDP would let a second server bind the same port silently and split the queries."""
+class _UDPServer:
+    """Answers each datagram in one receive loop: resolving never blocks (no upstream is asked, nothing sleeps),
+    and a thread per query cost more than the answer (~29,000 queries in a smoke run: nats-server retrying routes
+    through the search path); socketserver's request machinery around each datagram cost as much again."""
 
     def __init__(self, address: tuple[str, int], dns_server: DnsServer) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.dns_server = dns_server
-        super().__init__(address, _UDPHandler)
+        self.socket = socket.socket(family, socket.SOCK_DGRAM)
+        self._stop = threading.Event()
+        try:
+            self._enlarge_receive_queue()
+            self.socket.bind(address)  # no SO_REUSEADDR: a second server on the port would split the queries
+        except OSError:
+            self.socket.close()
+            raise
+        self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
 
-    def server_bind(self) -> None:
+    def _enlarge_receive_queue(self) -> None:
         """A receive queue that holds a burst: with every cell's servers retrying routes through the search path
         (the full matrix's deadlocked cells: ~1,400 queries/s) the default queue (~200 KiB) overflowed and the
         kernel dropped 5% of the queries (``Udp: RcvbufErrors``), which clients saw as timeouts CoreDNS would not
@@ -396,7 +449,28 @@ class _UDPServer(socketserver.UDPServer):
             with contextlib.suppress(OSError):
                 self.socket.setsockopt(socket.SOL_SOCKET, option, UDP_RECEIVE_BUFFER)
                 break
-        super().server_bind()
+
+    def serve_forever(self, poll_interval: float = 0.1) -> None:
+        self.socket.settimeout(poll_interval)
+        while not self._stop.is_set():
+            try:
+                data, client = self.socket.recvfrom(TCP_MAX_SIZE)
+            except TimeoutError:
+                continue
+            except OSError:  # closed under us, or an ICMP error reported on the socket
+                if self._stop.is_set():
+                    return
+                continue
+            wire = _answer(self.dns_server, data, client, "udp", TCP_MAX_SIZE)
+            if wire is not None:
+                with contextlib.suppress(OSError):
+                    self.socket.sendto(wire, client)
+
+    def shutdown(self) -> None:
+        self._stop.set()
+
+    def server_close(self) -> None:
+        self.socket.close()
 
 
 class _TCPServer(socketserver.ThreadingTCPServer):

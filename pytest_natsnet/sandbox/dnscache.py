@@ -132,6 +132,15 @@ class ReplicaCache:
     def get(self, key: Key) -> tuple[Sections, int] | None:
         """The stored response with its TTLs set to the seconds it has left, and those seconds; None on a
         miss or an expired entry."""
+        found = self.peek(key)
+        if found is None:
+            return None
+        item, remaining = found
+        return item.sections.retimed(remaining), remaining
+
+    def peek(self, key: Key) -> tuple[_Item, int] | None:
+        """The stored entry (compared by identity: a new answer is a new entry) and the seconds it has left;
+        None on a miss or an expired entry, which is dropped."""
         with self._lock:
             item = self._items.get(key)
             if item is None:
@@ -140,7 +149,7 @@ class ReplicaCache:
             if remaining <= 0:
                 del self._items[key]
                 return None
-        return item.sections.retimed(remaining), remaining
+        return item, remaining
 
     def admit(self, key: Key, qname: dns.name.Name, sections: Sections) -> tuple[Sections, bool]:
         """The response as the cache plugin sends it (TTLs rewritten), and whether it was stored."""
