@@ -8,7 +8,8 @@ the run (pytest, its xdist workers, ``natsnet sandbox up``, the pods' processes:
 (``--sample-every``: each sample reads every process's ``/proc`` entry, ~700 of them in a full run, and costs
 the run CPU; at five a second the sampler itself took 12 % of a CPU). Prints the wall time, the run's CPU
 seconds (user + system of every process seen, summed at its last
-sample) and the peak resident memory of the tree, per run and per cell, and where the CPU went by command.
+sample) and the peak resident memory of the tree, per run and per cell, where the CPU went by command, and how
+many of the machine's cores were busy in each tenth of the run (the start and the tail show there).
 Exits 0: it reports, it asserts nothing.
 """
 
@@ -55,6 +56,13 @@ def snapshot() -> dict[tuple[int, int], Sample]:
     return found
 
 
+def busy_seconds() -> float:
+    """CPU seconds this machine has been busy since boot, all CPUs (``/proc/stat``: everything but idle and
+    iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK
+
+
 def label(command: str) -> str:
     """A short name for where CPU went: the program, or for Python what it runs."""
     words = command.split()
@@ -67,13 +75,17 @@ def label(command: str) -> str:
     return program
 
 
-def _sample_tree(process: subprocess.Popen[str], every: float) -> tuple[dict[tuple[int, int], Sample], int]:
-    """Samples ``process`` and its descendants until it exits: each one's last sample, and the peak RSS sum."""
+def _sample_tree(
+    process: subprocess.Popen[str], every: float, busy: list[tuple[float, float]]
+) -> tuple[dict[tuple[int, int], Sample], int]:
+    """Samples ``process`` and its descendants until it exits: each one's last sample, and the peak RSS sum;
+    appends (monotonic time, :func:`busy_seconds`) to ``busy`` at each sample."""
     root = next((key for key in snapshot() if key[0] == process.pid), (process.pid, 0))
     tree = {root}  # (pid, start time): a pid reused by someone else's process is not ours
     last: dict[tuple[int, int], Sample] = {}
     peak = 0
     while process.poll() is None:
+        busy.append((time.monotonic(), busy_seconds()))
         snap = snapshot()
         grew = True
         while grew:
@@ -90,6 +102,20 @@ def _sample_tree(process: subprocess.Popen[str], every: float) -> tuple[dict[tup
     return last, peak
 
 
+def busy_by_period(busy: list[tuple[float, float]], periods: int = 10) -> list[float]:
+    """The machine's busy cores in each tenth (``periods``) of the run, from the samples of :func:`busy_seconds`."""
+    if len(busy) < 2:
+        return []
+    start, end = busy[0][0], busy[-1][0]
+    span = (end - start) / periods
+    result = []
+    for index in range(periods):
+        inside = [(t, b) for t, b in busy if start + index * span <= t <= start + (index + 1) * span]
+        if len(inside) >= 2:
+            result.append((inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0]))
+    return result
+
+
 def measure(argv: list[str], every: float = 1.0) -> tuple[float, float, int, dict[str, float], int]:
     """Runs ``argv``; returns wall seconds, CPU seconds, peak RSS bytes, CPU by label, pytest's exit status. The
     CPU seconds are the kernel's count for the whole tree (every descendant is waited for by its parent, orphans
@@ -100,7 +126,8 @@ def measure(argv: list[str], every: float = 1.0) -> tuple[float, float, int, dic
     with tempfile.TemporaryFile(mode="w+") as log:
         started, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
         process = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
-        last, peak = _sample_tree(process, every)
+        busy: list[tuple[float, float]] = []
+        last, peak = _sample_tree(process, every, busy)
         wall = time.monotonic() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
@@ -115,6 +142,8 @@ def measure(argv: list[str], every: float = 1.0) -> tuple[float, float, int, dic
         if line.startswith(("FAILED ", "ERROR ")):
             print("  " + line[:300])
     by_label["(not sampled)"] = max(0.0, cpu - sum(by_label.values()))
+    print("  busy cores (the whole machine) in each tenth of the run: "
+          + " ".join(f"{cores:.2f}" for cores in busy_by_period(busy)))
     return wall, cpu, peak, dict(by_label), process.returncode
 
 
