@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,18 @@ def test_the_images_mount_the_farm_before_the_hosts_busybox(tmp_path: Path) -> N
         targets = [m.target for m in image.extra_mounts]
         assert targets.index("/bin") < targets.index("/bin/busybox")
     assert "/bin" not in [m.target for m in images.python_image().extra_mounts]
+
+
+def test_the_dns_image_imports_the_package_the_sandbox_runs(tmp_path: Path) -> None:
+    """The DNS server's container sees the sandbox's package root (mounted at the same path) and its environment
+    names it: a checkout run through ``PYTHONPATH`` while another copy is installed must not start the other
+    copy's DNS server (or none: the installed copy's directory is not mounted)."""
+    image = images.ImageCatalog(Path(sys.executable), lambda: ["true"], tmp_path)(images.DNS_IMAGE)
+    assert image is not None
+    root = str(images.package_root())
+    assert image.env["PYTHONPATH"] == root
+    assert root in [m.target for m in image.extra_mounts]
+    found = subprocess.run([sys.executable, "-c", "import pytest_natsnet; print(pytest_natsnet.__file__)"],
+                           env={"PATH": os.environ.get("PATH", ""), **image.env}, cwd=tmp_path,
+                           capture_output=True, text=True, check=True).stdout
+    assert found.startswith(root + "/")

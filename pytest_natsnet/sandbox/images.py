@@ -229,12 +229,13 @@ class ImageCatalog:
                 binaries={"nats-server": self._nats_server},
             )
         python = [*python_mounts(), Mount(package_root(), str(package_root()), True)]
-        if image == DNS_IMAGE:
+        if image == DNS_IMAGE:  # the package the sandbox runs, not what the interpreter's .pth files point at
             return Image(
                 entrypoint=self._dns_command(),
                 default_args=[],
                 binaries={},
                 extra_mounts=[*python, Mount(self._dns_dir, str(self._dns_dir), False)],
+                env={"PYTHONPATH": str(package_root())},
             )
         if image == PROBE_IMAGE:
             return Image(entrypoint=["sleep", "infinity"], default_args=[], binaries={}, extra_mounts=python)
