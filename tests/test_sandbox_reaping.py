@@ -7,12 +7,13 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
 
 from pytest_natsnet.providers.sandbox_provider import missing_requirements
-from pytest_natsnet.sandbox import gc, netns
+from pytest_natsnet.sandbox import gc, kubelet, netns
 from pytest_natsnet.sandbox.cluster import SandboxCluster
 from pytest_natsnet.sandbox.reaping import in_sessions, parse_stat, wait_reaped
 
@@ -87,6 +88,27 @@ def test_a_stopped_pod_leaves_no_zombie_of_a_container_whose_bubblewrap_exited_f
     ``sleep`` per cell, from the probe pods)."""
     done = subprocess.run([sys.executable, "-c", KILL_ALL], capture_output=True, text=True, timeout=30, check=True)
     assert done.stdout.strip() == "[] []", done.stdout + done.stderr
+
+
+def test_a_pod_whose_containers_all_ended_is_done_after_one_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The usual end of a deleted pod: every container stopped on SIGTERM and bubblewrap was reaped. One scan of
+    every process answers for all its sessions (each scan reads ~700 processes in a full run; there used to be
+    one per container and one more to wait on)."""
+    ended = [subprocess.Popen(["true"], start_new_session=True) for _ in range(3)]
+    for process in ended:
+        process.wait()
+    scans: list[list[int]] = []
+
+    def counted(sessions: list[int]) -> list[object]:
+        scans.append(sorted(sessions))
+        return list(in_sessions(sessions))
+
+    monkeypatch.setattr(kubelet, "in_sessions", counted)
+    monkeypatch.setattr(kubelet, "wait_reaped", lambda *args: pytest.fail("waited after the scan said none is left"))
+    pod = types.SimpleNamespace(containers=[types.SimpleNamespace(process=p, child_pid=None, stopping=None)
+                                            for p in ended])
+    assert kubelet.PodRuntime.kill_all(pod, timeout=1.0) == []  # type: ignore[arg-type]
+    assert scans == [sorted(p.pid for p in ended)]
 
 
 def test_no_session_means_nothing_to_wait_for() -> None:

@@ -343,18 +343,24 @@ class PodRuntime:
         for hook in hooks:
             if hook.poll() is None:
                 hook.kill()
-        sessions = []
-        for c in self.containers:
-            if c.process is None:
-                continue
-            sessions.append(c.process.pid)  # also when bubblewrap already exited: its orphans are ours to reap
-            if c.process.poll() is not None:
-                # bubblewrap is gone, its command may live on as an orphan (adopted here): kill what is left of
-                # the session, unless its id now names a new process (then the old session is empty)
-                members = in_sessions([c.process.pid])
-                if members and all(m.pid != c.process.pid for m in members):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(c.process.pid, signal.SIGKILL)
+        started = [c for c in self.containers if c.process is not None]
+        sessions = [c.process.pid for c in started if c.process is not None]  # also those whose bubblewrap exited
+        exited = {c.process.pid for c in started if c.process is not None and c.process.poll() is not None}
+        left = in_sessions(exited)  # one scan of every process for all of them, not one per container
+        for session in exited:
+            # bubblewrap is gone, its command may live on as an orphan (adopted here): kill what is left of the
+            # session, unless its id now names a new process (then the old session is empty)
+            members = [m for m in left if m.session == session]
+            if members and all(m.pid != session for m in members):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(session, signal.SIGKILL)
+        if len(exited) == len(sessions) and not left:  # every session was already empty: that scan's word
+            for hook in hooks:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    hook.wait(timeout=timeout)
+            return []
+        for c in started:
+            if c.process is None or c.process.pid in exited:
                 continue
             if c.child_pid is not None:
                 with contextlib.suppress(ProcessLookupError):
