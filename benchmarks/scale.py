@@ -39,20 +39,32 @@ class Sample:
     command: str
 
 
-def snapshot() -> dict[tuple[int, int], Sample]:
-    """Every process: (pid, start time) -> parent, CPU seconds, resident bytes, command."""
+def snapshot(commands: dict[tuple[int, int], str] | None = None) -> dict[tuple[int, int], Sample]:
+    """Every process: (pid, start time) -> parent, CPU seconds, resident bytes, command. ``commands`` keeps the
+    command lines already read of processes older than a second (a forked child shows its parent's command line
+    until it executes its own program; after that it does not change)."""
+    known = {} if commands is None else commands
+    with open("/proc/uptime", "rb") as uptime:
+        settled = (float(uptime.read().split()[0]) - 1.0) * CLOCK  # started before this tick: exec'd by now
     found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            with open(f"/proc/{entry}/stat", "rb") as stat_file:
+                stat = stat_file.read().decode(errors="replace")
+            fields = stat.rsplit(") ", 1)[1].split()
+            key = (int(entry), int(fields[19]))
+            command = known.get(key)
+            if command is None:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    command = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                if key[1] < settled:
+                    known[key] = command
+        except (OSError, IndexError, ValueError):
             continue
-        fields = stat.rsplit(") ", 1)[1].split()
         ppid, cpu = int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK
-        found[(int(entry), int(fields[19]))] = Sample(ppid, cpu, int(fields[21]) * PAGE, command.strip())
+        found[key] = Sample(ppid, cpu, int(fields[21]) * PAGE, command)
     return found
 
 
@@ -83,18 +95,21 @@ def _sample_tree(
     root = next((key for key in snapshot() if key[0] == process.pid), (process.pid, 0))
     tree = {root}  # (pid, start time): a pid reused by someone else's process is not ours
     last: dict[tuple[int, int], Sample] = {}
+    commands: dict[tuple[int, int], str] = {}
     peak = 0
     while process.poll() is None:
         busy.append((time.monotonic(), busy_seconds()))
-        snap = snapshot()
-        grew = True
-        while grew:
-            grew = False
-            for key, sample in snap.items():
-                parent = next((p for p in tree if p[0] == sample.ppid), None)
-                if key not in tree and parent is not None and parent[1] <= key[1]:
+        snap = snapshot(commands)
+        children: dict[int, list[tuple[int, int]]] = collections.defaultdict(list)
+        for key, sample in snap.items():
+            children[sample.ppid].append(key)
+        pending = [key for key in snap if key in tree]
+        while pending:  # the tree's descendants, each process once (the sampler ran quadratic, ~0.2 of a CPU)
+            parent = pending.pop()
+            for key in children.get(parent[0], ()):
+                if key not in tree and parent[1] <= key[1]:
                     tree.add(key)
-                    grew = True
+                    pending.append(key)
         mine = {key: s for key, s in snap.items() if key in tree}
         last.update(mine)
         peak = max(peak, sum(s.rss for s in mine.values()))
