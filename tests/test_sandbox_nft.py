@@ -14,10 +14,12 @@ from pytest_natsnet.sandbox.model import ContainerPort, PodNet
 from pytest_natsnet.sandbox.nft import (
     node_ruleset,
     policy_ruleset,
+    policy_tables,
     service_ruleset,
     service_tables_by_pod,
     table_script,
     table_update,
+    tables_update,
 )
 
 # --- helpers ----------------------------------------------------------------------
@@ -256,9 +258,9 @@ def policy(namespace: str, policy_name: str, **policy_spec: Any) -> Obj:
 
 def rules_of(script: str, pod: PodNet, direction: str) -> list[str] | None:
     """The allow matches of ``pod``'s chain (without counter/verdict/comment), None when not isolated."""
+    named = f"pod_{direction}_{pod.namespace}_{pod.name}".replace("-", "_")
     for chain_name, body in chains(script).items():
-        suffix = f"_{pod.namespace}_{pod.name}".replace("-", "_")
-        if chain_name.startswith(f"pod_{direction}_") and chain_name.endswith(suffix):
+        if re.fullmatch(rf"{named}_[0-9a-f]{{8}}", chain_name):  # the pod's chain: its name and a checksum
             assert body[-1].startswith("counter drop comment")
             return [line.split("counter return")[0].strip() for line in body[:-1]]
     return None
@@ -414,7 +416,7 @@ def test_policies_are_additive_and_commented_with_policy_and_rule_index() -> Non
         policy("a", "web", egress=[{}, {"ports": [{"port": 80}]}], policyTypes=["Egress"]),
     ]
     body = chains(policy_ruleset(PODS, NAMESPACES, policies))
-    client_chain = next(v for k, v in body.items() if k.startswith("pod_egress_") and k.endswith("_a_client"))
+    client_chain = next(v for k, v in body.items() if re.fullmatch(r"pod_egress_a_client_[0-9a-f]{8}", k))
     assert client_chain == [
         'udp dport 53 counter return comment "a/dns egress[0]"',
         'counter return comment "a/web egress[0]"',
@@ -609,11 +611,12 @@ def test_node_port_flows_meet_the_target_pods_ingress_policies() -> None:
     script = node_ruleset([node_service("NodePort", 30080)], [], NODE_ADDRESSES, "br0", "br1", [web], {"a": {}},
                           [policy])
     found = chains(script)
-    assert found["nodeport_ingress"][1].startswith(
-        'ct state new ct status dnat oifname "br0" ip daddr 198.18.0.10 jump nodeport_ingress_0_a_web')
-    assert found["nodeport_ingress_0_a_web"][0].startswith("ip saddr 198.19.0.0/16 counter return")
-    assert found["nodeport_ingress_0_a_web"][-1].startswith("counter drop")
-    assert "nodeport_ingress_0_a_web" not in chains(node_script())
+    jump = re.match(r'ct state new ct status dnat oifname "br0" ip daddr 198\.18\.0\.10 jump '
+                    r"(nodeport_ingress_a_web_[0-9a-f]{8}) ", found["nodeport_ingress"][1])
+    assert jump is not None, found["nodeport_ingress"]
+    assert found[jump.group(1)][0].startswith("ip saddr 198.19.0.0/16 counter return")
+    assert found[jump.group(1)][-1].startswith("counter drop")
+    assert jump.group(1) not in chains(node_script())
 
 
 # --- table_update (only the chains that changed) ---------------------------------------------------------
@@ -641,3 +644,20 @@ def test_an_update_is_the_whole_table_when_nothing_was_applied_or_a_hook_changes
     assert table_update("ip", "t", table, other_hook) == table_script("ip", "t", other_hook)
     assert table_update("ip", "t", {}, {"input": ("type filter hook input priority 0; policy accept;",)}) == (
         "add chain ip t input { type filter hook input priority 0; policy accept; }\n")
+
+
+def test_a_new_isolated_pod_changes_only_its_own_chain_and_the_jumps() -> None:
+    """The hub's policy tables name each pod's chain after the pod: a pod coming adds its chain and its jump, and
+    leaves every other pod's chain (and the connection-tracking table) as it was."""
+    deny_all = policy("a", "deny-all", podSelector={}, policyTypes=["Ingress", "Egress"])
+    before = policy_tables([WEB_A], NAMESPACES, [deny_all])
+    after = policy_tables([CLIENT, WEB_A], NAMESPACES, [deny_all])
+    update = tables_update(before, after).splitlines()
+    assert [line.split(" {")[0] for line in update if not line.startswith("add rule")] == [
+        f"add chain bridge natsnet_np {name}" for name in after[("bridge", "natsnet_np")]
+        if name not in before[("bridge", "natsnet_np")]] + ["flush chain bridge natsnet_np forward"]
+    touched = {line.split()[4] for line in update if line.startswith("add rule")}
+    assert touched == {"forward"} | set(after[("bridge", "natsnet_np")]) - set(before[("bridge", "natsnet_np")])
+    assert all("_a_client_" in name for name in touched - {"forward"}) and len(touched) == 3
+    assert tables_update(after, after) == ""
+    assert tables_update(None, after) == policy_ruleset([CLIENT, WEB_A], NAMESPACES, [deny_all])

@@ -28,9 +28,11 @@ from pytest_natsnet.sandbox.nft import (
     apply_each,
     enable_bridge_conntrack,
     policy_ruleset,
+    policy_tables,
     service_table,
     table_script,
     table_update,
+    tables_update,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -567,6 +569,30 @@ def test_reapplying_is_idempotent(net: Topology) -> None:
     enforce(*policies)
     assert _listing(HUB) == first
     assert first.count("table bridge natsnet_np") == 1
+
+
+def test_policy_updates_leave_what_the_whole_ruleset_would(net: Topology) -> None:
+    """The hub's policy tables updated chain by chain (pods isolated one after another, a policy gone) list
+    exactly as each step applied whole, and traffic follows the updated rules."""
+    pods = [p.net for p in PODS]
+    deny = policy("a", "deny", policyTypes=["Egress"])
+    dns = policy("a", "dns", egress=[{"to": [CANONICAL_DNS_PEER]}])
+    steps = [policy_tables(pods[:1], NAMESPACES, []), policy_tables(pods[:1], NAMESPACES, [deny]),
+             policy_tables(pods, NAMESPACES, [deny, dns]), policy_tables(pods, NAMESPACES, [dns]),
+             policy_tables(pods, NAMESPACES, [])]
+    try:
+        apply(HUB, tables_update(None, steps[0]))
+        for before, after in itertools.pairwise(steps):
+            update = tables_update(before, after)
+            assert "delete table" not in update
+            apply(HUB, update)
+            updated = _listing(HUB)
+            apply(HUB, tables_update(None, after))
+            assert updated == _listing(HUB)
+        apply(HUB, tables_update(steps[-1], steps[1]))
+        assert net.probe(ALL_TARGETS[:1]) == ["timeout"]
+    finally:
+        enforce()
 
 
 def test_a_failing_script_raises_with_nft_message_and_changes_nothing(net: Topology) -> None:

@@ -45,6 +45,7 @@ import concurrent.futures
 import ipaddress
 import re
 import subprocess
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -394,6 +395,22 @@ def node_ruleset(
 ) -> str:
     """The hub's ``ip natsnet_node`` script: NodePorts on ``node_addresses``, the outside bridge's forwarding
     rule and the ingress policies of NodePort flows (see the module docstring)."""
+    chains = node_table(services, endpointslices, node_addresses, pod_bridge, outside_bridge, pods, namespaces,
+                        policies)
+    return table_script("ip", NODE_TABLE, chains)
+
+
+def node_table(
+    services: Sequence[Obj],
+    endpointslices: Sequence[Obj],
+    node_addresses: Sequence[str],
+    pod_bridge: str,
+    outside_bridge: str,
+    pods: Sequence[PodNet] = (),
+    namespaces: Mapping[str, Mapping[str, str]] | None = None,
+    policies: Sequence[Obj] = (),
+) -> Chains:
+    """The chains of :func:`node_ruleset`."""
     addresses = _ip_set(node_addresses)
     dispatch = ["type nat hook prerouting priority -100; policy accept;"]
     chains: list[tuple[str, Sequence[str]]] = []
@@ -421,7 +438,7 @@ def node_ruleset(
     ingress, ingress_chains = _nodeport_ingress(pods, namespaces or {}, policies, pod_bridge)
     all_chains = [("nodeports", dispatch), ("nodeport_masq", masquerade), ("from_outside", forward),
                   ("nodeport_ingress", ingress), *chains, *ingress_chains]
-    return "\n".join(_replace_table("ip", NODE_TABLE, all_chains)) + "\n"
+    return {chain: tuple(body) for chain, body in all_chains}
 
 
 def _policy_views(
@@ -445,11 +462,11 @@ def _nodeport_ingress(
     chains: list[tuple[str, Sequence[str]]] = []
     ordered_pods = sorted(pods, key=lambda p: (p.namespace, p.name))
     views = _policy_views(policies, ordered_pods, namespaces)
-    for index, pod in enumerate(ordered_pods):
+    for pod in ordered_pods:
         pod_chain = _pod_chain(pod, "Ingress", views, ordered_pods)
         if pod_chain is None:
             continue
-        chain = f"nodeport_ingress_{index}_{_ident(pod.namespace)}_{_ident(pod.name)}"
+        chain = _pod_chain_name("nodeport_ingress", pod)
         body.append(
             f'ct state new ct status dnat oifname "{pod_bridge}" ip daddr {pod.ip} jump {chain} '
             f"{_comment(f'{pod.namespace}/{pod.name} ingress-isolated')}"
@@ -707,6 +724,14 @@ def policy_ruleset(
     pods: Sequence[PodNet], namespaces: Mapping[str, Mapping[str, str]], policies: Sequence[Obj]
 ) -> str:
     """The hub-netns script enforcing ``policies`` on each pod's bridge-side veth (drops are silent)."""
+    return tables_script(policy_tables(pods, namespaces, policies))
+
+
+def policy_tables(
+    pods: Sequence[PodNet], namespaces: Mapping[str, Mapping[str, str]], policies: Sequence[Obj]
+) -> Tables:
+    """The tables of :func:`policy_ruleset`: a chain per isolated pod and direction, named after the pod (another
+    pod coming or going leaves the other chains' names as they were, so an update touches only what changed)."""
     ordered_pods = sorted(pods, key=lambda p: (p.namespace, p.name))
     views = _policy_views(policies, ordered_pods, namespaces)
     forward = [
@@ -717,11 +742,11 @@ def policy_ruleset(
     jumps: dict[str, list[str]] = {"Egress": [], "Ingress": []}
     chains: list[tuple[str, Sequence[str]]] = []
     for direction, interface in (("Egress", "iifname"), ("Ingress", "oifname")):
-        for index, pod in enumerate(ordered_pods):
+        for pod in ordered_pods:
             body = _pod_chain(pod, direction, views, ordered_pods)
             if body is None:
                 continue
-            chain = f"pod_{direction.lower()}_{index}_{_ident(pod.namespace)}_{_ident(pod.name)}"
+            chain = _pod_chain_name(f"pod_{direction.lower()}", pod)
             label = f"{pod.namespace}/{pod.name} {direction.lower()}-isolated"
             jumps[direction].append(f'{interface} "{pod.veth}" jump {chain} {_comment(label)}')
             chains.append((chain, body))
@@ -730,9 +755,30 @@ def policy_ruleset(
         "type filter hook prerouting priority 0; policy accept;",
         f"ct state established,related meta mark set {ESTABLISHED_MARK:#x}",
     ]
-    lines = _replace_table("ip", POLICY_CT_TABLE, [("prerouting", mark)])
-    lines += _replace_table("bridge", POLICY_TABLE, [("forward", forward), *chains])
-    return "\n".join(lines) + "\n"
+    return {("ip", POLICY_CT_TABLE): {"prerouting": tuple(mark)},
+            ("bridge", POLICY_TABLE): {"forward": tuple(forward), **{c: tuple(b) for c, b in chains}}}
+
+
+def _pod_chain_name(prefix: str, pod: PodNet) -> str:
+    """``prefix`` with the pod's namespace and name, and a checksum of both (``a-b/c`` and ``a/b-c`` both read
+    ``a_b_c``)."""
+    checksum = zlib.crc32(f"{pod.namespace}/{pod.name}".encode())
+    return f"{prefix}_{_ident(pod.namespace)}_{_ident(pod.name)}_{checksum:08x}"
+
+
+Tables = dict[tuple[str, str], Chains]
+"""Several tables as data: (family, table) -> its chains."""
+
+
+def tables_script(tables: Tables) -> str:
+    """The script that replaces each of ``tables`` in one transaction."""
+    return "".join(table_script(family, table, chains) for (family, table), chains in tables.items())
+
+
+def tables_update(before: Tables | None, after: Tables) -> str:
+    """:func:`table_update` for each of ``after``'s tables (whole where ``before`` has none), in one script."""
+    return "".join(table_update(family, table, (before or {}).get((family, table)), chains)
+                   for (family, table), chains in after.items())
 
 
 # --- applying -------------------------------------------------------------------------------------
