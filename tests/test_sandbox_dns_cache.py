@@ -306,3 +306,28 @@ def test_a_repeated_query_gets_its_own_id_and_the_current_answer(profile: DnsPro
     query.id = 4
     after = world.resolver.resolve(query.to_wire(), 512, ("198.18.0.50", 40000, "udp"))
     assert after is not None and (after.rcode, dns.message.from_wire(after.wire or b"").id) == ("NXDOMAIN", 4)
+
+
+def test_a_zone_read_again_with_the_same_records_answers_without_rendering_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a busy run the objects file is read again many times a second: a new zone whose answer to a name is the
+    same sends the reply already rendered (a full run's DNS server spent its time parsing and rendering the same
+    few thousand replies); a changed answer is rendered anew."""
+    world = World(KIND_1_32)
+    rendered: list[str] = []
+    render = Resolver._render
+
+    def counted(*args: Any) -> Reply:
+        reply = render(*args)
+        rendered.append(reply.rcode)
+        return reply
+
+    monkeypatch.setattr(Resolver, "_render", staticmethod(counted))
+    first = world.ask(POD2)
+    world.change(cluster())  # the same objects: a new zone object
+    again = world.ask(POD2)
+    world.change(cluster(NOT_READY))
+    gone = world.ask(POD2)
+    assert (first.answers, again.answers, gone.rcode) == ([POD_IPS["nats-2"]], [POD_IPS["nats-2"]], "NXDOMAIN")
+    assert rendered == ["NOERROR", "NXDOMAIN"]
