@@ -236,6 +236,7 @@ class Resolver:
             self.caches = [ReplicaCache(profile.cache, origin, clock) for _ in range(profile.replicas)]
         self._salt = secrets.token_hex(4)
         self._queries: dict[bytes, _Query] = {}
+        self._answers: tuple[Zone | None, dict[bytes, Answer]] = (None, {})
         self._rendered: dict[tuple[bytes, int, int, str], _Rendered] = {}
 
     def replica_for(self, client: str, port: int, proto: str) -> int:
@@ -269,8 +270,10 @@ class Resolver:
             reply = self._render(query, sections, True, "cache", replica, max_size, flow[2])
             return self._remember(self._rendered, memo_key, _Rendered(reply, entry=entry, remaining=remaining)
                                   ).reply_with_id(wire)
-        answer = self.zone().answer(query.question.name, query.question.rdtype)
+        answer = self._answer(body, query)
         if rendered is not None and rendered.entry is None and rendered.answer == answer:
+            if rendered.answer is not answer:  # a new zone, the same answer: compared by identity from now on
+                rendered = self._remember(self._rendered, memo_key, replace(rendered, answer=answer))
             if cache is not None and rendered.admitted is not None:  # stored the first time: stored again
                 cache.admit(query.key, query.question.name, rendered.admitted)
             return rendered.reply_with_id(wire)
@@ -290,6 +293,17 @@ class Resolver:
         reply = self._render(query, sections, authoritative, source, replica, max_size, flow[2])
         rendered = _Rendered(reply, answer=answer, admitted=admitted if stored else None)
         return self._remember(self._rendered, memo_key, rendered).reply_with_id(wire)
+
+    def _answer(self, body: bytes, query: _Query) -> Answer:
+        """The current zone's answer to the query (asked of each zone once per query's bytes)."""
+        zone = self.zone()
+        answers = self._answers
+        if answers[0] is not zone:
+            answers = self._answers = (zone, {})
+        found = answers[1].get(body)
+        if found is None:
+            found = self._remember(answers[1], body, zone.answer(query.question.name, query.question.rdtype))
+        return found
 
     @staticmethod
     def _remember(memo: dict[Any, T], key: Any, value: T) -> T:
