@@ -42,6 +42,7 @@ chain marks them and the bridge chain accepts the mark.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import ipaddress
 import re
 import subprocess
@@ -102,6 +103,7 @@ def _comment(text: str) -> str:
     return f'comment "{cleaned[:COMMENT_MAX]}"'
 
 
+@functools.lru_cache(maxsize=4096)
 def _ip_key(ip: str) -> tuple[int, int]:
     network = ipaddress.ip_network(ip, strict=False)
     return int(network.network_address), network.prefixlen
@@ -536,6 +538,7 @@ class _PolicyView:
         self.spec = spec(policy)
         self._pods = pods
         self._namespaces = namespaces
+        self._rules: dict[str, list[tuple[int, list[_Peer], list[_Port]]]] = {}
 
     @property
     def label(self) -> str:
@@ -558,7 +561,13 @@ class _PolicyView:
         self.rules("Egress")
 
     def rules(self, direction: str) -> list[tuple[int, list[_Peer], list[_Port]]]:
-        """``(index, peers, ports)`` of each ``ingress``/``egress`` rule; empty lists mean "any"."""
+        """``(index, peers, ports)`` of each ``ingress``/``egress`` rule; empty lists mean "any". Resolved once per
+        direction (each peer is matched against every known pod; every pod the policy selects asks again)."""
+        if direction not in self._rules:
+            self._rules[direction] = self._resolve_rules(direction)
+        return self._rules[direction]
+
+    def _resolve_rules(self, direction: str) -> list[tuple[int, list[_Peer], list[_Port]]]:
         key, peers_key = ("egress", "to") if direction == "Egress" else ("ingress", "from")
         result = []
         for index, rule in enumerate(self.spec.get(key) or []):
@@ -703,7 +712,7 @@ def _pod_chain(
     owner: PodNet, direction: str, views: Sequence[_PolicyView], pods: Sequence[PodNet]
 ) -> list[str] | None:
     """The body of ``owner``'s chain for ``direction``, or ``None`` when no policy isolates it."""
-    isolating = [v for v in views if direction in v.types() and v.selects(owner)]
+    isolating = [v for v in views if v.namespace == owner.namespace and direction in v.types() and v.selects(owner)]
     if not isolating:
         return None
     body: list[str] = []
