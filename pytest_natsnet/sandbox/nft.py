@@ -315,9 +315,13 @@ def service_tables_by_pod(
     by_namespace: dict[str, list[Obj]] = {}
     for policy in policies:
         by_namespace.setdefault(namespace_of(policy), []).append(policy)
-    return {pod.ip: _service_table(dispatch, verdicts, chains,
-                                   *_hairpin([pod], namespaces or {}, by_namespace.get(pod.namespace, ())))
-            for pod in pods}
+    common = _service_table(dispatch, verdicts, chains, (), ())  # the same chains (the same tuples) in every table
+    tables = {}
+    for pod in pods:
+        jumps, hairpin_chains = _hairpin([pod], namespaces or {}, by_namespace.get(pod.namespace, ()))
+        tables[pod.ip] = {**common, "input": (*common["input"], *jumps),
+                          **{chain: tuple(body) for chain, body in hairpin_chains}} if jumps else common
+    return tables
 
 
 def _service_chains(
