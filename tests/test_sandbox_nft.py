@@ -26,19 +26,34 @@ from pytest_natsnet.sandbox.nft import (
 
 
 def chains(script: str) -> dict[str, list[str]]:
-    """Chain name -> rule lines (comments and counters kept), from a generated script."""
+    """Chain name -> rule lines (comments and counters kept), from a generated script; a set or map is
+    ``@name`` -> its type line and its ``elements = { ... }`` line."""
     found: dict[str, list[str]] = {}
     current: list[str] | None = None
     for raw in script.splitlines():
         line = raw.strip()
-        opened = re.fullmatch(r"chain (\S+) \{", line)
+        opened = re.fullmatch(r"(chain|set|map) (\S+) \{", line)
         if opened:
-            current = found.setdefault(opened.group(1), [])
+            name = opened.group(2) if opened.group(1) == "chain" else f"@{opened.group(2)}"
+            current = found.setdefault(name, [])
         elif line == "}":
             current = None
         elif current is not None and line:
             current.append(line)
     return found
+
+
+def elements(script: str, set_name: str) -> list[str]:
+    """The elements of set or map ``set_name`` in a generated script, in order."""
+    body = chains(script)[f"@{set_name}"]
+    listed = next((line for line in body if line.startswith("elements = { ")), None)
+    return [] if listed is None else listed[len("elements = { "):-len(" }")].split(", ")
+
+
+def dispatched(script: str, key: str) -> str | None:
+    """The verdict of the ClusterIP dispatch map for ``key`` (``ip . proto . port``), None when it has none."""
+    found = [e for e in elements(script, "dispatch") if e.startswith(f"{key} ")]
+    return found[0].rsplit(" : ", 1)[1] if found else None
 
 
 def service(namespace: str, svc_name: str, cluster_ip: str | None, *ports: dict[str, Any]) -> Obj:
@@ -97,8 +112,10 @@ def test_service_endpoint_conditions(conditions: dict[str, Any], expected: list[
         [endpoint_slice("a", "web", WEB_SLICE_PORTS, ("198.18.0.10", conditions))],
     )
     assert dnat_targets(script) == expected
-    no_endpoint_rule = "ip daddr 198.18.128.20 tcp dport 80 counter ct mark set 0x4e4f dnat to 127.0.0.1"
-    assert (no_endpoint_rule in script) is (not expected)
+    assert dispatched(script, "198.18.128.20 . tcp . 80") == ("goto svc_a_web_tcp_80" if expected else
+                                                             "goto no_endpoints")
+    assert chains(script)["no_endpoints"] == [
+        'counter ct mark set 0x4e4f dnat to 127.0.0.1 comment "ClusterIP port without ready endpoints"']
 
 
 def test_terminating_endpoints_unused_while_a_ready_one_exists() -> None:
@@ -128,7 +145,9 @@ def test_service_picks_ready_endpoints_randomly_with_resolved_ports() -> None:
         ],
     )
     found = chains(script)
-    assert found["services"][1].startswith("ip daddr 198.18.128.20 tcp dport 80 goto svc_a_web_tcp_80 ")
+    assert found["services"][1] == "ip daddr . meta l4proto . th dport vmap @dispatch"
+    assert elements(script, "dispatch") == [
+        '198.18.128.20 . tcp . 80 comment "a/web:80/TCP (http)" : goto svc_a_web_tcp_80']
     assert found["svc_a_web_tcp_80"] == [
         "numgen random mod 2 vmap { 0 : goto svc_a_web_tcp_80_ep0, 1 : goto svc_a_web_tcp_80_ep1 }"
     ]
@@ -172,8 +191,8 @@ def test_dns_service_gets_udp_and_tcp() -> None:
         [service("kube-system", "kube-dns", "198.18.128.10", *ports)],
         [endpoint_slice("kube-system", "kube-dns", ports, ("198.18.0.5", {}))],
     )
-    assert "ip daddr 198.18.128.10 udp dport 53 goto svc_kube_system_kube_dns_udp_53" in script
-    assert "ip daddr 198.18.128.10 tcp dport 53 goto svc_kube_system_kube_dns_tcp_53" in script
+    assert dispatched(script, "198.18.128.10 . udp . 53") == "goto svc_kube_system_kube_dns_udp_53"
+    assert dispatched(script, "198.18.128.10 . tcp . 53") == "goto svc_kube_system_kube_dns_tcp_53"
     assert "meta l4proto udp counter dnat to 198.18.0.5:53" in script
     assert "meta l4proto tcp counter dnat to 198.18.0.5:53" in script
 
@@ -184,8 +203,7 @@ def test_headless_and_ipless_services_get_nothing(cluster_ip: str | None) -> Non
         [service("a", "web", cluster_ip, WEB_PORT)],
         [endpoint_slice("a", "web", WEB_SLICE_PORTS, ("198.18.0.10", {}))],
     )
-    assert chains(script)["services"] == ["type nat hook output priority -100; policy accept;"]
-    assert "dnat" not in script
+    assert (elements(script, "dispatch"), elements(script, "cluster_ips"), dnat_targets(script)) == ([], [], [])
 
 
 def test_unknown_ports_on_cluster_ips_are_dropped_last() -> None:
@@ -202,9 +220,10 @@ def test_unknown_ports_on_cluster_ips_are_dropped_last() -> None:
     )
     last = chains(script)["services"][-1]
     assert last.startswith(
-        "ip daddr { 198.18.128.3, 198.18.128.4, 198.18.128.20 } meta l4proto { tcp, udp, sctp } counter "
-        "ct mark set 0x4e50 dnat to 127.0.0.1"
-    )
+        "ip daddr @cluster_ips meta l4proto { tcp, udp, sctp } counter ct mark set 0x4e50 dnat to 127.0.0.1")
+    assert elements(script, "cluster_ips") == ["198.18.128.3", "198.18.128.4", "198.18.128.20"]
+    assert dispatched(script, "198.18.128.20 . tcp . 80") == dispatched(script, "198.18.128.3 . tcp . 5432") == (
+        "goto no_endpoints")
     verdicts = chains(script)["input"]
     assert verdicts[1].startswith("ct direction original ct mark 0x4e4f counter reject")
     assert verdicts[2].startswith("ct direction original ct mark 0x4e50 counter drop")
@@ -661,3 +680,27 @@ def test_a_new_isolated_pod_changes_only_its_own_chain_and_the_jumps() -> None:
     assert all("_a_client_" in name for name in touched - {"forward"}) and len(touched) == 3
     assert tables_update(after, after) == ""
     assert tables_update(None, after) == policy_ruleset([CLIENT, WEB_A], NAMESPACES, [deny_all])
+
+
+def test_an_update_changes_a_maps_elements_not_the_rules_that_use_it() -> None:
+    """A Service losing its endpoints and another going away are element changes of the dispatch map: the
+    element pointing at a chain is deleted before the chain, a new chain exists before an element points at it."""
+    vmap = "type ipv4_addr . inet_proto . inet_service : verdict"
+    before = {"services": (BASE, "ip daddr . meta l4proto . th dport vmap @dispatch"),
+              "@dispatch": (vmap, "1.1.1.1 . tcp . 80 : goto a", "2.2.2.2 . tcp . 80 : goto b"),
+              "a": ("dnat to 10.0.0.1",), "b": ("dnat to 10.0.0.2",), "none": ("reject",)}
+    after = {"services": before["services"],
+             "@dispatch": (vmap, "1.1.1.1 . tcp . 80 : goto none", "3.3.3.3 . udp . 53 : goto c"),
+             "c": ("dnat to 10.0.0.3",), "none": ("reject",)}
+    assert table_update("ip", "t", before, after).splitlines() == [
+        "add chain ip t c",
+        "add rule ip t c dnat to 10.0.0.3",
+        "delete element ip t dispatch { 1.1.1.1 . tcp . 80, 2.2.2.2 . tcp . 80 }",
+        "add element ip t dispatch { 1.1.1.1 . tcp . 80 : goto none, 3.3.3.3 . udp . 53 : goto c }",
+        "delete chain ip t a",
+        "delete chain ip t b",
+    ]
+    other_type = {**after, "@dispatch": ("type ipv4_addr : verdict", "1.1.1.1 : goto none")}
+    assert table_update("ip", "t", after, other_type) == table_script("ip", "t", other_type)
+    assert table_update("ip", "t", {}, {"@ips": ("type ipv4_addr", "1.1.1.1")}).splitlines() == [
+        "add set ip t ips { type ipv4_addr; }", "add element ip t ips { 1.1.1.1 }"]

@@ -351,12 +351,16 @@ def test_hairpin_through_the_own_cluster_ip_obeys_the_pods_policies(net: Topolog
 
 
 def _listed_chains(netns: str) -> dict[str, list[str]]:
-    """``ip natsnet_svc`` as nft lists it: chain -> its lines (counters as listed)."""
+    """``ip natsnet_svc`` as nft lists it: chain -> its lines (counters as listed); a set or map -> its type and
+    its elements, sorted (a hash set lists them in the order of its buckets)."""
     found: dict[str, list[str]] = {}
     current: list[str] = []
-    for line in (raw.strip() for raw in _svc_listing(netns).splitlines()):
-        if line.startswith("chain "):
-            current = found.setdefault(line.split()[1], [])
+    for line in (raw.strip() for raw in _svc_listing(netns).replace(",\n", ", ").splitlines()):
+        if line.startswith(("chain ", "set ", "map ")):
+            name = line.split()[1] if line.startswith("chain ") else "@" + line.split()[1]
+            current = found.setdefault(name, [])
+        elif line.startswith("elements = { "):
+            current.extend(sorted(" ".join(e.split()) for e in line[len("elements = { "):-2].split(", ")))
         elif line and line != "}" and not line.startswith("table "):
             current.append(line)
     return found

@@ -115,7 +115,9 @@ def _ip_set(addresses: Iterable[str]) -> str:
 
 
 Chains = dict[str, tuple[str, ...]]
-"""A table as data: chain name -> its lines (a base chain's first line is its ``type ... hook ...;``), in order."""
+"""A table as data: chain name -> its lines (a base chain's first line is its ``type ... hook ...;``), in order.
+A name starting with ``@`` is a set (or a map, when its type says ``: verdict``): its first line is its type,
+the others its elements."""
 
 
 def table_script(family: str, table: str, chains: Chains) -> str:
@@ -127,30 +129,70 @@ def _is_base(body: Sequence[str]) -> bool:
     return bool(body) and body[0].startswith("type ")
 
 
+def _is_set(name: str) -> bool:
+    return name.startswith("@")
+
+
+def _set_kind(body: Sequence[str]) -> str:
+    return "map" if " : " in body[0] else "set"
+
+
+def _element_key(element: str) -> str:
+    """A map element's key (what ``delete element`` names): the element without its comment and value."""
+    return element.split(" comment ", 1)[0].split(" : ", 1)[0]
+
+
 def table_update(family: str, table: str, before: Chains | None, after: Chains) -> str:
     """The script that turns the applied ``before`` into ``after`` in one transaction: only the chains that differ
-    (created, flushed and refilled, deleted once nothing refers to them), ``""`` when none does; the whole table
-    when nothing was applied or a base chain's hook would change."""
-    if before is None or any(_is_base(body) and n in before and before[n][:1] != body[:1] for n, body in after.items()):
+    (created, flushed and refilled, deleted once nothing refers to them) and the elements of sets that differ,
+    ``""`` when none does; the whole table when nothing was applied or a base chain's hook or a set's type would
+    change."""
+    if before is None or any((_is_base(body) or _is_set(n)) and n in before and before[n][:1] != body[:1]
+                             for n, body in after.items()):
         return table_script(family, table, after)
     where = f"{family} {table}"
     lines = [f"add chain {where} {n}" + (f" {{ {body[0]} }}" if _is_base(body) else "")
-             for n, body in after.items() if n not in before]
+             for n, body in after.items() if n not in before and not _is_set(n)]
+    lines += [f"add {_set_kind(body)} {where} {n[1:]} {{ {body[0]}; }}"
+              for n, body in after.items() if n not in before and _is_set(n)]
+    elements_gone: list[str] = []
+    elements_new: list[str] = []
     for chain, body in after.items():
-        if before.get(chain) != body:
-            if chain in before:
-                lines.append(f"flush chain {where} {chain}")
-            lines += [f"add rule {where} {chain} {rule}" for rule in (body[1:] if _is_base(body) else body)]
-    lines += [f"delete chain {where} {chain}" for chain in before if chain not in after]
+        if before.get(chain) == body:
+            continue
+        if _is_set(chain):  # elements gone or changed (a map's value, a comment) are deleted, then added
+            old, new = set(before.get(chain, ())[1:]), set(body[1:])
+            added = sorted(new - old)
+            deleted = sorted({_element_key(e) for e in old - new})
+            if deleted:
+                elements_gone.append(f"delete element {where} {chain[1:]} {{ {', '.join(deleted)} }}")
+            if added:
+                elements_new.append(f"add element {where} {chain[1:]} {{ {', '.join(added)} }}")
+            continue
+        if chain in before:
+            lines.append(f"flush chain {where} {chain}")
+        lines += [f"add rule {where} {chain} {rule}" for rule in (body[1:] if _is_base(body) else body)]
+    lines += elements_gone + elements_new
+    lines += [f"delete chain {where} {chain}" for chain in before if chain not in after and not _is_set(chain)]
+    lines += [f"delete {_set_kind(before[n])} {where} {n[1:]}" for n in before if n not in after and _is_set(n)]
     return "\n".join(lines) + "\n" if lines else ""
 
 
 def _replace_table(family: str, table: str, chains: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
-    """Lines that create-or-keep, delete and recreate ``family table`` in one transaction."""
+    """Lines that create-or-keep, delete and recreate ``family table`` in one transaction (its sets first: rules
+    name them)."""
     lines = [f"table {family} {table}", f"delete table {family} {table}", f"table {family} {table} {{"]
-    for index, (chain, body) in enumerate(chains):
+    ordered = [c for c in chains if _is_set(c[0])] + [c for c in chains if not _is_set(c[0])]
+    for index, (chain, body) in enumerate(ordered):
         if index:
             lines.append("")
+        if _is_set(chain):
+            lines.append(f"\t{_set_kind(body)} {chain[1:]} {{")
+            lines.append(f"\t\t{body[0]}")
+            if body[1:]:
+                lines.append(f"\t\telements = {{ {', '.join(body[1:])} }}")
+            lines.append("\t}")
+            continue
         lines.append(f"\tchain {chain} {{")
         lines.extend(f"\t\t{line}" for line in body)
         lines.append("\t}")
@@ -327,30 +369,33 @@ def service_tables_by_pod(
 def _service_chains(
     services: Sequence[Obj], endpointslices: Sequence[Obj]
 ) -> tuple[list[str], list[str], list[tuple[str, Sequence[str]]]]:
-    """The dispatch chain (output hook), the input verdicts before any hairpin jump, and the endpoint chains."""
+    """The dispatch chain (output hook), the input verdicts before any hairpin jump, and the other chains and sets:
+    the ClusterIP ports in a verdict map (``@dispatch``: a Service coming, going or losing its endpoints is an
+    element added or removed in every pod, not its dispatch chain rewritten), the ClusterIPs in a set."""
     ports = _service_ports(services, endpointslices)
-    dispatch = ["type nat hook output priority -100; policy accept;"]
-    chains: list[tuple[str, Sequence[str]]] = []
+    dispatch = [
+        "type nat hook output priority -100; policy accept;",
+        "ip daddr . meta l4proto . th dport vmap @dispatch",
+        f"ip daddr @cluster_ips meta l4proto {{ tcp, udp, sctp }} counter ct mark set {UNKNOWN_PORT_MARK:#x} "
+        f"dnat to 127.0.0.1 {_comment('port not served by the Service: no kube-proxy rule, lost (iptables mode)')}",
+    ]
+    elements: list[str] = []
+    chains: list[tuple[str, Sequence[str]]] = [
+        ("no_endpoints", [f"counter ct mark set {NO_ENDPOINT_MARK:#x} dnat to 127.0.0.1 "
+                          f"{_comment('ClusterIP port without ready endpoints')}"]),
+    ]
     for port in ports:
-        proto = port.protocol.lower()
-        match = f"ip daddr {port.cluster_ip} {proto} dport {port.port}"
+        key = f"{port.cluster_ip} . {port.protocol.lower()} . {port.port}"
         label = _service_label(port)
         if not port.endpoints:
-            dispatch.append(
-                f"{match} counter ct mark set {NO_ENDPOINT_MARK:#x} dnat to 127.0.0.1 "
-                f"{_comment(label + ' has no ready endpoints')}"
-            )
+            elements.append(f"{key} {_comment(label + ' has no ready endpoints')} : goto no_endpoints")
             continue
         chain = _service_chain(port)
-        dispatch.append(f"{match} goto {chain} {_comment(label)}")
+        elements.append(f"{key} {_comment(label)} : goto {chain}")
         chains += _endpoint_chains(chain, port, label)
     cluster_ips = sorted({a for a in map(_cluster_ip, services) if a is not None}, key=_ip_key)
-    if cluster_ips:
-        dispatch.append(
-            f"ip daddr {_ip_set(cluster_ips)} meta l4proto {{ tcp, udp, sctp }} counter "
-            f"ct mark set {UNKNOWN_PORT_MARK:#x} dnat to 127.0.0.1 "
-            f"{_comment('port not served by the Service: no kube-proxy rule, lost (iptables mode)')}"
-        )
+    chains = [("@dispatch", ["type ipv4_addr . inet_proto . inet_service : verdict", *elements]),
+              ("@cluster_ips", ["type ipv4_addr", *cluster_ips]), *chains]
     verdicts = [
         "type filter hook input priority 0; policy accept;",
         f"ct direction original ct mark {NO_ENDPOINT_MARK:#x} counter reject "
