@@ -179,6 +179,17 @@ def _port_number(port: Any, container: Mapping[str, Any]) -> int:
     raise ValueError(f"probe port {port!r} names no container port")
 
 
+def _group_empty(pgid: int) -> bool:
+    """No process (zombies included) is in process group ``pgid``: a signal 0 to the group finds none."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def _wait_for_exec(pid: int, timeout: float) -> None:
     """Waits until bwrap's child has exec'd the container command: only then is its filesystem complete
     (an exec before that, through nsenter, would see a half-built mount namespace)."""
@@ -346,6 +357,17 @@ class PodRuntime:
         started = [c for c in self.containers if c.process is not None]
         sessions = [c.process.pid for c in started if c.process is not None]  # also those whose bubblewrap exited
         exited = {c.process.pid for c in started if c.process is not None and c.process.poll() is not None}
+
+        def no_process_left() -> list[ProcessEntry]:
+            for hook in hooks:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    hook.wait(timeout=timeout)
+            return []
+
+        if len(exited) == len(sessions) and all(_group_empty(session) for session in exited):
+            # the usual end: every container stopped and nothing is left in its process group (a process that left
+            # its group for another of the session is killed with the pod's network namespace, at its removal)
+            return no_process_left()
         left = in_sessions(exited)  # one scan of every process for all of them, not one per container
         for session in exited:
             # bubblewrap is gone, its command may live on as an orphan (adopted here): kill what is left of the
@@ -355,10 +377,7 @@ class PodRuntime:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(session, signal.SIGKILL)
         if len(exited) == len(sessions) and not left:  # every session was already empty: that scan's word
-            for hook in hooks:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    hook.wait(timeout=timeout)
-            return []
+            return no_process_left()
         for c in started:
             if c.process is None or c.process.pid in exited:
                 continue
