@@ -10,6 +10,7 @@ do. Nothing here waits for a grace period: every kill is a state advanced by :me
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -190,14 +191,19 @@ def _group_empty(pgid: int) -> bool:
     return False
 
 
+@functools.cache
+def _bwrap_binary() -> str:
+    return os.path.realpath(shutil.which("bwrap") or "bwrap")
+
+
 def _wait_for_exec(pid: int, timeout: float) -> None:
     """Waits until bwrap's child has exec'd the container command: only then is its filesystem complete
     (an exec before that, through nsenter, would see a half-built mount namespace)."""
-    bwrap = os.path.realpath(shutil.which("bwrap") or "bwrap")
+    bwrap = _bwrap_binary()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if os.path.realpath(os.readlink(f"/proc/{pid}/exe")) != bwrap:
+            if os.readlink(f"/proc/{pid}/exe") != bwrap:  # the kernel's link is already the resolved path
                 return
         except OSError:
             return
