@@ -28,10 +28,13 @@ from pytest_natsnet.expect.nats import (  # noqa: F401 (re-exported for the suit
     ROUTE_TLS_MISMATCH,
     MeshExpectation,
     ServerConf,
+    allowing_missing,
     allowing_present,
     is_ip,
     observed_mesh,
     server_confs,
+    target_of,
+    unretried_gossip_lookups,
     url_host,
 )
 from pytest_natsnet.expect.policytiming import route_starts, routes_before_enforcement, server_starts
@@ -297,21 +300,50 @@ def observe_mesh(probe: Prober, group: Servers) -> MeshObservation:
 
 
 def mesh_expectation(
-    declared: frozenset[str], probe: Prober, group: Servers, expected: MeshExpectation
+    declared: frozenset[str], probe: Prober, group: Servers, expected: MeshExpectation, deployment: Deployment
 ) -> Callable[[MeshObservation], MeshExpectation]:
-    """What an observed mesh must be: ``expected``; in a cell that declares dns-blocked, routes that formed before
-    the cell's NetworkPolicy held (or were gossiped over those) are accepted too, each with its reason, as kind's
-    kube-network-policies can let them form (:mod:`pytest_natsnet.expect.policytiming`)."""
+    """What an observed mesh must be: ``expected``, except
+
+    - a route a server learned by gossip and dialled once, when the peer's gossip name had no DNS record yet, that
+      is missing (:func:`lost_gossip`: real NATS behaviour, with the log line that explains it);
+    - in a cell that declares dns-blocked, routes that formed before the cell's NetworkPolicy held (or were
+      gossiped over those) are accepted too, each with its reason, as kind's kube-network-policies can let them
+      form (:mod:`pytest_natsnet.expect.policytiming`)."""
     if DNS_BLOCKED not in declared:
-        return lambda _observation: expected
+        return lambda observation: lost_gossip(deployment, group, expected, observation)
     varz, _ = monitor_answers(probe, group, "/varz")
     starts = server_starts(varz)
 
     def expect(observation: MeshObservation) -> MeshExpectation:
         early = routes_before_enforcement(expected.table, route_starts(observation.routez), starts)
-        return allowing_present(expected, observation.table, early)
+        return lost_gossip(deployment, group, allowing_present(expected, observation.table, early), observation)
 
     return expect
+
+
+def lost_gossip(
+    deployment: Deployment, group: Servers, expected: MeshExpectation, observation: MeshObservation
+) -> MeshExpectation:
+    """``expected`` where each missing route is expected missing that a server learned by gossip and tried once
+    while the peer's gossip name (``cluster.advertise``) had no record: with ``publishNotReadyAddresses: false``
+    a server that joins before it is Ready is told to its peers by a name that does not resolve yet, and an
+    implicit route is not dialled again (:func:`unretried_gossip_lookups`). The servers' logs are read only when
+    an expected route is missing."""
+    confs = {conf.name: conf for conf in group.confs}
+
+    def configured(a: str, b: str) -> bool:  # a configured route is retried until it connects
+        return any(target_of(url_host(route), group.confs) is confs.get(b) for route in confs[a].routes)
+
+    missing = [(a, b) for (a, b), want in expected.table.as_dict().items()
+               if want and not observation.table.get(a, b) and not observation.table.get(b, a)
+               and a in confs and b in confs and not (configured(a, b) or configured(b, a))]
+    if not missing:
+        return expected
+    logs = {name: deployment.logs(name).splitlines() for name in group.names}
+    explained: dict[tuple[str, str], str] = {}
+    for name in group.names:
+        explained.update(unretried_gossip_lookups(group.confs, name, logs))
+    return allowing_missing(expected, observation.table, explained)
 
 
 def routes_beyond(expected: MeshExpectation, tolerated: MeshExpectation) -> list[str]:

@@ -111,7 +111,7 @@ def test_route_mesh_matches_the_expectation(
     group = servers(natsnet_cell.deployment)
     record_property("time_to_ready_seconds", round(natsnet_cell.deploy_seconds, 2))
     expected = expected_mesh(group.confs, natsnet_cell.expect, _route_sans(natsnet_cell))
-    expect = mesh_expectation(natsnet_cell.expect, natsnet_probe, group, expected)
+    expect = mesh_expectation(natsnet_cell.expect, natsnet_probe, group, expected, natsnet_cell.deployment)
     done, comparison, observation, seconds = _wait_for_mesh(natsnet_cell, natsnet_probe, group, expect)
     if not done:
         _fail(f"route mesh of {natsnet_cell.scenario.id} after {seconds:.1f}s", comparison, observation,
@@ -135,7 +135,7 @@ def test_missing_routes_are_explained_in_the_servers_logs(
     group = servers(natsnet_cell.deployment)
     declared_failures = sorted(set(DECLARED_MESH_FAILURES) & natsnet_cell.expect)
     expected = expected_mesh(group.confs, natsnet_cell.expect, _route_sans(natsnet_cell))
-    expect = mesh_expectation(natsnet_cell.expect, natsnet_probe, group, expected)
+    expect = mesh_expectation(natsnet_cell.expect, natsnet_probe, group, expected, natsnet_cell.deployment)
     observation = observe_mesh(natsnet_probe, group)
     missing = [(a, b) for (a, b), want in expected.table.as_dict().items()
                if a != b and not want and not observation.table.get(a, b)]
@@ -182,7 +182,7 @@ def test_messages_cross_exactly_the_routes(natsnet_cell: Cell, natsnet_probe: Pr
     names = {n: group.conf(n).name for n in group.names}
     pairs = [(a, b) for a in group.names for b in group.names if a != b]
     requests = [RelayRequest(f"{a}>{b}", (urls[a],), (urls[b],), tls) for a, b in pairs]  # type: ignore[arg-type]
-    expect = mesh_expectation(natsnet_cell.expect, natsnet_probe, group, expected)
+    expect = mesh_expectation(natsnet_cell.expect, natsnet_probe, group, expected, natsnet_cell.deployment)
     done, comparison, observation, _ = _wait_for_mesh(natsnet_cell, natsnet_probe, group, expect)
     if not done:  # the routes are not what test_route_mesh_matches_the_expectation expects: nothing to relay over
         _fail("route mesh before relaying messages", comparison, observation, natsnet_cell, group)
