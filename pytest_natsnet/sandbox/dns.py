@@ -364,8 +364,8 @@ def _parse(wire: bytes) -> _Query | Reply | None:
 @dataclass(frozen=True)
 class _Rendered:
     """A reply and what it was rendered from: a replica's cache ``entry`` with ``remaining`` seconds (the TTLs it
-    carries), or the zone's ``answer`` (compared by value: records, TTLs, rcode) with what the cache stored of it
-    (``admitted``, None when it stored nothing)."""
+    carries), or the zone's ``answer`` (compared by value: rcode and records; a zone's TTLs are fixed for the
+    server's life) with what the cache stored of it (``admitted``, None when it stored nothing)."""
 
     reply: Reply
     entry: object | None = None
