@@ -12,7 +12,8 @@ from pytest_natsnet.errors import ConfigError
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.sandbox.model import ContainerPort, PodNet
 from pytest_natsnet.sandbox.nft import (
-    node_ruleset,
+    NODE_TABLE,
+    node_table,
     policy_ruleset,
     policy_tables,
     service_ruleset,
@@ -561,7 +562,7 @@ def test_each_pod_gets_the_same_dnat_and_only_its_own_hairpin_checks() -> None:
     assert own[WEB_B.ip]["hairpin_ingress_0_b_web"][0].startswith(f"ip saddr {WEB_B.ip} counter return")
 
 
-# --- node_ruleset (kube-proxy NodePorts on the node, the outside bridge) ----------------------------------
+# --- node_table (kube-proxy NodePorts on the node, the outside bridge) ------------------------------------
 
 
 def node_service(svc_type: str, node_port: int | None, **extra: Any) -> Obj:
@@ -578,8 +579,8 @@ NODE_ADDRESSES = ("198.18.0.1", "198.19.0.1")
 
 def node_script(*services: Obj, slices: tuple[Obj, ...] | None = None) -> str:
     ready = endpoint_slice("a", "web", WEB_SLICE_PORTS, ("198.18.0.10", {"ready": True}))
-    return node_ruleset(list(services), list(slices if slices is not None else (ready,)), NODE_ADDRESSES, "br0",
-                        "br1")
+    chosen = list(slices if slices is not None else (ready,))
+    return table_script("ip", NODE_TABLE, node_table(list(services), chosen, NODE_ADDRESSES, "br0", "br1"))
 
 
 @pytest.mark.parametrize(
@@ -627,8 +628,8 @@ def test_node_port_flows_meet_the_target_pods_ingress_policies() -> None:
     web = PodNet("a", "web", {"app": "web"}, "198.18.0.10", "vp1", (ContainerPort("http", 8080),))
     policy = {"kind": "NetworkPolicy", "metadata": {"name": "only-runner", "namespace": "a"},
               "spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "198.19.0.0/16"}}]}]}}
-    script = node_ruleset([node_service("NodePort", 30080)], [], NODE_ADDRESSES, "br0", "br1", [web], {"a": {}},
-                          [policy])
+    table = node_table([node_service("NodePort", 30080)], [], NODE_ADDRESSES, "br0", "br1", [web], {"a": {}}, [policy])
+    script = table_script("ip", NODE_TABLE, table)
     found = chains(script)
     jump = re.match(r'ct state new ct status dnat oifname "br0" ip daddr 198\.18\.0\.10 jump '
                     r"(nodeport_ingress_a_web_[0-9a-f]{8}) ", found["nodeport_ingress"][1])

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_natsnet.sandbox.gc import alive
 from pytest_natsnet.sandbox.kubeletrules import (
     BACKOFF_INITIAL,
     BACKOFF_MAX,
@@ -178,17 +179,6 @@ def _port_number(port: Any, container: Mapping[str, Any]) -> int:
         if cport.get("name") == port:
             return int(cport["containerPort"])
     raise ValueError(f"probe port {port!r} names no container port")
-
-
-def _group_empty(pgid: int) -> bool:
-    """No process (zombies included) is in process group ``pgid``: a signal 0 to the group finds none."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 @functools.cache
@@ -370,7 +360,7 @@ class PodRuntime:
                     hook.wait(timeout=timeout)
             return []
 
-        if len(exited) == len(sessions) and all(_group_empty(session) for session in exited):
+        if len(exited) == len(sessions) and not any(alive(-session) for session in exited):  # -pgid: the group
             # the usual end: every container stopped and nothing is left in its process group (a process that left
             # its group for another of the session is killed with the pod's network namespace, at its removal)
             return no_process_left()

@@ -5,7 +5,7 @@ network 198.18.0.0/16: pods 198.18.0.0/17, Service ClusterIPs 198.18.128.0/17) a
 (198.19.0.1 on 198.19.0.0/16): the network a kind node's address lives on, where a client outside the cluster
 sits. An outside client has a route to the node's address and to nothing else of the cluster: no pod IP, no
 ClusterIP, as a CI runner next to a kind cluster; it reaches the cluster only through the node's NodePorts
-(``nft.node_ruleset``), which the hub forwards and masquerades like kube-proxy.
+(``nft.node_table``), which the hub forwards and masquerades like kube-proxy.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def list_netns() -> list[str]:
 
 def create_hub(hub: str) -> None:
     """The node: a namespace with the pod bridge and the node address (kubelet probes come from here), and the
-    outside bridge; it routes between them (what crosses is decided by ``nft.node_ruleset``)."""
+    outside bridge; it routes between them (what crosses is decided by ``nft.node_table``)."""
     add_netns(hub)
     for bridge, address in ((HUB_BRIDGE, f"{HUB_ADDRESS}/{POD_PREFIX_LEN}"),
                             (OUTSIDE_BRIDGE, f"{OUTSIDE_ADDRESS}/{OUTSIDE_PREFIX_LEN}")):

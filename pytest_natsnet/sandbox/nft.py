@@ -21,7 +21,7 @@ default; kubernetes ``pkg/proxy/iptables/proxier.go``) does:
 Both are implemented by DNAT to 127.0.0.1 with a conntrack mark, then rejected, dropped or judged in the
 ``input`` hook (a verdict in ``output`` would make a UDP ``send()`` fail with EPERM instead).
 
-``node_ruleset`` goes into the hub netns (table ``ip natsnet_node``): kube-proxy's NodePorts on the node's
+``node_table`` goes into the hub netns (table ``ip natsnet_node``): kube-proxy's NodePorts on the node's
 addresses (``nodePort`` of NodePort and LoadBalancer Services; kind has no load balancer, so a LoadBalancer
 Service is reachable through its NodePorts only), DNATed to a random ready (else serving terminating) endpoint and
 masqueraded to the node's pod-network address unless ``externalTrafficPolicy: Local`` (kube-proxy's
@@ -434,23 +434,6 @@ def _node_ports(services: Sequence[Obj], slices: Sequence[Obj]) -> list[_NodePor
     return sorted(result, key=lambda n: (n.node_port, n.service.protocol))
 
 
-def node_ruleset(
-    services: Sequence[Obj],
-    endpointslices: Sequence[Obj],
-    node_addresses: Sequence[str],
-    pod_bridge: str,
-    outside_bridge: str,
-    pods: Sequence[PodNet] = (),
-    namespaces: Mapping[str, Mapping[str, str]] | None = None,
-    policies: Sequence[Obj] = (),
-) -> str:
-    """The hub's ``ip natsnet_node`` script: NodePorts on ``node_addresses``, the outside bridge's forwarding
-    rule and the ingress policies of NodePort flows (see the module docstring)."""
-    chains = node_table(services, endpointslices, node_addresses, pod_bridge, outside_bridge, pods, namespaces,
-                        policies)
-    return table_script("ip", NODE_TABLE, chains)
-
-
 def node_table(
     services: Sequence[Obj],
     endpointslices: Sequence[Obj],
@@ -461,7 +444,8 @@ def node_table(
     namespaces: Mapping[str, Mapping[str, str]] | None = None,
     policies: Sequence[Obj] = (),
 ) -> Chains:
-    """The chains of :func:`node_ruleset`."""
+    """The hub's ``ip natsnet_node`` table: NodePorts on ``node_addresses``, the outside bridge's forwarding rule
+    and the ingress policies of NodePort flows (see the module docstring)."""
     addresses = _ip_set(node_addresses)
     dispatch = ["type nat hook prerouting priority -100; policy accept;"]
     chains: list[tuple[str, Sequence[str]]] = []
