@@ -32,8 +32,8 @@ from pytest_natsnet.expect.nats import (  # noqa: F401 (re-exported for the suit
     allowing_present,
     is_ip,
     observed_mesh,
+    routes_to,
     server_confs,
-    target_of,
     unretried_gossip_lookups,
     url_host,
 )
@@ -330,13 +330,10 @@ def lost_gossip(
     implicit route is not dialled again (:func:`unretried_gossip_lookups`). The servers' logs are read only when
     an expected route is missing."""
     confs = {conf.name: conf for conf in group.confs}
-
-    def configured(a: str, b: str) -> bool:  # a configured route is retried until it connects
-        return any(target_of(url_host(route), group.confs) is confs.get(b) for route in confs[a].routes)
-
     missing = [(a, b) for (a, b), want in expected.table.as_dict().items()
                if want and not observation.table.get(a, b) and not observation.table.get(b, a)
-               and a in confs and b in confs and not (configured(a, b) or configured(b, a))]
+               and a in confs and b in confs and not (routes_to(confs[a], confs[b], group.confs)
+                                                      or routes_to(confs[b], confs[a], group.confs))]
     if not missing:
         return expected
     logs = {name: deployment.logs(name).splitlines() for name in group.names}

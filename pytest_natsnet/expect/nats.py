@@ -289,6 +289,11 @@ DIALLED_ROUTE = re.compile(r"Error trying to connect to route.*dial tcp (?P<ip>[
 """nats-server's log line for a route dialled at an address where nobody answers (refused, or gone: timeout)."""
 
 
+def routes_to(dialer: ServerConf, target: ServerConf, servers: Sequence[ServerConf]) -> bool:
+    """Whether ``target`` is among ``dialer``'s configured routes (dialled again until it connects)."""
+    return any(target_of(url_host(route), servers) is target for route in dialer.routes)
+
+
 def unretried_gossip_lookups(
     servers: Sequence[ServerConf],
     replaced: str,
@@ -317,7 +322,7 @@ def unretried_gossip_lookups(
         return {}
     missing: dict[tuple[str, str], str] = {}
     for peer in servers:
-        if peer.pod == replaced or any(target_of(url_host(r), servers) is target for r in peer.routes):
+        if peer.pod == replaced or routes_to(peer, target, servers):
             continue  # a configured route is retried until the name resolves
         if peer.connect_retries > 0:
             continue  # a gossiped route is retried too
