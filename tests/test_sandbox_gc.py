@@ -67,7 +67,7 @@ def ours(sandbox_id: str) -> list[str]:
 
 
 def pids_in(namespaces: list[str]) -> list[str]:
-    return [p for n in namespaces for p in netns.run(["ip", "netns", "pids", n], check=False).split()]
+    return [str(p) for n in namespaces for p in netns.pids(n)]
 
 
 def processes_mentioning(text: str) -> list[str]:

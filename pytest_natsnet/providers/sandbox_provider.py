@@ -9,6 +9,7 @@ the run dies; ``stop(keep=True)`` detaches it instead, so kept cells stay reacha
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -56,6 +57,9 @@ def missing_requirements() -> list[str]:
     missing = sorted({pkg for cmd, pkg in REQUIRED_COMMANDS.items() if shutil.which(cmd) is None})
     if missing:
         problems.append(f"missing Debian packages for the sandbox: apt-get install -y {' '.join(missing)}")
+    if importlib.util.find_spec("pyroute2") is None:
+        problems.append("missing the Python package pyroute2 for the sandbox (its network namespaces' links): "
+                        "pip install 'pytest-natsnet[sandbox]'")
     return problems
 
 

@@ -54,10 +54,10 @@ def kill_netns_processes(ns_name: str) -> int:
     killed = 0
     if not os.path.exists(netns.netns_path(ns_name)):
         return killed
-    for pid in netns.run(["ip", "netns", "pids", ns_name], check=False).split():
-        if pid.isdigit() and int(pid) != os.getpid():
+    for pid in netns.pids(ns_name):
+        if pid != os.getpid():
             try:
-                os.kill(int(pid), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
                 killed += 1
             except ProcessLookupError:
                 pass
@@ -87,7 +87,7 @@ def netns_age(ns_name: str) -> float:
 
 
 def netns_busy(ns_name: str) -> bool:
-    return bool(netns.run(["ip", "netns", "pids", ns_name], check=False).split())
+    return bool(netns.pids(ns_name))
 
 
 def orphans(state_dir: Path | None = None) -> dict[str, list[str]]:
