@@ -8,6 +8,7 @@ the fixture asserts at teardown that none is left.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import json
@@ -410,6 +411,33 @@ def test_the_first_restart_is_immediate_then_back_off_doubles(
         sandbox.cluster.delete("Pod", "crasher", "crash", grace=0)
         sandbox.cluster.delete("Pod", "once", "crash", grace=0)
     assert eventually(lambda: {"crasher", "once"} & set(sandbox.pods("crash")), set(), timeout=5) == set()
+
+
+def test_an_idle_pod_is_ticked_only_when_a_probe_is_due(
+    golden: dict[str, Sandbox], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ready servers whose probes run every few seconds are not advanced every 50 ms tick (issue #13: CPU per idle
+    cell near zero), while an exit is still seen at once (the restart test above, and this pod's)."""
+    sandbox = golden["default"]
+    ticks: collections.Counter[str] = collections.Counter()
+    real_tick = kubelet.PodRuntime.tick
+
+    def counted(runtime: kubelet.PodRuntime, now: float) -> bool:
+        ticks[f"{runtime.pod['metadata']['namespace']}/{runtime.pod['metadata']['name']}"] += 1
+        return real_tick(runtime, now)
+
+    monkeypatch.setattr(kubelet.PodRuntime, "tick", counted)
+    time.sleep(3.0)
+    servers = {name: count for name, count in ticks.items() if name.startswith(f"{NS}/nats-")}
+    periods = {c["readinessProbe"]["periodSeconds"] for o in golden_objects("default") if o["kind"] == "StatefulSet"
+               for c in o["spec"]["template"]["spec"]["containers"] if "readinessProbe" in c}
+    assert min(periods) >= 2, periods
+    assert all(count <= 3 * 3 for count in servers.values()), f"ticks in 3 s (60 before): {servers}"
+    sandbox.cluster.apply([_pod("exits", "sleep 1; exit 4")], "idle")
+    try:
+        assert eventually(lambda: _restart_count(sandbox, "idle", "exits") >= 1, True, timeout=10)
+    finally:
+        sandbox.cluster.delete("Pod", "exits", "idle", grace=0)
 
 
 def test_an_unsupported_env_source_is_a_config_error_not_a_crash(golden: dict[str, Sandbox]) -> None:

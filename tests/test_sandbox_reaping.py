@@ -78,7 +78,8 @@ assert become_subreaper()
 leader = subprocess.Popen(["sh", "-c", "sleep 60 & kill -9 $$"], start_new_session=True)
 leader.wait()  # a container whose bubblewrap exited first: its command an orphan, adopted here, still running
 time.sleep(0.3)
-pod = types.SimpleNamespace(containers=[types.SimpleNamespace(process=leader, child_pid=None, stopping=None)])
+pod = types.SimpleNamespace(containers=[types.SimpleNamespace(process=leader, child_pid=None, stopping=None,
+                                                             exit_fd=None)])
 print(PodRuntime.kill_all(pod, timeout=3.0), in_sessions([leader.pid]))
 """
 
@@ -106,14 +107,14 @@ def test_a_pod_whose_containers_all_ended_is_done_without_a_scan(monkeypatch: py
 
     monkeypatch.setattr(kubelet, "in_sessions", counted)
     monkeypatch.setattr(kubelet, "wait_reaped", lambda *args: pytest.fail("waited after the check said none is left"))
-    pod = types.SimpleNamespace(containers=[types.SimpleNamespace(process=p, child_pid=None, stopping=None)
-                                            for p in ended])
+    pod = types.SimpleNamespace(containers=[
+        types.SimpleNamespace(process=p, child_pid=None, stopping=None, exit_fd=None) for p in ended])
     assert kubelet.PodRuntime.kill_all(pod, timeout=1.0) == []  # type: ignore[arg-type]
     assert scans == []
     leader = subprocess.Popen(["sh", "-c", "sleep 30 & exit 0"], start_new_session=True)
     leader.wait()  # its sleep lives on in the leader's group
     try:
-        pod.containers.append(types.SimpleNamespace(process=leader, child_pid=None, stopping=None))
+        pod.containers.append(types.SimpleNamespace(process=leader, child_pid=None, stopping=None, exit_fd=None))
         monkeypatch.setattr(kubelet, "wait_reaped", lambda sessions, timeout: [])
         kubelet.PodRuntime.kill_all(pod, timeout=1.0)  # type: ignore[arg-type]
         assert scans == [sorted([*(p.pid for p in ended), leader.pid])]

@@ -62,7 +62,7 @@ from pytest_natsnet.sandbox.controllers import (
 )
 from pytest_natsnet.sandbox.dnszone import DNS_KINDS, dns_view
 from pytest_natsnet.sandbox.images import DNS_IMAGE, PROBE_IMAGE, ImageCatalog
-from pytest_natsnet.sandbox.kubelet import REAP_TIMEOUT, PodRuntime, now_iso
+from pytest_natsnet.sandbox.kubelet import REAP_TIMEOUT, PodRuntime, exited_fds, now_iso
 from pytest_natsnet.sandbox.model import ContainerPort, PodNet
 from pytest_natsnet.sandbox.poddns import NodeResolv, pod_dns_config
 from pytest_natsnet.sandbox.podfs import (
@@ -525,7 +525,8 @@ class SandboxCluster:
         """The kubelet part runs every tick; controllers and network programming only when something changed
         (or once a second as a safety net), so an idle sandbox costs almost nothing. Each object is reconciled
         on its own (see :meth:`_each`): one that fails does not stop the others."""
-        self._each(self.store.list("Pod"), "kubelet", functools.partial(self._tick_pod, now=now))
+        exited = exited_fds(self._runtimes.values())
+        self._each(self.store.list("Pod"), "kubelet", functools.partial(self._tick_pod, now=now, exited=exited))
         if (self._dirty or now - self._last_full >= FULL_RECONCILE or now >= self._policy_pending
                 or now >= self._services_pending):
             self._dirty = False
@@ -543,11 +544,15 @@ class SandboxCluster:
             self._reconcile_endpointslices()
             self._program_network()
 
-    def _tick_pod(self, pod: Obj, now: float) -> None:
-        key = key_of(pod)
-        pod_key = (key[1], key[2])
+    def _tick_pod(self, pod: Obj, now: float, exited: set[int]) -> None:
+        meta = pod["metadata"]
+        pod_key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
         runtime = self._runtimes.get(pod_key)
-        deleting = bool(pod["metadata"].get("deletionTimestamp"))
+        deleting = bool(meta.get("deletionTimestamp"))
+        if runtime is not None and not (deleting and runtime.deleting_since is None) and \
+                not runtime.needs_tick(now, exited):
+            return  # nothing due, nothing exited, no probe answered: an idle pod costs this check only
+        key = key_of(pod)
         if runtime is None:
             if deleting:
                 self._remove_pod(key)

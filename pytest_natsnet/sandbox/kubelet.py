@@ -14,17 +14,19 @@ import functools
 import http.client
 import json
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_natsnet.sandbox import netns
 from pytest_natsnet.sandbox.gc import alive
 from pytest_natsnet.sandbox.kubeletrules import (
     BACKOFF_INITIAL,
@@ -144,6 +146,8 @@ class ContainerRuntime:
     """Why the container cannot be created (unsupported env source ...): it stays waiting, like the kubelet's
     CreateContainerConfigError, instead of taking the reconcile loop down."""
     probes: dict[str, ProbeState] = field(default_factory=dict)
+    exit_fd: int | None = None
+    """A pidfd of the running process: readable once it exits (what the cluster polls between the pod's ticks)."""
 
     @property
     def name(self) -> str:
@@ -221,6 +225,34 @@ def _read_child_pid(fd: int, timeout: float) -> int | None:
     return None
 
 
+def _pidfd(pid: int) -> int | None:
+    """A pidfd of ``pid`` (readable once it exits); None where the kernel has none (the pod is then ticked every
+    time)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _close_exit_fd(c: ContainerRuntime) -> None:
+    if c.exit_fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(c.exit_fd)
+        c.exit_fd = None
+
+
+def exited_fds(runtimes: Iterable[PodRuntime]) -> set[int]:
+    """The ``exit_fd`` of every container whose process exited and is not reaped yet: one poll for all pods."""
+    poller = select.poll()
+    watched = 0
+    for runtime in runtimes:
+        for c in runtime.containers:
+            if c.exit_fd is not None:
+                poller.register(c.exit_fd, select.POLLIN)
+                watched += 1
+    return {fd for fd, _ in poller.poll(0)} if watched else set()
+
+
 class PodRuntime:
     """Runs one pod's containers inside its network namespace."""
 
@@ -246,6 +278,9 @@ class PodRuntime:
         self.deleting_since: float | None = None
         self.changed = True
         """Set whenever something the pod's status shows changed; the cluster takes it (take_changed)."""
+        self.due = 0.0
+        """When the pod next has something to do without an event (a probe's period, a restart's back-off): before
+        it, a tick is needed only when a container exited or a probe answered (:meth:`needs_tick`)."""
         self.restart_policy = str(pod["spec"].get("restartPolicy") or "Always")
         (pod_dir / "logs").mkdir(parents=True, exist_ok=True)
         admitted = time.monotonic() if admitted_at is None else admitted_at
@@ -307,9 +342,9 @@ class PodRuntime:
         offset = c.log_path.stat().st_size if c.log_path.exists() else 0
         with starts.open("a") as starts_file:
             starts_file.write(f"{offset}\n")
-        with c.log_path.open("ab") as log:
+        with c.log_path.open("ab") as log, netns.inside(self.netns):  # forked inside the pod's network
             c.process = subprocess.Popen(
-                ["ip", "netns", "exec", self.netns, *bwrap],
+                bwrap,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -317,6 +352,7 @@ class PodRuntime:
                 start_new_session=True,
             )
         os.close(write_fd)
+        c.exit_fd = _pidfd(c.process.pid)
         try:
             c.child_pid = _read_child_pid(read_fd, timeout=5.0)
         finally:
@@ -346,6 +382,8 @@ class PodRuntime:
         killing the whole group at once would orphan the command, and an orphan stays a zombie until this
         machine's init gets round to it. Then whatever is left of each container's session, and preStop hooks.
         """
+        for c in self.containers:  # the pod is leaving the node: its exits are not watched any more
+            _close_exit_fd(c)
         hooks = [c.stopping.hook for c in self.containers if c.stopping is not None and c.stopping.hook is not None]
         for hook in hooks:
             if hook.poll() is None:
@@ -610,7 +648,39 @@ class PodRuntime:
             self._advance_stop(c, now)
         if self.changed:
             self._trigger_readiness()
+        self.due = self._next_due(now)
         return False
+
+    def needs_tick(self, now: float, exited: set[int]) -> bool:
+        """Whether :meth:`tick` has anything to do now: the pod is being deleted, its ``due`` time came, one of its
+        containers exited (its ``exit_fd`` in ``exited``), or a probe answered."""
+        if self.deleting_since is not None or now >= self.due:
+            return True
+        for c in self.containers:
+            if c.process is not None and (c.exit_fd is None or c.exit_fd in exited):
+                return True
+            if any(state.future is not None and state.future.done() for state in c.probes.values()):
+                return True
+        return False
+
+    def _next_due(self, now: float) -> float:
+        """The earliest time a tick has work without an event: a container's (re)start, a probe's next period (now
+        when one was triggered), every tick while a container is being stopped (its hook may end any moment), now
+        when a started container without readiness probe is to become ready."""
+        due = float("inf")
+        for c in self.containers:
+            if c.image is None or c.terminated is not None:
+                continue
+            if c.process is None:
+                if c.config_error is None:
+                    due = min(due, c.next_start)
+                continue
+            if c.stopping is not None or ("readinessProbe" not in c.probes and c.started and not c.ready):
+                return now  # a stop's next step, or a container without readiness probe that became started
+            for state in c.probes.values():
+                if not state.stopped and state.future is None:
+                    due = min(due, now if state.triggered else state.due)
+        return due
 
     def _start_or_report(self, c: ContainerRuntime, now: float) -> None:
         try:
@@ -623,6 +693,7 @@ class PodRuntime:
     def _container_exited(self, c: ContainerRuntime, code: int, now: float, reason: str) -> None:
         c.last_exit = code
         c.process, c.child_pid, c.started, c.ready = None, None, False, False
+        _close_exit_fd(c)
         c.exited_at = now
         self.changed = True
         for state in c.probes.values():
