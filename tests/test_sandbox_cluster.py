@@ -416,8 +416,9 @@ def test_the_first_restart_is_immediate_then_back_off_doubles(
 def test_an_idle_pod_is_ticked_only_when_a_probe_is_due(
     golden: dict[str, Sandbox], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Ready servers whose probes run every few seconds are not advanced every 50 ms tick (issue #13: CPU per idle
-    cell near zero), while an exit is still seen at once (the restart test above, and this pod's)."""
+    """Ready servers whose probes run every few seconds are not advanced every 50 ms tick, the loop sleeps while
+    nothing is due and reconciles everything about once a second (issue #13: CPU per idle cell near zero), while
+    an exit is still seen at once (the restart test above, and this pod's)."""
     sandbox = golden["default"]
     ticks: collections.Counter[str] = collections.Counter()
     real_tick = kubelet.PodRuntime.tick
@@ -427,7 +428,22 @@ def test_an_idle_pod_is_ticked_only_when_a_probe_is_due(
         return real_tick(runtime, now)
 
     monkeypatch.setattr(kubelet.PodRuntime, "tick", counted)
+    loop = {"ticks": 0, "full": 0}
+    real_loop_tick, real_full = SandboxCluster._tick, SandboxCluster._reconcile_namespaces
+
+    def loop_tick(cluster: SandboxCluster, now: float) -> None:
+        loop["ticks"] += cluster is sandbox.cluster  # the module's other sandboxes tick too
+        real_loop_tick(cluster, now)
+
+    def full(cluster: SandboxCluster) -> None:
+        loop["full"] += cluster is sandbox.cluster
+        real_full(cluster)
+
+    monkeypatch.setattr(SandboxCluster, "_tick", loop_tick)
+    monkeypatch.setattr(SandboxCluster, "_reconcile_namespaces", full)
     time.sleep(3.0)
+    assert loop["ticks"] <= 30, f"the loop woke {loop['ticks']} times in 3 s (every 50 ms before: 60)"
+    assert loop["full"] <= 5, f"{loop['full']} full reconciles in 3 s of nothing changing (the safety net: 3)"
     servers = {name: count for name, count in ticks.items() if name.startswith(f"{NS}/nats-")}
     periods = {c["readinessProbe"]["periodSeconds"] for o in golden_objects("default") if o["kind"] == "StatefulSet"
                for c in o["spec"]["template"]["spec"]["containers"] if "readinessProbe" in c}

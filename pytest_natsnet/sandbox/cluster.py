@@ -72,6 +72,7 @@ from pytest_natsnet.sandbox.podfs import (
     materialize_volumes,
 )
 from pytest_natsnet.sandbox.store import Event, Forbidden, Invalid, Key, NotFound, Store, key_of
+from pytest_natsnet.sandbox.wakeup import Wakeup
 
 __all__ = ["DNS_IMAGE", "PROBE_IMAGE", "PROBE_PROGRAM", "SandboxCluster"]
 from pytest_natsnet.sandbox.reaping import ProcessEntry
@@ -171,7 +172,7 @@ class SandboxCluster:
                            on_change=self._on_change)
         self._lock = threading.RLock()
         """Runtime state (pods' processes, network namespaces): held by the reconcile loop while it ticks."""
-        self._wake = threading.Event()
+        self._wake = Wakeup(min_gap=TICK)
         self._stop = threading.Event()
         self._runtimes: dict[tuple[str, str], PodRuntime] = {}
         self._pending_retry: dict[tuple[str, str], float] = {}
@@ -251,6 +252,8 @@ class SandboxCluster:
         self.store.close_watches()
         if self._thread is not None:
             self._thread.join(timeout=3 * REAP_TIMEOUT)
+            if not self._thread.is_alive():
+                self._wake.close()
         problems: list[str] = []
         with self._lock:
             left = [*self._unreaped, *self._kill_pods()]
@@ -503,16 +506,29 @@ class SandboxCluster:
     def _loop(self) -> None:
         try:
             while not self._stop.is_set():
-                self._wake.clear()
                 with self._lock:
-                    self._tick(time.monotonic())
-                self._wake.wait(TICK)
+                    now = time.monotonic()
+                    self._tick(now)
+                    sleep = min(max(self._next_wake(now) - time.monotonic(), TICK), FULL_RECONCILE)
+                    exits = [c.exit_fd for rt in self._runtimes.values() for c in rt.containers
+                             if c.exit_fd is not None]
+                self._wake.wait(sleep, exits)
         except BaseException as error:  # the test thread re-raises it through check()
             self._loop_error = error
         finally:
             # This thread started every container, and bubblewrap dies with the thread that started it
             # (PR_SET_PDEATHSIG), orphaning the container's command: kill and reap them in order first.
             self._unreaped = self._kill_pods()
+
+    def _next_wake(self, now: float) -> float:
+        """When the loop has work without an event: a pod's due time (a probe period, a restart, a stop), a pod
+        to retry, the once-a-second safety net, NetworkPolicy learning a pod, Service changes held back."""
+        due = min((rt.due for rt in self._runtimes.values()), default=float("inf"))
+        if any(rt.deleting_since is not None or any(c.process is not None and c.exit_fd is None
+                                                    for c in rt.containers) for rt in self._runtimes.values()):
+            due = now  # a deletion advances every tick; a container without pidfd is polled
+        retry = min((t for t in self._pending_retry.values() if t > now), default=float("inf"))
+        return min(due, retry, self._last_full + FULL_RECONCILE, self._policy_pending, self._services_pending)
 
     def _kill_pods(self) -> list[ProcessEntry]:
         """Kills every pod's processes and waits, bounded, until they are reaped; returns what is left."""
@@ -889,7 +905,8 @@ class SandboxCluster:
             self._images,
             self._executor,
             functools.partial(self._event, pod),
-            admitted_at=time.monotonic(),  # not the tick's start: creating many pods makes a tick long
+            admitted_at=time.monotonic(),
+            wake=self.wake,  # not the tick's start: creating many pods makes a tick long
         )
         self._event(pod, "Scheduled", f"Successfully assigned {ns}/{pod_name} to {NODE_NAME}", "Normal")
         # The service proxy must be programmed before the containers start: at the end of this tick (dirty), once
@@ -1037,8 +1054,10 @@ class SandboxCluster:
         if now - self._services_synced < SERVICE_MIN_SYNC:  # only new pods now, the others at the next sync
             self._services_pending = self._services_synced + SERVICE_MIN_SYNC if stale else float("inf")
             stale = {k: table for k, table in stale.items() if self._netns_of[k] not in self._service_tables}
-        elif stale:
-            self._services_synced, self._services_pending = now, float("inf")
+        else:  # a sync now: nothing is held back after it (a pending sync that found nothing stale ends here too)
+            self._services_pending = float("inf")
+            if stale:
+                self._services_synced = now
         refused = self._nft.apply_each({  # only the chains that changed since the last apply
             self._netns_of[k]: nft.table_update("ip", nft.SERVICE_TABLE,
                                                 self._service_tables.get(self._netns_of[k]), table)

@@ -267,8 +267,11 @@ class PodRuntime:
         prober: ThreadPoolExecutor,
         record_event: Callable[[str, str, str], None],
         admitted_at: float | None = None,
+        wake: Callable[[], None] | None = None,
     ) -> None:
         self.pod = pod
+        self._wake = wake
+        """Called when a probe answered (from the prober's thread): the reconcile loop ticks the pod then."""
         self.netns = netns
         self.pod_dir = pod_dir
         self.files = dict(files)
@@ -477,10 +480,19 @@ class PodRuntime:
             if (kind == "startupProbe") == c.started:  # startup until started; the others after
                 continue
             state.future = self.prober.submit(self._run_probe, state.spec, c)
+            if self._wake is not None:  # a success that changes nothing is taken at the loop's next wake
+                settled = kind != "startupProbe" and state.failures == 0 and (kind != "readinessProbe" or c.ready)
+                state.future.add_done_callback(functools.partial(self._answered, settled))
         if "readinessProbe" not in c.probes and c.started and not c.ready and c.running:
             c.ready = True
             self.changed = True
         return None
+
+    def _answered(self, settled: bool, future: Future[tuple[bool, str]]) -> None:
+        """A probe answered (prober thread): the loop is woken unless it was a success of a settled probe (ready,
+        or live, with no failure counted), which only counts one more success."""
+        if self._wake is not None and not (settled and not future.cancelled() and future.result()[0]):
+            self._wake()
 
     def _take_result(self, c: ContainerRuntime, kind: str, state: ProbeState, now: float) -> str | None:
         """Counts a finished probe against its thresholds (``worker.go`` ``doProbe``)."""
