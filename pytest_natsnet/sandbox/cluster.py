@@ -62,7 +62,7 @@ from pytest_natsnet.sandbox.controllers import (
 )
 from pytest_natsnet.sandbox.dnszone import DNS_KINDS, dns_view
 from pytest_natsnet.sandbox.images import DNS_IMAGE, PROBE_IMAGE, ImageCatalog
-from pytest_natsnet.sandbox.kubelet import REAP_TIMEOUT, PodRuntime, exited_fds, now_iso
+from pytest_natsnet.sandbox.kubelet import REAP_TIMEOUT, PodRuntime, exit_fds, exited_fds, now_iso
 from pytest_natsnet.sandbox.model import ContainerPort, PodNet
 from pytest_natsnet.sandbox.poddns import NodeResolv, pod_dns_config
 from pytest_natsnet.sandbox.podfs import (
@@ -510,8 +510,7 @@ class SandboxCluster:
                     now = time.monotonic()
                     self._tick(now)
                     sleep = min(max(self._next_wake(now) - time.monotonic(), TICK), FULL_RECONCILE)
-                    exits = [c.exit_fd for rt in self._runtimes.values() for c in rt.containers
-                             if c.exit_fd is not None]
+                    exits = exit_fds(self._runtimes.values())
                 self._wake.wait(sleep, exits)
         except BaseException as error:  # the test thread re-raises it through check()
             self._loop_error = error
@@ -538,9 +537,10 @@ class SandboxCluster:
             return left
 
     def _tick(self, now: float) -> None:
-        """The kubelet part runs every tick; controllers and network programming only when something changed
-        (or once a second as a safety net), so an idle sandbox costs almost nothing. Each object is reconciled
-        on its own (see :meth:`_each`): one that fails does not stop the others."""
+        """The kubelet part advances the pods that need it (:meth:`PodRuntime.needs_tick`); controllers and network
+        programming run only when something changed (or once a second as a safety net), so an idle sandbox costs
+        almost nothing. Each object is reconciled on its own (see :meth:`_each`): one that fails does not stop the
+        others."""
         exited = exited_fds(self._runtimes.values())
         self._each(self.store.list("Pod"), "kubelet", functools.partial(self._tick_pod, now=now, exited=exited))
         if (self._dirty or now - self._last_full >= FULL_RECONCILE or now >= self._policy_pending
@@ -905,8 +905,8 @@ class SandboxCluster:
             self._images,
             self._executor,
             functools.partial(self._event, pod),
-            admitted_at=time.monotonic(),
-            wake=self.wake,  # not the tick's start: creating many pods makes a tick long
+            admitted_at=time.monotonic(),  # not the tick's start: creating many pods makes a tick long
+            wake=self.wake,
         )
         self._event(pod, "Scheduled", f"Successfully assigned {ns}/{pod_name} to {NODE_NAME}", "Normal")
         # The service proxy must be programmed before the containers start: at the end of this tick (dirty), once

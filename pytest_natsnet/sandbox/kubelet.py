@@ -241,15 +241,17 @@ def _close_exit_fd(c: ContainerRuntime) -> None:
         c.exit_fd = None
 
 
+def exit_fds(runtimes: Iterable[PodRuntime]) -> list[int]:
+    """The ``exit_fd`` of every running container of these pods."""
+    return [c.exit_fd for runtime in runtimes for c in runtime.containers if c.exit_fd is not None]
+
+
 def exited_fds(runtimes: Iterable[PodRuntime]) -> set[int]:
     """The ``exit_fd`` of every container whose process exited and is not reaped yet: one poll for all pods."""
     poller = select.poll()
-    watched = 0
-    for runtime in runtimes:
-        for c in runtime.containers:
-            if c.exit_fd is not None:
-                poller.register(c.exit_fd, select.POLLIN)
-                watched += 1
+    watched = exit_fds(runtimes)
+    for fd in watched:
+        poller.register(fd, select.POLLIN)
     return {fd for fd, _ in poller.poll(0)} if watched else set()
 
 
