@@ -27,6 +27,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from scale import label, snapshot  # this directory is the script's first path entry
+
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.sandbox import kubelet
 from pytest_natsnet.sandbox.cluster import SandboxCluster
@@ -43,27 +45,16 @@ def render() -> list[Obj]:
 
 
 def children_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of every live descendant of ``pid`` by command name (``/proc/*/stat``)."""
-    parents: dict[int, int] = {}
-    stats: dict[int, tuple[str, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                text = stat.read().decode(errors="replace")
-        except OSError:
-            continue
-        name, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
-        parents[int(entry)] = int(rest[1])
-        stats[int(entry)] = (name, (int(rest[11]) + int(rest[12])) / CLOCK)
+    """CPU seconds of every live descendant of ``pid``, by ``scale.label`` of its command (``scale.snapshot``)."""
+    samples = {key[0]: sample for key, sample in snapshot().items()}
     found: dict[str, float] = {}
-    for child, (name, cpu) in stats.items():
-        ancestor = parents.get(child)
+    for sample in samples.values():
+        ancestor: int | None = sample.ppid
         while ancestor is not None and ancestor != pid:
-            ancestor = parents.get(ancestor)
+            parent = samples.get(ancestor)
+            ancestor = parent.ppid if parent is not None else None  # pid 1's parent 0 is no process
         if ancestor == pid:
-            found[name] = found.get(name, 0.0) + cpu
+            found[label(sample.command)] = found.get(label(sample.command), 0.0) + sample.cpu
     return found
 
 
@@ -138,7 +129,8 @@ def main() -> int:
             threads = {k: v - threads_before.get(k, 0.0) for k, v in thread_cpu().items()}
             sandbox = (own_after.ru_utime + own_after.ru_stime) - (own.ru_utime + own.ru_stime)
             per = {name: after[name] - before.get(name, 0.0) for name in after}
-            nats, dns = per.get("nats-server", 0.0), sum(v for k, v in per.items() if k.startswith("python"))
+            nats = per.get("nats-server", 0.0)
+            dns = sum(v for k, v in per.items() if k.startswith("python pytest_natsnet.sandbox.dns"))
             pods = 4 * options.cells
             mode = "every pod every tick" if options.tick_every_pod else "pods ticked when due"
             print(f"{options.cells} idle cells ({pods} pods + kube-dns), Ready after {ready:.1f} s; {mode}; "
