@@ -29,7 +29,7 @@ needs_root = pytest.mark.skipif(
 )
 
 CRASHING_RUN = r"""
-import subprocess, sys, time
+import os, subprocess, sys, time
 from pathlib import Path
 from pytest_natsnet.sandbox.cluster import PROBE_IMAGE, SandboxCluster
 
@@ -48,7 +48,13 @@ while True:
             raise
         time.sleep(0.05)
 # an exec'd process (like a probe program) does not die with the run: gc must kill it
-subprocess.Popen(argv, start_new_session=True)
+exec_d = subprocess.Popen(argv, start_new_session=True)
+# "up" only once nsenter is inside the pod's namespaces: killed before that, it would fail with the container
+own_netns, deadline = os.readlink("/proc/self/ns/net"), time.monotonic() + 20
+while os.readlink(f"/proc/{exec_d.pid}/ns/net") == own_netns:
+    if exec_d.poll() is not None or time.monotonic() > deadline:
+        raise SystemExit(f"the exec'd process did not enter the pod: {exec_d.returncode}")
+    time.sleep(0.01)
 print("up", flush=True)
 time.sleep(300)
 """
@@ -160,10 +166,7 @@ def test_gc_removes_a_sigkilled_run(crashed_run: tuple[str, Path, subprocess.Pop
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)
     namespaces = ours(sandbox_id)
-    deadline = time.monotonic() + 5
-    while not (survivors := pids_in(namespaces)) and time.monotonic() < deadline:
-        time.sleep(0.05)  # nsenter may still be entering the pod's namespaces
-    assert survivors, "the exec'd process should outlive its run (otherwise this test proves nothing)"
+    assert pids_in(namespaces), "the exec'd process should outlive its run (otherwise this test proves nothing)"
 
     actions = gc.collect_garbage()
     assert sorted(a.split(" (")[0] for a in actions if a.startswith("deleted netns")) == sorted(
