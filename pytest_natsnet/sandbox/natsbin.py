@@ -13,6 +13,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_natsnet.tools import natsnet_cache
+
 _VERSION = re.compile(r"v?(\d+\.\d+\.\d+)")
 
 
@@ -50,8 +52,7 @@ def binary_version(path: Path) -> str | None:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "pytest-natsnet" / "nats-server"
+    return natsnet_cache() / "nats-server"
 
 
 def _candidates() -> list[Path]:
