@@ -100,35 +100,97 @@ PROBE_ARCHIVE = f"{PROBE_DIR}/probe.pyz"
 """The probe program and its packages as one zip application (``probe.bundle``): ``python3 probe.pyz serve``."""
 
 
+WATCH_LINE = '{"watch": '
+"""How the program's lines for a watch begin (its id first); every other line answers a batch."""
+
+
 class ProbeSession:
     """One ``probe.pyz serve`` per probe pod, kept open: each batch is a line in and an answer line out over the
-    same exec, so the interpreter and its imports start once per pod instead of once per probe."""
+    same exec, so the interpreter and its imports start once per pod instead of once per probe. Watches run in
+    the same program beside the batches; their event lines are filed under their watch as they are read.
+
+    Nothing reads in the background: whoever waits (a batch's answer, a watch's events) reads what has come,
+    one reader at a time."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
         self._buffer = ""
+        self._answers: list[str] = []
+        self._watch_events: dict[str, list[dict[str, Any]]] = {}
+        self._stderr = ""
+        self._watches = 0
+        self._reading = threading.Lock()
+        self._writing = threading.Lock()
         self.lock = threading.Lock()
+        """One batch at a time."""
 
     @property
     def alive(self) -> bool:
         return bool(self._stream.is_open())
 
+    def ended(self) -> str | None:
+        """Why the session is over (the program's last error output), or None while it runs."""
+        if self.alive:
+            return None
+        return self._stderr.strip()[-1500:] or "no output"
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        with self._writing:
+            self._stream.write_stdin(json.dumps(dict(message)) + "\n")
+
+    def read(self, timeout: float, wait: bool = True) -> None:
+        """Reads what the program wrote, waiting up to ``timeout`` for something; with ``wait`` false, returns at
+        once when another thread is reading."""
+        if not self._reading.acquire(blocking=wait):
+            return
+        try:
+            if not self._stream.is_open():
+                return
+            try:
+                self._stream.update(timeout=timeout)
+                self._buffer += self._stream.read_stdout(timeout=0) or ""
+                self._stderr = (self._stderr + (self._stream.read_stderr(timeout=0) or ""))[-4000:]
+            except Exception as error:  # the connection went away (the cluster or the pod is gone)
+                self._stderr += f"\n(probe session closed: {error})"
+                self.close()
+            *lines, self._buffer = self._buffer.split("\n")
+            for line in lines:
+                self._file(line)
+        finally:
+            self._reading.release()
+
+    def _file(self, line: str) -> None:
+        if not line.startswith(WATCH_LINE):
+            self._answers.append(line)
+            return
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            self._watch_events.setdefault(str(event.pop("watch")), []).append(event)
+
     def ask(self, batch: Mapping[str, Any], timeout: float) -> str:
         """The answer line to ``batch``; raises NatsnetError when the session ends or the deadline passes."""
-        self._stream.write_stdin(json.dumps(dict(batch)) + "\n")
+        self.send(batch)
         deadline = time.monotonic() + timeout
-        while "\n" not in self._buffer:
+        while not self._answers:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.close()
                 raise NatsnetError(f"the probe did not answer within {timeout:g}s")
-            if not self._stream.is_open():
-                stderr = self._stream.read_stderr(timeout=0) or ""
-                raise NatsnetError(f"the probe session ended: {stderr.strip()[-1000:] or 'no output'}")
-            self._stream.update(timeout=min(left, 1.0))
-            self._buffer += self._stream.read_stdout(timeout=0) or ""
-        line, self._buffer = self._buffer.split("\n", 1)
-        return line
+            if (why := self.ended()) is not None:
+                raise NatsnetError(f"the probe session ended: {why}")
+            self.read(min(left, 1.0))
+        return self._answers.pop(0)
+
+    def watch(self, request: Mapping[str, Any]) -> SessionWatch:
+        """Starts a watch in the program (``request`` as for ``probe.pyz watch``)."""
+        with self._writing:
+            self._watches += 1
+            watch_id = f"w{self._watches}"
+        self.send({"watch": watch_id, "request": dict(request)})
+        return SessionWatch(self, watch_id)
+
+    def watch_events(self, watch_id: str) -> list[dict[str, Any]]:
+        return list(self._watch_events.get(watch_id, ()))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -137,51 +199,31 @@ class ProbeSession:
             self._stream.close()
 
 
-class ExecWatch:
-    """A running ``watch`` probe over exec: JSON-line events collected by a reader thread; ``stop`` closes its
-    stdin (the program then writes its summary and exits), bounded."""
+class SessionWatch:
+    """A watch running in a probe session: its events as read so far; ``stop`` asks the program to end it and
+    waits (bounded) for its summary."""
 
-    def __init__(self, stream: Any, request: Mapping[str, Any]) -> None:
-        self._stream = stream
-        self._events: list[dict[str, Any]] = []
-        self._stderr: list[str] = []
-        self._lock = threading.Lock()
-        stream.write_stdin(json.dumps(dict(request)) + "\n")
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
+    def __init__(self, session: ProbeSession, watch_id: str) -> None:
+        self._session = session
+        self._id = watch_id
 
-    def _read(self) -> None:
-        buffer = ""
-        while self._stream.is_open():
-            try:
-                self._stream.update(timeout=0.5)
-                buffer += self._stream.read_stdout(timeout=0) or ""
-                self._stderr.append(self._stream.read_stderr(timeout=0) or "")
-            except Exception as error:  # the connection went away (the cluster or the pod is gone)
-                self._stderr.append(f"\n(watch stream closed: {error})")
-                break
-            *lines, buffer = buffer.split("\n")
-            for line in lines:
-                with contextlib.suppress(ValueError):
-                    event = json.loads(line)
-                    with self._lock:
-                        self._events.append(event)
+    def _summarised(self) -> bool:
+        return any(e.get("event") == "summary" for e in self._session.watch_events(self._id))
 
     def events(self) -> list[dict[str, Any]]:
-        with self._lock:
-            events = list(self._events)
-        if not self._thread.is_alive() and not any(e.get("event") == "summary" for e in events):
-            events.append({"event": "exited", "mono": 0.0, "returncode": None,
-                           "stderr": "".join(self._stderr)[-1500:]})
+        self._session.read(0, wait=False)
+        events = self._session.watch_events(self._id)
+        why = self._session.ended()
+        if why is not None and not any(e.get("event") == "summary" for e in events):
+            events.append({"event": "exited", "mono": 0.0, "returncode": None, "stderr": why})
         return events
 
     def stop(self, timeout: float = 15.0) -> list[dict[str, Any]]:
         with contextlib.suppress(Exception):
-            self._stream.close_channel(0)
-        self._thread.join(timeout=timeout)
-        with contextlib.suppress(Exception):
-            self._stream.close()
-        self._thread.join(timeout=2)
+            self._session.send({"unwatch": self._id})
+        deadline = time.monotonic() + timeout
+        while not self._summarised() and self._session.ended() is None and time.monotonic() < deadline:
+            self._session.read(min(deadline - time.monotonic(), 0.5))
         return self.events()
 
 
@@ -194,7 +236,7 @@ class KubeDeployment(CellHandle):
         self._tools = tools
         self._namespaces: list[str] = [cell.namespace]
         self._probe_pods: set[tuple[str, str]] = set()
-        self._watches: list[ExecWatch] = []
+        self._watches: list[SessionWatch] = []
         self._sessions: dict[tuple[str, str], ProbeSession] = {}
         self._lock = threading.Lock()
 
@@ -401,11 +443,10 @@ class KubeDeployment(CellHandle):
                                ) from None
         return answer
 
-    def watch(self, target: ProbeTarget, request: Mapping[str, Any]) -> ExecWatch:
+    def watch(self, target: ProbeTarget, request: Mapping[str, Any]) -> SessionWatch:
+        """Starts a watch in the target's probe session, beside its batches (no pod or program of its own)."""
         self._ensure_probe_pod(target, COMMAND_TIMEOUT)
-        stream = self._client.exec_stream(target.pod_name, PROBE_CONTAINER, target.namespace,
-                                          ["python3", PROBE_ARCHIVE, "watch"])
-        watch = ExecWatch(stream, request)
+        watch = self._session(target).watch(request)
         with self._lock:
             self._watches.append(watch)
         return watch

@@ -80,7 +80,9 @@ class Prober:
         *,
         namespace: str | None = None,
         labels: Mapping[str, str] | None = None,
-        name: str = "natsnet-watch",
+        name: str = "natsnet-probe",
         external: bool = False,
     ) -> WatchHandle:
+        """Starts a watching client in the probe pod ``name`` (by default the one ``run`` uses), beside its
+        probes."""
         return self.deployment.watch(self.target(namespace, labels, name, external), request.to_json())

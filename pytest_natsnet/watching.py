@@ -133,7 +133,7 @@ def watching(
 ) -> Iterator[WatchingClient]:
     """Starts a watcher seeded with ``seed`` only (publishing on ``natsnet.watch.<name>``) and stops it on exit."""
     request = WatchRequest((seed,), subject=f"natsnet.watch.{name}", duration=WATCH_SECONDS, tls=tls)
-    handle = probe.watch(request, name=f"natsnet-watch-{name}")
+    handle = probe.watch(request)
     try:
         yield WatchingClient(who, seed, handle)
     finally:

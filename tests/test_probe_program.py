@@ -629,6 +629,49 @@ def test_watch_bad_request_is_an_event_not_a_traceback() -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_serve_runs_watches_beside_its_batches(cluster: list[NatsNode]) -> None:
+    """A probe session's watch runs while batches are answered; its event lines begin with its id; ``unwatch``
+    ends it with its summary; a bad watch request is that watch's error and summary, not the session's end;
+    stdin EOF ends the program."""
+    server = subprocess.Popen([sys.executable, str(PROGRAM), "serve"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdin is not None and server.stdout is not None
+        stdin = server.stdin
+        lines = queue_lines(server.stdout)
+
+        def send(message: dict[str, Any]) -> None:
+            stdin.write(json.dumps(message) + "\n")
+            stdin.flush()
+
+        send({"watch": "a", "request": {"servers": [cluster[0].url], "duration": 30, "publish_interval": 0.05}})
+        send({"watch": "b", "request": {"servers": []}})
+        wait_for_event(lines, lambda e: e.get("watch") == "a" and e["event"] == "message")
+        send({"requests": [{"key": "t", "kind": "tcp", "host": "127.0.0.1", "port": cluster[0].client_port,
+                            "timeout": 2.0}]})
+        answer = wait_for_event(lines, lambda e: "results" in e)
+        sent_before_unwatch = len(lines.seen)
+        send({"unwatch": "a"})
+        summary = wait_for_event(lines, lambda e: e.get("watch") == "a" and e["event"] == "summary")
+        stdin.close()
+        assert server.wait(timeout=15) == 0
+        stderr = server.stderr.read() if server.stderr else ""
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert "Traceback" not in stderr
+    assert [r["outcome"] for r in answer["results"]] == ["allowed"]
+    events = [json.loads(line) for line in drain(lines)]
+    watch_lines = [line for line in lines.seen if '"event"' in line]
+    assert all(line.startswith(('{"watch": "a"', '{"watch": "b"')) for line in watch_lines)
+    assert [e["event"] for e in events if e.get("watch") == "b"] == ["error", "summary"]
+    assert "servers" in next(e["text"] for e in events if e.get("watch") == "b")
+    assert summary["connected"] is True and summary["received"] > 0
+    assert sent_before_unwatch < len(lines.seen), "the summary came after the unwatch"
+    assert [e["event"] for e in events if e.get("watch") == "a"][-1] == "summary"
+
+
 # ------------------------------------------------------------------------------------ TC: retry over TCP
 
 

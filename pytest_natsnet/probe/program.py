@@ -4,7 +4,8 @@ Self-contained (stdlib + dnspython + nats-py, no pytest_natsnet import): it is c
 
     python3 program.py < batch.json > answer.json      # {"requests": [...], "concurrency": 8}
     python3 program.py watch < request.json             # JSON lines until duration, SIGTERM or stdin EOF
-    python3 program.py serve < batches.jsonl            # one answer line per batch line, until stdin EOF
+    python3 program.py serve < batches.jsonl            # one answer line per batch line, until stdin EOF;
+                                                        # watches beside them ({"watch": ID, "request": ...})
 
 It never raises across the boundary: a check that could not run is ``probe-error`` with the error text.
 Test hooks: ``NATSNET_PROBE_RESOLV_CONF`` (resolv.conf path) and ``NATSNET_PROBE_DNS_PORT`` (nameserver port).
@@ -18,6 +19,7 @@ import errno
 import ipaddress
 import json
 import os
+import queue
 import signal
 import socket
 import ssl
@@ -642,14 +644,18 @@ def answer_batch(text: str) -> Json:
 
 
 class EventWriter:
-    """JSON lines with monotonic and wall timestamps, flushed one by one."""
+    """JSON lines with monotonic and wall timestamps, flushed one by one. ``fields`` lead every event (a
+    session's watch events carry their watch's id); ``write`` puts any record through the same lock."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, lock: threading.Lock | None = None, fields: Json | None = None) -> None:
         self.stream = stream
-        self.lock = threading.Lock()
+        self.lock = lock or threading.Lock()
+        self.fields = dict(fields or {})
 
     def __call__(self, event: str, **fields: Any) -> None:
-        record = {"event": event, "mono": time.monotonic(), "ts": time.time(), **fields}
+        self.write({**self.fields, "event": event, "mono": time.monotonic(), "ts": time.time(), **fields})
+
+    def write(self, record: Json) -> None:
         line = json.dumps(record, default=str)
         with self.lock:
             self.stream.write(line + "\n")
@@ -776,35 +782,127 @@ async def watch_main(request: Json, emit: EventWriter, watch_stdin: bool) -> Non
     await watch(request, emit, stop)
 
 
+def watch_request_problem(request: Any) -> str | None:
+    if not isinstance(request, dict):
+        return "watch request must be a JSON object"
+    if not isinstance(request.get("servers"), list) or not request["servers"]:
+        return "watch request needs a non-empty 'servers' list"
+    return None
+
+
+def watch_failed(emit: EventWriter, text: str) -> None:
+    """A watch that could not run: its error, then the summary every watch ends with."""
+    emit("error", text=text)
+    emit("summary", connected=False, reconnects=0, last_url=None, received=0, sent=0)
+
+
 def run_watch() -> int:
     emit = EventWriter(sys.stdout)
     try:
         request = read_request(sys.stdin)
-        if not isinstance(request.get("servers"), list) or not request["servers"]:
-            raise ValueError("watch request needs a non-empty 'servers' list")
     except ValueError as err:
-        emit("error", text=f"bad watch request: {err}")
-        emit("summary", connected=False, reconnects=0, last_url=None, received=0, sent=0)
+        watch_failed(emit, f"bad watch request: {err}")
+        return 2
+    problem = watch_request_problem(request)
+    if problem is not None:
+        watch_failed(emit, f"bad watch request: {problem}")
         return 2
     try:
         asyncio.run(watch_main(request, emit, stdin_is_stream(sys.stdin)))
     except Exception as err:
-        emit("error", text=f"probe failed: {error_text(err)}")
-        emit("summary", connected=False, reconnects=0, last_url=None, received=0, sent=0)
+        watch_failed(emit, f"probe failed: {error_text(err)}")
         return 1
     return 0
 
 
+class BackgroundWatch:
+    """A watch beside a session's batches: its own thread and event loop; ``stop`` asks it to end, and it then
+    writes its summary."""
+
+    def __init__(self, request: Json, emit: EventWriter) -> None:
+        self._request = request
+        self._emit = emit
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            self._started.set()
+            await watch(self._request, self._emit, self._stop)
+
+        try:
+            asyncio.run(main())
+        except Exception as err:
+            watch_failed(self._emit, f"probe failed: {error_text(err)}")
+        finally:
+            self._started.set()
+
+    def stop(self) -> None:
+        self._started.wait(10)
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):  # its loop has ended already
+                self._loop.call_soon_threadsafe(self._stop.set)
+
+
+def session_command(line: str) -> tuple[str, str, Any] | None:
+    """``("watch", id, request)`` or ``("unwatch", id, None)`` for a session's watch commands; None for a batch."""
+    try:
+        command = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(command, dict) and "watch" in command:
+        return "watch", str(command["watch"]), command.get("request")
+    if isinstance(command, dict) and "unwatch" in command:
+        return "unwatch", str(command["unwatch"]), None
+    return None
+
+
 def serve(stdin: Any = None, stdout: Any = None) -> int:
     """``serve``: one batch per line on stdin, its answer as one line on stdout, until stdin ends. One process
-    answers every batch of a probe pod: the interpreter and its imports start once, not once per batch."""
+    answers every batch of a probe pod: the interpreter and its imports start once, not once per batch.
+
+    Watches run beside the batches, in the same process: ``{"watch": ID, "request": {...}}`` starts one, whose
+    events are lines that begin ``{"watch": ID``; ``{"unwatch": ID}`` stops it (its last event is ``summary``).
+    Batches are answered in order by one thread, so a watch command is read while a batch runs."""
     stdin = stdin or sys.stdin
-    stdout = stdout or sys.stdout
+    out = EventWriter(stdout or sys.stdout)
+    batches: queue.Queue[str | None] = queue.Queue()
+
+    def answer_batches() -> None:
+        while (line := batches.get()) is not None:
+            out.write(answer_batch(line))
+
+    answering = threading.Thread(target=answer_batches, daemon=True)
+    answering.start()
+    watches: dict[str, BackgroundWatch] = {}
     for line in stdin:
         if not line.strip():
             continue
-        stdout.write(json.dumps(answer_batch(line), default=str) + "\n")
-        stdout.flush()
+        command = session_command(line)
+        if command is None:
+            batches.put(line)
+            continue
+        kind, watch_id, request = command
+        emit = EventWriter(out.stream, out.lock, {"watch": watch_id})
+        if kind == "unwatch":
+            if watch_id in watches:
+                watches[watch_id].stop()
+        elif watch_id in watches:
+            emit("error", text=f"watch {watch_id} runs already")
+        elif (problem := watch_request_problem(request)) is not None:
+            watch_failed(emit, f"bad watch request: {problem}")
+        else:
+            watches[watch_id] = BackgroundWatch(request, emit)
+    batches.put(None)
+    answering.join()
+    for running in watches.values():
+        running.stop()
+    for running in watches.values():
+        running.thread.join(timeout=10)
     return 0
 
 
