@@ -25,7 +25,7 @@ from pytest_natsnet.errors import NatsnetError
 from pytest_natsnet.kubeclient import KubeClient
 from pytest_natsnet.preflight import ClusterFacts, discover_facts
 from pytest_natsnet.providers.base import CellManifests, ClusterAccess, ProviderInfo
-from pytest_natsnet.sandbox.cluster import EXTERNAL_ANNOTATION
+from pytest_natsnet.sandbox.model import EXTERNAL_ANNOTATION
 from pytest_natsnet.settings import NatsnetSettings
 from pytest_natsnet.tools import Tool, resolve_tool
 

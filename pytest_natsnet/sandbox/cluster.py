@@ -63,7 +63,7 @@ from pytest_natsnet.sandbox.controllers import (
 from pytest_natsnet.sandbox.dnszone import DNS_KINDS, dns_view
 from pytest_natsnet.sandbox.images import DNS_IMAGE, PROBE_IMAGE, ImageCatalog
 from pytest_natsnet.sandbox.kubelet import REAP_TIMEOUT, PodRuntime, exit_fds, exited_fds, now_iso
-from pytest_natsnet.sandbox.model import ContainerPort, PodNet
+from pytest_natsnet.sandbox.model import EXTERNAL_ANNOTATION, ContainerPort, PodNet
 from pytest_natsnet.sandbox.poddns import NodeResolv, pod_dns_config
 from pytest_natsnet.sandbox.podfs import (
     VolumeNotEmulated,
@@ -83,10 +83,6 @@ DNS_POD_IP = "198.18.0.2"
 FIRST_POD_IP = "198.18.0.10"
 FIRST_SERVICE_IP = "198.18.128.11"
 EXTERNAL_FIRST_IP = "198.19.0.10"
-EXTERNAL_ANNOTATION = "sandbox.natsnet.io/network"
-"""A pod annotated ``external`` runs outside the cluster network, as a CI runner next to a kind cluster: on the
-outside bridge, with a route to the node's address only (no pod IP, no Service IP), the node's resolver instead of
-cluster DNS (which answers nothing); it reaches the cluster through NodePorts on the node's address."""
 NODE_PORT_RANGE = (30000, 32767)
 """The API server's default ``--service-node-port-range``."""
 TICK = 0.05

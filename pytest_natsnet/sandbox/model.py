@@ -5,6 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+EXTERNAL_ANNOTATION = "sandbox.natsnet.io/network"
+"""A pod annotated ``external`` runs outside the cluster network, as a CI runner next to a kind cluster: on the
+outside bridge, with a route to the node's address only (no pod IP, no Service IP), the node's resolver instead of
+cluster DNS (which answers nothing); it reaches the cluster through NodePorts on the node's address."""
+
 
 @dataclass(frozen=True)
 class ContainerPort:
