@@ -81,6 +81,8 @@ def label(command: str) -> str:
     if not words:
         return "(exited)"
     program = words[0].rsplit("/", 1)[-1]
+    if program.startswith("python") and "-c" in words[1:2] and any(w.endswith(".pyz") for w in words):
+        return f"python {next(w for w in words if w.endswith('.pyz')).rsplit('/', 1)[-1]}"  # a probe session
     if program.startswith("python") and len(words) > 1:
         target = words[2] if words[1] == "-m" and len(words) > 2 else words[1]
         return f"python {target.rsplit('/', 1)[-1]} {' '.join(words[3:4]) if words[1] == '-m' else ''}".strip()

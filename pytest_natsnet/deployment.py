@@ -98,6 +98,24 @@ def probe_pod_manifest(target: ProbeTarget, annotations: Mapping[str, str] | Non
 
 PROBE_ARCHIVE = f"{PROBE_DIR}/probe.pyz"
 """The probe program and its packages as one zip application (``probe.bundle``): ``python3 probe.pyz serve``."""
+PROBE_BOOTSTRAP = """\
+import os, runpy, sys
+path, size = sys.argv[1], int(sys.argv[2])
+data = sys.stdin.buffer.read(size)
+if len(data) != size:
+    sys.exit(f"natsnet: the probe program arrived cut short ({len(data)} of {size} bytes)")
+try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as out:
+        out.write(data)
+except OSError as error:
+    sys.exit(f"natsnet: cannot write the probe program to {path}: {error}")
+sys.argv = [path, "serve"]
+runpy.run_path(path, run_name="__main__")
+"""
+"""What a probe session's exec runs: reads the bundle (its size in bytes is the second argument) from stdin,
+writes it to the path given first, and runs it as ``serve`` on the rest of stdin. One exec per probe pod for both
+(the same buffered stdin goes on to the program)."""
 
 
 WATCH_LINE = '{"watch": '
@@ -380,8 +398,8 @@ class KubeDeployment(CellHandle):
 
     def _ensure_probe_pod(self, target: ProbeTarget, timeout: float,
                           abandoned: threading.Event | None = None) -> None:
-        """Creates the probe pod once, waits until it runs (or ``abandoned`` is set), and unpacks the program into
-        it (one exec)."""
+        """Creates the probe pod once and waits until it runs (or ``abandoned`` is set); the program goes into it
+        with its session (:meth:`_session`)."""
         key = (target.namespace, target.pod_name)
         with self._lock:
             if key in self._probe_pods:
@@ -402,12 +420,6 @@ class KubeDeployment(CellHandle):
             return started, f"probe pod phase {(pod.get('status') or {}).get('phase')}"
 
         wait_until(running, timeout, f"probe pod {target.namespace}/{target.pod_name} running", poll=READY_POLL)
-        result = self._client.exec(target.pod_name, PROBE_CONTAINER, target.namespace,
-                                   ["sh", "-c", f"mkdir -p {PROBE_DIR} && cat > {PROBE_ARCHIVE}"],
-                                   stdin=probe_bundle(), timeout=timeout)
-        if result.returncode != 0:
-            raise NatsnetError(f"writing the probe program into {target.namespace}/{target.pod_name} failed "
-                               f"(exit {result.returncode}): {result.stderr.strip()[-500:]}")
         with self._lock:
             self._probe_pods.add(key)
 
@@ -420,13 +432,17 @@ class KubeDeployment(CellHandle):
                 self._session(target)
 
     def _session(self, target: ProbeTarget) -> ProbeSession:
+        """The target's probe session, started when there is none alive: one exec that receives the program
+        (written to ``PROBE_ARCHIVE``) and then serves batches."""
         key = (target.namespace, target.pod_name)
         with self._lock:
             session = self._sessions.get(key)
             if session is not None and session.alive:
                 return session
+            bundle = probe_bundle()
             stream = self._client.exec_stream(target.pod_name, PROBE_CONTAINER, target.namespace,
-                                              ["python3", PROBE_ARCHIVE, "serve"])
+                                              ["python3", "-c", PROBE_BOOTSTRAP, PROBE_ARCHIVE, str(len(bundle))])
+            stream.write_stdin(bundle)
             session = self._sessions[key] = ProbeSession(stream)
             return session
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import zipfile
@@ -57,3 +58,34 @@ def test_an_unwritable_cache_only_costs_the_build(tmp_path: Path) -> None:
     blocked = tmp_path / "a-file"
     blocked.write_text("not a directory")
     assert "__main__.py" in names_in(bundle.probe_bundle.__wrapped__(blocked / "cache"))
+
+
+def run_bootstrap(path: Path, size: int, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
+    from pytest_natsnet.deployment import PROBE_BOOTSTRAP
+
+    return subprocess.run([sys.executable, "-c", PROBE_BOOTSTRAP, str(path), str(size)], input=stdin,
+                          capture_output=True, timeout=60, check=False)
+
+
+def test_the_session_bootstrap_writes_the_program_then_serves_the_rest_of_stdin(tmp_path: Path) -> None:
+    data = bundle.probe_bundle()
+    path = tmp_path / "natsnet" / "probe.pyz"
+    batch = json.dumps({"requests": [{"key": "t", "kind": "tcp", "host": "127.0.0.1", "port": 9, "timeout": 0.5}]})
+    done = run_bootstrap(path, len(data), data + f"{batch}\n{batch}\n".encode())
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 0, done.stderr
+    assert [[r["key"] for r in a["results"]] for a in answers] == [["t"], ["t"]]
+    assert path.read_bytes() == data
+
+
+def test_a_cut_bundle_or_an_unwritable_path_is_one_line(tmp_path: Path) -> None:
+    data = bundle.probe_bundle()
+    cut = run_bootstrap(tmp_path / "probe.pyz", len(data), data[:1000])
+    assert (cut.returncode, cut.stderr.decode()) == (
+        1, f"natsnet: the probe program arrived cut short (1000 of {len(data)} bytes)\n")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    unwritable = run_bootstrap(blocked / "probe.pyz", len(data), data)
+    assert unwritable.returncode == 1
+    assert unwritable.stderr.decode().startswith(f"natsnet: cannot write the probe program to {blocked}/probe.pyz")
+    assert b"Traceback" not in unwritable.stderr

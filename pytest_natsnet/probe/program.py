@@ -28,9 +28,6 @@ import sys
 import threading
 import time
 import traceback
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -310,6 +307,10 @@ def check_tcp(request: Json) -> tuple[str, Json]:
 
 
 def check_http(request: Json) -> tuple[str, Json]:
+    import urllib.error  # here, not at the top: most probe programs never ask HTTP
+    import urllib.parse
+    import urllib.request
+
     url = str(request["url"])
     timeout = float(request.get("timeout", 3.0))
     parsed = urllib.parse.urlsplit(url)
