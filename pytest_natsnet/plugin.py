@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pytest_natsnet import parallel
+from pytest_natsnet import gcpolicy, parallel
 from pytest_natsnet import plan as plan_module
 from pytest_natsnet import settings as settings_module
 from pytest_natsnet.errors import ConfigError, NatsnetError
@@ -351,6 +351,11 @@ def _order_within_cells(items: list[pytest.Item]) -> None:
             block.sort(key=cell_order)
             items[start:end] = block
         start = end
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if run_key in session.config.stash:
+        gcpolicy.settle()  # the modules and collected items live as long as the run
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from pytest_natsnet import gcpolicy
 from pytest_natsnet.dnsprofile import DEFAULT_PROFILE
 from pytest_natsnet.sandbox import gc, reaping
 from pytest_natsnet.sandbox.apiserver import pki as pki_module
@@ -132,6 +133,7 @@ class Sandbox:
                             self._options.port, access_log=self.directory / "apiserver.log")
         pki_module.write_kubeconfig(self.kubeconfig, self.server.url, pki)
         wait_until_serving(self.server.url, pki)
+        gcpolicy.settle()  # modules, the cluster's machinery and the server live as long as the sandbox
         if self.ready_file is not None:
             write_ready_file(self.ready_file, {"kubeconfig": str(self.kubeconfig), "server": self.server.url,
                                                "pid": os.getpid(), "dir": str(self.directory), "id": self.id})
