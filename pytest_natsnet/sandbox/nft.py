@@ -481,12 +481,24 @@ def _policy_views(
 ) -> list[_PolicyView]:
     """The policies in rule order, each validated (ConfigError for one that cannot be compiled, whether or not it
     selects a pod yet: the API server refuses such a policy when it is created)."""
+    pods_by_namespace: dict[str, list[PodNet]] = {}
+    for pod in ordered_pods:
+        pods_by_namespace.setdefault(pod.namespace, []).append(pod)
     views = sorted(
-        (_PolicyView(p, ordered_pods, namespaces) for p in policies), key=lambda v: (v.namespace, v.name)
+        (_PolicyView(p, ordered_pods, namespaces, pods_by_namespace) for p in policies),
+        key=lambda v: (v.namespace, v.name),
     )
     for view in views:
         view.validate()
     return views
+
+
+def _views_by_namespace(views: Sequence[_PolicyView]) -> dict[str, list[_PolicyView]]:
+    """A pod is selected only by its namespace's policies: each pod looks at those, not at every policy."""
+    grouped: dict[str, list[_PolicyView]] = {}
+    for view in views:
+        grouped.setdefault(view.namespace, []).append(view)
+    return grouped
 
 
 def _nodeport_ingress(
@@ -496,9 +508,9 @@ def _nodeport_ingress(
     body = ["type filter hook postrouting priority 95; policy accept;"]
     chains: list[tuple[str, Sequence[str]]] = []
     ordered_pods = sorted(pods, key=lambda p: (p.namespace, p.name))
-    views = _policy_views(policies, ordered_pods, namespaces)
+    views = _views_by_namespace(_policy_views(policies, ordered_pods, namespaces))
     for pod in ordered_pods:
-        pod_chain = _pod_chain(pod, "Ingress", views, ordered_pods)
+        pod_chain = _pod_chain(pod, "Ingress", views.get(pod.namespace, ()), ordered_pods)
         if pod_chain is None:
             continue
         chain = _pod_chain_name("nodeport_ingress", pod)
@@ -560,7 +572,8 @@ class _PolicyView:
     """One NetworkPolicy with its defaults applied and its peers resolved against the known pods."""
 
     def __init__(
-        self, policy: Obj, pods: Sequence[PodNet], namespaces: Mapping[str, Mapping[str, str]]
+        self, policy: Obj, pods: Sequence[PodNet], namespaces: Mapping[str, Mapping[str, str]],
+        pods_by_namespace: Mapping[str, Sequence[PodNet]],
     ) -> None:
         self.namespace = namespace_of(policy)
         self.name = name(policy)
@@ -570,6 +583,7 @@ class _PolicyView:
             )
         self.spec = spec(policy)
         self._pods = pods
+        self._pods_by_namespace = pods_by_namespace
         self._namespaces = namespaces
         self._rules: dict[str, list[tuple[int, list[_Peer], list[_Port]]]] = {}
 
@@ -633,19 +647,15 @@ class _PolicyView:
             return _Peer(cidr=cidr, excepts=excepts)
         if "podSelector" not in peer and "namespaceSelector" not in peer:
             raise self._fail(where, "has no podSelector, namespaceSelector or ipBlock")
-        namespace_selector = peer.get("namespaceSelector")
         pod_selector = peer.get("podSelector") or {}
-        chosen = []
-        for pod in self._pods:
-            if "namespaceSelector" in peer:
-                in_namespace = selector_matches(
-                    namespace_selector or {}, self._namespace_labels(pod.namespace)
-                )
-            else:
-                in_namespace = pod.namespace == self.namespace
-            if in_namespace and selector_matches(pod_selector, pod.labels):
-                chosen.append(pod)
-        return _Peer(pods=tuple(chosen))
+        if "namespaceSelector" in peer:  # each namespace judged once, its pods in the known pods' order
+            namespace_selector = peer.get("namespaceSelector") or {}
+            chosen_namespaces = {namespace for namespace in self._pods_by_namespace
+                                 if selector_matches(namespace_selector, self._namespace_labels(namespace))}
+            candidates: Sequence[PodNet] = [pod for pod in self._pods if pod.namespace in chosen_namespaces]
+        else:
+            candidates = self._pods_by_namespace.get(self.namespace, ())
+        return _Peer(pods=tuple(pod for pod in candidates if selector_matches(pod_selector, pod.labels)))
 
     def _port(self, port: Mapping[str, Any], where: str) -> _Port:
         protocol = str(port.get("protocol") or "TCP")
@@ -775,7 +785,7 @@ def policy_tables(
     """The tables of :func:`policy_ruleset`: a chain per isolated pod and direction, named after the pod (another
     pod coming or going leaves the other chains' names as they were, so an update touches only what changed)."""
     ordered_pods = sorted(pods, key=lambda p: (p.namespace, p.name))
-    views = _policy_views(policies, ordered_pods, namespaces)
+    views = _views_by_namespace(_policy_views(policies, ordered_pods, namespaces))
     forward = [
         "type filter hook forward priority 0; policy accept;",
         "ether type arp accept",
@@ -785,7 +795,7 @@ def policy_tables(
     chains: list[tuple[str, Sequence[str]]] = []
     for direction, interface in (("Egress", "iifname"), ("Ingress", "oifname")):
         for pod in ordered_pods:
-            body = _pod_chain(pod, direction, views, ordered_pods)
+            body = _pod_chain(pod, direction, views.get(pod.namespace, ()), ordered_pods)
             if body is None:
                 continue
             chain = _pod_chain_name(f"pod_{direction.lower()}", pod)
