@@ -635,3 +635,32 @@ def test_the_network_rules_inputs_ignore_an_annotation_and_follow_labels(
         assert eventually(lambda: cluster.network_programs > programs, True, timeout=3), "no rules computed since"
     finally:
         cluster.store.mutate(key, label(None))
+
+
+def test_a_change_in_one_namespace_is_reconciled_there_and_leaves_the_others_slices_alone(
+        golden: dict[str, Sandbox]) -> None:
+    """The controllers, workload status and EndpointSlices reconcile the namespaces whose objects changed (and
+    every namespace once a second): a new Service in one namespace gets its EndpointSlice at once, and that
+    reconcile neither deletes nor rewrites the EndpointSlices of another namespace."""
+    cluster = golden["default"].cluster
+
+    def slices(namespace: str) -> dict[str, tuple[str, str]]:
+        return {eps["metadata"]["name"]: (eps["metadata"]["uid"], eps["metadata"]["resourceVersion"])
+                for eps in cluster.list_objects("EndpointSlice", namespace)}
+
+    def addresses(service: str) -> list[str]:
+        return sorted(a for eps in cluster.list_objects("EndpointSlice", "gates")
+                      if eps["metadata"]["labels"].get("kubernetes.io/service-name") == service
+                      for e in eps.get("endpoints") or [] for a in e["addresses"])
+
+    others = slices(NS)
+    assert others, "the golden namespace has EndpointSlices"
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "scoped"},
+               "spec": {"selector": {"app": "gated"}, "clusterIP": "None", "publishNotReadyAddresses": True,
+                        "ports": [{"name": "monitor", "port": 8222, "targetPort": "monitor"}]}}
+    cluster.apply([service], "gates")
+    try:
+        assert len(eventually(lambda: addresses("scoped"), addresses("gated-all"), timeout=3)) == 3
+        assert slices(NS) == others
+    finally:
+        cluster.store.delete(("Service", "gates", "scoped"))

@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -198,6 +198,10 @@ class SandboxCluster:
         self._namespace_grace: dict[str, int | None] = {}
         self._dirty = True
         self._last_full = 0.0
+        """When every namespace was last reconciled (between those passes only the namespaces that changed)."""
+        self._changed_namespaces: set[str] | None = None
+        """The namespaces whose objects changed since the last reconcile (None: every namespace)."""
+        self._changed_lock = threading.Lock()
         self._failed: dict[tuple[str, Key], tuple[str, str]] = {}
         """Objects whose reconciliation failed, by step and key: (uid, generation or resourceVersion) then."""
         self._claim_problems: dict[Key, str] = {}
@@ -406,8 +410,24 @@ class SandboxCluster:
 
     def _on_change(self, event: Event) -> None:
         if event.key[0] != "Event":
+            self._mark_changed(event.key)
             self._dirty = True
             self._wake.set()
+
+    def _mark_changed(self, key: Key) -> None:
+        """``key``'s namespace is reconciled at the next tick (a Namespace object: the namespace it is; another
+        object outside namespaces, a PersistentVolume say: every namespace)."""
+        namespace = key[2] if key[0] == "Namespace" else key[1]
+        with self._changed_lock:
+            if not namespace:
+                self._changed_namespaces = None
+            elif self._changed_namespaces is not None:
+                self._changed_namespaces.add(namespace)
+
+    def _take_changed(self) -> set[str] | None:
+        with self._changed_lock:
+            changed, self._changed_namespaces = self._changed_namespaces, set()
+            return changed
 
     # -- fixed objects ---------------------------------------------------------------------------------
 
@@ -535,25 +555,28 @@ class SandboxCluster:
     def _tick(self, now: float) -> None:
         """The kubelet part advances the pods that need it (:meth:`PodRuntime.needs_tick`); controllers and network
         programming run only when something changed (or once a second as a safety net), so an idle sandbox costs
-        almost nothing. Each object is reconciled on its own (see :meth:`_each`): one that fails does not stop the
-        others."""
+        almost nothing. The controllers, workload status and EndpointSlices reconcile only the namespaces whose
+        objects changed (what they read and write lies in one namespace), every namespace once a second. Each
+        object is reconciled on its own (see :meth:`_each`): one that fails does not stop the others."""
         exited = exited_fds(self._runtimes.values())
         self._each(self.store.list("Pod"), "kubelet", functools.partial(self._tick_pod, now=now, exited=exited))
-        if (self._dirty or now - self._last_full >= FULL_RECONCILE or now >= self._policy_pending
-                or now >= self._services_pending):
+        every_namespace = now - self._last_full >= FULL_RECONCILE
+        if self._dirty or every_namespace or now >= self._policy_pending or now >= self._services_pending:
             self._dirty = False
-            self._last_full = now
+            scope = self._take_changed()
+            if every_namespace or scope is None:
+                self._last_full, scope = now, None
             for step_key in [k for k in self._failed if self.store.get(k[1]) is None]:
                 del self._failed[step_key]
             for gone in [k for k in self._claim_problems if self.store.get(k) is None]:
                 del self._claim_problems[gone]
             self._reconcile_namespaces()
             self._collect_garbage()
-            self._run_controllers()
-            self._update_workload_status()
+            self._run_controllers(scope)
+            self._update_workload_status(scope)
             self._protect_claims()
             self._reclaim_volumes()
-            self._reconcile_endpointslices()
+            self._reconcile_endpointslices(scope)
             self._program_network()
 
     def _tick_pod(self, pod: Obj, now: float, exited: set[int]) -> None:
@@ -717,9 +740,15 @@ class SandboxCluster:
         ns = self.store.get(("Namespace", "", namespace))
         return ns is None or bool(ns["metadata"].get("deletionTimestamp"))
 
-    def _run_controllers(self) -> None:
-        self._each(self.store.list("StatefulSet"), "statefulset controller", self._reconcile_statefulset)
-        self._each(self.store.list("Deployment"), "deployment controller", self._reconcile_deployment)
+    def _scoped(self, kind: str, scope: Collection[str] | None) -> list[Obj]:
+        """The objects of ``kind`` in the namespaces of ``scope`` (None: in every namespace)."""
+        if scope is None:
+            return self.store.list(kind)
+        return [obj for namespace in sorted(scope) for obj in self.store.list(kind, namespace)]
+
+    def _run_controllers(self, scope: Collection[str] | None = None) -> None:
+        self._each(self._scoped("StatefulSet", scope), "statefulset controller", self._reconcile_statefulset)
+        self._each(self._scoped("Deployment", scope), "deployment controller", self._reconcile_deployment)
 
     def _reconcile_statefulset(self, sts: Obj) -> None:
         """Missing pods (Parallel or OrderedReady), each after its claims, as the StatefulSet controller does."""
@@ -746,7 +775,7 @@ class SandboxCluster:
         with contextlib.suppress(Exception):  # a pod of that name still terminating: next round
             self.store.create(pod)
 
-    def _update_workload_status(self) -> None:
+    def _update_workload_status(self, scope: Collection[str] | None = None) -> None:
         def statefulset(sts: Obj) -> None:
             status = statefulset_status(sts, self._dependents(sts))
             if sts.get("status") != status:
@@ -757,8 +786,8 @@ class SandboxCluster:
             if deploy.get("status") != status:
                 self.store.mutate(key_of(deploy), functools.partial(_set_status, status=status))
 
-        self._each(self.store.list("StatefulSet"), "statefulset status", statefulset)
-        self._each(self.store.list("Deployment"), "deployment status", deployment)
+        self._each(self._scoped("StatefulSet", scope), "statefulset status", statefulset)
+        self._each(self._scoped("Deployment", scope), "deployment status", deployment)
 
     # -- storage ---------------------------------------------------------------------------------------
 
@@ -908,6 +937,7 @@ class SandboxCluster:
         # The service proxy must be programmed before the containers start: at the end of this tick (dirty), once
         # for every pod admitted in it; the containers start in the next tick.
         self._service_tables.pop(pod_netns, None)
+        self._mark_changed(("Pod", ns, pod_name))
         self._dirty = True
 
     def _set_pending(self, key: Key, reason: str, message: str) -> None:
@@ -917,6 +947,7 @@ class SandboxCluster:
         self.store.mutate(key, change)
 
     def _remove_pod(self, key: Key) -> None:
+        self._mark_changed(key)
         self._dirty = True
         pod_key = (key[1], key[2])
         self._runtimes.pop(pod_key, None)
@@ -937,8 +968,8 @@ class SandboxCluster:
         self._remover.remove(self.run_dir / "pods" / key[1] / key[2] / "rootfs")
         self._event(pod, "Deleted", f"Pod {key[2]} deleted", "Normal")
 
-    def _reconcile_endpointslices(self) -> None:
-        pods = self.store.list("Pod")
+    def _reconcile_endpointslices(self, scope: Collection[str] | None = None) -> None:
+        pods = self._scoped("Pod", scope)
         pods_by_ns: dict[str, list[Obj]] = {}
         for pod in pods:
             pods_by_ns.setdefault(namespace_of(pod), []).append(pod)
@@ -953,12 +984,12 @@ class SandboxCluster:
                     "uid": svc["metadata"].get("uid"), "controller": True, "blockOwnerDeletion": True}]
                 wanted[("EndpointSlice", namespace_of(svc), name(eps))] = eps
 
-        services = self.store.list("Service")
+        services = self._scoped("Service", scope)
         self._each(services, "endpointslice controller", slices_of)
         for svc in services:
             if ("endpointslice controller", key_of(svc)) in self._failed:  # its slices stay as they were
                 kept.add((namespace_of(svc), name(svc)))
-        for eps in self.store.list("EndpointSlice"):
+        for eps in self._scoped("EndpointSlice", scope):
             owner = (namespace_of(eps), labels(eps).get("kubernetes.io/service-name", ""))
             if key_of(eps) not in wanted and owner not in kept:
                 with contextlib.suppress(NotFound):
