@@ -156,6 +156,8 @@ class SandboxCluster:
         self._services_synced = float("-inf")
         self._services_pending = float("inf")
         """When the Service rules were last synced to the pods, and when changes held back are due."""
+        self._synced_inputs: tuple[object, ...] | None = None
+        """The network's inputs at the last Service sync (a change since makes the next sync due)."""
         self.run_dir = run_dir
         self.nats_server = nats_server
         self.dns: DnsProfile = dns_profile(dns)
@@ -1044,7 +1046,8 @@ class SandboxCluster:
         now = time.monotonic()
         pod_nets = self._pod_nets(now)
         self._policy_pending = min((t for t in self._policy_learned.values() if t > now), default=float("inf"))
-        if self._network_inputs(pod_nets) == self._programmed_inputs and now < self._services_pending:
+        inputs = self._network_inputs(pod_nets)
+        if inputs == self._programmed_inputs and now < self._services_pending:
             return  # nothing the rules (or the DNS objects) are made of changed: a pod's status, an Event ...
         self._programmed_inputs = None  # until this programming has gone through
         self.network_programs += 1
@@ -1076,13 +1079,18 @@ class SandboxCluster:
 
         # no kube-proxy outside the cluster: Service IPs lead nowhere
         in_cluster = [k for k in sorted(self._netns_of) if k not in self._external_pods]
-        tables = pod_tables(in_cluster)
-        stale = {k: tables[k] for k in in_cluster if self._service_tables.get(self._netns_of[k]) != tables[k]}
-        if now - self._services_synced < SERVICE_MIN_SYNC:  # only new pods now, the others at the next sync
-            self._services_pending = self._services_synced + SERVICE_MIN_SYNC if stale else float("inf")
-            stale = {k: table for k, table in stale.items() if self._netns_of[k] not in self._service_tables}
+        if now - self._services_synced < SERVICE_MIN_SYNC:
+            # only new pods now (their tables computed alone); the others at the next sync, which is due when
+            # the inputs changed since the last one (it may find every table as it was)
+            fresh = [k for k in in_cluster if self._netns_of[k] not in self._service_tables]
+            stale = pod_tables(fresh)
+            if inputs != self._synced_inputs:
+                self._services_pending = self._services_synced + SERVICE_MIN_SYNC
         else:  # a sync now: nothing is held back after it (a pending sync that found nothing stale ends here too)
+            tables = pod_tables(in_cluster)
+            stale = {k: tables[k] for k in in_cluster if self._service_tables.get(self._netns_of[k]) != tables[k]}
             self._services_pending = float("inf")
+            self._synced_inputs = inputs
             if stale:
                 self._services_synced = now
         refused = self._nft.apply_each({  # only the chains that changed since the last apply
