@@ -72,7 +72,12 @@ class CellScheduling(LoadScopeScheduling):  # type: ignore[misc]
         super()._assign_work_unit(node)
 
     def _reschedule(self, node: Any) -> None:
-        """As LoadScope's, and a worker with nothing left to do stops even while cells reserved for others wait."""
+        """As LoadScope's, but a worker is sent its next cell only when one test of its cell is left (the one an
+        xdist worker holds until it knows what comes next), not two: LoadScope's two commit a cell behind a
+        cell's last two tests, its longest (the disruptive ones), while other workers may stand idle at the end of
+        the run. A worker with nothing left to do stops even while cells reserved for others wait."""
+        if not node.shutting_down and self.workqueue and self._pending_of(self.assigned_work[node]) > 1:
+            return
         if not node.shutting_down and self.workqueue and not self._pending_of(self.assigned_work[node]):
             reserved = self._reserved()
             if all(reserved.get(s, node.gateway.id) != node.gateway.id for s in self.workqueue):

@@ -159,6 +159,21 @@ def test_cells_after_the_first_go_to_whoever_frees_up_first() -> None:
     assert _cells_sent(nodes[0], collection, cells) == ["a"]
 
 
+def test_a_worker_is_sent_its_next_cell_when_one_test_of_its_cell_is_left() -> None:
+    """Not with two left (LoadScope's threshold): the next cell would wait behind the cell's last two tests."""
+    cells = ["a", "b", "c"]
+    scheduler, nodes, collection = _scheduling(cells, 2, {"a": 4, "b": 4, "c": 4})
+    first = list(nodes[0].sent)
+    for index in first[:2]:
+        scheduler.mark_test_complete(nodes[0], index)
+    assert _cells_sent(nodes[0], collection, cells) == ["a"], "a cell sent with two tests of the first left"
+    scheduler.mark_test_complete(nodes[0], first[2])
+    assert _cells_sent(nodes[0], collection, cells) == ["a", "c"]
+    for index in list(nodes[1].sent)[:3]:  # the queue is empty now: gw1, one test left, is told to stop after it
+        scheduler.mark_test_complete(nodes[1], index)
+    assert nodes[1].shutting_down and _cells_sent(nodes[1], collection, cells) == ["b"]
+
+
 def test_a_worker_whose_first_cell_has_no_tests_takes_unreserved_work_and_no_reserved_cell_moves() -> None:
     cells = ["a", "b", "c"]
     _, nodes, collection = _scheduling(cells, 3, {"b": 2, "c": 2})  # "a" deselected (-k): gw0's cell has no tests
