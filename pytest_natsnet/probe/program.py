@@ -740,8 +740,7 @@ async def watch(request: Json, emit: EventWriter, stop: asyncio.Event) -> None:
     try:
         await asyncio.wait_for(nc.connect(**{**options, "max_reconnect_attempts": 1}), duration)
     except Exception as err:
-        emit("error", text=error_text(err))
-        emit("summary", connected=False, reconnects=0, last_url=None, received=0, sent=0)
+        watch_failed(emit, error_text(err))
         return
     nc.options["max_reconnect_attempts"] = -1
     info = server_info(nc)
