@@ -232,7 +232,7 @@ class SessionWatch:
         self._session.read(0, wait=False)
         events = self._session.watch_events(self._id)
         why = self._session.ended()
-        if why is not None and not any(e.get("event") == "summary" for e in events):
+        if why is not None and not self._summarised():
             events.append({"event": "exited", "mono": 0.0, "returncode": None, "stderr": why})
         return events
 
