@@ -606,6 +606,13 @@ def test_node_port_masquerades_unless_external_traffic_policy_is_local() -> None
     assert "ct mark set" not in local and "dnat to 198.18.0.10:8080" in local
 
 
+def test_node_port_flows_are_snatted_to_the_pod_network_address_without_a_masquerade_statement() -> None:
+    """The address masquerade would pick on the pod bridge, without its kernel notifiers (see ``node_table``)."""
+    script = node_script(node_service("NodePort", 30080))
+    assert chains(script)["nodeport_masq"][1].startswith("ct mark 0x4e51 counter snat ip to 198.18.0.1 ")
+    assert "masquerade" not in script
+
+
 def test_node_port_without_ready_endpoints_gets_no_rule_and_falls_back_to_serving_terminating() -> None:
     gone = endpoint_slice("a", "web", WEB_SLICE_PORTS, ("198.18.0.10", {"ready": False, "serving": False}))
     assert dnat_targets(node_script(node_service("NodePort", 30080), slices=(gone,))) == []

@@ -12,6 +12,7 @@ sandbox (root with ``ip``, ``nft``, ``bwrap``, ``nsenter``).
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -35,6 +36,16 @@ GET = (
     "    print(urllib.request.urlopen(sys.argv[1], timeout=2).status)\n"
     "except OSError as error:\n"
     "    print(type(getattr(error, 'reason', error)).__name__)\n"
+)
+PEER = "import sys, urllib.request\nprint(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())\n"
+SERVE_PEER = (  # answers every GET with the address the connection came from
+    "import http.server as h\n"
+    "class Peer(h.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        body = self.client_address[0].encode()\n"
+    "        self.send_response(200); self.send_header('Content-Length', str(len(body))); self.end_headers()\n"
+    "        self.wfile.write(body)\n"
+    "h.HTTPServer(('', 8080), Peer).serve_forever()\n"
 )
 
 
@@ -97,7 +108,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxCluster
     try:
         web = {"app": "web"}
         cluster.apply([
-            _pod("web", "exec python3 -m http.server 8080", web),
+            _pod("web", f"exec python3 -c {shlex.quote(SERVE_PEER)}", web),
             _pod("client", "exec sleep 1000"),
             _pod("runner", "exec sleep 1000", external=True),
             _service("web-np", "NodePort", web),
@@ -120,8 +131,8 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxCluster
         assert left == [], f"network namespaces left behind: {left}"
 
 
-def _get(cluster: SandboxCluster, pod_name: str, url: str) -> str:
-    argv = cluster.exec_argv(NS, pod_name, "main", ["python3", "-c", GET, url])
+def _get(cluster: SandboxCluster, pod_name: str, url: str, script: str = GET) -> str:
+    argv = cluster.exec_argv(NS, pod_name, "main", ["python3", "-c", script, url])
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout.strip()
 
 
@@ -148,6 +159,14 @@ def test_an_outside_client_has_no_route_to_pod_or_service_ips(sandbox: SandboxCl
 def test_node_ports_answer_on_the_node_address_inside_and_outside(sandbox: SandboxCluster, svc_name: str) -> None:
     url = f"http://{netns.HUB_ADDRESS}:{_node_port(sandbox, svc_name)}/"
     assert (_get(sandbox, "runner", url), _get(sandbox, "client", url)) == ("200", "200")
+
+
+def test_a_node_port_flow_comes_from_the_node_address_unless_external_traffic_policy_is_local(
+        sandbox: SandboxCluster) -> None:
+    """kube-proxy's KUBE-MARK-MASQ: the pod sees the node's pod-network address, or with ``Local`` the client's."""
+    seen = {svc_name: _get(sandbox, "runner", f"http://{netns.HUB_ADDRESS}:{_node_port(sandbox, svc_name)}/", PEER)
+            for svc_name in ("web-np", "web-local")}
+    assert seen == {"web-np": netns.HUB_ADDRESS, "web-local": _pod_ip(sandbox, "runner")}
 
 
 def test_a_node_port_without_endpoints_is_refused(sandbox: SandboxCluster) -> None:

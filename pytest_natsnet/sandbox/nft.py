@@ -24,12 +24,12 @@ Both are implemented by DNAT to 127.0.0.1 with a conntrack mark, then rejected, 
 ``node_table`` goes into the hub netns (table ``ip natsnet_node``): kube-proxy's NodePorts on the node's
 addresses (``nodePort`` of NodePort and LoadBalancer Services; kind has no load balancer, so a LoadBalancer
 Service is reachable through its NodePorts only), DNATed to a random ready (else serving terminating) endpoint and
-masqueraded to the node's pod-network address unless ``externalTrafficPolicy: Local`` (kube-proxy's
-``KUBE-MARK-MASQ``); a NodePort without endpoints is refused (nothing listens on the node). Traffic from the outside
-bridge is forwarded into the pod network only when a NodePort translated it: a client outside the cluster cannot
-reach pod or Service IPs (it has no route to them either, see ``netns``). NodePort flows to an ingress-isolated
-pod are judged by its ingress policies with the client's own address, before the masquerade, where
-kube-network-policies judges them (postrouting ``srcnat - 5``).
+masqueraded to the node's pod-network address (as SNAT, see ``node_table``) unless ``externalTrafficPolicy:
+Local`` (kube-proxy's ``KUBE-MARK-MASQ``); a NodePort without endpoints is refused (nothing listens on the node).
+Traffic from the outside bridge is forwarded into the pod network only when a NodePort translated it: a client
+outside the cluster cannot reach pod or Service IPs (it has no route to them either, see ``netns``). NodePort
+flows to an ingress-isolated pod are judged by its ingress policies with the client's own address, before the
+masquerade, where kube-network-policies judges them (postrouting ``srcnat - 5``).
 
 ``policy_ruleset`` goes into the hub netns (tables ``bridge natsnet_np`` and ``ip natsnet_np_ct``). New
 flows are judged in the bridge ``forward`` hook on each pod's bridge-side veth and dropped silently. Kernels
@@ -444,8 +444,15 @@ def node_table(
     namespaces: Mapping[str, Mapping[str, str]] | None = None,
     policies: Sequence[Obj] = (),
 ) -> Chains:
-    """The hub's ``ip natsnet_node`` table: NodePorts on ``node_addresses``, the outside bridge's forwarding rule
-    and the ingress policies of NodePort flows (see the module docstring)."""
+    """The hub's ``ip natsnet_node`` table: NodePorts on ``node_addresses`` (the first: the node's pod-network
+    address), the outside bridge's forwarding rule and the ingress policies of NodePort flows (see the module
+    docstring).
+
+    kube-proxy masquerades; here the flows are SNATed to the node's pod-network address, the address masquerade
+    picks (they all leave by the pod bridge). Same packets, but no ``masquerade`` in any ruleset: while one
+    exists the kernel walks the whole conntrack table (every network namespace's) each time any interface goes
+    down or loses an address (``nf_nat_masquerade``'s notifiers), which every pod's removal does: ~3 % of the
+    machine's CPU in a full run, in kernel workers."""
     addresses = _ip_set(node_addresses)
     dispatch = ["type nat hook prerouting priority -100; policy accept;"]
     chains: list[tuple[str, Sequence[str]]] = []
@@ -459,9 +466,10 @@ def node_table(
         dispatch.append(f"ip daddr {addresses} {proto} dport {node_port.node_port} goto {chain} {_comment(label)}")
         mark = f"ct mark set {NODEPORT_MASQ_MARK:#x} " if node_port.masquerade else ""
         chains += _endpoint_chains(chain, port, label, mark)
-    masquerade = [
+    masquerade = [  # SNAT to the pod-network address, what masquerade picks on the pod bridge (see the docstring)
         "type nat hook postrouting priority 100; policy accept;",
-        f"ct mark {NODEPORT_MASQ_MARK:#x} counter masquerade {_comment('NodePort, externalTrafficPolicy Cluster')}",
+        f"ct mark {NODEPORT_MASQ_MARK:#x} counter snat ip to {node_addresses[0]} "
+        f"{_comment('NodePort, externalTrafficPolicy Cluster')}",
     ]
     outside = f'iifname "{outside_bridge}" oifname "{pod_bridge}"'
     forward = [
