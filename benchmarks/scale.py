@@ -133,8 +133,9 @@ def busy_by_period(busy: list[tuple[float, float]], periods: int = 10) -> list[f
     return result
 
 
-def measure(argv: list[str], every: float = 1.0) -> tuple[float, float, int, dict[str, float], int]:
-    """Runs ``argv``; returns wall seconds, CPU seconds, peak RSS bytes, CPU by label, pytest's exit status. The
+def measure(argv: list[str], every: float = 1.0) -> tuple[float, float, int, dict[str, float], dict[str, int], int]:
+    """Runs ``argv``; returns wall seconds, CPU seconds, peak RSS bytes, CPU by label, processes seen by label (a
+    process that lived less than ``every`` may not be), pytest's exit status. The
     CPU seconds are the kernel's count for the whole tree (every descendant is waited for by its parent, orphans
     by the sandbox, their subreaper); the samples only say where it went, and miss what a process spent after
     its last sample."""
@@ -151,6 +152,7 @@ def measure(argv: list[str], every: float = 1.0) -> tuple[float, float, int, dic
         log.seek(0)
         output = log.read()
     by_label: dict[str, float] = collections.defaultdict(float)
+    seen = collections.Counter(label(sample.command) for sample in last.values())
     for sample in last.values():
         by_label[label(sample.command)] += sample.cpu
     summary = [line for line in output.splitlines() if " passed" in line or " failed" in line][-1:]
@@ -161,7 +163,7 @@ def measure(argv: list[str], every: float = 1.0) -> tuple[float, float, int, dic
     by_label["(not sampled)"] = max(0.0, cpu - sum(by_label.values()))
     print("  busy cores (the whole machine) in each tenth of the run: "
           + " ".join(f"{cores:.2f}" for cores in busy_by_period(busy)))
-    return wall, cpu, peak, dict(by_label), process.returncode
+    return wall, cpu, peak, dict(by_label), dict(seen), process.returncode
 
 
 def main() -> int:
@@ -187,13 +189,13 @@ def main() -> int:
 
         cells = len(expand(load_matrix(), args.matrix))
     print(f"{args.matrix}, {cells} cells: {' '.join(argv[3:])}")
-    wall, cpu, peak, by_label, status = measure(argv, args.sample_every)
+    wall, cpu, peak, by_label, seen, status = measure(argv, args.sample_every)
     print(f"  wall {wall:.1f} s, CPU {cpu:.1f} s ({cpu / wall:.2f} cores busy), peak RSS {peak / 2**20:.0f} MiB; "
           f"per cell: CPU {cpu / cells:.2f} s, memory {peak / 2**20 / cells:.0f} MiB; pytest exit {status}; "
           f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print("  CPU by program:")
+    print("  CPU by program (processes seen):")
     for name, seconds in sorted(by_label.items(), key=lambda kv: -kv[1])[:12]:
-        print(f"    {seconds:8.1f} s  {name}")
+        print(f"    {seconds:8.1f} s  {name}" + (f" ({seen[name]})" if name in seen else ""))
     return 0
 
 
