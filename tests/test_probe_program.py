@@ -367,6 +367,53 @@ def test_qnames_to_try_without_search_is_absolute_only() -> None:
     assert program.qnames_to_try("nats", ["ns.svc.cluster.local"], 5, use_search=False) == ["nats."]
 
 
+RESOLV_CONFS = {
+    "kubernetes": "search ns.svc.cluster.local svc.cluster.local cluster.local\nnameserver 198.18.128.10\n"
+                  "options ndots:5\n",
+    "comments and the last search wins": "# a comment\n; another\nsearch a.example\nnameserver 10.0.0.1\n"
+                                         "nameserver 10.0.0.2\nsearch b.example. c.example\noptions edns0 ndots:2\n",
+    "domain clears the search list": "search a.example\ndomain b.example\nnameserver 10.0.0.1\n",
+    "no ndots, a lone keyword": "nameserver 10.0.0.1\nsearch\noptions ndots:x timeout:2\n",
+}
+
+
+@pytest.mark.parametrize("text", RESOLV_CONFS.values(), ids=RESOLV_CONFS.keys())
+def test_resolv_conf_is_read_as_dnspython_reads_it(tmp_path: Path, text: str) -> None:
+    import dns.resolver
+
+    path = tmp_path / "resolv.conf"
+    path.write_text(text)
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.read_resolv_conf(str(path))
+    expected = ([str(ns) for ns in resolver.nameservers], [n.to_text() for n in resolver.search], resolver.ndots)
+    assert program.read_resolv_conf(str(path)) == expected
+
+
+def test_a_resolv_conf_without_nameserver_or_unreadable_is_a_check_error(tmp_path: Path) -> None:
+    path = tmp_path / "resolv.conf"
+    path.write_text("search a.example\n")
+    with pytest.raises(program.CheckError, match="names no nameserver"):
+        program.read_resolv_conf(str(path))
+    with pytest.raises(program.CheckError, match="cannot read"):
+        program.read_resolv_conf(str(tmp_path / "missing"))
+
+
+def test_dnspython_is_imported_without_looking_up_installed_packages() -> None:
+    """In a fresh interpreter (a probe pod's), dnspython's optional features are off without importing
+    ``importlib.metadata``; names still parse; a process that has dnspython keeps its own."""
+    script = ("import sys\n"
+              "from pytest_natsnet.probe import program\n"
+              "program.without_optional_dnspython_features()\n"
+              "import dns.message, dns.name, dns.query, dns._features\n"
+              "print(dns.name.from_text('nats.ns.svc.cluster.local').to_text(), dns._features.have('idna'),\n"
+              "      'importlib.metadata' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=60,
+                          check=True, cwd=Path(program.__file__).resolve().parents[2])
+    assert done.stdout.split() == ["nats.ns.svc.cluster.local.", "False", "False"]
+    program.without_optional_dnspython_features()  # this process imported dnspython: nothing changes
+    assert hasattr(sys.modules["dns._features"], "_requirements")
+
+
 # ---------------------------------------------------------------------------------------------- nats + http
 
 
