@@ -228,3 +228,20 @@ def test_rules_are_compiled_once_per_choice_of_objects() -> None:
     compiled = _once_per_choice(compile_rules)
     assert [compiled([a, b]), compiled([a]), compiled([a, b]), compiled([dict(a)])] == ["a,b", "a", "a,b", "a"]
     assert calls == [["a", "b"], ["a"]]
+
+
+def test_kind_version_moves_with_every_change_to_an_object_of_that_kind_only() -> None:
+    store = Store()
+    assert store.kind_version("StatefulSet") == 0
+    created = store.create(sts("a"))
+    first = store.kind_version("StatefulSet")
+    assert first == int(created["metadata"]["resourceVersion"])
+    store.create(cm("other"))
+    assert store.kind_version("StatefulSet") == first, "another kind's change leaves it"
+    store.put(sts("a"))
+    assert store.kind_version("StatefulSet") == first, "an update that changes nothing leaves it"
+    store.put(sts("a", replicas=3))
+    changed = store.kind_version("StatefulSet")
+    assert changed > first
+    store.delete(key_of(created))
+    assert store.kind_version("StatefulSet") > changed

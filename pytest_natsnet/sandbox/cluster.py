@@ -125,6 +125,11 @@ def _owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
 T = TypeVar("T")
 
 
+def _pod_input(net: PodNet) -> tuple[object, ...]:
+    """What a pod adds to the network's inputs (``SandboxCluster._network_inputs``)."""
+    return (net.namespace, net.name, net.ip, net.veth, tuple(sorted(net.labels.items())), net.ports)
+
+
 def _once_per_choice(compile_rules: Callable[[Sequence[Obj]], T]) -> Callable[[Sequence[Obj]], T]:
     """``compile_rules`` done once per choice of objects (by their keys): ``_usable`` compiles what was chosen,
     and what is programmed afterwards reuses it."""
@@ -176,6 +181,9 @@ class SandboxCluster:
         self._pending_retry: dict[tuple[str, str], float] = {}
         self._netns_of: dict[tuple[str, str], str] = {}
         self._veth_of: dict[tuple[str, str], str] = {}
+        self._pod_net_memo: dict[tuple[str, str], tuple[object, PodNet, tuple[object, ...]]] = {}
+        """Each pod's network view (:meth:`_pod_nets`) and what it adds to the network's inputs, by pod, with the
+        pod's resourceVersion and veth it was built from."""
         self._hub_tables: nft.Tables | None = None
         self._programmed_inputs: tuple[object, ...] | None = None
         self.network_programs = 0
@@ -1010,6 +1018,7 @@ class SandboxCluster:
     def _pod_nets(self, now: float) -> list[PodNet]:
         """The pods NetworkPolicy knows: not the outside clients, not the pods still to be learned."""
         nets = []
+        memo: dict[tuple[str, str], tuple[object, PodNet, tuple[object, ...]]] = {}
         for (ns, pod_name), veth in sorted(self._veth_of.items()):
             if (ns, pod_name) in self._external_pods:
                 continue  # outside the cluster network: an address, not a pod, to NetworkPolicy
@@ -1018,12 +1027,19 @@ class SandboxCluster:
             pod = self.store.get(("Pod", ns, pod_name))
             if pod is None or not pod["status"].get("podIP"):
                 continue
-            ports = tuple(
-                ContainerPort(str(p.get("name", "")), int(p["containerPort"]), str(p.get("protocol", "TCP")))
-                for c in pod["spec"].get("containers") or []
-                for p in c.get("ports") or []
-            )
-            nets.append(PodNet(ns, pod_name, labels(pod), pod["status"]["podIP"], veth, ports))
+            version = (pod["metadata"].get("resourceVersion"), veth)
+            known = self._pod_net_memo.get((ns, pod_name))
+            if known is None or known[0] != version:
+                ports = tuple(
+                    ContainerPort(str(p.get("name", "")), int(p["containerPort"]), str(p.get("protocol", "TCP")))
+                    for c in pod["spec"].get("containers") or []
+                    for p in c.get("ports") or []
+                )
+                net = PodNet(ns, pod_name, labels(pod), pod["status"]["podIP"], veth, ports)
+                known = (version, net, _pod_input(net))
+            memo[(ns, pod_name)] = known
+            nets.append(known[1])
+        self._pod_net_memo = memo  # each pod's view is built again only when its object changed
         return nets
 
     def _write_dns_objects(self) -> None:
@@ -1142,14 +1158,15 @@ class SandboxCluster:
         return self._network_inputs(self._pod_nets(time.monotonic()))
 
     def _network_inputs(self, pod_nets: Sequence[PodNet]) -> tuple[object, ...]:
-        """What the network's rules are made of: the pods as NetworkPolicy knows them, the versions of the
-        Services, EndpointSlices, NetworkPolicies and Namespaces (the DNS objects' kinds among them), which pods
+        """What the network's rules are made of: the pods as NetworkPolicy knows them, the last change to any
+        Service, EndpointSlice, NetworkPolicy or Namespace (the DNS objects' kinds among them), which pods
         have a network namespace (and are outside clients), the objects contained. Equal inputs give the rules
         and the DNS objects already written."""
-        versions = tuple((key_of(o), o["metadata"].get("resourceVersion"))
-                         for kind in ("Service", "EndpointSlice", "NetworkPolicy", "Namespace")
-                         for o in self.store.list(kind))
-        pods = tuple((n.namespace, n.name, n.ip, n.veth, tuple(sorted(n.labels.items())), n.ports) for n in pod_nets)
+        versions = tuple(self.store.kind_version(kind)
+                         for kind in ("Service", "EndpointSlice", "NetworkPolicy", "Namespace"))
+        memo = self._pod_net_memo
+        pods = tuple(known[2] if (known := memo.get((n.namespace, n.name))) and known[1] is n else _pod_input(n)
+                     for n in pod_nets)
         return (pods, versions, tuple(sorted(self._netns_of.items())), tuple(sorted(self._external_pods)),
                 tuple(sorted(k for k in self._failed if k[0] in ("network policy", "service proxy"))))
 

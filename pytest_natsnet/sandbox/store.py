@@ -174,6 +174,7 @@ class Store:
         """Every event with rv > floor is in the history."""
         self._watchers: builtins.list[Watch] = []
         self._encoded: dict[Key, tuple[int, bytes]] = {}
+        self._kind_rv: dict[str, int] = {}
 
     # -- reads -------------------------------------------------------------------------------------
 
@@ -197,6 +198,12 @@ class Store:
             items = self._by_kind.get(kind, {})
             keys = sorted(k for k in items if namespace is None or k[1] == namespace)
             return [items[k] for k in keys], self._rv
+
+    def kind_version(self, kind: str) -> int:
+        """The resourceVersion of the last change (create, update, delete) to an object of ``kind``; 0 if none:
+        equal while no object of the kind changed, without looking at each one."""
+        with self._mu:
+            return self._kind_rv.get(kind, 0)
 
     def kinds(self) -> builtins.list[str]:
         with self._mu:
@@ -357,6 +364,7 @@ class Store:
     def _commit(self, event_type: str, key: Key, obj: Obj, old: Obj | None) -> Obj:
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
+        self._kind_rv[key[0]] = self._rv
         bucket = self._by_kind[key[0]]
         if event_type == DELETED:
             bucket.pop(key, None)
