@@ -13,6 +13,9 @@ from pytest_natsnet.kubeclient import KubeClient, KubeError, WatchStream
 
 WATCH_SECONDS = 60.0
 RETRY_SECONDS = 1.0
+SETTLE_SECONDS = 0.1
+"""How long a woken pause waits on for the changes that come with the first: a pod's start is a burst of status
+updates (and a readiness gate the wait opens is another), and each wake made the wait list its objects again."""
 FORBIDDEN = 403
 
 
@@ -35,8 +38,10 @@ class Changes:
             thread.start()
 
     def sleep(self, seconds: float) -> None:
-        """Sleeps ``seconds`` or until something changed (tenacity's ``sleep``)."""
-        self._changed.wait(seconds)
+        """Sleeps ``seconds`` or until something changed and ``SETTLE_SECONDS`` more (tenacity's ``sleep``)."""
+        started = time.monotonic()
+        if self._changed.wait(seconds):
+            self._closed.wait(min(SETTLE_SECONDS, max(0.0, started + seconds - time.monotonic())))
         self._changed.clear()
 
     def _follow(self, kind: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 from conftest import SandboxApi, needs_sandbox
 
 from pytest_natsnet.kubeclient import KubeClient, KubeError
-from pytest_natsnet.kubewatch import Changes
+from pytest_natsnet.kubewatch import SETTLE_SECONDS, Changes
 
 NS = "watched"
 
@@ -60,6 +60,7 @@ def test_a_change_ends_a_pause_and_closing_ends_the_watches(client: KubeClient) 
     finally:
         changes.close()
     assert woken_after < 15.0, f"the pause ran {woken_after:.1f}s: the change did not end it"
+    assert woken_after >= 0.5 + SETTLE_SECONDS, "a woken pause waits a moment for the changes that come with it"
     assert not [t.name for t in threading.enumerate() if t.name.startswith(f"natsnet-watch-{NS}-")]
 
 
