@@ -152,9 +152,11 @@ def measure(argv: list[str], every: float = 1.0) -> tuple[float, float, int, dic
         log.seek(0)
         output = log.read()
     by_label: dict[str, float] = collections.defaultdict(float)
-    seen = collections.Counter(label(sample.command) for sample in last.values())
+    seen: collections.Counter[str] = collections.Counter()
     for sample in last.values():
-        by_label[label(sample.command)] += sample.cpu
+        name = label(sample.command)
+        by_label[name] += sample.cpu
+        seen[name] += 1
     summary = [line for line in output.splitlines() if " passed" in line or " failed" in line][-1:]
     print("  " + (summary[0].strip("= ") if summary else output[-500:]))
     for line in output.splitlines():  # which tests failed: the log itself is gone once this returns

@@ -125,6 +125,10 @@ def _owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
 T = TypeVar("T")
 
 
+_PodNetMemo = dict[tuple[str, str], tuple[object, PodNet, tuple[object, ...]]]
+"""By pod: the version its network view was built from (resourceVersion, veth), the view, its :func:`_pod_input`."""
+
+
 def _pod_input(net: PodNet) -> tuple[object, ...]:
     """What a pod adds to the network's inputs (``SandboxCluster._network_inputs``)."""
     return (net.namespace, net.name, net.ip, net.veth, tuple(sorted(net.labels.items())), net.ports)
@@ -181,9 +185,8 @@ class SandboxCluster:
         self._pending_retry: dict[tuple[str, str], float] = {}
         self._netns_of: dict[tuple[str, str], str] = {}
         self._veth_of: dict[tuple[str, str], str] = {}
-        self._pod_net_memo: dict[tuple[str, str], tuple[object, PodNet, tuple[object, ...]]] = {}
-        """Each pod's network view (:meth:`_pod_nets`) and what it adds to the network's inputs, by pod, with the
-        pod's resourceVersion and veth it was built from."""
+        self._pod_net_memo: _PodNetMemo = {}
+        """Each pod's network view (:meth:`_pod_nets`) and what it adds to the network's inputs."""
         self._hub_tables: nft.Tables | None = None
         self._programmed_inputs: tuple[object, ...] | None = None
         self.network_programs = 0
@@ -1018,7 +1021,7 @@ class SandboxCluster:
     def _pod_nets(self, now: float) -> list[PodNet]:
         """The pods NetworkPolicy knows: not the outside clients, not the pods still to be learned."""
         nets = []
-        memo: dict[tuple[str, str], tuple[object, PodNet, tuple[object, ...]]] = {}
+        memo: _PodNetMemo = {}
         for (ns, pod_name), veth in sorted(self._veth_of.items()):
             if (ns, pod_name) in self._external_pods:
                 continue  # outside the cluster network: an address, not a pod, to NetworkPolicy
